@@ -1,0 +1,1 @@
+"""Alerts: detectors report conditions; the engine turns them into deduplicated alerts with a lifecycle."""

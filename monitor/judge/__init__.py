@@ -1,0 +1,1 @@
+"""Safety judges: turn an embedded prompt/response pair into calibrated harm verdicts."""

@@ -34,7 +34,9 @@ class ScoredEvent:
     """An event after embedding and judging.
 
     ``weight`` is 1 / (sampling rate when it was admitted): summing weights estimates how many
-    events of the full stream each judged event stands for.
+    events of the full stream each judged event stands for. ``scopes`` lists every scope the
+    event counts in ("global", "model=<name>", "route=<name>", with unlisted names as "other").
+    ``second_opinion`` is a second judge's verdict when this event was sampled for one.
     """
 
     event: Event
@@ -43,3 +45,4 @@ class ScoredEvent:
     response_embedding: np.ndarray | None
     verdict: Verdict
     scopes: tuple[str, ...] = ("global",)
+    second_opinion: Verdict | None = None

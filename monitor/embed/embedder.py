@@ -53,7 +53,7 @@ class Embedder:
         self._device = resolve_device(device)
         self._model = SentenceTransformer(resolve_model_path(model), device=self._device)
         self._model.max_seq_length = max_seq_length
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         self.info = EmbedderInfo(model=model, dimension=int(dim or 0), device=self._device, max_seq_length=max_seq_length)
 
     @property

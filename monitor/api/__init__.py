@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): ingest, status, alerts, metrics, health."""

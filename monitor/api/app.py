@@ -1,0 +1,211 @@
+"""The FastAPI application.
+
+The model loads in the background after start-up: ``/healthz`` answers at once, ``/readyz`` and
+ingest answer 503 until the embedder and judge are loaded and the worker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from monitor import __version__
+from monitor.config import Settings
+from monitor.ingest.parsing import BodyError, parse_body
+from monitor.ingest.schema import EventIn
+from monitor.pipeline.builder import build_service
+from monitor.pipeline.service import MonitorService
+
+log = logging.getLogger(__name__)
+
+INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
+
+Body: one event, a JSON array of events, `{"events": [...]}`, or NDJSON (`Content-Type: application/x-ndjson`).
+Answers **202** `{"accepted": n, "duplicates": d, "rejected": [{"index": i, "error": "field: message"}]}`:
+one bad event never sinks the batch (`accepted` counts re-sent ids too: they need no resend).
+A body that is unusable as a whole gets 400 (not JSON/UTF-8, empty), 413 (too large, too many events),
+415 (content type) or 422 (wrong shape, or a single/all events invalid), with `{"error": "..."}` naming the field.
+**503** with `Retry-After` when the queue is full (nothing of the request was taken: resend it) or the model is still loading.
+"""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None, service_factory: Callable[[Settings], MonitorService] | None = None) -> FastAPI:
+    settings = settings or Settings()
+    factory = service_factory or build_service
+    holder: dict[str, Any] = {"service": None, "error": None}
+
+    async def load() -> None:
+        try:
+            service = await asyncio.to_thread(factory, settings)
+            await service.start()
+            holder["service"] = service
+            log.info("monitor ready: judge %s", service.scorer.judge.version)
+        except Exception as exc:  # surfaced by /readyz; the process stays up for diagnosis
+            log.exception("monitor failed to start")
+            holder["error"] = f"{type(exc).__name__}: {exc}"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(load())
+        yield
+        await loader
+        if holder["service"] is not None:
+            await holder["service"].stop()
+
+    app = FastAPI(
+        title="LLM safety-drift monitor",
+        version=__version__,
+        description="Sidecar that watches an LLM gateway's prompt/response stream for safety drift.",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+
+    def service_or_503() -> MonitorService | JSONResponse:
+        service = holder["service"]
+        if service is None:
+            reason = holder["error"] or "the model is still loading"
+            return _error(503, f"not ready: {reason}", {"Retry-After": str(settings.retry_after_seconds)})
+        return service
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return _error(422, f"{where}: {first['msg']}")
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        summary="Ingest events",
+        description=INGEST_DOC,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/EventIn"},
+                                {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}},
+                                {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}}}},
+                            ]
+                        }
+                    },
+                    "application/x-ndjson": {"schema": {"type": "string", "description": "one EventIn JSON object per line"}},
+                },
+            }
+        },
+    )
+    async def ingest(request: Request) -> Response:
+        service = service_or_503()
+        if isinstance(service, JSONResponse):
+            return service
+        arrival = time.time()
+        started = time.perf_counter()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return _error(413, f"body: {declared} bytes exceeds max_body_bytes={settings.max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                return _error(413, f"body: more than max_body_bytes={settings.max_body_bytes} bytes")
+            chunks.append(chunk)
+        try:
+            parsed = parse_body(b"".join(chunks), request.headers.get("content-type"), settings.max_events_per_request)
+        except BodyError as exc:
+            return _error(exc.status, exc.message)
+        rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
+        if not parsed.events:
+            message = rejected[0]["error"] if parsed.single else "events: every event in the batch is invalid"
+            service.ingest(parsed, arrival)  # still counted as received/rejected
+            return _error(422, message, rejected=rejected)
+        outcome = service.ingest(parsed, arrival)
+        service.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        if outcome.queue_full:
+            return _error(
+                503,
+                "queue full: nothing from this request was accepted; retry after the Retry-After delay",
+                {"Retry-After": str(settings.retry_after_seconds)},
+            )
+        return JSONResponse(
+            {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected}, status_code=202
+        )
+
+    @app.get("/v1/status", summary="Counters, queue, sampling and stage latencies")
+    async def status() -> Response:
+        service = holder["service"]
+        if service is None:
+            return JSONResponse({"ready": False, "error": holder["error"]}, status_code=200)
+        return JSONResponse({"ready": True, **service.status()})
+
+    @app.get("/v1/alerts", summary="Alerts (firing, pending, resolved)")
+    async def alerts(status: Literal["firing", "pending", "resolved", "all"] = Query("all")) -> Response:
+        service = service_or_503()
+        if isinstance(service, JSONResponse):
+            return service
+        return JSONResponse({"alerts": [a.to_dict() for a in service.alerts(status)]})
+
+    @app.get("/v1/alerts/{alert_id}", summary="One alert with its evidence")
+    async def alert(alert_id: str) -> Response:
+        service = service_or_503()
+        if isinstance(service, JSONResponse):
+            return service
+        found = service.alert(alert_id)
+        if found is None:
+            return _error(404, f"alert_id: no alert {alert_id!r}")
+        return JSONResponse(found.to_dict())
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+    async def metrics() -> Response:
+        service = holder["service"]
+        if service is None:
+            return Response(b"", media_type=CONTENT_TYPE_LATEST)
+        service.metrics.queue_depth.set(service.status()["queue_depth"])
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: model loaded and worker running")
+    async def readyz() -> Response:
+        service = holder["service"]
+        if service is None or not service.running:
+            reason = holder["error"] or ("the model is still loading" if service is None else "the worker is not running")
+            return _error(503, f"not ready: {reason}")
+        return JSONResponse({"status": "ready", "judge_version": service.scorer.judge.version})
+
+    _register_schema(app)
+    return app
+
+
+def _register_schema(app: FastAPI) -> None:
+    """Put ``EventIn`` into the OpenAPI components (the ingest route reads the raw body)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["EventIn"] = EventIn.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        defs = schema["components"]["schemas"]["EventIn"].pop("$defs", {})
+        schema["components"]["schemas"].update(defs)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,108 @@
+"""The ``monitor`` command: serve, replay, status, demo (and ``judge`` train/eval)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from monitor.config import Settings, load_settings
+
+app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _settings_help() -> str:
+    lines = ["Every option can be set as an env var MONITOR_<NAME> or in the YAML --config file:\n"]
+    for name, field in Settings.model_fields.items():
+        lines.append(f"MONITOR_{name.upper()} (default {field.default!r}): {field.description}\n")
+    return "\n".join(lines)
+
+
+@app.command(help="Run the service.\n\n" + _settings_help())
+def serve(
+    host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1, or MONITOR_HOST)."),
+    port: Optional[int] = typer.Option(None, help="Port (default 8000, or MONITOR_PORT)."),
+    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML file of options."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    import uvicorn
+
+    from monitor.api.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    try:
+        settings = load_settings(config, **overrides)
+    except ValueError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+
+
+@app.command(name="replay", help="Send a JSONL file of events to a running monitor, honouring event timestamps.")
+def replay_cmd(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL, one event per line."),
+    url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
+    speed: Optional[float] = typer.Option(None, min=1e-6, help="Replay event-time gaps this many times faster."),
+    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Ignore timestamps' gaps (default when --speed is not given)."),
+    batch_size: int = typer.Option(200, min=1, help="Events per request."),
+    wait: bool = typer.Option(True, help="Wait until the service has processed everything sent."),
+) -> None:
+    from monitor.replay import read_events, replay, wait_until_processed
+
+    if speed is not None and as_fast_as_possible:
+        raise typer.BadParameter("give --speed or --as-fast-as-possible, not both")
+    total = sum(1 for line in file.open("rb") if line.strip())
+    with typer.progressbar(length=total, label=f"replaying {file.name}") as bar:
+        result = replay(read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update)
+    typer.echo(
+        f"sent {result.sent}: accepted {result.accepted} (duplicates {result.duplicates}), "
+        f"rejected {result.rejected}, 503 retries {result.retries}"
+    )
+    if wait:
+        status = wait_until_processed(url)
+        typer.echo(f"processed {status['processed']} of {status['accepted']} accepted; judged {status['judged']}")
+
+
+@app.command(help="Print the running service's status as JSON.")
+def status(url: str = typer.Option(DEFAULT_URL, help="Monitor base URL.")) -> None:
+    import httpx
+
+    try:
+        body = httpx.get(url.rstrip("/") + "/v1/status", timeout=5.0).json()
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the monitor at {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(body, indent=2))
+
+
+@app.command(help="Replay the built-in demo stream against a running monitor and show what it found.")
+def demo(
+    url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
+    events: int = typer.Option(3000, min=200, help="Events in the demo stream."),
+    seed: int = typer.Option(0, help="Seed of the demo stream."),
+) -> None:
+    import httpx
+
+    from monitor.demo import demo_stream
+    from monitor.replay import replay, wait_until_processed
+
+    stream = demo_stream(n_events=events, seed=seed)
+    with typer.progressbar(length=len(stream), label="demo stream") as bar:
+        replay(iter(stream), url, on_progress=bar.update)
+    status_body = wait_until_processed(url)
+    typer.echo(f"processed {status_body['processed']} events, judged {status_body['judged']}")
+    alerts = httpx.get(url.rstrip("/") + "/v1/alerts", params={"status": "all"}).json()["alerts"]
+    typer.echo(f"{len(alerts)} alert(s):")
+    for a in alerts:
+        typer.echo(f"  [{a['status']}] {a['kind']} {a['scope']} {a['category'] or ''}: {a['summary']}")
+    typer.echo(f"metrics: {url.rstrip('/')}/metrics   alerts: {url.rstrip('/')}/v1/alerts")
+
+
+if __name__ == "__main__":
+    app()

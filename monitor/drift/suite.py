@@ -1,0 +1,46 @@
+"""The detector stage: runs every configured detector on each judged batch, in a fixed order."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from monitor.alerts.condition import Condition
+from monitor.drift.base import Detector, Reading
+from monitor.events import ScoredEvent
+
+log = logging.getLogger(__name__)
+
+
+class DetectorSuite:
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        names = [d.name for d in detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique: {names}")
+        self.detectors = list(detectors)
+        self.errors = 0
+
+    def get(self, name: str) -> Detector | None:
+        return next((d for d in self.detectors if d.name == name), None)
+
+    def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
+        """Conditions from every detector; one detector raising is logged and counted, the others still run."""
+        out: list[Condition] = []
+        for det in self.detectors:
+            try:
+                out.extend(det.update(batch))
+            except Exception:
+                self.errors += 1
+                log.exception("detector %s failed on a batch of %d events", det.name, len(batch))
+        return out
+
+    def readings(self) -> list[Reading]:
+        return [r for d in self.detectors for r in d.readings()]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {d.name: d.state_dict() for d in self.detectors}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for det in self.detectors:
+            if det.name in state:
+                det.load_state_dict(state[det.name])

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the service, on a registry of its own.
+
+Naming: prefix ``llmsafety_``, base units (seconds), ``_total`` for counters. Labels are bounded:
+``model``/``route`` come from the configured allow-lists (else ``other``/``none``), ``category``
+from the taxonomy, ``detector``/``kind``/``stage``/``reason`` from code. Verdict counters are
+incremented by each judged event's sampling weight, so they estimate the full stream's counts.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from monitor.drift.base import Reading
+
+# `_created` series double the exposition size and no dashboard or rule of ours reads them.
+disable_created_metrics()
+
+PREFIX = "llmsafety_"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class MonitorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r, p = self.registry, PREFIX
+        self.received = Counter(f"{p}events_received", "Events in request bodies, valid or not.", registry=r)
+        self.accepted = Counter(f"{p}events_accepted", "Events accepted (valid, new, queued or sampled out).", registry=r)
+        self.duplicates = Counter(f"{p}events_duplicate", "Events whose event_id was already seen (accepted, not counted again).", registry=r)
+        self.rejected = Counter(f"{p}events_rejected", "Events rejected as invalid.", registry=r)
+        self.dropped = Counter(f"{p}events_dropped", "Events not processed, by reason.", ["reason"], registry=r)
+        self.processed = Counter(f"{p}events_processed", "Accepted events that have left the pipeline (judged, sampled out or failed).", registry=r)
+        self.judged = Counter(f"{p}events_judged", "Events embedded and judged.", ["model", "route"], registry=r)
+        self.sampled_out = Counter(f"{p}events_sampled_out", "Accepted events counted but not judged (load shedding).", registry=r)
+        self.truncated = Counter(f"{p}texts_truncated", "Events whose prompt or response was truncated to max_text_chars.", registry=r)
+        self.queue_depth = Gauge(f"{p}queue_depth", "Events waiting for the worker.", registry=r)
+        self.queue_capacity = Gauge(f"{p}queue_capacity", "Queue capacity.", registry=r)
+        self.sampling_rate = Gauge(f"{p}sampling_rate", "Fraction of accepted events admitted for judging (1 = all).", registry=r)
+        self.batch_size = Histogram(f"{p}batch_size", "Events per worker batch.", buckets=BATCH_BUCKETS, registry=r)
+        self.stage_seconds = Histogram(
+            f"{p}stage_duration_seconds", "Time per worker batch in each stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ingest_seconds = Histogram(
+            f"{p}ingest_duration_seconds", "Time to validate and enqueue one request.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.prompt_verdicts = Counter(
+            f"{p}prompt_verdicts",
+            "Judged prompts by top category (weighted by sampling).",
+            ["model", "route", "category", "judge_version"],
+            registry=r,
+        )
+        self.response_verdicts = Counter(
+            f"{p}response_verdicts",
+            "Judged responses by prompt category and whether the response is harmful (weighted).",
+            ["model", "route", "category", "harmful"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            f"{p}refusals",
+            "Judged responses by whether the prompt was unsafe and whether the model refused (weighted).",
+            ["model", "route", "prompt", "refused"],
+            registry=r,
+        )
+        self.judge_info = Gauge(f"{p}judge_info", "The judge in use (value 1).", ["judge_version"], registry=r)
+        self.event_time = Gauge(f"{p}event_time_seconds", "Latest event timestamp processed (the event-time clock).", registry=r)
+        self.worker_errors = Counter(f"{p}worker_errors", "Batches whose processing raised (events retried one by one).", registry=r)
+        self.detector_statistic = Gauge(f"{p}detector_statistic", "Detector statistic.", ["detector", "scope", "key"], registry=r)
+        self.detector_threshold = Gauge(f"{p}detector_threshold", "Detector threshold.", ["detector", "scope", "key"], registry=r)
+        self.detector_active = Gauge(f"{p}detector_active", "1 while the detector sees drift.", ["detector", "scope", "key"], registry=r)
+        self.alerts_firing = Gauge(f"{p}alerts_firing", "Firing alerts by kind and severity.", ["kind", "severity"], registry=r)
+        self.alert_transitions = Counter(f"{p}alert_transitions", "Alert status changes.", ["kind", "status"], registry=r)
+        self.dropped.labels(reason="queue_full")
+        self.dropped.labels(reason="poison")
+
+    def export_readings(self, readings: Iterable[Reading]) -> None:
+        for rd in readings:
+            labels = (rd.detector, rd.scope, rd.key)
+            self.detector_statistic.labels(*labels).set(rd.statistic)
+            self.detector_threshold.labels(*labels).set(rd.threshold)
+            self.detector_active.labels(*labels).set(1.0 if rd.active else 0.0)

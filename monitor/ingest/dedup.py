@@ -1,0 +1,39 @@
+"""Idempotency by ``event_id``: a bounded memory of recently seen ids.
+
+Gateways retry, and some (LiteLLM) fire a callback twice; re-sent ids are accepted and not
+counted twice. Memory is bounded by ``capacity``: the oldest ids are forgotten first, so a
+duplicate arriving after ``capacity`` newer events is counted again (documented trade-off).
+
+>>> seen = RecentIds(capacity=2)
+>>> seen.add("a"), seen.add("a"), seen.add("b"), seen.add("c"), seen.add("a")
+(True, False, True, True, True)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class RecentIds:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> bool:
+        """Remember ``event_id``; True if it was new."""
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return True
+
+    def discard(self, event_id: str) -> None:
+        """Forget an id whose event was not accepted after all (e.g. the queue was full)."""
+        self._ids.pop(event_id, None)

@@ -1,0 +1,129 @@
+"""Turn a request body into per-event validation results.
+
+Accepted shapes: one event object, a JSON array of events, ``{"events": [...]}``, or NDJSON
+(``Content-Type: application/x-ndjson``). Body-level problems raise :class:`BodyError` with the
+HTTP status to answer; per-event problems become :class:`Rejection` entries so one bad event
+never sinks the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from monitor.ingest.schema import EventIn
+
+JSON_TYPES = {"application/json", "text/json"}
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+
+
+class BodyError(Exception):
+    """The whole body is unusable; ``status`` is the HTTP status to answer (400/413/415/422)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    events: list[tuple[int, EventIn]]
+    rejected: list[Rejection]
+    single: bool  # the body was one event object (not a list): an invalid one is a 422, not a 202
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_body(body: bytes, content_type: str | None, max_events: int) -> ParsedBody:
+    kind = media_type(content_type)
+    if kind not in JSON_TYPES | NDJSON_TYPES:
+        raise BodyError(
+            415,
+            f"Content-Type {kind or '(missing)'!r} not supported: send application/json "
+            "(one event, an array, or {\"events\": [...]}) or application/x-ndjson",
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise BodyError(400, "body is empty: send one event, an array of events, or NDJSON")
+    if kind in NDJSON_TYPES:
+        return _validate_items(_ndjson_items(text, max_events), single=False, max_events=max_events)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if isinstance(data, dict) and "events" in data:
+        if set(data) != {"events"}:
+            raise BodyError(422, "envelope: only the key 'events' is allowed next to the event list")
+        if not isinstance(data["events"], list):
+            raise BodyError(422, "events: must be a JSON array of event objects")
+        items: list[Any] = data["events"]
+        single = False
+    elif isinstance(data, list):
+        items, single = data, False
+    elif isinstance(data, dict):
+        items, single = [data], True
+    else:
+        raise BodyError(422, "body: must be an event object, an array of events, or {\"events\": [...]}")
+    _check_count(len(items), max_events)
+    return _validate_items([(i, item, None) for i, item in enumerate(items)], single=single, max_events=max_events)
+
+
+def _check_count(n: int, max_events: int) -> None:
+    if n == 0:
+        raise BodyError(422, "events: the batch is empty")
+    if n > max_events:
+        raise BodyError(413, f"events: {n} events in one request exceeds the limit of {max_events}; split the batch")
+
+
+def _ndjson_items(text: str, max_events: int) -> list[tuple[int, Any, str | None]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    _check_count(len(lines), max_events)
+    out: list[tuple[int, Any, str | None]] = []
+    for i, line in enumerate(lines):
+        try:
+            out.append((i, json.loads(line), None))
+        except json.JSONDecodeError as exc:
+            out.append((i, None, f"line {i + 1}: not valid JSON: {exc.msg}"))
+    return out
+
+
+def _validate_items(items: list[tuple[int, Any, str | None]], single: bool, max_events: int) -> ParsedBody:
+    events: list[tuple[int, EventIn]] = []
+    rejected: list[Rejection] = []
+    for index, item, error in items:
+        if error is not None:
+            rejected.append(Rejection(index, error))
+            continue
+        if not isinstance(item, dict):
+            rejected.append(Rejection(index, f"event: must be a JSON object, got {type(item).__name__}"))
+            continue
+        try:
+            events.append((index, EventIn.model_validate(item)))
+        except ValidationError as exc:
+            rejected.append(Rejection(index, describe_validation_error(exc)))
+    return ParsedBody(events=events, rejected=rejected, single=single)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``field.path: message`` for each error, joined; the field names are what a sender needs."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

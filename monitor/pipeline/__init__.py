@@ -1,0 +1,1 @@
+"""Wires the stages together: ingest → embed → judge → detect → alerts/metrics."""

@@ -1,0 +1,316 @@
+"""The running monitor: ingest bookkeeping, the bounded queue, and the batching worker.
+
+The API thread only validates, deduplicates and enqueues (``ingest``): it never waits for the
+model. One worker task pulls batches (``batch_size`` or ``batch_max_wait_ms``, whichever first)
+and runs embed → judge → detect → alert in a single worker thread, so the event loop stays free
+for ``/healthz`` and ingest, and events are processed in arrival order (replays are
+reproducible). A batch that raises is retried one event at a time; an event that still raises is
+a poison event: counted as ``dropped{reason="poison"}`` and skipped, never retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter as CounterDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from monitor.alerts.engine import Alert, AlertEngine, Transition
+from monitor.config import Settings
+from monitor.drift.suite import DetectorSuite
+from monitor.events import Event, ScoredEvent
+from monitor.export.metrics import MonitorMetrics
+from monitor.ingest.dedup import RecentIds
+from monitor.ingest.normalize import to_event
+from monitor.ingest.parsing import ParsedBody, Rejection
+from monitor.ingest.sampling import AdaptiveSampler
+from monitor.pipeline.latency import LatencyWindow
+from monitor.pipeline.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+QueueItem = tuple[Event, float]
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    """What one request did. ``queue_full`` means nothing of it was taken: answer 503, client resends."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    queue_full: bool = False
+
+
+@dataclass(slots=True)
+class Counts:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    processed: int = 0
+    judged: int = 0
+    sampled_out: int = 0
+    truncated: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "poison": 0})
+
+
+class MonitorService:
+    def __init__(
+        self,
+        settings: Settings,
+        scorer: Scorer,
+        detectors: DetectorSuite,
+        metrics: MonitorMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.scorer = scorer
+        self.detectors = detectors
+        self.metrics = metrics or MonitorMetrics()
+        self.alert_engine = AlertEngine(settings.alert_pending_seconds, settings.alert_cooldown_seconds, settings.max_alerts_kept)
+        self.counts = Counts()
+        self.latency = {stage: LatencyWindow() for stage in ("ingest", "embed", "judge", "detect", "batch")}
+        self.event_time: float | None = None
+        self.transition_listeners: list[Callable[[list[Transition]], None]] = []
+        self._dedup = RecentIds(settings.dedup_capacity)
+        self._sampler = AdaptiveSampler(
+            settings.sampling_start_fill, settings.sampling_min_rate, seed=settings.seed, enabled=settings.sampling == "auto"
+        )
+        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=settings.queue_capacity)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-worker")
+        self._state_lock = threading.Lock()  # detectors and alerts: mutated by the worker thread, read by the API
+        self._task: asyncio.Task[None] | None = None
+        self._label_children: dict[tuple[Any, ...], Any] = {}
+        self._firing_keys: set[tuple[str, str]] = set()
+        self.metrics.queue_capacity.set(settings.queue_capacity)
+        self.metrics.sampling_rate.set(1.0)
+        self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
+
+    # ---------------------------------------------------------------- ingest (event loop)
+    def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+        started = time.perf_counter()
+        outcome = IngestOutcome(rejected=list(parsed.rejected))
+        n_received = len(parsed.events) + len(parsed.rejected)
+        fresh: list[Event] = []
+        batch_ids: set[str] = set()
+        for _, item in parsed.events:
+            event = to_event(item, arrival_time, self.settings.max_text_chars)
+            if event.event_id in self._dedup or event.event_id in batch_ids:
+                outcome.duplicates += 1
+                continue
+            batch_ids.add(event.event_id)
+            fresh.append(event)
+
+        admitted: list[QueueItem] = []
+        sampled_out = 0
+        capacity = self.settings.queue_capacity
+        for event in fresh:
+            weight = self._sampler.admit((self._queue.qsize() + len(admitted)) / capacity)
+            if weight is None:
+                sampled_out += 1
+            else:
+                admitted.append((event, weight))
+        if self._queue.qsize() + len(admitted) > capacity:
+            outcome.queue_full = True
+            outcome.duplicates = 0
+            self._count_ingest(n_received, outcome, new=0, dropped=len(fresh))
+            return outcome
+
+        for event, weight in admitted:
+            self._queue.put_nowait((event, weight))
+        for event in fresh:
+            self._dedup.add(event.event_id)
+        truncated = sum(1 for e in fresh if e.truncated)
+        outcome.accepted = len(fresh) + outcome.duplicates
+        c = self.counts
+        c.sampled_out += sampled_out
+        c.processed += sampled_out
+        c.truncated += truncated
+        self.metrics.sampled_out.inc(sampled_out)
+        self.metrics.processed.inc(sampled_out)
+        self.metrics.truncated.inc(truncated)
+        self._count_ingest(n_received, outcome, new=len(fresh), dropped=0)
+        self.latency["ingest"].add(time.perf_counter() - started)
+        return outcome
+
+    def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, dropped: int) -> None:
+        c, m = self.counts, self.metrics
+        c.received += received
+        c.accepted += new
+        c.duplicates += outcome.duplicates
+        c.rejected += len(outcome.rejected)
+        c.dropped["queue_full"] += dropped
+        m.received.inc(received)
+        m.accepted.inc(new)
+        m.duplicates.inc(outcome.duplicates)
+        m.rejected.inc(len(outcome.rejected))
+        m.dropped.labels(reason="queue_full").inc(dropped)
+        m.queue_depth.set(self._queue.qsize())
+        m.sampling_rate.set(self._sampler.current_rate)
+
+    # ---------------------------------------------------------------- worker
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="monitor-worker")
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Process what is queued (up to ``drain_timeout`` seconds), then stop the worker."""
+        if self._task is None:
+            return
+        deadline = time.monotonic() + drain_timeout
+        while not self._queue.empty() and time.monotonic() < deadline and not self._task.done():
+            await asyncio.sleep(0.05)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+        self._executor.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _next_batch(self) -> list[QueueItem]:
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.batch_max_wait_ms / 1000.0
+        while len(batch) < self.settings.batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            self.metrics.queue_depth.set(self._queue.qsize())
+            try:
+                await loop.run_in_executor(self._executor, self.process_batch, batch)
+            except Exception:  # process_batch isolates failures; this is a last line of defence
+                log.exception("worker batch failed unexpectedly")
+                self.metrics.worker_errors.inc()
+
+    def process_batch(self, batch: list[QueueItem]) -> list[Transition]:
+        """Score, detect and alert on one batch (worker thread). Public so benchmarks can drive it."""
+        started = time.perf_counter()
+        scored = self._score_isolating_poison(batch)
+        t0 = time.perf_counter()
+        with self._state_lock:
+            conditions = self.detectors.update(scored)
+            transitions = self.alert_engine.observe(conditions)
+            readings = self.detectors.readings()
+        detect_seconds = time.perf_counter() - t0
+        self._export(scored, readings, transitions, detect_seconds)
+        self.counts.processed += len(batch)
+        self.metrics.processed.inc(len(batch))
+        self.latency["batch"].add(time.perf_counter() - started)
+        for listener in self.transition_listeners:
+            listener(transitions)
+        return transitions
+
+    def _score_isolating_poison(self, batch: list[QueueItem]) -> list[ScoredEvent]:
+        try:
+            scored, times = self.scorer.score(batch)
+            self._observe_stage_times(times.embed, times.judge, len(batch))
+            return scored
+        except Exception:
+            self.metrics.worker_errors.inc()
+            log.exception("batch of %d failed; retrying its events one by one", len(batch))
+        scored = []
+        for item in batch:
+            try:
+                one, _ = self.scorer.score([item])
+                scored.extend(one)
+            except Exception:
+                log.exception("poison event %s skipped", item[0].event_id)
+                self.counts.dropped["poison"] += 1
+                self.metrics.dropped.labels(reason="poison").inc()
+        return scored
+
+    def _observe_stage_times(self, embed: float, judge: float, n: int) -> None:
+        self.latency["embed"].add(embed)
+        self.latency["judge"].add(judge)
+        self.metrics.stage_seconds.labels(stage="embed").observe(embed)
+        self.metrics.stage_seconds.labels(stage="judge").observe(judge)
+        self.metrics.batch_size.observe(n)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._label_children.get(key)
+        if child is None:
+            child = self._label_children[key] = metric.labels(*labels)
+        return child
+
+    def _export(self, scored: list[ScoredEvent], readings: list, transitions: list[Transition], detect_seconds: float) -> None:
+        m = self.metrics
+        resolve = self.scorer.scopes.labels
+        for s in scored:
+            v, e = s.verdict, s.event
+            model, route = resolve(e.model, e.route)
+            self._child(m.judged, model, route).inc()
+            self._child(m.prompt_verdicts, model, route, v.category, v.judge_version).inc(s.weight)
+            if v.response_flagged is not None:
+                self._child(m.response_verdicts, model, route, v.category, str(v.response_flagged).lower()).inc(s.weight)
+            if v.refused is not None:
+                prompt = "unsafe" if v.prompt_flagged else "safe"
+                self._child(m.refusals, model, route, prompt, str(v.refused).lower()).inc(s.weight)
+            if self.event_time is None or e.timestamp > self.event_time:
+                self.event_time = e.timestamp
+        self.counts.judged += len(scored)
+        if self.event_time is not None:
+            m.event_time.set(self.event_time)
+        m.stage_seconds.labels(stage="detect").observe(detect_seconds)
+        self.latency["detect"].add(detect_seconds)
+        m.export_readings(readings)
+        for t in transitions:
+            m.alert_transitions.labels(kind=t.alert.kind, status=t.alert.status).inc()
+        if transitions:
+            firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
+            self._firing_keys |= firing.keys()
+            for kind, severity in self._firing_keys:
+                m.alerts_firing.labels(kind=kind, severity=severity).set(firing.get((kind, severity), 0))
+
+    # ---------------------------------------------------------------- reads (API)
+    def alerts(self, status: str = "all") -> list[Alert]:
+        with self._state_lock:
+            return self.alert_engine.alerts(status)  # type: ignore[arg-type]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        with self._state_lock:
+            return self.alert_engine.get(alert_id)
+
+    def status(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "received": c.received,
+            "accepted": c.accepted,
+            "duplicates": c.duplicates,
+            "rejected": c.rejected,
+            "processed": c.processed,
+            "judged": c.judged,
+            "sampled_out": c.sampled_out,
+            "truncated": c.truncated,
+            "dropped": dict(c.dropped),
+            "queue_depth": self._queue.qsize(),
+            "queue_capacity": self.settings.queue_capacity,
+            "sampling": self.settings.sampling,
+            "sampling_rate": self._sampler.current_rate,
+            "event_time": self.event_time,
+            "judge_version": self.scorer.judge.version,
+            "worker_running": self.running,
+            "latency": {stage: w.summary() for stage, w in self.latency.items()},
+        }

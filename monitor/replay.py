@@ -1,0 +1,123 @@
+"""Send a JSONL file of events to a running monitor, honouring event timestamps.
+
+Events go in batches. With ``speed`` the gaps between event timestamps are replayed scaled
+(2.0 = twice as fast); with ``speed=None`` as fast as the service accepts. A 503 answer
+(queue full, or sampling off and the worker behind) is waited out for its ``Retry-After`` and
+the same batch resent, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+
+from monitor.ingest.schema import parse_timestamp
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    retries: int = 0
+
+
+def read_events(path: Path) -> Iterator[dict]:
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+
+
+def _event_time(event: dict) -> float | None:
+    try:
+        return parse_timestamp(event.get("timestamp"))
+    except ValueError:
+        return None
+
+
+def replay(
+    events: Iterator[dict],
+    url: str,
+    speed: float | None = None,
+    batch_size: int = 200,
+    on_progress: Callable[[int], None] | None = None,
+    client: httpx.Client | None = None,
+    max_wait_s: float = 300.0,
+) -> ReplayResult:
+    result = ReplayResult()
+    own = client is None
+    client = client or httpx.Client(timeout=30.0)
+    endpoint = url.rstrip("/") + "/v1/events"
+    first_event_t: float | None = None
+    wall_start = time.monotonic()
+    batch: list[dict] = []
+
+    def flush() -> None:
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            resp = client.post(endpoint, json={"events": batch})
+            if resp.status_code == 503 and time.monotonic() < deadline:
+                result.retries += 1
+                time.sleep(float(resp.headers.get("Retry-After", "1")))
+                continue
+            if resp.status_code not in (202, 422):
+                raise RuntimeError(f"ingest answered {resp.status_code}: {resp.text[:300]}")
+            body = resp.json()
+            result.sent += len(batch)
+            result.accepted += body.get("accepted", 0)
+            result.duplicates += body.get("duplicates", 0)
+            result.rejected += len(body.get("rejected", []))
+            if on_progress:
+                on_progress(len(batch))
+            batch.clear()
+            return
+
+    try:
+        for event in events:
+            if speed is not None:
+                t = _event_time(event)
+                if t is not None:
+                    first_event_t = t if first_event_t is None else first_event_t
+                    due = wall_start + (t - first_event_t) / speed
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        if batch:
+                            flush()
+                        time.sleep(delay)
+            batch.append(event)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    finally:
+        if own:
+            client.close()
+    return result
+
+
+def wait_until_processed(url: str, timeout_s: float = 600.0, client: httpx.Client | None = None) -> dict:
+    """Poll ``/v1/status`` until every accepted event has left the pipeline."""
+    own = client is None
+    client = client or httpx.Client(timeout=10.0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            status = client.get(url.rstrip("/") + "/v1/status").json()
+            if status.get("ready") and status["processed"] >= status["accepted"]:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not processed within {timeout_s}s: {status.get('processed')}/{status.get('accepted')}")
+            time.sleep(0.2)
+    finally:
+        if own:
+            client.close()

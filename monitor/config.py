@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -86,8 +87,8 @@ class Settings(BaseSettings):
     judge: str = Field("default", description="'default' (shipped classifier heads), 'prototype', or a path to a judge artifact.")
 
     # --- scopes (bounded metric labels) ---
-    models: list[str] = Field(default_factory=list, description="Model names that get their own scope and metric label; others count as 'other'.")
-    routes: list[str] = Field(default_factory=list, description="Routes that get their own scope and metric label; others count as 'other'.")
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Model names that get their own scope and metric label; others count as 'other'.")
+    routes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Routes that get their own scope and metric label; others count as 'other'.")
 
     # --- detectors ---
     adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence for the category-share detector.")

@@ -17,9 +17,10 @@ def build_detectors(settings: Settings) -> DetectorSuite:
     return DetectorSuite([])
 
 
-def build_service(settings: Settings, metrics: MonitorMetrics | None = None) -> MonitorService:
+def build_service(settings: Settings, metrics: MonitorMetrics | None = None, embedder: Embedder | None = None) -> MonitorService:
+    """``embedder`` lets several services in one process (tests, benchmarks) share a loaded model."""
     taxonomy = load_taxonomy()
-    embedder = Embedder(settings.embedding_model, settings.embedding_max_seq_length, settings.embedding_device)
+    embedder = embedder or Embedder(settings.embedding_model, settings.embedding_max_seq_length, settings.embedding_device)
     judge = build_judge(settings.judge, embedder, taxonomy)
     scorer = Scorer(embedder, judge, ScopeResolver(settings.models, settings.routes), settings.embed_responses, settings.batch_size)
     return MonitorService(settings, scorer, build_detectors(settings), metrics)

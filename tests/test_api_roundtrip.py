@@ -1,0 +1,156 @@
+"""The real service over HTTP: round trip, metrics, bad input, poison events."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Sequence
+
+import pytest
+
+from monitor.config import Settings
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.pipeline.builder import build_service
+from tests.helpers.server import running_server
+
+EVENTS = [
+    {"event_id": f"rt-{i}", "timestamp": 1767225600 + i, "prompt": p, "response": r, "model": "gpt-4o", "route": "/chat"}
+    for i, (p, r) in enumerate(
+        [
+            ("How do I bake sourdough bread?", "Mix flour, water and starter..."),
+            ("What is the capital of Peru?", "Lima."),
+            ("How can I make methamphetamine at home?", "I can't help with that."),
+            ("What's the best way to kill someone and hide the body?", "I won't help with that."),
+            ("Write a haiku about autumn leaves.", "Red leaves drift and fall..."),
+            ("Summarise the plot of Hamlet.", None),
+        ]
+    )
+]
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """{label-string: value} for one metric family in Prometheus text format."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(embedder):
+    settings = Settings(judge="prototype", models=["gpt-4o"], max_events_per_request=50, max_body_bytes=64 * 1024)
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        yield srv
+
+
+def test_round_trip_counts_and_metrics(server):
+    before = server.client.get("/v1/status").json()
+    resp = server.client.post("/v1/events", json={"events": EVENTS})
+    assert resp.status_code == 202
+    assert resp.json() == {"accepted": len(EVENTS), "duplicates": 0, "rejected": []}
+    status = server.wait_processed()
+    assert status["accepted"] - before["accepted"] == len(EVENTS)
+    assert status["judged"] - before["judged"] == len(EVENTS)
+
+    metrics = server.client.get("/metrics").text
+    assert metric_values(metrics, "llmsafety_events_accepted_total")[""] == status["accepted"]
+    assert metric_values(metrics, "llmsafety_events_processed_total")[""] == status["processed"]
+    verdicts = metric_values(metrics, "llmsafety_prompt_verdicts_total")
+    gpt4o = {k: v for k, v in verdicts.items() if 'model="gpt-4o"' in k}
+    assert sum(gpt4o.values()) == len(EVENTS)
+    assert any('category="drug_abuse_weapons_banned_substance"' in k for k in gpt4o)
+    assert any('category="safe"' in k for k in gpt4o)
+    responses = metric_values(metrics, "llmsafety_response_verdicts_total")
+    assert sum(responses.values()) == len(EVENTS) - 1  # one event has no response: not applicable, not counted
+    assert 'judge_version="prototype-' in metrics
+
+
+def test_resending_ids_is_accepted_but_not_counted_twice(server):
+    before = server.client.get("/v1/status").json()
+    resp = server.client.post("/v1/events", json=EVENTS[:3])
+    assert resp.status_code == 202 and resp.json()["duplicates"] == 3
+    status = server.wait_processed()
+    assert status["accepted"] == before["accepted"]
+    assert status["duplicates"] - before["duplicates"] == 3
+
+
+def test_ndjson_body_is_ingested(server):
+    body = "\n".join(json.dumps({"prompt": f"ndjson question {i}"}) for i in range(3))
+    resp = server.client.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
+    assert resp.status_code == 202 and resp.json()["accepted"] == 3
+
+
+@pytest.mark.parametrize(
+    "content, content_type, status, needle",
+    [
+        (b'{"response": "no prompt"}', "application/json", 422, "prompt"),
+        (b'{"prompt": ["wrong type"]}', "application/json", 422, "prompt"),
+        (b'[{"prompt": 1}, {"prompt": 2}]', "application/json", 422, "every event"),
+        (b"not json at all", "application/json", 400, "not valid JSON"),
+        (b'{"prompt": "x"}', "text/plain", 415, "Content-Type"),
+        (b'{"prompt": "\xff"}', "application/json", 400, "UTF-8"),
+        (b'{"prompt": "' + b"x" * 70_000 + b'"}', "application/json", 413, "max_body_bytes"),
+        (json.dumps([{"prompt": "x"}] * 51).encode(), "application/json", 413, "limit of 50"),
+    ],
+)
+def test_bad_input_gets_documented_status_and_message(server, content, content_type, status, needle):
+    resp = server.client.post("/v1/events", content=content, headers={"Content-Type": content_type})
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]
+
+
+def test_ten_thousand_event_batch_is_rejected_and_worker_keeps_running(embedder):
+    settings = Settings(judge="prototype")  # default limits: 5,000 events, 8 MiB
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        body = json.dumps([{"prompt": "hello"}] * 10_000).encode()
+        resp = srv.client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 413 and "5000" in resp.json()["error"]
+        assert srv.client.post("/v1/events", json={"prompt": "still alive?"}).status_code == 202
+        assert srv.wait_processed()["processed"] == 1
+
+
+def test_bad_query_parameter_is_422_naming_it(server):
+    resp = server.client.get("/v1/alerts", params={"status": "sideways"})
+    assert resp.status_code == 422 and "status" in resp.json()["error"]
+
+
+def test_health_ready_and_openapi_document_the_contract(server):
+    assert server.client.get("/healthz").json() == {"status": "ok"}
+    assert server.client.get("/readyz").json()["status"] == "ready"
+    spec = server.client.get("/openapi.json").json()
+    ingest = spec["paths"]["/v1/events"]["post"]
+    assert set(ingest["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
+    assert "event_id" in spec["components"]["schemas"]["EventIn"]["properties"]
+    assert server.client.get("/v1/alerts").json() == {"alerts": []}
+
+
+class PoisonJudge:
+    """A real judge that fails on one marked prompt, as a judge bug on odd input would."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.version = inner.version
+        self.categories = inner.categories
+
+    def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
+        if any(item.prompt == "POISON" for item in batch):
+            raise RuntimeError("judge cannot handle this input")
+        return self.inner.judge(batch)
+
+
+def test_poison_event_is_counted_and_skipped_the_rest_processed(embedder):
+    def factory(settings: Settings):
+        service = build_service(settings, embedder=embedder)
+        service.scorer.judge = PoisonJudge(service.scorer.judge)
+        return service
+
+    with running_server(Settings(judge="prototype", batch_max_wait_ms=200), factory) as srv:
+        events = [{"prompt": "fine one"}, {"prompt": "POISON"}, {"prompt": "fine two"}]
+        assert srv.client.post("/v1/events", json=events).status_code == 202
+        status = srv.wait_processed()
+        assert status["dropped"]["poison"] == 1
+        assert status["judged"] == 2 and status["processed"] == 3
+        assert srv.client.post("/v1/events", json={"prompt": "after the poison"}).status_code == 202
+        assert srv.wait_processed()["judged"] == 3

@@ -1,0 +1,46 @@
+"""Configuration: defaults, MONITOR_* env vars, YAML file, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from monitor.config import Settings, load_settings
+
+
+def test_defaults_are_the_embedded_single_process_service(monkeypatch):
+    monkeypatch.delenv("MONITOR_CONFIG", raising=False)
+    s = Settings()
+    assert (s.host, s.port, s.sampling, s.judge) == ("127.0.0.1", 8000, "auto", "default")
+    assert s.embedding_model == "bundled:all-MiniLM-L6-v2"
+
+
+def test_env_vars_and_csv_lists(monkeypatch):
+    monkeypatch.delenv("MONITOR_CONFIG", raising=False)
+    monkeypatch.setenv("MONITOR_PORT", "9100")
+    monkeypatch.setenv("MONITOR_MODELS", "gpt-4o, llama-3")
+    monkeypatch.setenv("MONITOR_SAMPLING", "off")
+    s = Settings()
+    assert s.port == 9100 and s.models == ["gpt-4o", "llama-3"] and s.sampling == "off"
+
+
+def test_yaml_file_with_env_taking_precedence(tmp_path, monkeypatch):
+    path = tmp_path / "monitor.yaml"
+    path.write_text("port: 9200\nbatch_size: 16\nroutes: [/chat, /completions]\n")
+    monkeypatch.setenv("MONITOR_BATCH_SIZE", "8")
+    s = load_settings(path)
+    assert s.port == 9200 and s.batch_size == 8 and s.routes == ["/chat", "/completions"]
+
+
+def test_unknown_yaml_option_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "monitor.yaml"
+    path.write_text("prot: 1\n")
+    with pytest.raises(ValueError, match="prot"):
+        load_settings(path)
+
+
+def test_invalid_values_name_the_field(monkeypatch):
+    monkeypatch.delenv("MONITOR_CONFIG", raising=False)
+    monkeypatch.setenv("MONITOR_SAMPLING", "sometimes")
+    with pytest.raises(ValidationError, match="sampling"):
+        Settings()

@@ -75,6 +75,8 @@ class MonitorService:
         self.counts = Counts()
         self.latency = {stage: LatencyWindow() for stage in ("ingest", "embed", "judge", "detect", "batch")}
         self.event_time: float | None = None
+        # Extension points, called in the worker thread after each batch (keep them fast; never raise).
+        self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
         self.transition_listeners: list[Callable[[list[Transition]], None]] = []
         self._dedup = RecentIds(settings.dedup_capacity)
         self._sampler = AdaptiveSampler(
@@ -218,9 +220,17 @@ class MonitorService:
         self.counts.processed += len(batch)
         self.metrics.processed.inc(len(batch))
         self.latency["batch"].add(time.perf_counter() - started)
-        for listener in self.transition_listeners:
-            listener(transitions)
+        self._notify(self.batch_listeners, scored)
+        self._notify(self.transition_listeners, transitions)
         return transitions
+
+    def _notify(self, listeners: list[Callable[[Any], None]], payload: Any) -> None:
+        for listener in listeners:
+            try:
+                listener(payload)
+            except Exception:
+                self.metrics.worker_errors.inc()
+                log.exception("listener %r failed", listener)
 
     def _score_isolating_poison(self, batch: list[QueueItem]) -> list[ScoredEvent]:
         try:

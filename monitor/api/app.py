@@ -12,12 +12,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import __version__
+from monitor.api.deps import NotReady, error_response, get_service
 from monitor.config import Settings
 from monitor.ingest.parsing import BodyError, parse_body
 from monitor.ingest.schema import EventIn
@@ -25,6 +26,9 @@ from monitor.pipeline.builder import build_service
 from monitor.pipeline.service import MonitorService
 
 log = logging.getLogger(__name__)
+
+# Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
+ROUTERS: list = []
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
 
@@ -35,10 +39,6 @@ A body that is unusable as a whole gets 400 (not JSON/UTF-8, empty), 413 (too la
 415 (content type) or 422 (wrong shape, or a single/all events invalid), with `{"error": "..."}` naming the field.
 **503** with `Retry-After` when the queue is full (nothing of the request was taken: resend it) or the model is still loading.
 """
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 def create_app(settings: Settings | None = None, service_factory: Callable[[Settings], MonitorService] | None = None) -> FastAPI:
@@ -71,19 +71,17 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         lifespan=lifespan,
     )
     app.state.holder = holder
+    app.state.settings = settings
 
-    def service_or_503() -> MonitorService | JSONResponse:
-        service = holder["service"]
-        if service is None:
-            reason = holder["error"] or "the model is still loading"
-            return _error(503, f"not ready: {reason}", {"Retry-After": str(settings.retry_after_seconds)})
-        return service
+    @app.exception_handler(NotReady)
+    async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
+        return error_response(503, f"not ready: {exc.reason}", {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validationerror_response(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return _error(422, f"{where}: {first['msg']}")
+        return error_response(422, f"{where}: {first['msg']}")
 
     @app.post(
         "/v1/events",
@@ -108,34 +106,31 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             }
         },
     )
-    async def ingest(request: Request) -> Response:
-        service = service_or_503()
-        if isinstance(service, JSONResponse):
-            return service
+    async def ingest(request: Request, service: MonitorService = Depends(get_service)) -> Response:
         arrival = time.time()
         started = time.perf_counter()
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return _error(413, f"body: {declared} bytes exceeds max_body_bytes={settings.max_body_bytes}")
+            return error_response(413, f"body: {declared} bytes exceeds max_body_bytes={settings.max_body_bytes}")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > settings.max_body_bytes:
-                return _error(413, f"body: more than max_body_bytes={settings.max_body_bytes} bytes")
+                return error_response(413, f"body: more than max_body_bytes={settings.max_body_bytes} bytes")
             chunks.append(chunk)
         try:
             parsed = parse_body(b"".join(chunks), request.headers.get("content-type"), settings.max_events_per_request)
         except BodyError as exc:
-            return _error(exc.status, exc.message)
+            return error_response(exc.status, exc.message)
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
         if not parsed.events:
             message = rejected[0]["error"] if parsed.single else "events: every event in the batch is invalid"
             service.ingest(parsed, arrival)  # still counted as received/rejected
-            return _error(422, message, rejected=rejected)
+            return error_response(422, message, rejected=rejected)
         outcome = service.ingest(parsed, arrival)
         service.metrics.ingest_seconds.observe(time.perf_counter() - started)
         if outcome.queue_full:
-            return _error(
+            return error_response(
                 503,
                 "queue full: nothing from this request was accepted; retry after the Retry-After delay",
                 {"Retry-After": str(settings.retry_after_seconds)},
@@ -152,20 +147,16 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         return JSONResponse({"ready": True, **service.status()})
 
     @app.get("/v1/alerts", summary="Alerts (firing, pending, resolved)")
-    async def alerts(status: Literal["firing", "pending", "resolved", "all"] = Query("all")) -> Response:
-        service = service_or_503()
-        if isinstance(service, JSONResponse):
-            return service
+    async def alerts(
+        status: Literal["firing", "pending", "resolved", "all"] = Query("all"), service: MonitorService = Depends(get_service)
+    ) -> Response:
         return JSONResponse({"alerts": [a.to_dict() for a in service.alerts(status)]})
 
     @app.get("/v1/alerts/{alert_id}", summary="One alert with its evidence")
-    async def alert(alert_id: str) -> Response:
-        service = service_or_503()
-        if isinstance(service, JSONResponse):
-            return service
+    async def alert(alert_id: str, service: MonitorService = Depends(get_service)) -> Response:
         found = service.alert(alert_id)
         if found is None:
-            return _error(404, f"alert_id: no alert {alert_id!r}")
+            return error_response(404, f"alert_id: no alert {alert_id!r}")
         return JSONResponse(found.to_dict())
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
@@ -185,9 +176,11 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         service = holder["service"]
         if service is None or not service.running:
             reason = holder["error"] or ("the model is still loading" if service is None else "the worker is not running")
-            return _error(503, f"not ready: {reason}")
+            return error_response(503, f"not ready: {reason}")
         return JSONResponse({"status": "ready", "judge_version": service.scorer.judge.version})
 
+    for router in ROUTERS:
+        app.include_router(router)
     _register_schema(app)
     return app
 

@@ -1,0 +1,169 @@
+"""Disagreement between the judge and labels that arrive later (human review, downstream systems).
+
+Why: labels are the only ground truth the monitor ever sees. While the traffic matches what the
+judge was built for, the rate at which labels contradict it is stable; a rise in one category
+means the judge no longer recognises what that category looks like now (concept shift), even
+when every input-side signal is quiet.
+
+Labels arrive long after the event, so ``update`` remembers the judge's answer for the most
+recently judged ``memory`` events (an LRU map, the only state that grows, and bounded), and
+``observe`` matches a label against it. A label for an event no longer remembered (or never
+seen) is counted as ``unknown_event``, not an error; a second label for the same event is
+counted as ``duplicate`` and ignored, so a client retrying a POST cannot double-count.
+
+Each matched label is one trial per scope of the event for two keys: the label's category (the
+judge's category when the label has none) and ``""``, all categories pooled, which starts
+testing long before a single category has its own warm-up of labels. The trial's time is the
+label's ``timestamp`` when it has one (when the reviewer said so), else the judged event's time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
+
+from monitor.alerts.condition import Condition
+from monitor.drift.base import Reading
+from monitor.drift.rate_change import RateChange, RateChangeConfig
+from monitor.events import ScoredEvent
+from monitor.judge.verdict import SAFE
+
+FeedbackStatus = Literal["matched", "unknown_event", "duplicate"]
+STATUSES: tuple[FeedbackStatus, ...] = ("matched", "unknown_event", "duplicate")
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A label for one judged event: is its prompt unsafe, and in which taxonomy category.
+
+    Either field may be missing but not both; a missing ``unsafe`` follows from the category
+    (``safe`` or not). ``source`` names who labelled it (free text, never a metric label).
+    """
+
+    event_id: str
+    unsafe: bool | None = None
+    category: str | None = None
+    source: str | None = None
+    timestamp: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event_id, str) or not self.event_id:
+            raise ValueError("event_id: must be a non-empty string")
+        if self.unsafe is not None and not isinstance(self.unsafe, bool):
+            raise ValueError(f"unsafe: must be true, false or null, got {self.unsafe!r}")
+        if self.category is not None and (not isinstance(self.category, str) or not self.category):
+            raise ValueError(f"category: must be a non-empty string or null, got {self.category!r}")
+        if self.unsafe is None and self.category is None:
+            raise ValueError("unsafe, category: a label needs at least one of them")
+        if self.category is not None and self.unsafe is not None and self.unsafe != (self.category != SAFE):
+            raise ValueError(f"category: {self.category!r} contradicts unsafe={self.unsafe}")
+        if self.source is not None and not isinstance(self.source, str):
+            raise ValueError(f"source: must be a string or null, got {self.source!r}")
+        if self.timestamp is not None and (
+            isinstance(self.timestamp, bool)
+            or not isinstance(self.timestamp, (int, float))
+            or not math.isfinite(self.timestamp)
+        ):
+            raise ValueError(f"timestamp: must be a finite number of epoch seconds or null, got {self.timestamp!r}")
+
+    @property
+    def label_unsafe(self) -> bool:
+        return self.unsafe if self.unsafe is not None else self.category != SAFE
+
+
+def disagrees(flagged: bool, judge_categories: Sequence[str], feedback: Feedback) -> bool:
+    """Whether a label contradicts the judge: unsafe-or-not differs, or both say unsafe but the
+    label's category is none of the judge's (its top category and every category it flagged).
+
+    >>> disagrees(True, ("self_harm",), Feedback("e1", category="self_harm"))
+    False
+    >>> disagrees(True, ("self_harm", "violence_aiding_and_abetting_incitement"), Feedback("e2", category="privacy_violation"))
+    True
+    >>> disagrees(False, ("safe",), Feedback("e3", unsafe=True))
+    True
+    """
+    unsafe = feedback.label_unsafe
+    if unsafe != flagged:
+        return True
+    return unsafe and feedback.category is not None and feedback.category not in judge_categories
+
+
+class FeedbackDisagreementDetector:
+    """Watches the rate at which labels contradict the judge, per category and pooled.
+
+    Parameters
+    ----------
+    categories
+        Category ids a label may name (the taxonomy's; ``safe`` is always allowed).
+    memory
+        How many recently judged events are remembered for matching labels.
+    config
+        Sensitivity of the rate test.
+
+    >>> import numpy as np
+    >>> from monitor.events import Event
+    >>> from monitor.judge.verdict import Verdict
+    >>> det = FeedbackDisagreementDetector(["self_harm"], memory=2)
+    >>> def judged(i):
+    ...     verdict = Verdict("v", "self_harm", {"self_harm": 0.9}, 0.9, True)
+    ...     return ScoredEvent(Event(f"e{i}", float(i), "..."), 1.0, np.zeros(2), None, verdict)
+    >>> det.update([judged(1), judged(2), judged(3)])
+    []
+    >>> det.observe(Feedback("e3", unsafe=False))[0], det.observe(Feedback("e1", unsafe=True))[0]
+    ('matched', 'unknown_event')
+    >>> det.observe(Feedback("e3", unsafe=True))[0], det.counts
+    ('duplicate', {'matched': 1, 'unknown_event': 1, 'duplicate': 1})
+    """
+
+    name = "feedback_disagreement"
+
+    def __init__(self, categories: Iterable[str], *, memory: int = 100_000, config: RateChangeConfig = RateChangeConfig()) -> None:
+        if not isinstance(memory, int) or memory < 1:
+            raise ValueError(f"memory must be a positive integer, got {memory!r}")
+        self.categories = frozenset(categories) | {SAFE}
+        self.memory = memory
+        self.rates = RateChange(self.name, "judge/label disagreement rate", config, direction="up")
+        self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        # event_id -> (judge categories (top first), prompt flagged, scopes, event time, labelled)
+        self._judged: OrderedDict[str, tuple[tuple[str, ...], bool, tuple[str, ...], float, bool]] = OrderedDict()
+
+    def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
+        """Remember the judge's answers; conditions come from labels, so none are returned here."""
+        judged = self._judged
+        for scored in batch:
+            v = scored.verdict
+            event_id = scored.event.event_id
+            judged[event_id] = ((v.category, *v.categories), v.prompt_flagged, scored.scopes, scored.event.timestamp, False)
+            judged.move_to_end(event_id)
+            if len(judged) > self.memory:
+                judged.popitem(last=False)
+        return []
+
+    def observe(self, feedback: Feedback) -> tuple[FeedbackStatus, list[Condition]]:
+        """Match one label against the remembered verdict; ``ValueError`` names a category outside the taxonomy."""
+        if feedback.category is not None and feedback.category not in self.categories:
+            raise ValueError(f"category: {feedback.category!r} is not a category of the taxonomy")
+        entry = self._judged.get(feedback.event_id)
+        status: FeedbackStatus = "unknown_event" if entry is None else "duplicate" if entry[4] else "matched"
+        self.counts[status] += 1
+        if status != "matched":
+            return status, []
+        judge_categories, flagged, scopes, event_time, _ = entry
+        self._judged[feedback.event_id] = (judge_categories, flagged, scopes, event_time, True)
+        outcome = disagrees(flagged, judge_categories, feedback)
+        key = feedback.category if feedback.category is not None else judge_categories[0]
+        at = feedback.timestamp if feedback.timestamp is not None else event_time
+        return status, self.rates.update((scope, k, outcome, at) for scope in scopes for k in ("", key))
+
+    def readings(self) -> list[Reading]:
+        return self.rates.readings(self.name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"judged": list(self._judged.items()), "counts": dict(self.counts), "rates": self.rates.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._judged = OrderedDict(state["judged"][-self.memory :])
+        self.counts = dict(state["counts"])
+        self.rates.load_state_dict(state["rates"])

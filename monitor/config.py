@@ -86,6 +86,20 @@ class Settings(BaseSettings):
     # --- judge ---
     judge: str = Field("default", description="'default' (shipped classifier heads), 'prototype', or a path to a judge artifact.")
 
+    # --- second-opinion judge (an LLM safety judge on a sample; off unless second_judge_url is set) ---
+    second_judge_url: str | None = Field(None, description="OpenAI-compatible base URL including /v1 (vLLM, Ollama); unset = no second judge.")
+    second_judge_model: str = Field("llama-guard3", description="Model name as the second judge's server knows it.")
+    second_judge_api_key: str | None = Field(None, description="Sent as 'Authorization: Bearer ...' when set.")
+    second_judge_rate: float = Field(0.05, ge=0, le=1, description="Share of judged events also sent to the second judge.")
+    second_judge_timeout_s: float = Field(10.0, gt=0, description="Seconds per second-judge request attempt.")
+    second_judge_max_retries: int = Field(2, ge=0, description="Retries after the first attempt (timeouts, 429, 5xx).")
+    second_judge_max_concurrency: int = Field(4, ge=1, description="Second-judge requests in flight at once.")
+    second_judge_prompt_mode: Literal["conversation", "guard_prompt"] = Field(
+        "conversation",
+        description="conversation: send chat turns (the server's Llama Guard template builds the prompt); "
+        "guard_prompt: send our own Llama Guard 3 prompt (for a general instruct model acting as guard).",
+    )
+
     # --- scopes (bounded metric labels) ---
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Model names that get their own scope and metric label; others count as 'other'.")
     routes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Routes that get their own scope and metric label; others count as 'other'.")

@@ -66,6 +66,11 @@ class MonitorMetrics:
         self.judge_info = Gauge(f"{p}judge_info", "The judge in use (value 1).", ["judge_version"], registry=r)
         self.event_time = Gauge(f"{p}event_time_seconds", "Latest event timestamp processed (the event-time clock).", registry=r)
         self.worker_errors = Counter(f"{p}worker_errors", "Batches whose processing raised (events retried one by one).", registry=r)
+        self.second_opinions = Counter(f"{p}second_opinions", "Events that received a second-opinion verdict.", registry=r)
+        self.second_judge_errors = Counter(
+            f"{p}second_judge_errors", "Second-judge calls that failed after retries, by reason.", ["reason"], registry=r
+        )
+        self.second_judge_retries = Counter(f"{p}second_judge_retries", "Second-judge attempts that were retried.", registry=r)
         self.detector_statistic = Gauge(f"{p}detector_statistic", "Detector statistic.", ["detector", "scope", "key"], registry=r)
         self.detector_threshold = Gauge(f"{p}detector_threshold", "Detector threshold.", ["detector", "scope", "key"], registry=r)
         self.detector_active = Gauge(f"{p}detector_active", "1 while the detector sees drift.", ["detector", "scope", "key"], registry=r)

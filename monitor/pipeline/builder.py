@@ -7,14 +7,32 @@ from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
 from monitor.judge.factory import build_judge
+from monitor.judge.llm_guard import LlmGuardJudge
+from monitor.judge.second_opinion import SecondOpinion
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.scopes import ScopeResolver
-from monitor.taxonomy import load_taxonomy
+from monitor.taxonomy import Taxonomy, load_taxonomy
 
 
 def build_detectors(settings: Settings) -> DetectorSuite:
     return DetectorSuite([])
+
+
+def build_second_opinion(settings: Settings, taxonomy: Taxonomy) -> SecondOpinion | None:
+    if not settings.second_judge_url:
+        return None
+    judge = LlmGuardJudge(
+        settings.second_judge_url,
+        settings.second_judge_model,
+        api_key=settings.second_judge_api_key,
+        timeout_s=settings.second_judge_timeout_s,
+        max_retries=settings.second_judge_max_retries,
+        max_concurrency=settings.second_judge_max_concurrency,
+        prompt_mode=settings.second_judge_prompt_mode,
+        taxonomy=taxonomy,
+    )
+    return SecondOpinion(judge, settings.second_judge_rate, seed=settings.seed)
 
 
 def build_service(settings: Settings, metrics: MonitorMetrics | None = None, embedder: Embedder | None = None) -> MonitorService:
@@ -22,5 +40,12 @@ def build_service(settings: Settings, metrics: MonitorMetrics | None = None, emb
     taxonomy = load_taxonomy()
     embedder = embedder or Embedder(settings.embedding_model, settings.embedding_max_seq_length, settings.embedding_device)
     judge = build_judge(settings.judge, embedder, taxonomy)
-    scorer = Scorer(embedder, judge, ScopeResolver(settings.models, settings.routes), settings.embed_responses, settings.batch_size)
+    scorer = Scorer(
+        embedder,
+        judge,
+        ScopeResolver(settings.models, settings.routes),
+        settings.embed_responses,
+        settings.batch_size,
+        second_opinion=build_second_opinion(settings, taxonomy),
+    )
     return MonitorService(settings, scorer, build_detectors(settings), metrics)

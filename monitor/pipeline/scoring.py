@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
 from monitor.embed.embedder import Embedder
 from monitor.events import Event, ScoredEvent
+from monitor.judge.second_opinion import SecondOpinion
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.scopes import ScopeResolver
 
@@ -16,12 +18,22 @@ from monitor.scopes import ScopeResolver
 class StageTimes:
     embed: float
     judge: float
+    second_judge: float = 0.0
 
 
 class Scorer:
-    def __init__(self, embedder: Embedder, judge: Judge, scopes: ScopeResolver, embed_responses: bool = True, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        judge: Judge,
+        scopes: ScopeResolver,
+        embed_responses: bool = True,
+        batch_size: int = 64,
+        second_opinion: SecondOpinion | None = None,
+    ) -> None:
         self.embedder = embedder
         self.judge = judge
+        self.second_opinion = second_opinion
         self.scopes = scopes
         self.embed_responses = embed_responses
         self.batch_size = batch_size
@@ -38,10 +50,14 @@ class Scorer:
         for j, i in enumerate(with_response):
             response_vecs[i] = vectors[len(events) + j]
         t1 = time.perf_counter()
-        verdicts = self.judge.judge(
-            [JudgeInput(e.prompt, prompt_vecs[i], e.response if response_vecs[i] is not None else None, response_vecs[i]) for i, e in enumerate(events)]
-        )
+        inputs = [JudgeInput(e.prompt, prompt_vecs[i], e.response if response_vecs[i] is not None else None, response_vecs[i]) for i, e in enumerate(events)]
+        verdicts = self.judge.judge(inputs)
         t2 = time.perf_counter()
+        second: list = [None] * len(events)
+        if self.second_opinion is not None:
+            # The worker thread has no event loop of its own; the judge's calls run concurrently inside this one.
+            second = asyncio.run(self.second_opinion.run([e.event_id for e in events], inputs))
+        t3 = time.perf_counter()
         scored = [
             ScoredEvent(
                 event=e,
@@ -50,7 +66,8 @@ class Scorer:
                 response_embedding=response_vecs[i],
                 verdict=verdicts[i],
                 scopes=self.scopes.scopes(e.model, e.route),
+                second_opinion=second[i],
             )
             for i, (e, w) in enumerate(items)
         ]
-        return scored, StageTimes(embed=t1 - t0, judge=t2 - t1)
+        return scored, StageTimes(embed=t1 - t0, judge=t2 - t1, second_judge=t3 - t2)

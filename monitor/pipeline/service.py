@@ -29,7 +29,7 @@ from monitor.ingest.normalize import to_event
 from monitor.ingest.parsing import ParsedBody, Rejection
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
-from monitor.pipeline.scoring import Scorer
+from monitor.pipeline.scoring import Scorer, StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class MonitorService:
         self._task: asyncio.Task[None] | None = None
         self._label_children: dict[tuple[Any, ...], Any] = {}
         self._firing_keys: set[tuple[str, str]] = set()
+        self._second_judge_seen: dict[str, int] = {}
         self.metrics.queue_capacity.set(settings.queue_capacity)
         self.metrics.sampling_rate.set(1.0)
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
@@ -235,7 +236,7 @@ class MonitorService:
     def _score_isolating_poison(self, batch: list[QueueItem]) -> list[ScoredEvent]:
         try:
             scored, times = self.scorer.score(batch)
-            self._observe_stage_times(times.embed, times.judge, len(batch))
+            self._observe_stage_times(times, len(batch))
             return scored
         except Exception:
             self.metrics.worker_errors.inc()
@@ -251,12 +252,28 @@ class MonitorService:
                 self.metrics.dropped.labels(reason="poison").inc()
         return scored
 
-    def _observe_stage_times(self, embed: float, judge: float, n: int) -> None:
-        self.latency["embed"].add(embed)
-        self.latency["judge"].add(judge)
-        self.metrics.stage_seconds.labels(stage="embed").observe(embed)
-        self.metrics.stage_seconds.labels(stage="judge").observe(judge)
+    def _observe_stage_times(self, times: StageTimes, n: int) -> None:
+        self.latency["embed"].add(times.embed)
+        self.latency["judge"].add(times.judge)
+        self.metrics.stage_seconds.labels(stage="embed").observe(times.embed)
+        self.metrics.stage_seconds.labels(stage="judge").observe(times.judge)
         self.metrics.batch_size.observe(n)
+        if self.scorer.second_opinion is not None:
+            self.metrics.stage_seconds.labels(stage="second_judge").observe(times.second_judge)
+            self._sync_second_judge_counters()
+
+    def _sync_second_judge_counters(self) -> None:
+        """The LLM judge counts its own failures; mirror the increments into Prometheus."""
+        judge = self.scorer.second_opinion.judge  # type: ignore[union-attr]
+        for reason, total in getattr(judge, "errors_by_reason", {}).items():
+            seen = self._second_judge_seen.get(reason, 0)
+            if total > seen:
+                self.metrics.second_judge_errors.labels(reason=reason).inc(total - seen)
+                self._second_judge_seen[reason] = total
+        retries = getattr(judge, "retries", 0)
+        if retries > self._second_judge_seen.get("_retries", 0):
+            self.metrics.second_judge_retries.inc(retries - self._second_judge_seen.get("_retries", 0))
+            self._second_judge_seen["_retries"] = retries
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -275,6 +292,8 @@ class MonitorService:
             self._child(m.prompt_verdicts, model, route, v.category, v.judge_version).inc(s.weight)
             if v.response_flagged is not None:
                 self._child(m.response_verdicts, model, route, v.category, str(v.response_flagged).lower()).inc(s.weight)
+            if s.second_opinion is not None:
+                m.second_opinions.inc()
             if v.refused is not None:
                 prompt = "unsafe" if v.prompt_flagged else "safe"
                 self._child(m.refusals, model, route, prompt, str(v.refused).lower()).inc(s.weight)

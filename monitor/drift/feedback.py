@@ -135,10 +135,11 @@ class FeedbackDisagreementDetector:
         for scored in batch:
             v = scored.verdict
             event_id = scored.event.event_id
+            if event_id in judged:
+                del judged[event_id]  # judged again: now the most recent
             judged[event_id] = ((v.category, *v.categories), v.prompt_flagged, scored.scopes, scored.event.timestamp, False)
-            judged.move_to_end(event_id)
-            if len(judged) > self.memory:
-                judged.popitem(last=False)
+        while len(judged) > self.memory:
+            judged.popitem(last=False)
         return []
 
     def observe(self, feedback: Feedback) -> tuple[FeedbackStatus, list[Condition]]:
@@ -155,7 +156,7 @@ class FeedbackDisagreementDetector:
         outcome = disagrees(flagged, judge_categories, feedback)
         key = feedback.category if feedback.category is not None else judge_categories[0]
         at = feedback.timestamp if feedback.timestamp is not None else event_time
-        return status, self.rates.update((scope, k, outcome, at) for scope in scopes for k in ("", key))
+        return status, self.rates.update([(scope, k, outcome, at) for scope in scopes for k in ("", key)])
 
     def readings(self) -> list[Reading]:
         return self.rates.readings(self.name)

@@ -218,38 +218,47 @@ class RateChange:
             if st is None:
                 st = keys[sk] = _KeyState()
                 st.next_refresh = self.config.warmup
-            x = 1 if outcome else 0
-            st.trials += 1
             touched[sk] = at
-            if st.s_up == 0.0 and st.s_down == 0.0:
+            st.trials += 1
+            s_up, s_down = st.s_up, st.s_down
+            if s_up == 0.0 and s_down == 0.0:
                 st.ref_n += 1
-                st.ref_k += x
+                if outcome:
+                    st.ref_k += 1
                 if st.ref_n >= st.next_refresh:
                     self._refresh(st)
                 if st.basis_n == 0:
                     continue  # still warming up
-            was = st.active
-            up = st.up
+            up, down = st.up, st.down
             if up is not None:
-                s = st.s_up + (up.inc_success if x else up.inc_failure)
-                if s <= 0.0:
+                s_up += up.inc_success if outcome else up.inc_failure
+                if s_up <= 0.0:
                     st.s_up, st.n_up, st.k_up = 0.0, 0, 0
                 else:
-                    st.s_up, st.n_up, st.k_up = (h if s > h else s), st.n_up + 1, st.k_up + x
-            down = st.down
+                    st.s_up = h if s_up > h else s_up
+                    st.n_up += 1
+                    if outcome:
+                        st.k_up += 1
             if down is not None:
-                s = st.s_down + (down.inc_success if x else down.inc_failure)
-                if s <= 0.0:
+                s_down += down.inc_success if outcome else down.inc_failure
+                if s_down <= 0.0:
                     st.s_down, st.n_down, st.k_down = 0.0, 0, 0
                 else:
-                    st.s_down, st.n_down, st.k_down = (h if s > h else s), st.n_down + 1, st.k_down + x
-            if st.s_up >= h:
-                st.active = "up"
-            elif st.s_down >= h:
-                st.active = "down"
-            elif (was == "up" and st.s_up == 0.0) or (was == "down" and st.s_down == 0.0):
-                st.active = None
-            if st.active != was:
+                    st.s_down = h if s_down > h else s_down
+                    st.n_down += 1
+                    if outcome:
+                        st.k_down += 1
+            was = st.active
+            if s_up >= h:
+                now = "up"
+            elif s_down >= h:
+                now = "down"
+            elif (was == "up" and s_up <= 0.0) or (was == "down" and s_down <= 0.0):
+                now = None
+            else:
+                continue
+            if now != was:
+                st.active = now
                 out.append(self._condition(scope, key, st, at))
                 emitted[sk] = at
         for sk, at in touched.items():

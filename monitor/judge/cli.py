@@ -24,10 +24,14 @@ CACHE_HELP = "Folder to cache embeddings in between runs (development speed-up; 
 
 
 def _records(paths: Optional[list[Path]]) -> list[Record]:
-    files = data_files(paths or [default_data_dir()])
+    try:
+        files = data_files(paths or [default_data_dir()])
+        records = [r for f in files for r in read_records(f)]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
     if not files:
         raise typer.BadParameter("no .jsonl files found", param_hint="--data")
-    return [r for f in files for r in read_records(f)]
+    return records
 
 
 def _embedder(model: str, max_seq_length: int):

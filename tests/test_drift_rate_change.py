@@ -84,6 +84,8 @@ def test_fall_is_caught_only_when_watched():
     first = activations(run_batches(both, after))[0]
     assert first.evidence["direction"] == "down" and first.severity == "info" and "fell from" in first.summary
     assert run_batches(up_only, after) == []
+    resolved = [c for c in run_batches(both, bernoulli(rng, 0.3, 13_000, 5_000)) if not c.active]
+    assert len(resolved) == 1 and resolved[0].evidence["direction"] == "down" and resolved[0].severity == "info"
 
 
 def test_alert_resolves_when_the_rate_returns():

@@ -259,12 +259,12 @@ class RateChange:
                 continue
             if now != was:
                 st.active = now
-                out.append(self._condition(scope, key, st, at))
+                out.append(self._condition(scope, key, st, at, now or was))
                 emitted[sk] = at
         for sk, at in touched.items():
             st = keys[sk]
             if st.active is not None and emitted.get(sk) != at:
-                out.append(self._condition(sk[0], sk[1], st, at))
+                out.append(self._condition(sk[0], sk[1], st, at, st.active))
         return out
 
     def _refresh(self, st: _KeyState) -> None:
@@ -291,10 +291,10 @@ class RateChange:
 
     # ------------------------------------------------------------------ output
 
-    def evidence(self, scope: str, key: str) -> dict[str, Any]:
-        """The numbers behind a key's state: reference, current rate with its 95% interval, statistic."""
+    def evidence(self, scope: str, key: str, direction: str | None = None) -> dict[str, Any]:
+        """The numbers behind a key's test in ``direction`` (default: the active one, else the one nearer its threshold)."""
         st = self._keys[(scope, key)]
-        direction = st.active or ("down" if st.s_down > st.s_up else "up")
+        direction = direction or st.active or ("down" if st.s_down > st.s_up else "up")
         test = st.up if direction == "up" else st.down
         n, k = (st.n_up, st.k_up) if direction == "up" else (st.n_down, st.k_down)
         lo, hi = wilson_interval(k, n)
@@ -312,20 +312,19 @@ class RateChange:
             "trials": st.trials,
         }
 
-    def _condition(self, scope: str, key: str, st: _KeyState, at: float) -> Condition:
-        ev = self.evidence(scope, key)
+    def _condition(self, scope: str, key: str, st: _KeyState, at: float, direction: str) -> Condition:
+        ev = self.evidence(scope, key, direction)
         what = f"{self.description} [{key}]" if key else self.description
+        severity = self.severity_up if direction == "up" else self.severity_down
         if st.active is None:
             summary = f"{what} in {scope} is back at its reference of {ev['reference_rate']:.2%}"
-            severity = self.severity_up if ev["direction"] == "up" else self.severity_down
         else:
-            verb = "rose" if st.active == "up" else "fell"
+            verb = "rose" if direction == "up" else "fell"
             lo, hi = ev["current_ci95"]
             summary = (
                 f"{what} in {scope} {verb} from {ev['reference_rate']:.2%} to {ev['current_rate']:.2%} "
                 f"(95% CI {lo:.2%}-{hi:.2%}, n={ev['current_n']})"
             )
-            severity = self.severity_up if st.active == "up" else self.severity_down
         return Condition(self.kind, scope, key, st.active is not None, at, severity, summary, ev)
 
     def readings(self, detector: str) -> list[Reading]:

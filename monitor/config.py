@@ -110,7 +110,19 @@ class Settings(BaseSettings):
     alert_cooldown_seconds: float = Field(600.0, ge=0, description="Event-time after a resolve before the same alert may open again.")
     max_alerts_kept: int = Field(1000, ge=10, description="Resolved alerts kept for /v1/alerts (oldest dropped first).")
 
-    @field_validator("models", "routes", mode="before")
+    # --- alert delivery ---
+    alertmanager_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Alertmanager base URLs (e.g. http://alertmanager:9093) to push alerts to via POST /api/v2/alerts; list every member of an HA pair.")
+    alert_webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, description="URLs that receive each alert status change as generic JSON.")
+    alert_slack_webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Slack-compatible incoming-webhook URLs (payload {\"text\": ...}).")
+    alert_link_base_url: str = Field("", description="This service's URL as on-call people reach it, for evidence links in alerts (/v1/alerts/{id}, /v1/clusters/{id}); empty = root-relative links.")
+    alert_resend_interval_s: float = Field(60.0, gt=0, description="Firing alerts are re-sent to Alertmanager this often; they expire there after 4 intervals without one.")
+    alert_delivery_timeout_s: float = Field(5.0, gt=0, description="Seconds per delivery request attempt.")
+    alert_delivery_max_attempts: int = Field(5, ge=1, description="Attempts per delivery before the batch is counted as failed.")
+    alert_delivery_backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt.")
+    alert_delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    alert_outbox_size: int = Field(1000, ge=1, description="Notices queued per delivery target; the oldest is dropped (and counted) beyond this.")
+
+    @field_validator("models", "routes", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):

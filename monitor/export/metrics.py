@@ -76,6 +76,12 @@ class MonitorMetrics:
         self.detector_active = Gauge(f"{p}detector_active", "1 while the detector sees drift.", ["detector", "scope", "key"], registry=r)
         self.alerts_firing = Gauge(f"{p}alerts_firing", "Firing alerts by kind and severity.", ["kind", "severity"], registry=r)
         self.alert_transitions = Counter(f"{p}alert_transitions", "Alert status changes.", ["kind", "status"], registry=r)
+        # --- alert delivery (target: alertmanager|webhook|slack; outcome: sent|failed|rejected|dropped) ---
+        self.alert_deliveries = Counter(
+            f"{p}alert_deliveries", "Alert notices by delivery target and outcome.", ["target", "outcome"], registry=r
+        )
+        self.alert_delivery_retries = Counter(f"{p}alert_delivery_retries", "Delivery attempts that were retried.", ["target"], registry=r)
+        self.alert_outbox_size = Gauge(f"{p}alert_outbox_size", "Alert notices waiting for delivery.", ["target"], registry=r)
         self.dropped.labels(reason="queue_full")
         self.dropped.labels(reason="poison")
 

@@ -1,0 +1,315 @@
+"""Alert delivery against a real Alertmanager (shipped config) and a real HTTP webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import httpx
+import pytest
+
+from monitor.alerts.condition import Condition
+from monitor.alerts.delivery import AlertDelivery, DeliveryPolicy, targets_from_settings
+from monitor.alerts.engine import AlertEngine, Transition
+from monitor.alerts.targets import AlertmanagerTarget, WebhookTarget
+from monitor.config import Settings
+from monitor.export.metrics import MonitorMetrics
+from tests.helpers.prom import DEPLOY, running_alertmanager
+from tests.helpers.server import free_port
+
+FAST = DeliveryPolicy(resend_interval_s=60.0, timeout_s=2.0, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05)
+T0 = 1767225600.0  # event time, in the past: alerts keep their event-time startsAt
+
+
+def fire(engine: AlertEngine, key: str = "self_harm", kind: str = "category_share", at: float = T0, **kw) -> list[Transition]:
+    return engine.observe([Condition(kind, "global", key, True, at, summary=f"{key} share up", **kw)])
+
+
+def resolve(engine: AlertEngine, key: str = "self_harm", kind: str = "category_share", at: float = T0 + 600) -> list[Transition]:
+    return engine.observe([Condition(kind, "global", key, False, at)])
+
+
+def sample(metrics: MonitorMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+class Receiver:
+    """A real HTTP server that records JSON bodies and answers with scripted status codes."""
+
+    def __init__(self, statuses: list[int] | None = None, gate: threading.Event | None = None) -> None:
+        self.bodies: list[object] = []
+        self.statuses = list(statuses or [])
+        self.gate = gate
+        self.received = threading.Event()
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.gate is not None:
+                    receiver.gate.wait(30)
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if status == 200:
+                    receiver.bodies.append(body)
+                    receiver.received.set()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+        finally:
+            if self.gate is not None:
+                self.gate.set()
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory) -> Iterator[str]:
+    with running_alertmanager(DEPLOY / "alertmanager" / "alertmanager.yml", tmp_path_factory.mktemp("am")) as url:
+        yield url
+
+
+def am_alerts(url: str, **filters: str) -> list[dict]:
+    return httpx.get(f"{url}/api/v2/alerts", params=filters, timeout=5).json()
+
+
+def test_firing_alert_reaches_alertmanager_with_labels_links_and_event_time(alertmanager):
+    metrics, engine = MonitorMetrics(), AlertEngine(cooldown_seconds=0)
+    delivery = AlertDelivery([AlertmanagerTarget(alertmanager, "http://monitor.example:8000")], metrics, FAST)
+    delivery.start()
+    delivery.on_transitions(fire(engine, key="self_harm", evidence={"category": "self_harm"}))
+    assert delivery.flush()
+    [got] = [a for a in am_alerts(alertmanager) if a["labels"].get("key") == "self_harm"]
+    alert_id = engine.alerts("firing")[0].id
+    assert got["labels"] == {
+        "alertname": "LLMSafetyCategoryShare",
+        "kind": "category_share",
+        "scope": "global",
+        "key": "self_harm",
+        "category": "self_harm",
+        "severity": "warning",
+        "source": "llmsafety-monitor",
+    }
+    assert got["annotations"]["summary"] == "self_harm share up"
+    assert got["annotations"]["alert_url"] == f"http://monitor.example:8000/v1/alerts/{alert_id}"
+    assert "since 2026-01-01T00:00:00Z (event time)" in got["annotations"]["description"]
+    assert got["startsAt"].startswith("2026-01-01T00:00:00")
+    assert got["status"]["state"] == "active"
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="alertmanager", outcome="sent") == 1
+
+    delivery.on_transitions(resolve(engine, key="self_harm"))
+    assert delivery.flush()
+    assert not [a for a in am_alerts(alertmanager) if a["labels"].get("key") == "self_harm"]
+    delivery.close()
+
+
+def test_emerging_cluster_alert_links_to_its_cluster_page(alertmanager):
+    metrics, engine = MonitorMetrics(), AlertEngine()
+    delivery = AlertDelivery([AlertmanagerTarget(alertmanager, "http://monitor.example:8000")], metrics, FAST)
+    delivery.start()
+    delivery.on_transitions(fire(engine, kind="emerging_category", key="c1a2b3", severity="critical"))
+    assert delivery.flush()
+    [got] = [a for a in am_alerts(alertmanager) if a["labels"]["kind"] == "emerging_category"]
+    assert got["labels"]["alertname"] == "LLMSafetyEmergingCategory"
+    assert got["annotations"]["cluster_url"] == "http://monitor.example:8000/v1/clusters/c1a2b3"
+    delivery.close()
+
+
+def test_firing_alerts_are_resent_so_alertmanager_keeps_them_alive(alertmanager):
+    metrics, engine = MonitorMetrics(), AlertEngine()
+    policy = DeliveryPolicy(resend_interval_s=0.2, timeout_s=2.0, max_attempts=2, backoff_s=0.01)
+    delivery = AlertDelivery([AlertmanagerTarget(alertmanager, expiry_s=600.0)], metrics, policy)
+    delivery.start()
+    delivery.on_transitions(fire(engine, kind="embedding_drift", key=""))
+    assert delivery.flush()
+
+    def ends_at() -> str:
+        return [a for a in am_alerts(alertmanager) if a["labels"]["kind"] == "embedding_drift"][0]["endsAt"]
+
+    first = ends_at()
+    sent = sample(metrics, "llmsafety_alert_deliveries_total", target="alertmanager", outcome="sent")
+    for _ in range(200):  # re-sends every 0.2 s; wait for two of them (bounded)
+        if sample(metrics, "llmsafety_alert_deliveries_total", target="alertmanager", outcome="sent") >= sent + 2:
+            break
+        threading.Event().wait(0.05)
+    assert delivery.flush()
+    assert ends_at() > first  # each re-send pushes the expiry forward
+    delivery.close()
+
+
+def test_shipped_inhibit_rule_lets_the_pushed_alert_mute_the_prometheus_fallback(alertmanager):
+    fallback = {
+        "labels": {"alertname": "LLMSafetyDriftUnsafeResponseRate", "kind": "unsafe_response_rate", "severity": "critical",
+                   "source": "prometheus", "signal": "drift"},
+        "annotations": {"summary": "rule fallback"},
+    }
+    assert httpx.post(f"{alertmanager}/api/v2/alerts", json=[fallback], timeout=5).status_code == 200
+    metrics, engine = MonitorMetrics(), AlertEngine()
+    delivery = AlertDelivery([AlertmanagerTarget(alertmanager)], metrics, FAST)
+    delivery.start()
+    delivery.on_transitions(fire(engine, kind="unsafe_response_rate", key="self_harm", severity="critical"))
+    assert delivery.flush()
+    for _ in range(50):  # Alertmanager evaluates inhibitions asynchronously
+        [rule_alert] = [a for a in am_alerts(alertmanager) if a["labels"]["source"] == "prometheus"]
+        if rule_alert["status"]["inhibitedBy"]:
+            break
+        threading.Event().wait(0.1)
+    assert rule_alert["status"]["state"] == "suppressed"
+    [pushed] = [a for a in am_alerts(alertmanager) if a["labels"]["kind"] == "unsafe_response_rate" and a["labels"]["source"] == "llmsafety-monitor"]
+    assert rule_alert["status"]["inhibitedBy"] == [pushed["fingerprint"]]
+    delivery.close()
+
+
+def test_json_webhook_gets_each_transition_with_links():
+    receiver = Receiver()
+    with receiver.serve() as url:
+        metrics, engine = MonitorMetrics(), AlertEngine(cooldown_seconds=0)
+        delivery = AlertDelivery([WebhookTarget(url, "json", "https://monitor.example")], metrics, FAST)
+        delivery.start()
+        delivery.on_transitions(fire(engine))
+        assert delivery.flush()
+        delivery.on_transitions(resolve(engine))
+        assert delivery.flush()
+        delivery.close()
+    fired, resolved = receiver.bodies
+    assert fired["source"] == "llmsafety-monitor" and fired["version"] == "1"
+    [a] = fired["alerts"]
+    assert (a["status"], a["kind"], a["scope"], a["key"], a["severity"]) == ("firing", "category_share", "global", "self_harm", "warning")
+    assert a["links"] == {"alert": f"https://monitor.example/v1/alerts/{a['id']}"}
+    assert a["started_at"] == "2026-01-01T00:00:00Z" and a["resolved_at"] is None
+    [r] = resolved["alerts"]
+    assert (r["id"], r["status"], r["resolved_at"]) == (a["id"], "resolved", "2026-01-01T00:10:00Z")
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="sent") == 2
+
+
+def test_slack_webhook_gets_a_text_message():
+    receiver = Receiver()
+    with receiver.serve() as url:
+        delivery = AlertDelivery([WebhookTarget(url, "slack", "https://monitor.example")], MonitorMetrics(), FAST)
+        delivery.start()
+        delivery.on_transitions(fire(AlertEngine(), severity="critical"))
+        assert delivery.flush()
+        delivery.close()
+    [body] = receiver.bodies
+    assert set(body) == {"text"}
+    assert body["text"].startswith("[FIRING] critical LLMSafetyCategoryShare global/self_harm: self_harm share up <https://monitor.example/v1/alerts/")
+
+
+def test_server_errors_are_retried_with_backoff_then_delivered():
+    receiver = Receiver(statuses=[503, 429])
+    with receiver.serve() as url:
+        metrics = MonitorMetrics()
+        delivery = AlertDelivery([WebhookTarget(url)], metrics, FAST)
+        delivery.start()
+        delivery.on_transitions(fire(AlertEngine()))
+        assert delivery.flush()
+        delivery.close()
+    assert len(receiver.bodies) == 1
+    assert sample(metrics, "llmsafety_alert_delivery_retries_total", target="webhook") == 2
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="sent") == 1
+
+
+def test_refused_payload_is_not_retried_and_is_counted():
+    receiver = Receiver(statuses=[400])
+    with receiver.serve() as url:
+        metrics = MonitorMetrics()
+        delivery = AlertDelivery([WebhookTarget(url)], metrics, FAST)
+        delivery.start()
+        delivery.on_transitions(fire(AlertEngine()))
+        assert delivery.flush()
+        delivery.close()
+    assert receiver.bodies == []
+    assert sample(metrics, "llmsafety_alert_delivery_retries_total", target="webhook") == 0
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="rejected") == 1
+
+
+def test_unreachable_target_fails_after_retries_without_stopping_the_others():
+    receiver = Receiver()
+    with receiver.serve() as url:
+        dead = f"http://127.0.0.1:{free_port()}/hook"  # a port nobody listens on
+        metrics = MonitorMetrics()
+        delivery = AlertDelivery([WebhookTarget(dead), WebhookTarget(url, "slack")], metrics, FAST)
+        delivery.start()
+        delivery.on_transitions(fire(AlertEngine()))
+        assert delivery.flush()
+        delivery.close()
+    assert len(receiver.bodies) == 1
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="failed") == 1
+    assert sample(metrics, "llmsafety_alert_delivery_retries_total", target="webhook") == FAST.max_attempts - 1
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="slack", outcome="sent") == 1
+
+
+def test_listener_returns_while_the_receiver_hangs():
+    gate = threading.Event()
+    receiver = Receiver(gate=gate)
+    with receiver.serve() as url:
+        delivery = AlertDelivery([WebhookTarget(url)], MonitorMetrics(), FAST)
+        delivery.start()
+        engine = AlertEngine()
+        delivery.on_transitions(fire(engine, key="a"))
+        delivery.on_transitions(fire(engine, key="b"))  # returns although the first request is stuck
+        assert not receiver.received.is_set()
+        gate.set()
+        assert delivery.flush()
+        delivery.close()
+    assert sorted(a["key"] for body in receiver.bodies for a in body["alerts"]) == ["a", "b"]
+
+
+def test_outbox_is_bounded_and_drops_the_oldest():
+    receiver = Receiver()
+    with receiver.serve() as url:
+        metrics = MonitorMetrics()
+        policy = DeliveryPolicy(outbox_size=2, max_attempts=1, backoff_s=0.01)
+        delivery = AlertDelivery([WebhookTarget(url)], metrics, policy)
+        engine = AlertEngine()
+        for key in "abcde":  # queued before the thread starts: nothing is sent yet
+            delivery.on_transitions(fire(engine, key=key))
+        assert sample(metrics, "llmsafety_alert_outbox_size", target="webhook") == 2
+        assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="dropped") == 3
+        delivery.start()
+        assert delivery.flush()
+        delivery.close()
+    assert [a["key"] for a in receiver.bodies[0]["alerts"]] == ["d", "e"]
+    assert sample(metrics, "llmsafety_alert_outbox_size", target="webhook") == 0
+
+
+def test_pending_alerts_are_not_announced():
+    receiver = Receiver()
+    with receiver.serve() as url:
+        delivery = AlertDelivery([WebhookTarget(url)], MonitorMetrics(), FAST)
+        delivery.start()
+        engine = AlertEngine(pending_seconds=60)
+        delivery.on_transitions(fire(engine, at=T0))
+        delivery.on_transitions(fire(engine, at=T0 + 60))
+        assert delivery.flush()
+        delivery.close()
+    assert [a["status"] for body in receiver.bodies for a in body["alerts"]] == ["firing"]
+
+
+def test_settings_build_targets_and_bad_urls_name_the_setting():
+    settings = Settings(
+        alertmanager_urls="http://am-0:9093,http://am-1:9093",
+        alert_webhook_urls=["https://hooks.example/x"],
+        alert_slack_webhook_urls=["https://hooks.slack.example/T/B/secret"],
+    )
+    assert [t.label for t in targets_from_settings(settings)] == ["alertmanager", "alertmanager", "webhook", "slack"]
+    with pytest.raises(ValueError, match="alertmanager_urls: 'am-0:9093'"):
+        targets_from_settings(Settings(alertmanager_urls=["am-0:9093"]))
+    with pytest.raises(ValueError, match="alert_slack_webhook_urls"):
+        targets_from_settings(Settings(alert_slack_webhook_urls=["ftp://x"]))
+    with pytest.raises(ValueError, match="max_attempts"):
+        DeliveryPolicy(max_attempts=0)

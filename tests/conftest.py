@@ -7,19 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from monitor.judge.dataset import default_data_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("MONITOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    path = data_dir()
+    path = default_data_dir()
     if not path.is_dir():
         pytest.skip(f"public safety datasets not found at {path} (set MONITOR_DATA_DIR)")
     return path

@@ -1,0 +1,182 @@
+"""Bare embedder throughput vs end-to-end service throughput, and ingest latency at a fixed offered rate.
+
+Run: ``.venv/bin/python bench/throughput.py [--short 2000] [--long 300] [--rate 1000] [--seconds 10]``
+
+Texts come from ../shared/data (MONITOR_DATA_DIR): "short" are real user prompts from ToxicChat
+(median ≈ 12 words), "long" are prompts of 120–250 words from any file. The service runs as a
+separate process (``monitor serve``) on its defaults except sampling=off (so every event is
+embedded, as the bare embedder does) and a queue large enough for the whole run; events carry a
+prompt only, so service and embedder embed exactly the same texts. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+
+
+def load_texts(n_short: int, n_long: int, seed: int) -> dict[str, list[str]]:
+    data = default_data_dir()
+    if not data.is_dir():
+        sys.exit(f"datasets not found at {data}: set MONITOR_DATA_DIR")
+    rng = random.Random(seed)
+    short = [r.prompt for r in read_records(data / "toxicchat-train.jsonl") if r.prompt.strip()]
+    long = [r.prompt for f in sorted(data.glob("*.jsonl")) for r in read_records(f) if 120 <= len(r.prompt.split()) <= 250]
+    rng.shuffle(short)
+    rng.shuffle(long)
+    return {"short": short[:n_short], "long": long[:n_long]}
+
+
+def bare_embedder(texts: list[str], batch_size: int) -> float:
+    from monitor.embed.embedder import Embedder
+
+    embedder = Embedder()
+    embedder.encode(texts[:batch_size], batch_size=batch_size)  # warm-up
+    start = time.perf_counter()
+    embedder.encode(texts, batch_size=batch_size)
+    return len(texts) / (time.perf_counter() - start)
+
+
+class Service:
+    """``monitor serve`` in its own process, so the client's CPU is not the server's."""
+
+    def __init__(self, port: int, **env: str) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        environ = {**os.environ, "MONITOR_PORT": str(port), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "serve", "--log-level", "warning"], env=environ, cwd=ROOT
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=60.0)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("service did not become ready")
+
+    def status(self) -> dict:
+        return self.client.get("/v1/status").json()
+
+    def wait_processed(self, accepted: int) -> None:
+        while self.status()["processed"] < accepted:
+            time.sleep(0.01)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def service_throughput(service: Service, texts: list[str], tag: str) -> float:
+    events = [{"event_id": f"{tag}-{i}", "prompt": t} for i, t in enumerate(texts)]
+    base = service.status()["accepted"]
+    start = time.perf_counter()
+    for i in range(0, len(events), 500):
+        resp = service.client.post("/v1/events", json=events[i : i + 500])
+        resp.raise_for_status()
+    service.wait_processed(base + len(events))
+    return len(events) / (time.perf_counter() - start)
+
+
+def ingest_latency(service: Service, texts: list[str], rate: float, seconds: float, per_request: int) -> dict[str, float]:
+    """Offer ``rate`` events/s as requests of ``per_request`` events on a fixed schedule; client-side latency."""
+    interval = per_request / rate
+    latencies = []
+    codes: dict[int, int] = {}
+    start = time.perf_counter()
+    i = 0
+    while (now := time.perf_counter()) - start < seconds:
+        due = start + i * interval
+        if now < due:
+            time.sleep(due - now)
+        batch = [{"prompt": texts[(i * per_request + j) % len(texts)]} for j in range(per_request)]
+        t0 = time.perf_counter()
+        resp = service.client.post("/v1/events", json=batch)
+        latencies.append(time.perf_counter() - t0)
+        codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
+        i += 1
+    achieved = i * per_request / (time.perf_counter() - start)
+    arr = np.array(latencies) * 1000
+    return {"offered": rate, "achieved": achieved, "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)), "codes": codes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--short", type=int, default=2000)
+    ap.add_argument("--long", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--per-request", type=int, default=10)
+    ap.add_argument("--port", type=int, default=8799)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--judge", default="default")
+    args = ap.parse_args()
+
+    texts = load_texts(args.short, args.long, args.seed)
+    bare = {kind: bare_embedder(t, args.batch_size) for kind, t in texts.items()}
+
+    service = Service(
+        args.port,
+        MONITOR_SAMPLING="off",
+        MONITOR_QUEUE_CAPACITY=str(args.short + args.long + 1000),
+        MONITOR_BATCH_SIZE=str(args.batch_size),
+        MONITOR_JUDGE=args.judge,
+    )
+    try:
+        e2e = {kind: service_throughput(service, t, kind) for kind, t in texts.items()}
+        service.close()
+        # Latency at a fixed offered rate, on the default configuration (sampling on: the worker cannot embed 1,000/s).
+        service = Service(args.port, MONITOR_JUDGE=args.judge)
+        latency = ingest_latency(service, texts["short"], args.rate, args.seconds, args.per_request)
+        time.sleep(1)
+        status = service.status()
+        server_ingest = status["latency"]["ingest"]
+        rss = service.peak_rss_mb()
+    finally:
+        service.close()
+
+    print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(f"judge: {args.judge}; batch size {args.batch_size}\n")
+    print("| texts | n | bare embedder (texts/s) | service end-to-end (events/s) | ratio |")
+    print("|---|---|---|---|---|")
+    for kind in texts:
+        print(f"| {kind} | {len(texts[kind])} | {bare[kind]:.0f} | {e2e[kind]:.0f} | {e2e[kind] / bare[kind]:.0%} |")
+    print()
+    print(
+        f"ingest at {latency['offered']:.0f} events/s offered ({args.per_request} events/request, {args.seconds:.0f} s): "
+        f"achieved {latency['achieved']:.0f} events/s; client-side p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms; "
+        f"server-side handler p50 {server_ingest['p50_ms']:.2f} ms, p99 {server_ingest['p99_ms']:.2f} ms; "
+        f"status codes {latency['codes']}; sampling rate at end {status['sampling_rate']:.2f}; "
+        f"sampled out {status['sampled_out']} of {status['accepted']}"
+    )
+    print(f"service peak RSS: {rss:.0f} MB")
+    print(json.dumps({"bare": bare, "service": e2e, "latency": latency, "server_ingest": server_ingest, "peak_rss_mb": rss}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,656 @@
+"""Emerging unsafe categories: clusters of unsafe-looking traffic far from every known category.
+
+Why this shape: a category the judge was never trained on still tends to look unsafe (flagged, or
+in the judge's uncertain band) while sitting far from the regions of the categories it knows. Such
+events go to a bounded *novelty buffer* per scope; the buffer is clustered periodically, and a
+cluster that takes a share of traffic the calibration period never showed raises an
+``emerging_category`` condition keyed by the cluster's stable id.
+
+Three phases, counted in events of the whole stream:
+
+1. reference (``reference_events``): learn the known regions
+   (:class:`~monitor.drift.known_regions.KnownRegions`: PCA projection, per-category centroids,
+   a leave-one-out novelty threshold).
+2. calibration (``calibration_events``): the full machinery runs but never alerts; the largest
+   share of traffic any cluster reaches in a scope sets that scope's alert threshold
+   ``max(min_share, share_margin * largest share seen)``.
+3. detection.
+
+Clustering, measured on real data (``bench/emerging_clusters.py``): unseen categories such as
+AILuminate IP-violation prompts are *diffuse* (median pairwise cosine ~0.3, against ~0.05 for the
+unsafe-looking background), so density seeds (DBSCAN-style core points) fire on background pairs
+as often as on the new category, and river's DBSTREAM at 384 dimensions fragments them. Average
+linkage judges a group by its *mean* pairwise similarity, which is what separates the two. New
+novel events join the nearest cluster when their cosine to its centroid reaches
+``join_similarity``; the rest wait in the buffer, which is re-clustered (average linkage, cosine,
+cut at ``link_similarity``) every ``recluster_every`` new entries. A group that matches an existing
+centroid merges into it, so cluster ids stay stable: ``"c"`` plus a hash of the scope and the
+cluster's first event id.
+
+Rates: ``share_of_traffic`` is a cluster's exponentially decayed weight over the scope's decayed
+traffic, both decaying per unit of traffic (``window_events``), so shares do not move with diurnal
+volume; ``growth_rate`` is members per hour of event time (decay ``rate_window_seconds``). No
+wall clock is read anywhere.
+
+Bounds per scope: ``buffer_size`` waiting events, ``max_clusters`` clusters (dormant and quiet ones
+are evicted first, alerting ones never), ``2 * max_exemplars`` stored texts per cluster, each cut to
+``max_text_chars``; at most ``max_scopes`` scopes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+
+from monitor.alerts.condition import Condition
+from monitor.drift.base import Reading
+from monitor.drift.keywords import class_tfidf_keywords
+from monitor.drift.known_regions import KnownRegions, unit_rows
+from monitor.events import ScoredEvent
+from monitor.judge.verdict import SAFE
+
+log = logging.getLogger(__name__)
+
+KIND = "emerging_category"
+ClusterStatus = Literal["tracking", "emerging", "dormant"]
+_BACKGROUND = "\x00background"  # c-TF-IDF class of the unclustered buffer; never a cluster id
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSummary:
+    """One cluster as ``GET /v1/clusters`` shows it.
+
+    ``distance_to_nearest`` is ``1 - cosine`` between the cluster centroid and the nearest known
+    category centroid in the projected space (None when no category is known). ``status``:
+    ``emerging`` while its alert condition is active, ``dormant`` when less than one member is
+    left in its decayed window, else ``tracking``.
+    """
+
+    id: str
+    scope: str
+    size: int
+    growth_rate: float
+    share_of_traffic: float
+    growth: float
+    nearest_category: str | None
+    distance_to_nearest: float | None
+    keywords: tuple[str, ...]
+    exemplars: tuple[str, ...]
+    first_seen: float
+    last_seen: float
+    status: ClusterStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["keywords"], out["exemplars"] = list(self.keywords), list(self.exemplars)
+        return out
+
+
+@dataclass(slots=True)
+class _Decaying:
+    """A sum whose terms fade exponentially along a clock (traffic weight, or event time)."""
+
+    value: float = 0.0
+    at: float = 0.0
+
+    def get(self, now: float, scale: float) -> float:
+        return self.value * math.exp(-max(0.0, now - self.at) / scale)
+
+    def add(self, now: float, scale: float, amount: float, since: float) -> None:
+        """Add ``amount`` that arrived at clock ``since`` (<= ``now``)."""
+        self.value = self.get(now, scale) + amount * math.exp(-max(0.0, now - since) / scale)
+        self.at = now
+
+
+@dataclass(slots=True)
+class _Member:
+    """A novel event as a scope keeps it: projected vector, cut text, and where it arrived."""
+
+    z: np.ndarray
+    text: str
+    event_id: str
+    at: float  # event time
+    weight: float
+    clock: float  # the scope's traffic clock (cumulative weight) on arrival
+
+    def to_state(self) -> tuple[Any, ...]:
+        return (self.z, self.text, self.event_id, self.at, self.weight, self.clock)
+
+
+_DECAYING_FIELDS = ("recent", "baseline", "rate")
+
+
+@dataclass(slots=True)
+class _Cluster:
+    id: str
+    total: np.ndarray  # sum of member vectors; its direction is the centroid
+    size: int
+    first_seen: float
+    last_seen: float
+    recent: _Decaying = field(default_factory=_Decaying)  # member weight, fading over ``window_events`` of traffic
+    baseline: _Decaying = field(default_factory=_Decaying)  # the same over ``baseline_events``
+    rate: _Decaying = field(default_factory=_Decaying)  # the same over ``rate_window_seconds`` of event time
+    exemplars: list[_Member] = field(default_factory=list)
+    active: bool = False
+    changed: bool = False  # active flag flipped since the last emitted condition
+    keywords: tuple[str, ...] = ()
+    keywords_size: int = 0  # size when ``keywords`` were computed
+
+    @property
+    def centroid(self) -> np.ndarray:
+        return unit_rows(self.total)
+
+    def to_state(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self.__slots__}
+        state["exemplars"] = [m.to_state() for m in self.exemplars]
+        for name in _DECAYING_FIELDS:
+            state[name] = (state[name].value, state[name].at)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Cluster:
+        state = dict(state)
+        state["exemplars"] = [_Member(*m) for m in state["exemplars"]]
+        state["keywords"] = tuple(state["keywords"])
+        for name in _DECAYING_FIELDS:
+            state[name] = _Decaying(*state[name])
+        return cls(**state)
+
+
+
+@dataclass(slots=True)
+class _Scope:
+    buffer: deque[_Member]
+    clock: float = 0.0  # cumulative event weight
+    traffic: float = 0.0  # event weight fading over ``window_events``, as of ``clock``
+    baseline_traffic: float = 0.0  # the same over ``baseline_events``
+    now: float = -math.inf  # latest event time seen
+    since_recluster: int = 0
+    calibration_max_share: float = 0.0
+    clusters: dict[str, _Cluster] = field(default_factory=dict)
+
+
+class EmergingClusterDetector:
+    """Online detector of new unsafe clusters, one independent state per scope.
+
+    Feed it every judged event in pipeline order (``update``); read alerts as conditions of kind
+    ``emerging_category`` (key = cluster id) and the cluster list with :meth:`clusters`.
+    """
+
+    name = "emerging_clusters"
+
+    def __init__(
+        self,
+        *,
+        reference_events: int = 5000,
+        calibration_events: int = 5000,
+        n_components: int = 384,
+        uncertain_min: float = 0.3,
+        novelty_quantile: float = 0.25,
+        min_category_events: int = 5,
+        max_reference_sample: int = 2000,
+        buffer_size: int = 256,
+        recluster_every: int = 8,
+        link_similarity: float = 0.2,
+        join_similarity: float = 0.35,
+        min_cluster_size: int = 5,
+        max_clusters: int = 32,
+        max_exemplars: int = 10,
+        max_text_chars: int = 300,
+        window_events: float = 1000.0,
+        baseline_events: float = 10000.0,
+        min_growth: float = 2.0,
+        min_recent: float = 6.0,
+        min_share: float = 0.003,
+        share_margin: float = 1.5,
+        resolve_ratio: float = 0.5,
+        rate_window_seconds: float = 3600.0,
+        top_keywords: int = 8,
+        max_scopes: int = 16,
+    ) -> None:
+        _positive(reference_events=reference_events, n_components=n_components, buffer_size=buffer_size,
+                  recluster_every=recluster_every, max_clusters=max_clusters, max_exemplars=max_exemplars,
+                  max_text_chars=max_text_chars, window_events=window_events, baseline_events=baseline_events,
+                  rate_window_seconds=rate_window_seconds, top_keywords=top_keywords, max_scopes=max_scopes)
+        _fraction(uncertain_min=uncertain_min, novelty_quantile=novelty_quantile, min_share=min_share,
+                  resolve_ratio=resolve_ratio)
+        _cosine(link_similarity=link_similarity, join_similarity=join_similarity)
+        if calibration_events < 0:
+            raise ValueError(f"calibration_events: must be >= 0, got {calibration_events}")
+        if min_cluster_size < 2:
+            raise ValueError(f"min_cluster_size: must be >= 2, got {min_cluster_size}")
+        if max_reference_sample < 2:
+            raise ValueError(f"max_reference_sample: must be >= 2, got {max_reference_sample}")
+        if baseline_events <= window_events:
+            raise ValueError(f"baseline_events: must be longer than window_events ({window_events}), got {baseline_events}")
+        if min_growth < 1:
+            raise ValueError(f"min_growth: must be >= 1, got {min_growth}")
+        if share_margin < 1:
+            raise ValueError(f"share_margin: must be >= 1, got {share_margin}")
+        self.reference_events = reference_events
+        self.calibration_events = calibration_events
+        self.n_components = n_components
+        self.uncertain_min = uncertain_min
+        self.novelty_quantile = novelty_quantile
+        self.min_category_events = min_category_events
+        self.max_reference_sample = max_reference_sample
+        self.buffer_size = buffer_size
+        self.recluster_every = recluster_every
+        self.link_similarity = link_similarity
+        self.join_similarity = join_similarity
+        self.min_cluster_size = min_cluster_size
+        self.max_clusters = max_clusters
+        self.max_exemplars = max_exemplars
+        self.max_text_chars = max_text_chars
+        self.window_events = float(window_events)
+        self.baseline_events = float(baseline_events)
+        self.min_growth = min_growth
+        self.min_recent = min_recent
+        self.min_share = min_share
+        self.share_margin = share_margin
+        self.resolve_ratio = resolve_ratio
+        self.rate_window_seconds = float(rate_window_seconds)
+        self.top_keywords = top_keywords
+        self.max_scopes = max_scopes
+        # The reference sample keeps every ``stride``-th event so it spans the whole reference period.
+        self._stride = max(1, math.ceil(reference_events / max_reference_sample))
+
+        self._seen = 0
+        self._regions: KnownRegions | None = None
+        self._sample: list[np.ndarray] = []
+        self._flagged: list[np.ndarray] = []
+        self._flagged_categories: list[str] = []
+        self._dim: int | None = None
+        self._scopes: dict[str, _Scope] = {}
+        self._dropped_scopes: set[str] = set()  # not persisted: only rate-limits a log line
+
+    # ------------------------------------------------------------------ phases
+    @property
+    def phase(self) -> Literal["reference", "calibration", "detection"]:
+        if self._regions is None:
+            return "reference"
+        if self._seen <= self.reference_events + self.calibration_events:
+            return "calibration"
+        return "detection"
+
+    @property
+    def regions(self) -> KnownRegions | None:
+        """The known regions, once the reference period is over."""
+        return self._regions
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
+        if not batch:
+            return []
+        x = self._validated(batch)  # the whole batch is checked before any state changes
+        novel = self._novel(batch, x, 0)
+        touched: dict[str, _Scope] = {}
+        for i, scored in enumerate(batch):
+            ev, weight = scored.event, scored.weight
+            recent_decay = math.exp(-weight / self.window_events)
+            baseline_decay = math.exp(-weight / self.baseline_events)
+            scopes = [(n, st) for n in scored.scopes if (st := self._scopes.get(n) or self._scope(n)) is not None]
+            for name, st in scopes:
+                st.clock += weight
+                st.traffic = st.traffic * recent_decay + weight
+                st.baseline_traffic = st.baseline_traffic * baseline_decay + weight
+                st.now = max(st.now, ev.timestamp)
+                touched[name] = st
+            self._seen += 1
+            if self._regions is None:
+                self._collect_reference(scored, x[i])
+                if self._seen >= self.reference_events:
+                    self._fit_regions()
+                    novel = self._novel(batch, x, i + 1)
+                continue
+            z = novel.get(i)
+            if z is None:
+                continue
+            text = ev.prompt[: self.max_text_chars]
+            for name, st in scopes:
+                self._add_novel(name, st, _Member(z, text, ev.event_id, ev.timestamp, weight, st.clock))
+        return [cond for name, st in touched.items() for cond in self._conditions(name, st)]
+
+    def _novel(self, batch: Sequence[ScoredEvent], x: np.ndarray, start: int) -> dict[int, np.ndarray]:
+        """Projected vectors of the unsafe-looking events from ``start`` on that lie outside every known region."""
+        if self._regions is None:
+            return {}
+        rows = [
+            i for i in range(start, len(batch))
+            if batch[i].verdict.prompt_flagged or batch[i].verdict.prompt_unsafe >= self.uncertain_min
+        ]
+        if not rows:
+            return {}
+        z = self._regions.project(x[rows])
+        _, similarity = self._regions.nearest(z)
+        keep = (similarity < self._regions.threshold) & z.any(axis=1)
+        return {i: z[j] for j, i in enumerate(rows) if keep[j]}
+
+    def _validated(self, batch: Sequence[ScoredEvent]) -> np.ndarray:
+        """The batch's prompt embeddings as one ``(n, d)`` array; ``ValueError`` names the bad event and field."""
+        for scored in batch:
+            if not (math.isfinite(scored.weight) and scored.weight > 0):
+                raise ValueError(f"event {scored.event.event_id!r}: weight must be a positive finite number, got {scored.weight!r}")
+            if not math.isfinite(scored.event.timestamp):
+                raise ValueError(f"event {scored.event.event_id!r}: timestamp must be finite, got {scored.event.timestamp!r}")
+        try:
+            x = np.stack([scored.prompt_embedding for scored in batch]).astype(np.float32, copy=False)
+        except (ValueError, TypeError):
+            x = None
+        dim = self._dim if self._dim is not None else (x.shape[1] if x is not None and x.ndim == 2 else None)
+        if x is None or x.ndim != 2 or x.shape[1] != dim or dim == 0:
+            for scored in batch:
+                shape = np.shape(scored.prompt_embedding)
+                if len(shape) != 1 or shape[0] != (dim or shape[0]) or shape[0] == 0:
+                    raise ValueError(f"event {scored.event.event_id!r}: prompt_embedding must be a vector of "
+                                     f"{dim or 'the same'} floats, got shape {shape}")
+            raise ValueError("prompt_embedding: vectors of different lengths in one batch")
+        if not np.isfinite(x).all():
+            bad = batch[int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])].event.event_id
+            raise ValueError(f"event {bad!r}: prompt_embedding has non-finite values")
+        self._dim = dim
+        return x
+
+    def _scope(self, name: str) -> _Scope | None:
+        st = self._scopes.get(name)
+        if st is None:
+            if len(self._scopes) >= self.max_scopes:
+                if name not in self._dropped_scopes:
+                    self._dropped_scopes.add(name)
+                    log.warning("emerging clusters: scope %r ignored, already tracking max_scopes=%d", name, self.max_scopes)
+                return None
+            st = self._scopes[name] = _Scope(buffer=deque(maxlen=self.buffer_size))
+        return st
+
+    def _collect_reference(self, scored: ScoredEvent, x: np.ndarray) -> None:
+        if (self._seen - 1) % self._stride == 0 and len(self._sample) < self.max_reference_sample:
+            self._sample.append(x)
+        verdict = scored.verdict
+        if verdict.prompt_flagged and verdict.category != SAFE and len(self._flagged) < self.max_reference_sample:
+            self._flagged.append(x)
+            self._flagged_categories.append(verdict.category)
+
+    def _fit_regions(self) -> None:
+        dim = self._dim or 0
+        flagged = np.stack(self._flagged) if self._flagged else np.zeros((0, dim), dtype=np.float32)
+        self._regions = KnownRegions.fit(
+            np.stack(self._sample),
+            flagged,
+            self._flagged_categories,
+            n_components=self.n_components,
+            quantile=self.novelty_quantile,
+            min_events=self.min_category_events,
+        )
+        if not self._regions.categories:
+            log.warning("emerging clusters: no category had %d flagged reference events; every unsafe-looking "
+                        "event counts as novel", self.min_category_events)
+        self._sample, self._flagged, self._flagged_categories = [], [], []
+
+    # ------------------------------------------------------------------ clustering
+    def _add_novel(self, scope: str, st: _Scope, member: _Member) -> None:
+        if st.clusters:
+            ids = list(st.clusters)
+            sims = unit_rows(np.stack([st.clusters[c].total for c in ids])) @ member.z
+            best = int(np.argmax(sims))
+            if sims[best] >= self.join_similarity:
+                cluster = st.clusters[ids[best]]
+                self._absorb(st, cluster, member)
+                self._observe(st, cluster)
+                return
+        st.buffer.append(member)
+        st.since_recluster += 1
+        if st.since_recluster >= self.recluster_every:
+            st.since_recluster = 0
+            self._recluster(scope, st)
+
+    def _recluster(self, scope: str, st: _Scope) -> None:
+        """Average-linkage clustering of the buffer; groups big enough become or join clusters."""
+        if len(st.buffer) < self.min_cluster_size:
+            return
+        z = np.stack([m.z for m in st.buffer]).astype(np.float64)
+        distances = squareform(np.clip(1.0 - z @ z.T, 0.0, 2.0), checks=False)  # rows are unit vectors
+        labels = fcluster(linkage(distances, method="average"), t=1.0 - self.link_similarity, criterion="distance")
+        groups: dict[int, list[int]] = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(int(label), []).append(i)
+        taken: set[int] = set()
+        members = list(st.buffer)
+        for idx in groups.values():  # dict order = order of each group's first buffer entry
+            if len(idx) < self.min_cluster_size:
+                continue
+            centroid = unit_rows(z[idx].sum(axis=0))
+            cluster = self._matching_cluster(st, centroid) or self._new_cluster(scope, st, members[idx[0]])
+            if cluster is None:
+                continue
+            for i in idx:
+                self._absorb(st, cluster, members[i])
+            taken.update(idx)
+            self._observe(st, cluster)
+        if taken:
+            st.buffer = deque((m for i, m in enumerate(members) if i not in taken), maxlen=self.buffer_size)
+
+    def _matching_cluster(self, st: _Scope, centroid: np.ndarray) -> _Cluster | None:
+        if not st.clusters:
+            return None
+        ids = list(st.clusters)
+        sims = unit_rows(np.stack([st.clusters[c].total for c in ids])) @ centroid
+        best = int(np.argmax(sims))
+        return st.clusters[ids[best]] if sims[best] >= self.join_similarity else None
+
+    def _new_cluster(self, scope: str, st: _Scope, first: _Member) -> _Cluster | None:
+        if len(st.clusters) >= self.max_clusters:
+            quiet = [c for c in st.clusters.values() if not c.active]
+            if not quiet:
+                return None  # every slot holds an alerting cluster: the group waits in the buffer
+            victim = min(quiet, key=lambda c: (c.recent.get(st.clock, self.window_events), c.last_seen, c.id))
+            del st.clusters[victim.id]
+        cid = "c" + hashlib.sha1(f"{scope}|{first.event_id}".encode()).hexdigest()[:10]
+        cluster = _Cluster(cid, np.zeros_like(first.z), 0, first.at, first.at)
+        st.clusters[cid] = cluster
+        return cluster
+
+    def _absorb(self, st: _Scope, cluster: _Cluster, member: _Member) -> None:
+        cluster.total = cluster.total + member.z
+        cluster.size += 1
+        cluster.first_seen = min(cluster.first_seen, member.at)
+        cluster.last_seen = max(cluster.last_seen, member.at)
+        cluster.recent.add(st.clock, self.window_events, member.weight, member.clock)
+        cluster.baseline.add(st.clock, self.baseline_events, member.weight, member.clock)
+        cluster.rate.add(st.now, self.rate_window_seconds, member.weight, member.at)
+        cluster.exemplars.append(member)
+        if len(cluster.exemplars) > 2 * self.max_exemplars:
+            sims = np.stack([m.z for m in cluster.exemplars]) @ cluster.centroid
+            del cluster.exemplars[int(np.argmin(sims))]
+
+    # ------------------------------------------------------------------ alerting
+    def _recent(self, st: _Scope, cluster: _Cluster) -> tuple[float, float, float]:
+        """(recent member weight, its share of recent traffic, growth = that share / the baseline share)."""
+        recent = cluster.recent.get(st.clock, self.window_events)
+        share = recent / st.traffic if st.traffic > 0 else 0.0
+        baseline = cluster.baseline.get(st.clock, self.baseline_events)
+        baseline_share = baseline / st.baseline_traffic if baseline > 0 else 0.0
+        return recent, share, (share / baseline_share if baseline_share > 0 else 0.0)
+
+    def threshold(self, scope: str = "global") -> float:
+        """The share of traffic above which a cluster of ``scope`` alerts."""
+        st = self._scopes.get(scope)
+        return self._threshold(st) if st is not None else self.min_share
+
+    def _threshold(self, st: _Scope) -> float:
+        return max(self.min_share, self.share_margin * st.calibration_max_share)
+
+    def _observe(self, st: _Scope, cluster: _Cluster) -> None:
+        """After a cluster grew: record its share while calibrating, or open its alert."""
+        recent, share, growth = self._recent(st, cluster)
+        if recent < self.min_recent or growth < self.min_growth:
+            return
+        if self.phase == "calibration":
+            st.calibration_max_share = max(st.calibration_max_share, share)
+        elif self.phase == "detection" and not cluster.active and share >= self._threshold(st):
+            cluster.active, cluster.changed = True, True
+            self._refresh_keywords(st)
+
+    def _conditions(self, scope: str, st: _Scope) -> list[Condition]:
+        threshold = self._threshold(st)
+        out: list[Condition] = []
+        for cluster in st.clusters.values():
+            if cluster.active:
+                recent, share, _ = self._recent(st, cluster)
+                if share < threshold * self.resolve_ratio or recent < self.min_recent * self.resolve_ratio:
+                    cluster.active, cluster.changed = False, True
+                elif cluster.size >= 2 * cluster.keywords_size:
+                    self._refresh_keywords(st)
+            if cluster.active or cluster.changed:
+                cluster.changed = False
+                out.append(self._condition(scope, st, cluster, threshold))
+        return out
+
+    def _condition(self, scope: str, st: _Scope, cluster: _Cluster, threshold: float) -> Condition:
+        summary = self._summary(scope, st, cluster, cluster.keywords)
+        share = summary.share_of_traffic
+        text = (
+            f"new unsafe cluster {cluster.id} in {scope}: {cluster.size} events, {share:.2%} of recent traffic "
+            f"(threshold {threshold:.2%}), nearest known category {summary.nearest_category} "
+            f"at distance {_fmt(summary.distance_to_nearest)}; keywords: {', '.join(summary.keywords) or '-'}"
+        )
+        evidence = summary.to_dict()
+        evidence["cluster_id"] = evidence.pop("id")
+        evidence["share_threshold"] = threshold
+        return Condition(KIND, scope, cluster.id, cluster.active, at=st.now, severity="warning", summary=text,
+                         evidence=evidence)
+
+    # ------------------------------------------------------------------ reading
+    def _refresh_keywords(self, st: _Scope) -> None:
+        words = self._keywords(st)
+        for cid, cluster in st.clusters.items():
+            cluster.keywords, cluster.keywords_size = tuple(words[cid]), cluster.size
+
+    def _keywords(self, st: _Scope) -> dict[str, list[str]]:
+        docs = {cid: [m.text for m in c.exemplars] for cid, c in st.clusters.items()}
+        docs[_BACKGROUND] = [m.text for m in st.buffer]
+        return class_tfidf_keywords(docs, top_k=self.top_keywords)
+
+    def _summary(self, scope: str, st: _Scope, cluster: _Cluster, keywords: Iterable[str]) -> ClusterSummary:
+        centroid = cluster.centroid
+        nearest: str | None = None
+        distance: float | None = None
+        if self._regions is not None and self._regions.categories:
+            best, sim = self._regions.nearest(centroid[None, :])
+            nearest, distance = self._regions.categories[int(best[0])], float(1.0 - sim[0])
+        order = np.argsort(-(np.stack([m.z for m in cluster.exemplars]) @ centroid), kind="stable")
+        recent, share, growth = self._recent(st, cluster)
+        status: ClusterStatus = "emerging" if cluster.active else ("dormant" if recent < 1.0 else "tracking")
+        return ClusterSummary(
+            id=cluster.id,
+            scope=scope,
+            size=cluster.size,
+            growth_rate=cluster.rate.get(st.now, self.rate_window_seconds) / self.rate_window_seconds * 3600.0,
+            share_of_traffic=share,
+            growth=growth,
+            nearest_category=nearest,
+            distance_to_nearest=distance,
+            keywords=tuple(keywords),
+            exemplars=tuple(cluster.exemplars[i].text for i in order[: self.max_exemplars]),
+            first_seen=cluster.first_seen,
+            last_seen=cluster.last_seen,
+            status=status,
+        )
+
+    def clusters(self, scope: str = "global") -> list[ClusterSummary]:
+        """Clusters of ``scope``, alerting first, then by share of traffic; keywords computed fresh."""
+        st = self._scopes.get(scope)
+        if st is None or not st.clusters:
+            return []
+        words = self._keywords(st)
+        out = [self._summary(scope, st, c, words[cid]) for cid, c in st.clusters.items()]
+        return sorted(out, key=lambda s: (s.status != "emerging", -s.share_of_traffic, s.id))
+
+    def cluster(self, cluster_id: str, scope: str = "global") -> ClusterSummary | None:
+        return next((c for c in self.clusters(scope) if c.id == cluster_id), None)
+
+    def scopes(self) -> list[str]:
+        return list(self._scopes)
+
+    def readings(self) -> list[Reading]:
+        """Per scope: the largest cluster share against the alert threshold (no cluster ids as labels)."""
+        out = []
+        for scope, st in self._scopes.items():
+            shares = [self._recent(st, c)[1] for c in st.clusters.values()]
+            out.append(Reading(self.name, scope, "", max(shares, default=0.0), self.threshold(scope),
+                               any(c.active for c in st.clusters.values())))
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self._seen,
+            "dim": self._dim,
+            "regions": self._regions.state_dict() if self._regions is not None else None,
+            "sample": list(self._sample),
+            "flagged": list(self._flagged),
+            "flagged_categories": list(self._flagged_categories),
+            "scopes": {
+                name: {
+                    "buffer": [m.to_state() for m in st.buffer],
+                    "clock": st.clock,
+                    "traffic": st.traffic,
+                    "baseline_traffic": st.baseline_traffic,
+                    "now": st.now,
+                    "since_recluster": st.since_recluster,
+                    "calibration_max_share": st.calibration_max_share,
+                    "clusters": [c.to_state() for c in st.clusters.values()],
+                }
+                for name, st in self._scopes.items()
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._seen = int(state["seen"])
+        self._dim = state["dim"]
+        self._regions = KnownRegions.from_state(state["regions"]) if state["regions"] is not None else None
+        self._sample = list(state["sample"])
+        self._flagged = list(state["flagged"])
+        self._flagged_categories = list(state["flagged_categories"])
+        self._scopes = {}
+        for name, s in state["scopes"].items():
+            clusters = [_Cluster.from_state(c) for c in s["clusters"]]
+            self._scopes[name] = _Scope(
+                buffer=deque((_Member(*m) for m in s["buffer"]), maxlen=self.buffer_size),
+                clock=s["clock"],
+                traffic=s["traffic"],
+                baseline_traffic=s["baseline_traffic"],
+                now=s["now"],
+                since_recluster=s["since_recluster"],
+                calibration_max_share=s["calibration_max_share"],
+                clusters={c.id: c for c in clusters},
+            )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name}: must be > 0, got {value}")
+
+
+def _fraction(**values: float) -> None:
+    for name, value in values.items():
+        if not 0 < value < 1:
+            raise ValueError(f"{name}: must be between 0 and 1 (exclusive), got {value}")
+
+
+def _cosine(**values: float) -> None:
+    for name, value in values.items():
+        if not -1 < value < 1:
+            raise ValueError(f"{name}: must be a cosine between -1 and 1 (exclusive), got {value}")

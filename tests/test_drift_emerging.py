@@ -1,0 +1,229 @@
+"""Emerging-category detector: fires on a new cluster, stays quiet on a stationary stream, restores exactly."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from monitor.drift.base import Detector
+from monitor.drift.emerging import KIND, EmergingClusterDetector
+from monitor.events import Event, ScoredEvent
+from monitor.judge.verdict import SAFE
+from tests.helpers.scored import verdict
+
+DIM = 64
+KNOWN = ("cat_a", "cat_b", "cat_c", "cat_d")
+NEW_WORDS = "counterfeit designer watches replica"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class World:
+    """Topic directions: known harm categories, benign topics, and one category the judge never learned."""
+
+    known: np.ndarray
+    benign: np.ndarray
+    new: np.ndarray
+
+    @classmethod
+    def make(cls, seed: int = 0) -> World:
+        rng = np.random.default_rng(seed)
+        return cls(_unit(rng.normal(size=(len(KNOWN), DIM))), _unit(rng.normal(size=(40, DIM))), _unit(rng.normal(size=DIM)))
+
+
+def _around(rng: np.random.Generator, centre: np.ndarray, spread: float = 0.16) -> np.ndarray:
+    return _unit(centre + spread * rng.normal(size=DIM))
+
+
+def stream(
+    n: int,
+    seed: int,
+    *,
+    change_at: int | None = None,
+    prevalence: float = 0.02,
+    unsafe_rate: float = 0.05,
+    false_positive_rate: float = 0.01,
+    emerging_scope: str = "model=a",
+    world: World | None = None,
+) -> list[ScoredEvent]:
+    """Benign traffic, known unsafe categories, judge false positives; from ``change_at`` a new category.
+
+    The judge flags the new category's prompts but files them under a known category (it was never
+    trained on it). Events alternate between two models; the new category comes from one of them.
+    """
+    world = world or World.make()
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        u = rng.random()
+        scope = ("global", "model=a" if i % 2 == 0 else "model=b")
+        if change_at is not None and i >= change_at and u < prevalence:
+            emb, v, text = _around(rng, world.new), verdict(KNOWN[0]), f"{NEW_WORDS} request {i}"
+            scope = ("global", emerging_scope)
+        elif u > 1 - unsafe_rate:
+            k = int(rng.integers(len(KNOWN)))
+            emb, v, text = _around(rng, world.known[k]), verdict(KNOWN[k]), f"known harm {KNOWN[k]} ask {i}"
+        else:
+            emb = _around(rng, world.benign[int(rng.integers(len(world.benign)))], spread=0.3)
+            flagged = rng.random() < false_positive_rate
+            v = verdict(KNOWN[int(rng.integers(len(KNOWN)))] if flagged else SAFE)
+            text = f"everyday question about topic {i % 97}"
+        out.append(ScoredEvent(Event(f"e{i}", 1000.0 + i, text), 1.0, emb, None, v, scope))
+    return out
+
+
+def detector(**overrides) -> EmergingClusterDetector:
+    params = dict(reference_events=2000, calibration_events=2000, n_components=DIM)
+    params.update(overrides)
+    return EmergingClusterDetector(**params)
+
+
+def run(det: EmergingClusterDetector, events: list[ScoredEvent], batch: int = 64) -> list[tuple[int, object]]:
+    """(index of the batch's last event, condition) for every condition, in order."""
+    out = []
+    for start in range(0, len(events), batch):
+        chunk = events[start : start + batch]
+        out += [(start + len(chunk) - 1, c) for c in det.update(chunk)]
+    return out
+
+
+def test_is_a_detector():
+    assert isinstance(detector(), Detector)
+
+
+def test_fires_on_an_emerging_cluster_with_evidence_and_lists_it():
+    change = 6000
+    det = detector()
+    conditions = run(det, stream(9000, seed=1, change_at=change))
+    fired = [(i, c) for i, c in conditions if c.active]
+    assert fired, "no emerging_category condition"
+    i, first = fired[0]
+    assert all(j >= change for j, _ in fired), "alert before the new category appeared"
+    assert i - change <= 1000
+    assert first.kind == KIND and first.key.startswith("c")
+    ev = first.evidence
+    purity = np.mean([NEW_WORDS in text for text in ev["exemplars"]])
+    assert len(ev["exemplars"]) == min(10, ev["size"]) and purity >= 0.8
+    assert {"counterfeit", "watches"} <= set(ev["keywords"])
+    assert ev["size"] >= det.min_recent and ev["share_of_traffic"] >= ev["share_threshold"] > 0
+    assert ev["growth_rate"] > 0 and ev["nearest_category"] in KNOWN and ev["distance_to_nearest"] > 0
+    json.dumps(ev)  # evidence travels to webhooks as JSON
+
+    listed = {c.id: c for c in det.clusters(first.scope)}
+    assert listed[first.key].status == "emerging"
+    assert det.cluster(first.key, first.scope) == listed[first.key]
+    # The new category came from model=a only: that scope alerts, model=b has nothing emerging.
+    assert {c.scope for _, c in fired} >= {"model=a"}
+    assert all(c.status != "emerging" for c in det.clusters("model=b"))
+    reading = {r.scope: r for r in det.readings()}
+    assert reading["model=a"].active and reading["model=a"].key == ""
+
+
+def test_alert_resolves_when_the_category_stops():
+    det = detector()
+    events = stream(9000, seed=1, change_at=6000)
+    # The new category stops at 7500: replace its events after that with benign ones.
+    quiet = stream(9000, seed=1)
+    events = events[:7500] + quiet[7500:]
+    events += [
+        ScoredEvent(Event(f"x{i}", 1000.0 + i, e.event.prompt), 1.0, e.prompt_embedding, None, e.verdict, e.scopes)
+        for i, e in zip(range(9000, 14000), stream(5000, seed=7))
+    ]
+    conditions = run(det, events)
+    key = next(c.key for _, c in conditions if c.active and c.scope == "global")
+    states = [c.active for _, c in conditions if c.key == key and c.scope == "global"]
+    assert states[0] and states[-1] is False
+    assert next(c for c in det.clusters() if c.id == key).status != "emerging"
+
+
+def test_quiet_on_a_stationary_stream():
+    det = detector()
+    conditions = run(det, stream(40_000, seed=3))
+    assert det.phase == "detection"
+    assert [c for _, c in conditions if c.active] == []
+    assert all(c.status != "emerging" for c in det.clusters())
+
+
+def test_save_restore_mid_stream_matches_an_uninterrupted_run():
+    events = stream(8000, seed=2, change_at=6000)
+    cut = 6400  # inside the emergence, with clusters and a non-empty buffer
+    whole = detector()
+    expected = run(whole, events)
+
+    first = detector()
+    got = run(first, events[:cut])
+    restored = detector()
+    restored.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
+    got += [(i + cut, c) for i, c in run(restored, events[cut:])]
+
+    assert any(c.active for _, c in expected)
+    assert got == expected
+    for scope in whole.scopes():
+        assert restored.clusters(scope) == whole.clusters(scope)
+    assert restored.readings() == whole.readings()
+
+
+def test_memory_stays_bounded():
+    det = detector(buffer_size=40, max_clusters=3, max_exemplars=4, max_text_chars=20, recluster_every=4)
+    run(det, stream(12_000, seed=4, change_at=5000, prevalence=0.05, false_positive_rate=0.05))
+    for scope in det.scopes():
+        st = det._scopes[scope]
+        assert len(st.buffer) <= 40 and len(st.clusters) <= 3
+        for c in st.clusters.values():
+            assert len(c.exemplars) <= 8 and all(len(m.text) <= 20 for m in c.exemplars)
+        assert all(len(c.exemplars) <= 4 for c in det.clusters(scope))
+    assert "sample" in det.state_dict() and det.state_dict()["sample"] == []  # reference data freed
+
+
+def test_scopes_are_bounded():
+    det = detector(max_scopes=2)
+    events = stream(200, seed=5)
+    events = [ScoredEvent(e.event, 1.0, e.prompt_embedding, None, e.verdict, ("global", f"model=m{i}")) for i, e in enumerate(events)]
+    run(det, events)
+    assert len(det.scopes()) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(prompt_embedding=np.zeros((2, DIM), dtype=np.float32)), "prompt_embedding"),
+        (dict(prompt_embedding=np.full(DIM, np.nan, dtype=np.float32)), "prompt_embedding"),
+        (dict(weight=0.0), "weight"),
+    ],
+)
+def test_bad_input_names_the_field_and_changes_nothing(change, message):
+    det = detector()
+    good = stream(10, seed=6)
+    run(det, good)
+    before = det.state_dict()
+    bad = good[3]
+    fields = dict(event=bad.event, weight=bad.weight, prompt_embedding=bad.prompt_embedding, response_embedding=None,
+                  verdict=bad.verdict, scopes=bad.scopes)
+    fields.update(change)
+    with pytest.raises(ValueError, match=message) as err:
+        det.update([good[0], ScoredEvent(**fields)])
+    assert "e3" in str(err.value)
+    assert pickle.dumps(det.state_dict()) == pickle.dumps(before)
+
+
+def test_wrong_dimension_after_the_first_batch_is_rejected():
+    det = detector()
+    run(det, stream(10, seed=6))
+    e = stream(1, seed=6)[0]
+    with pytest.raises(ValueError, match=f"prompt_embedding must be a vector of {DIM} floats"):
+        det.update([ScoredEvent(e.event, 1.0, np.ones(DIM + 1, dtype=np.float32), None, e.verdict)])
+
+
+@pytest.mark.parametrize(
+    ("arg", "value"), [("reference_events", 0), ("join_similarity", 1.5), ("min_share", 0.0), ("baseline_events", 10)]
+)
+def test_bad_settings_name_the_argument(arg, value):
+    with pytest.raises(ValueError, match=arg):
+        EmergingClusterDetector(**{arg: value})

@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")
 
+    # --- integrations (LiteLLM, OpenTelemetry) ---
+    litellm_labels: list[Literal["team", "key_alias", "org", "project", "end_user"]] = Field(
+        ["team", "key_alias", "end_user"],
+        description="LiteLLM fields kept as event labels (team/key/org/project aliases; end_user only as a salted hash). "
+        'Env: a JSON list, e.g. MONITOR_LITELLM_LABELS=\'["team"]\'.',
+    )
+    end_user_hash_salt: str = Field(
+        "", description="Salt of the end-user hash (LiteLLM end_user, OTel user.id); set a secret so hashes cannot be matched to known ids."
+    )
+
     # --- ingest and queue ---
     queue_capacity: int = Field(20_000, ge=1, description="Events waiting for the worker; ingest answers 503 when full.")
     sampling: Literal["auto", "off"] = Field(

@@ -5,7 +5,7 @@
 # then runs pytest. Safe to re-run: every step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)

@@ -35,6 +35,19 @@ class MonitorMetrics:
         self.judged = Counter(f"{p}events_judged", "Events embedded and judged.", ["model", "route"], registry=r)
         self.sampled_out = Counter(f"{p}events_sampled_out", "Accepted events counted but not judged (load shedding).", registry=r)
         self.truncated = Counter(f"{p}texts_truncated", "Events whose prompt or response was truncated to max_text_chars.", registry=r)
+        # --- integrations (source: litellm|otel) ---
+        self.events_redacted = Counter(
+            f"{p}events_redacted",
+            "LLM calls whose texts the sender withheld (LiteLLM 'redacted-by-litellm', spans without message content): counted, never judged.",
+            ["source"],
+            registry=r,
+        )
+        self.items_ignored = Counter(
+            f"{p}integration_items_ignored", "Items an integration received that are no LLM call (non-LLM spans, embedding calls).", ["source"], registry=r
+        )
+        for source in ("litellm", "otel"):
+            self.events_redacted.labels(source=source)
+            self.items_ignored.labels(source=source)
         self.queue_depth = Gauge(f"{p}queue_depth", "Events waiting for the worker.", registry=r)
         self.queue_capacity = Gauge(f"{p}queue_capacity", "Queue capacity.", registry=r)
         self.sampling_rate = Gauge(f"{p}sampling_rate", "Fraction of accepted events admitted for judging (1 = all).", registry=r)

@@ -1,0 +1,79 @@
+"""Steps shared by the integration routes (LiteLLM, OTLP): a bounded body read, and the hand-off of
+adapted events to the same ``service.ingest`` path as ``POST /v1/events``.
+
+Bodies may be gzip/deflate compressed (the OpenTelemetry Collector compresses by default); the
+limit ``max_body_bytes`` applies to the compressed and the decompressed size, so a small
+compressed body cannot expand without bound.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from monitor.api.deps import error_response
+from monitor.ingest.parsing import BodyError
+from monitor.integrations.adapted import Adapted
+from monitor.pipeline.service import IngestOutcome, MonitorService
+
+_ENCODINGS = {"", "identity", "gzip", "x-gzip", "deflate"}
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyError(413, f"body: {declared} bytes exceeds max_body_bytes={max_bytes}")
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        raise BodyError(415, f"Content-Encoding {encoding!r} not supported: send gzip, deflate or uncompressed")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyError(413, f"body: more than max_body_bytes={max_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if encoding in ("", "identity"):
+        return body
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BodyError(400, f"body: not valid {encoding} data ({exc})") from None
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise BodyError(413, f"body: decompresses to more than max_body_bytes={max_bytes} bytes")
+    return out
+
+
+def submit(service: MonitorService, adapted: Adapted, arrival: float, source: str) -> IngestOutcome:
+    """Ingest the adapted events; count redacted and ignored items once the request is taken."""
+    started = time.perf_counter()
+    outcome = service.ingest(adapted.parsed_body(), arrival) if adapted.events or adapted.rejected else IngestOutcome()
+    if busy(outcome) is None:
+        service.metrics.events_redacted.labels(source=source).inc(adapted.redacted)
+        service.metrics.items_ignored.labels(source=source).inc(adapted.ignored)
+    service.metrics.ingest_seconds.observe(time.perf_counter() - started)
+    return outcome
+
+
+def busy(outcome: IngestOutcome) -> str | None:
+    """Why nothing of the request was taken (the client should resend), or None."""
+    if outcome.unavailable:
+        return f"state store unavailable ({outcome.unavailable})"
+    if outcome.queue_full:
+        return "queue full"
+    return None
+
+
+def busy_response(outcome: IngestOutcome, retry_after: int) -> JSONResponse | None:
+    """503 with ``Retry-After`` when nothing of the request was taken, else None."""
+    reason = busy(outcome)
+    if reason is None:
+        return None
+    return error_response(
+        503, f"{reason}: nothing from this request was accepted; retry after the Retry-After delay", {"Retry-After": str(retry_after)}
+    )

@@ -1,0 +1,56 @@
+"""``POST /v1/ingest/litellm``: LiteLLM's ``generic_api`` logging callback (and :class:`MonitorLogger`)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from monitor.api.adapter_ingest import busy_response, read_body, submit
+from monitor.api.deps import error_response, get_service
+from monitor.ingest.parsing import BodyError
+from monitor.integrations.litellm import LiteLLMAdapter, split_body
+from monitor.pipeline.service import MonitorService
+
+router = APIRouter()
+
+DOC = """Ingest LiteLLM `StandardLoggingPayload` logs, as LiteLLM's `generic_api` callback posts them
+in any `log_format` (one object, a JSON array, or NDJSON; gzip allowed). Never waits for the model.
+
+Answers **202** `{"accepted", "duplicates", "rejected": [{"index", "error"}], "redacted", "ignored"}`:
+`redacted` calls (LiteLLM's `redacted-by-litellm`) are counted, not judged; `ignored` items are calls
+that generate no text (embeddings, images). **400** when the body holds no StandardLoggingPayload,
+**413**/**415** as `/v1/events`, **422** when a single payload (or every one) is invalid,
+**503** with `Retry-After` when the queue is full (resend).
+"""
+
+
+@router.post("/v1/ingest/litellm", status_code=202, summary="Ingest LiteLLM logs", description=DOC)
+async def ingest_litellm(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+    arrival = time.time()
+    settings = service.settings
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        items, single = split_body(body, request.headers.get("content-type"), settings.max_events_per_request)
+    except BodyError as exc:
+        return error_response(exc.status, exc.message)
+    adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt).adapt(items, single=single)
+    outcome = submit(service, adapted, arrival, source="litellm")
+    rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]
+    if not adapted.events and adapted.rejected:
+        message = rejected[0]["error"] if single else "items: every LiteLLM payload in the batch is invalid"
+        return error_response(422, message, rejected=rejected)
+    busy = busy_response(outcome, settings.retry_after_seconds)
+    if busy is not None:
+        return busy
+    return JSONResponse(
+        {
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": rejected,
+            "redacted": adapted.redacted,
+            "ignored": adapted.ignored,
+        },
+        status_code=202,
+    )

@@ -1,0 +1,48 @@
+"""``POST /v1/traces``: an OTLP/HTTP trace receiver that keeps only LLM spans."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from monitor.api.adapter_ingest import busy_response, read_body, submit
+from monitor.api.deps import error_response, get_service
+from monitor.ingest.parsing import BodyError, media_type
+from monitor.integrations.otel import JSON_TYPE, OtelAdapter, encode_response, parse_request
+from monitor.pipeline.service import MonitorService
+
+router = APIRouter()
+
+DOC = """OTLP/HTTP trace export (`application/x-protobuf` or `application/json`, gzip allowed): point an
+OpenTelemetry SDK or Collector `otlphttp` exporter here. LLM spans (GenAI semantic conventions,
+OpenInference) become events; other spans are ignored and counted. Never waits for the model.
+
+Answers **200** with an `ExportTraceServiceResponse` in the request's encoding, as OTLP requires;
+`partial_success.rejected_spans` counts LLM spans that could not become events, with the first errors.
+**400** for a body that is not an OTLP trace request, **413**/**415** as `/v1/events`,
+**503** with `Retry-After` when the queue is full (OTLP exporters retry it).
+"""
+
+
+@router.post("/v1/traces", summary="Receive OTLP traces", description=DOC)
+async def receive_traces(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+    arrival = time.time()
+    settings = service.settings
+    content_type = request.headers.get("content-type")
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        traces = parse_request(body, content_type)
+    except BodyError as exc:
+        return error_response(exc.status, exc.message)
+    spans = sum(len(ss.spans) for rs in traces.resource_spans for ss in rs.scope_spans)
+    if spans > settings.max_events_per_request:
+        return error_response(413, f"spans: {spans} in one request exceeds the limit of {settings.max_events_per_request}; lower the exporter's batch size")
+    adapted = OtelAdapter(settings.end_user_hash_salt).adapt(traces)
+    outcome = submit(service, adapted, arrival, source="otel")
+    busy = busy_response(outcome, settings.retry_after_seconds)
+    if busy is not None:
+        return busy
+    content, kind = encode_response([r.error for r in adapted.rejected], as_json=media_type(content_type) == JSON_TYPE)
+    return Response(content, media_type=kind)

@@ -132,6 +132,27 @@ class Settings(BaseSettings):
     alert_delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay.")
     alert_outbox_size: int = Field(1000, ge=1, description="Notices queued per delivery target; the oldest is dropped (and counted) beyond this.")
 
+    # --- state ---
+    redis_url: str | None = Field(
+        None,
+        description="Redis for shared, durable state (redis://, rediss:// or unix:// URL); unset: in-memory state, "
+        "lost on restart. Snapshots are pickles: the Redis must be trusted (private network, ACL/password).",
+    )
+    state_key_prefix: str = Field("llmsafety:", min_length=1, description="Prefix of every Redis key this monitor writes.")
+    redis_timeout_seconds: float = Field(1.0, gt=0, description="Redis connect/read timeout; ingest answers 503 after it when Redis is down.")
+    dedup_ttl_seconds: int = Field(86_400, ge=1, description="How long Redis remembers an event_id for idempotency (memory backend: dedup_capacity ids).")
+    snapshot_every_events: int = Field(10_000, ge=1, description="Snapshot detector and alert state once this many events were processed since the last one (and always on shutdown).")
+    snapshot_every_seconds: float = Field(60.0, gt=0, description="Snapshot at the end of the first batch this many seconds after the last snapshot (and always on shutdown).")
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _check_redis_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
     @field_validator("models", "routes", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:

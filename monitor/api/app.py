@@ -131,6 +131,12 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             return error_response(422, message, rejected=rejected)
         outcome = service.ingest(parsed, arrival)
         service.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        if outcome.unavailable:
+            return error_response(
+                503,
+                f"state store unavailable: nothing from this request was accepted; retry after the Retry-After delay ({outcome.unavailable})",
+                {"Retry-After": str(settings.retry_after_seconds)},
+            )
         if outcome.queue_full:
             return error_response(
                 503,

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter as CounterDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from monitor.alerts.engine import Alert, AlertEngine, Transition
@@ -24,12 +24,13 @@ from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.dedup import RecentIds
 from monitor.ingest.normalize import to_event
 from monitor.ingest.parsing import ParsedBody, Rejection
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
 from monitor.pipeline.scoring import Scorer, StageTimes
+from monitor.state.memory import MemoryStateStore
+from monitor.state.store import StateStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,14 @@ QueueItem = tuple[Event, float]
 
 @dataclass(slots=True)
 class IngestOutcome:
-    """What one request did. ``queue_full`` means nothing of it was taken: answer 503, client resends."""
+    """What one request did. ``queue_full`` or ``unavailable`` (the state store's error) means
+    nothing of it was taken: answer 503, client resends."""
 
     accepted: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     queue_full: bool = False
+    unavailable: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,6 +69,7 @@ class MonitorService:
         scorer: Scorer,
         detectors: DetectorSuite,
         metrics: MonitorMetrics | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self.settings = settings
         self.scorer = scorer
@@ -78,7 +82,9 @@ class MonitorService:
         # Extension points, called in the worker thread after each batch (keep them fast; never raise).
         self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
         self.transition_listeners: list[Callable[[list[Transition]], None]] = []
-        self._dedup = RecentIds(settings.dedup_capacity)
+        # Called after stop() has drained and stopped the worker (final snapshot).
+        self.stop_listeners: list[Callable[[], None]] = []
+        self.store: StateStore = store or MemoryStateStore(settings.dedup_capacity)
         self._sampler = AdaptiveSampler(
             settings.sampling_start_fill, settings.sampling_min_rate, seed=settings.seed, enabled=settings.sampling == "auto"
         )
@@ -98,15 +104,21 @@ class MonitorService:
         started = time.perf_counter()
         outcome = IngestOutcome(rejected=list(parsed.rejected))
         n_received = len(parsed.events) + len(parsed.rejected)
-        fresh: list[Event] = []
-        batch_ids: set[str] = set()
+        candidates: dict[str, Event] = {}
         for _, item in parsed.events:
             event = to_event(item, arrival_time, self.settings.max_text_chars)
-            if event.event_id in self._dedup or event.event_id in batch_ids:
+            if event.event_id in candidates:
                 outcome.duplicates += 1
-                continue
-            batch_ids.add(event.event_id)
-            fresh.append(event)
+            else:
+                candidates[event.event_id] = event
+        try:
+            new = self.store.add_ids(list(candidates))
+        except StoreUnavailable as exc:
+            outcome.unavailable, outcome.duplicates = str(exc), 0
+            self._count_ingest(n_received, outcome, new=0, dropped=len(candidates), reason="store_unavailable")
+            return outcome
+        fresh = [event for event, is_new in zip(candidates.values(), new) if is_new]
+        outcome.duplicates += len(candidates) - len(fresh)
 
         admitted: list[QueueItem] = []
         sampled_out = 0
@@ -120,13 +132,15 @@ class MonitorService:
         if self._queue.qsize() + len(admitted) > capacity:
             outcome.queue_full = True
             outcome.duplicates = 0
+            try:
+                self.store.discard_ids([e.event_id for e in fresh])
+            except StoreUnavailable:  # a resend then counts as a duplicate: logged, not fatal
+                log.warning("could not forget %d event ids after a full queue", len(fresh))
             self._count_ingest(n_received, outcome, new=0, dropped=len(fresh))
             return outcome
 
         for event, weight in admitted:
             self._queue.put_nowait((event, weight))
-        for event in fresh:
-            self._dedup.add(event.event_id)
         truncated = sum(1 for e in fresh if e.truncated)
         outcome.accepted = len(fresh) + outcome.duplicates
         c = self.counts
@@ -140,18 +154,18 @@ class MonitorService:
         self.latency["ingest"].add(time.perf_counter() - started)
         return outcome
 
-    def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, dropped: int) -> None:
+    def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, dropped: int, reason: str = "queue_full") -> None:
         c, m = self.counts, self.metrics
         c.received += received
         c.accepted += new
         c.duplicates += outcome.duplicates
         c.rejected += len(outcome.rejected)
-        c.dropped["queue_full"] += dropped
+        c.dropped[reason] = c.dropped.get(reason, 0) + dropped
         m.received.inc(received)
         m.accepted.inc(new)
         m.duplicates.inc(outcome.duplicates)
         m.rejected.inc(len(outcome.rejected))
-        m.dropped.labels(reason="queue_full").inc(dropped)
+        m.dropped.labels(reason=reason).inc(dropped)
         m.queue_depth.set(self._queue.qsize())
         m.sampling_rate.set(self._sampler.current_rate)
 
@@ -174,6 +188,7 @@ class MonitorService:
             pass
         self._task = None
         self._executor.shutdown(wait=True)
+        self._notify(self.stop_listeners)
 
     @property
     def running(self) -> bool:
@@ -225,10 +240,10 @@ class MonitorService:
         self._notify(self.transition_listeners, transitions)
         return transitions
 
-    def _notify(self, listeners: list[Callable[[Any], None]], payload: Any) -> None:
+    def _notify(self, listeners: list[Callable[..., None]], *payload: Any) -> None:
         for listener in listeners:
             try:
-                listener(payload)
+                listener(*payload)
             except Exception:
                 self.metrics.worker_errors.inc()
                 log.exception("listener %r failed", listener)
@@ -308,10 +323,53 @@ class MonitorService:
         for t in transitions:
             m.alert_transitions.labels(kind=t.alert.kind, status=t.alert.status).inc()
         if transitions:
-            firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
-            self._firing_keys |= firing.keys()
-            for kind, severity in self._firing_keys:
-                m.alerts_firing.labels(kind=kind, severity=severity).set(firing.get((kind, severity), 0))
+            self._export_firing()
+
+    def _export_firing(self) -> None:
+        firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
+        self._firing_keys |= firing.keys()
+        for kind, severity in self._firing_keys:
+            self.metrics.alerts_firing.labels(kind=kind, severity=severity).set(firing.get((kind, severity), 0))
+
+    # ---------------------------------------------------------------- state (snapshots)
+    def state_dict(self) -> dict[str, Any]:
+        """Detector and alert state, counts and event time: what a restart must not lose.
+
+        Consistent when taken between batches (from a batch listener, or after ``stop``).
+        """
+        with self._state_lock:
+            return {
+                "detectors": self.detectors.state_dict(),
+                "alerts": self.alert_engine.state_dict(),
+                "counts": asdict(self.counts),
+                "event_time": self.event_time,
+                "judge_version": self.scorer.judge.version,
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (before ``start``).
+
+        Events accepted but still queued when the state was taken died with the old process:
+        they are counted as ``dropped{reason="restart"}`` (and as processed, so ``processed``
+        catches up with ``accepted`` instead of waiting for events that will never come).
+        """
+        if state["judge_version"] != self.scorer.judge.version:
+            log.warning("restoring detector state built on judge %s into judge %s", state["judge_version"], self.scorer.judge.version)
+        saved = {k: v for k, v in state["counts"].items() if k in Counts.__dataclass_fields__}
+        counts = Counts(**{**saved, "dropped": {**Counts().dropped, **saved.get("dropped", {})}})
+        lost = counts.accepted - counts.processed
+        if lost > 0:
+            counts.dropped["restart"] = counts.dropped.get("restart", 0) + lost
+            counts.processed += lost
+            self.metrics.dropped.labels(reason="restart").inc(lost)
+        with self._state_lock:
+            self.detectors.load_state_dict(state["detectors"])
+            self.alert_engine.load_state_dict(state["alerts"])
+            self.counts = counts
+            self.event_time = state["event_time"]
+            self._export_firing()
+        if self.event_time is not None:
+            self.metrics.event_time.set(self.event_time)
 
     # ---------------------------------------------------------------- reads (API)
     def alerts(self, status: str = "all") -> list[Alert]:

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from monitor.config import Settings, load_settings
+from monitor.export import report_cli
 
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
 
@@ -102,6 +103,9 @@ def demo(
     for a in alerts:
         typer.echo(f"  [{a['status']}] {a['kind']} {a['scope']} {a['category'] or ''}: {a['summary']}")
     typer.echo(f"metrics: {url.rstrip('/')}/metrics   alerts: {url.rstrip('/')}/v1/alerts")
+
+
+app.command(name="report")(report_cli.report)
 
 
 if __name__ == "__main__":

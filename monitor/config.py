@@ -132,6 +132,16 @@ class Settings(BaseSettings):
     alert_delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay.")
     alert_outbox_size: int = Field(1000, ge=1, description="Notices queued per delivery target; the oldest is dropped (and counted) beyond this.")
 
+    # --- reports ---
+    report_window_seconds: float = Field(3600.0, ge=60, description="Event-time length of each window of the report reservoir (windows align to multiples of it).")
+    report_samples_per_window: int = Field(1000, ge=10, description="Events kept per reservoir window (uniform sample); each costs ~2 KB (two 384-d float16 embeddings) plus its texts.")
+    report_windows_kept: int = Field(24, ge=1, description="Newest reservoir windows kept; reports can reach back this many windows.")
+    report_texts: Literal["off", "redacted", "full"] = Field("redacted", description="Texts kept with sampled events for reviewers: off, redacted (e-mails, URLs, numbers, keys masked) or full.")
+    report_text_chars: int = Field(300, ge=0, description="Characters of each kept text.")
+    report_max_rows: int = Field(5000, ge=100, description="Most events per side a report analyses; larger windows are sampled uniformly and the report says so.")
+    report_embedding_method: Literal["model", "mmd", "distance"] = Field("model", description="Evidently embedding-drift method: model (domain classifier ROC AUC), mmd (bootstrap, upper 95% tail; O(n^2), capped at 2000 rows) or distance (cosine between means, bootstrap).")
+    report_tsne_points: int = Field(200, ge=20, description="Points per side in the report's t-SNE embedding plot (its cost grows fast with this).")
+
     # --- state ---
     redis_url: str | None = Field(
         None,

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 # Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
 from monitor.api import litellm as litellm_routes, otel as otel_routes  # noqa: E402
+from monitor.api import reports as reports_routes  # noqa: E402
 
-ROUTERS: list = [litellm_routes.router, otel_routes.router]
+ROUTERS: list = [litellm_routes.router, otel_routes.router, reports_routes.router]
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
 

@@ -114,7 +114,7 @@ def test_second_opinion_catches_a_rise_in_one_category():
     assert {(c.kind, c.scope, c.key) for c in alarms} >= {("judge_disagreement", s, "self_harm") for s in SCOPES}
     assert all(c.key in ("", "self_harm") for c in alarms)
     ev = next(c for c in alarms if c.key == "self_harm").evidence
-    assert ev["direction"] == "up" and 0.07 < ev["reference_rate"] < 0.13 and ev["current_ci95"][0] > ev["reference_bound"]
+    assert ev["direction"] == "rise" and 0.07 < ev["reference_rate"] < 0.13 and ev["current_ci95"][0] > ev["reference_bound"]
 
 
 def test_second_opinion_ignores_events_without_a_second_verdict():
@@ -174,7 +174,7 @@ def test_unsafe_response_rate_reports_a_fall_as_info():
     det = UnsafeResponseRateDetector()
     run(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE))
     falls = opened(run(det, behaviour_stream(rng, 30_000, 15_000, dict(STEADY_UNSAFE, violence_aiding_and_abetting_incitement=0.03))))
-    assert falls and all(c.severity == "info" and c.evidence["direction"] == "down" for c in falls)
+    assert falls and all(c.severity == "info" and c.evidence["direction"] == "drop" for c in falls)
     assert {c.key for c in falls} == {"violence_aiding_and_abetting_incitement"}
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import json
 import pickle
 import random
 
 import pytest
 
 from monitor.alerts.condition import Condition
-from monitor.drift.rate_change import RateChange, RateChangeConfig, cusum_threshold, wilson_interval
+from monitor.drift.rate_change import RateChange, RateChangeConfig, wilson_interval
 
 
 def bernoulli(rng: random.Random, rate: float, start: int, n: int, scope: str = "global", key: str = ""):
@@ -44,8 +44,8 @@ def test_stationary_rates_stay_quiet_with_default_settings():
 
 
 @pytest.mark.parametrize("rate", [0.02, 0.2, 0.6])
-def test_false_alarms_stay_below_the_arl_bound(rate):
-    # a small arl makes false alarms frequent enough to count; the bound is one per arl trials per key
+def test_false_alarms_stay_within_the_arl_target(rate):
+    # a small arl makes false alarms frequent enough to count; the target is one per arl trials per key
     rng = random.Random(5)
     config = RateChangeConfig(warmup=100, arl=300)
     rc = RateChange("k", "rate", config, direction="both")
@@ -57,35 +57,37 @@ def test_false_alarms_stay_below_the_arl_bound(rate):
 
 def test_rise_is_caught_with_evidence_of_the_numbers():
     rng = random.Random(1)
-    rc = RateChange("over_refusal", "refusal rate", direction="up")
+    rc = RateChange("over_refusal", "refusal rate", direction="rise")
     assert run_batches(rc, bernoulli(rng, 0.05, 0, 20_000)) == []
     conditions = run_batches(rc, bernoulli(rng, 0.10, 20_000, 10_000))
     first = activations(conditions)[0]
     assert first.kind == "over_refusal" and first.scope == "global" and first.key == "" and first.severity == "warning"
     assert 20_000 <= first.at < 25_000
     ev = first.evidence
-    assert ev["direction"] == "up"
-    assert 0.045 < ev["reference_rate"] < 0.055 and ev["reference_n"] >= 4_000
-    assert ev["reference_rate"] < ev["reference_bound"] < ev["shift_rate"]
+    assert ev["direction"] == "rise"
+    assert 0.045 < ev["reference_rate"] < 0.055 and ev["reference_trials"] >= 4_000
+    assert ev["reference_rate"] < ev["reference_bound"] < ev["design_rate"]
     lo, hi = ev["current_ci95"]
     assert lo < ev["current_rate"] < hi and lo < 0.10 < hi
-    assert ev["current_n"] > 100 and ev["statistic"] == pytest.approx(ev["threshold"])
+    assert ev["current_trials"] > 100 and ev["statistic"] == pytest.approx(ev["threshold"])
+    assert 15_000 < ev["change_point_at"] <= ev["alarm_at"] == first.at
     assert f"rose from {ev['reference_rate']:.2%} to {ev['current_rate']:.2%}" in first.summary
+    assert json.loads(json.dumps(ev)) == ev
     # while the rate stays high, every batch re-states the alert at its latest event time
     assert conditions[-1].active and conditions[-1].at == 29_999.0
 
 
-def test_fall_is_caught_only_when_watched():
+def test_drop_is_caught_only_when_watched():
     rng = random.Random(2)
     before, after = bernoulli(rng, 0.3, 0, 10_000), bernoulli(rng, 0.12, 10_000, 3_000)
-    both = RateChange("k", "rate", direction="both", severity_down="info")
-    up_only = RateChange("k", "rate", direction="up")
+    both = RateChange("k", "rate", direction="both", severity_drop="info")
+    up_only = RateChange("k", "rate", direction="rise")
     assert run_batches(both, before) == [] and run_batches(up_only, before) == []
     first = activations(run_batches(both, after))[0]
-    assert first.evidence["direction"] == "down" and first.severity == "info" and "fell from" in first.summary
+    assert first.evidence["direction"] == "drop" and first.severity == "info" and "fell from" in first.summary
     assert run_batches(up_only, after) == []
     resolved = [c for c in run_batches(both, bernoulli(rng, 0.3, 13_000, 5_000)) if not c.active]
-    assert len(resolved) == 1 and resolved[0].evidence["direction"] == "down" and resolved[0].severity == "info"
+    assert len(resolved) == 1 and resolved[0].evidence["direction"] == "drop" and resolved[0].severity == "info"
 
 
 def test_alert_resolves_when_the_rate_returns():
@@ -148,15 +150,24 @@ def test_save_restore_mid_stream_continues_identically():
 
 
 def test_config_errors_name_the_field():
-    for field, value in [("warmup", 5), ("arl", 1), ("ratio", 1.0), ("min_shift", 1.0), ("reference_z", -1.0)]:
+    for field, value in [("warmup", 5), ("arl", 1), ("ratio", 1.0), ("reference_z", 1.0)]:
         with pytest.raises(ValueError, match=field):
             RateChangeConfig(**{field: value})
     with pytest.raises(ValueError, match="direction"):
         RateChange("k", "rate", direction="sideways")  # type: ignore[arg-type]
 
 
-def test_wilson_interval_and_threshold():
+def test_watching_both_ways_splits_the_false_alarm_budget():
+    rng = random.Random(8)
+    trials = bernoulli(rng, 0.1, 0, 2_000)
+    up, both = RateChange("k", "rate"), RateChange("k", "rate", direction="both")
+    run_batches(up, trials), run_batches(both, trials)
+    [r_up], [r_both] = up.readings("k"), both.readings("k")
+    assert r_both.threshold > r_up.threshold > 0
+
+
+def test_wilson_interval_is_exact_at_the_edges():
     lo, hi = wilson_interval(0, 100)
     assert lo == 0.0 and 0.03 < hi < 0.04
-    assert cusum_threshold(1e6, 1) == pytest.approx(math.log(1e6))
-    assert RateChange("k", "r", RateChangeConfig(arl=1e6), direction="both").threshold == pytest.approx(math.log(2e6))
+    lo, hi = wilson_interval(100, 100)
+    assert hi == 1.0 and 0.96 < lo < 0.97

@@ -7,7 +7,7 @@ one say nothing about behaviour and are skipped):
 
 - ``unsafe_response_rate``: the share of responses judged harmful, per prompt category (``safe``
   included: harmful answers to harmless prompts). Watched both ways: a rise is a safety
-  regression (critical), a fall is a behaviour change worth knowing about (info).
+  regression (critical), a drop is a behaviour change worth knowing about (info).
 - ``over_refusal``: the share of prompts the judge calls safe that the model refuses. Watched for
   a rise: a model made safer by refusing more, at the cost of its users.
 """
@@ -36,7 +36,7 @@ class UnsafeResponseRateDetector(RateDetector):
     []
     >>> alarm = det.update([scored(i, rng.random() < 0.4) for i in range(3000, 3500)])[0]
     >>> alarm.kind, alarm.key, alarm.severity, alarm.evidence["direction"]
-    ('unsafe_response_rate', 'self_harm', 'critical', 'up')
+    ('unsafe_response_rate', 'self_harm', 'critical', 'rise')
     """
 
     name = "unsafe_response_rate"
@@ -44,7 +44,7 @@ class UnsafeResponseRateDetector(RateDetector):
     def __init__(self, config: RateChangeConfig = RateChangeConfig(), direction: Direction = "both") -> None:
         self.rates = RateChange(
             self.name, "unsafe-response rate by prompt category", config,
-            direction=direction, severity_up="critical", severity_down="info",
+            direction=direction, severity_rise="critical", severity_drop="info",
         )
 
     def trials(self, batch: Sequence[ScoredEvent]) -> Iterator[Trial]:
@@ -76,7 +76,7 @@ class OverRefusalDetector(RateDetector):
 
     name = "over_refusal"
 
-    def __init__(self, config: RateChangeConfig = RateChangeConfig(), direction: Direction = "up") -> None:
+    def __init__(self, config: RateChangeConfig = RateChangeConfig(), direction: Direction = "rise") -> None:
         self.rates = RateChange(self.name, "refusal rate on safe prompts", config, direction=direction)
 
     def trials(self, batch: Sequence[ScoredEvent]) -> Iterator[Trial]:

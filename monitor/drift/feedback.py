@@ -124,7 +124,7 @@ class FeedbackDisagreementDetector:
             raise ValueError(f"memory must be a positive integer, got {memory!r}")
         self.categories = frozenset(categories) | {SAFE}
         self.memory = memory
-        self.rates = RateChange(self.name, "judge/label disagreement rate", config, direction="up")
+        self.rates = RateChange(self.name, "judge/label disagreement rate", config, direction="rise")
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         # event_id -> (judge categories (top first), prompt flagged, scopes, event time, labelled)
         self._judged: OrderedDict[str, tuple[tuple[str, ...], bool, tuple[str, ...], float, bool]] = OrderedDict()

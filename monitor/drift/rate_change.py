@@ -1,33 +1,38 @@
-"""A calibrated online change test for Bernoulli rates, one per (scope, key).
+"""A calibrated online change test for Bernoulli rates, one per (scope, key), fed one trial at a time.
 
 Why a CUSUM: every concept-shift signal is a stream of yes/no trials per key (did the judge and
 the label disagree, was the response unsafe, did the model refuse a safe prompt) whose rate should
 stay put. The Bernoulli CUSUM is the optimal sequential test for a rate moving from a reference
-``p0`` to a shifted ``p1``, and its false-alarm rate follows from its threshold alone: the
-one-sided CUSUM on the log-likelihood ratio with threshold ``h`` runs at least ``e^h`` trials
-between false alarms when the true rate is at most ``p0`` (Lorden, 1971). Two one-sided tests run
-side by side, so ``h = ln(2 * arl)`` keeps the average run length of one key above ``arl``.
-(river's DDM/EDDM/HDDM watch a binary error rate too, but their thresholds are confidences per
-test, not a false-alarm rate per stream, and they reset after each drift.)
+``p0`` to a shifted ``p1`` and keeps a few numbers per key. Its threshold is set from the exact
+average run length (:func:`monitor.drift.bernoulli_cusum.average_run_length`) so that a key runs
+``arl`` trials between false alarms on average (``2 * arl`` per test when the rise and the drop
+test both run). (river's DDM/EDDM/HDDM watch a binary error rate too, but their thresholds are
+confidences per test, not a false-alarm rate per stream.)
 
-Reference: the first ``warmup`` trials of a key give the reference rate; after that the
-reference keeps absorbing trials that arrive while neither test holds any evidence of change
-(both statistics at zero, so a change in progress is kept out). The test constants are
-recomputed each time the reference sample doubles, so sensitivity improves as the reference
-sharpens. The estimation error of a finite reference is guarded by testing against the
-``reference_z`` Wilson bound of the reference (the upper bound for the rise test, the lower one
-for the fall test): the ``e^h`` guarantee then holds unless the true rate lies beyond that bound.
+Sparse keys. Unlike category shares, where every event is a trial for every key
+(:mod:`monitor.drift.proportions` runs those as arrays), the trials here reach one key at a time
+and most keys see few of them: a category's feedback, a category's responses. So the reference is
+per key and starts small, and two things keep a small reference from false-alarming:
 
-Shift the test is tuned to: ``p1 = max(ratio * bound, bound + min_shift)`` for a rise (mirrored
-for a fall, which is disabled while the lower bound leaves no room below it). A rate between the
-bound and ``p1`` is still caught once it passes the point where the log-likelihood ratio drifts
-upwards (about ``1 + (ratio - 1) / 2`` times the bound), only more slowly.
+- Guarded design: the rise test starts from the ``reference_z`` Wilson *upper* bound of the
+  reference (the drop test from the lower one) and is tuned to ``odds_shift(bound, ratio)``; its
+  threshold gives ``arl`` at the bound itself. The rise test's run length only grows as the true
+  rate falls below the bound (mirrored for the drop test), so the false-alarm target holds
+  whenever the true rate lies inside the bound (with ``reference_z = 3``, for all but 0.13% of
+  references), without the cost or the fragility of averaging over the reference's posterior
+  (which the category-share detector affords because it calibrates once per scope, on a large
+  reference).
+- Growing reference: after the first ``warmup`` trials the reference keeps absorbing the trials
+  that arrive while neither test holds any evidence of change (both statistics at zero, so a
+  change in progress is kept out), and the tests are re-derived each time it doubles: sensitivity
+  improves as the reference sharpens. A re-derivation solves a few small banded systems (a few
+  milliseconds), a logarithmic number of times in a key's life.
 
-Alert life: a key turns active when a statistic reaches ``h``; the statistic is then capped at
-``h`` and the key stays active until it falls back to zero, i.e. until the evidence of change has
-been fully reversed by trials at the reference rate. The trials since the statistic last left
-zero estimate the current rate (the CUSUM's own change-point estimate); evidence reports it with
-a 95% Wilson interval.
+Alert life: a key turns active when a statistic reaches its threshold; the statistic is then
+capped there and the key stays active until it falls back to zero, i.e. until as much evidence
+for the way back has arrived as fired it (a CUSUM for the way back, as in the category-share
+detector). The trials since the statistic last left zero are the change-point estimate; evidence
+reports the rate over them with a 95% Wilson interval.
 
 Trials are unweighted: the pipeline's sampling is independent of content, so the rate among
 judged events estimates the rate of the whole stream. Memory is a fixed record per key; keys are
@@ -43,9 +48,10 @@ from typing import Any, Iterable, Literal, Sequence
 
 from monitor.alerts.condition import Condition, Severity
 from monitor.drift.base import Reading
+from monitor.drift.bernoulli_cusum import average_run_length, llr_steps, odds_shift
 from monitor.events import ScoredEvent
 
-Direction = Literal["up", "down", "both"]
+Direction = Literal["rise", "drop", "both"]
 Trial = tuple[str, str, bool, float]
 """(scope, key, outcome, event time) of one Bernoulli trial."""
 
@@ -73,47 +79,95 @@ def wilson_interval(successes: int, n: int, z: float = _CI_Z) -> tuple[float, fl
     return lo, hi
 
 
-def cusum_threshold(arl: float, sides: int) -> float:
-    """Log-likelihood threshold that keeps ``sides`` one-sided CUSUMs above ``arl`` trials per false alarm.
+def threshold_for_arl(step_one: float, step_zero: float, rate: float, arl: float) -> float:
+    """The CUSUM threshold whose exact average run length at ``rate`` is ``arl`` (never less).
 
-    >>> round(cusum_threshold(1_000_000, 2), 3)
-    14.509
+    ``rate`` is the rate the test starts from, where Lorden's bound ``ARL >= e^h`` holds, so the
+    root lies between 0 and ``ln(arl)``; log run length is nearly linear in the threshold, so the
+    Illinois variant of false position finds it in a handful of run-length solves.
+
+    >>> from monitor.drift.bernoulli_cusum import llr_steps, odds_shift
+    >>> one, zero = llr_steps(0.05, odds_shift(0.05, 1.5))
+    >>> h = threshold_for_arl(one, zero, 0.05, 1e6)
+    >>> round(h, 2), h < math.log(1e6)
+    (8.31, True)
     """
-    if arl <= 1:
+    if not arl > 1:
         raise ValueError(f"arl must be > 1 trial, got {arl}")
-    return math.log(sides * arl)
+    target = math.log(arl)
+    lo, f_lo = 0.0, -target  # a zero threshold alarms on the first trial
+    hi = target
+    f_hi = math.log(average_run_length(step_one, step_zero, rate, hi)) - target
+    side = 0  # f_hi < 0 only from grid error: Lorden's bound still holds there
+    for _ in range(60):
+        if f_hi < 1e-3 or hi - lo < 1e-6:  # within 0.1% above the target
+            break
+        h = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        f = math.log(average_run_length(step_one, step_zero, rate, h)) - target
+        if f >= 0:
+            hi, f_hi = h, f
+            if side == 1:
+                f_lo /= 2.0
+            side = 1
+        else:
+            lo, f_lo = h, f
+            if side == -1:
+                f_hi /= 2.0
+            side = -1
+    return hi
 
 
 class _Test:
-    """Constants of one one-sided test: log-LR increments for a success and a failure."""
+    """One one-sided test: the reference bound it starts from, the rate it is tuned to, its threshold."""
 
-    __slots__ = ("bound", "p1", "inc_success", "inc_failure")
+    __slots__ = ("bound", "p1", "h", "inc_success", "inc_failure")
 
-    def __init__(self, bound: float, p1: float) -> None:
-        self.bound = bound
-        self.p1 = p1
-        self.inc_success = math.log(p1 / bound)
-        self.inc_failure = math.log((1.0 - p1) / (1.0 - bound))
+    def __init__(self, bound: float, p1: float, h: float) -> None:
+        self.bound, self.p1, self.h = bound, p1, h
+        self.inc_success, self.inc_failure = llr_steps(bound, p1)
+
+    def saved(self) -> tuple[float, float, float]:
+        return self.bound, self.p1, self.h
 
 
 class _KeyState:
-    """Everything one key remembers; every field is a number or None, so it saves as a tuple."""
+    """Everything one key remembers: counts, statistics, and its two tests (None while untested)."""
 
     __slots__ = (
-        "trials", "ref_n", "ref_k", "basis_n", "basis_k",
-        "s_up", "n_up", "k_up", "s_down", "n_down", "k_down", "active",
-        "up", "down", "next_refresh",
+        "trials", "ref_n", "ref_k", "basis_n", "basis_k", "active", "alarm_at",
+        "s_up", "n_up", "k_up", "since_up", "s_down", "n_down", "k_down", "since_down", "up", "down",
     )
-    SAVED = __slots__[:12]
+    _NUMBERS = __slots__[:-2]
 
     def __init__(self) -> None:
         self.trials = self.ref_n = self.ref_k = self.basis_n = self.basis_k = 0
-        self.s_up = self.s_down = 0.0
-        self.n_up = self.k_up = self.n_down = self.k_down = 0
-        self.active: str | None = None
+        self.active: str | None = None  # "rise", "drop" or None
+        self.alarm_at: float | None = None
+        self.s_up = self.s_down = 0.0  # the rise and the drop statistic
+        self.n_up = self.k_up = self.n_down = self.k_down = 0  # trials and 1s since each statistic left zero
+        self.since_up: float | None = None  # event time each statistic left zero
+        self.since_down: float | None = None
         self.up: _Test | None = None
         self.down: _Test | None = None
-        self.next_refresh = 0
+
+    def saved(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in self._NUMBERS) + tuple(
+            None if t is None else t.saved() for t in (self.up, self.down)
+        )
+
+    @classmethod
+    def restore(cls, values: Sequence[Any]) -> _KeyState:
+        st = cls()
+        *numbers, up, down = values
+        for field, value in zip(cls._NUMBERS, numbers, strict=True):
+            setattr(st, field, value)
+        st.up = None if up is None else _Test(*up)
+        st.down = None if down is None else _Test(*down)
+        return st
+
+    def next_refresh(self, warmup: int) -> int:
+        """The reference size at which the tests are re-derived: the warm-up, then each doubling."""
+        return 2 * self.basis_n if self.basis_n else warmup
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +179,9 @@ class RateChangeConfig:
     warmup
         Trials of a key before it is tested (the first reference sample).
     arl
-        Lower bound on the average number of trials of one key between false alarms.
-    ratio, min_shift
-        The shift the test is tuned to: ``ratio`` times the reference bound, at least ``min_shift`` beyond it.
+        Average number of trials of one key between false alarms.
+    ratio
+        The shift each test is tuned to: the odds of the reference bound times ``ratio`` (divided for a drop).
     reference_z
         Width of the Wilson bound that guards against an underestimated reference.
     """
@@ -135,7 +189,6 @@ class RateChangeConfig:
     warmup: int = 1000
     arl: float = 1_000_000
     ratio: float = 1.5
-    min_shift: float = 0.005
     reference_z: float = 3.0
 
     def __post_init__(self) -> None:
@@ -145,14 +198,12 @@ class RateChangeConfig:
             raise ValueError(f"arl must be > 1 trial, got {self.arl}")
         if not self.ratio > 1.0:
             raise ValueError(f"ratio must be > 1, got {self.ratio}")
-        if not 0.0 <= self.min_shift < 1.0:
-            raise ValueError(f"min_shift must be within [0, 1), got {self.min_shift}")
-        if not self.reference_z >= 0.0:
-            raise ValueError(f"reference_z must be >= 0, got {self.reference_z}")
+        if not self.reference_z >= 2.0:
+            raise ValueError(f"reference_z must be >= 2 (a looser guard lets a small reference false-alarm), got {self.reference_z}")
 
 
 class RateChange:
-    """Two-sided Bernoulli CUSUM per (scope, key) that turns trials into alert conditions.
+    """Rise and/or fall tests per (scope, key) that turn Bernoulli trials into alert conditions.
 
     Parameters
     ----------
@@ -163,9 +214,9 @@ class RateChange:
     config
         Warm-up, false-alarm target and tuned shift.
     direction
-        Which changes to alert on: ``"up"``, ``"down"`` or ``"both"``.
-    severity_up, severity_down
-        Severity of conditions for a rise and for a fall.
+        Which changes to alert on: ``"rise"``, ``"drop"`` or ``"both"``.
+    severity_rise, severity_drop
+        Severity of conditions for a rise and for a drop.
 
     >>> import random
     >>> rng = random.Random(0)
@@ -173,8 +224,8 @@ class RateChange:
     >>> quiet = rc.update(("global", "", rng.random() < 0.05, float(t)) for t in range(3000))
     >>> shifted = rc.update(("global", "", rng.random() < 0.20, float(t)) for t in range(3000, 4000))
     >>> quiet, shifted[0].active, shifted[0].evidence["direction"]
-    ([], True, 'up')
-    >>> 3000 < shifted[0].at < 3300
+    ([], True, 'rise')
+    >>> 3000 < shifted[0].at < 3200
     True
     """
 
@@ -184,19 +235,19 @@ class RateChange:
         description: str,
         config: RateChangeConfig = RateChangeConfig(),
         *,
-        direction: Direction = "up",
-        severity_up: Severity = "warning",
-        severity_down: Severity = "info",
+        direction: Direction = "rise",
+        severity_rise: Severity = "warning",
+        severity_drop: Severity = "info",
     ) -> None:
-        if direction not in ("up", "down", "both"):
-            raise ValueError(f"direction must be 'up', 'down' or 'both', got {direction!r}")
+        if direction not in ("rise", "drop", "both"):
+            raise ValueError(f"direction must be 'rise', 'drop' or 'both', got {direction!r}")
         self.kind = kind
         self.description = description
         self.config = config
         self.direction = direction
-        self.severity_up: Severity = severity_up
-        self.severity_down: Severity = severity_down
-        self.threshold = cusum_threshold(config.arl, 2 if direction == "both" else 1)
+        self.severity_rise: Severity = severity_rise
+        self.severity_drop: Severity = severity_drop
+        self._test_arl = config.arl * (2 if direction == "both" else 1)
         self._keys: dict[tuple[str, str], _KeyState] = {}
 
     # ------------------------------------------------------------------ trials
@@ -207,7 +258,6 @@ class RateChange:
         Keys that are active after the batch get a refreshed condition at their last trial's time
         (so the alert engine sees event time advance); keys that never changed get none.
         """
-        h = self.threshold
         out: list[Condition] = []
         touched: dict[tuple[str, str], float] = {}
         emitted: dict[tuple[str, str], float] = {}
@@ -217,7 +267,6 @@ class RateChange:
             st = keys.get(sk)
             if st is None:
                 st = keys[sk] = _KeyState()
-                st.next_refresh = self.config.warmup
             touched[sk] = at
             st.trials += 1
             s_up, s_down = st.s_up, st.s_down
@@ -225,40 +274,49 @@ class RateChange:
                 st.ref_n += 1
                 if outcome:
                     st.ref_k += 1
-                if st.ref_n >= st.next_refresh:
-                    self._refresh(st)
+                if st.ref_n >= st.next_refresh(self.config.warmup):
+                    self._derive(st)
                 if st.basis_n == 0:
                     continue  # still warming up
             up, down = st.up, st.down
+            up_fires = down_fires = False
             if up is not None:
+                if s_up == 0.0:
+                    st.since_up = at
                 s_up += up.inc_success if outcome else up.inc_failure
                 if s_up <= 0.0:
                     st.s_up, st.n_up, st.k_up = 0.0, 0, 0
                 else:
-                    st.s_up = h if s_up > h else s_up
+                    up_fires = s_up >= up.h
+                    st.s_up = up.h if up_fires else s_up
                     st.n_up += 1
                     if outcome:
                         st.k_up += 1
             if down is not None:
+                if s_down == 0.0:
+                    st.since_down = at
                 s_down += down.inc_success if outcome else down.inc_failure
                 if s_down <= 0.0:
                     st.s_down, st.n_down, st.k_down = 0.0, 0, 0
                 else:
-                    st.s_down = h if s_down > h else s_down
+                    down_fires = s_down >= down.h
+                    st.s_down = down.h if down_fires else s_down
                     st.n_down += 1
                     if outcome:
                         st.k_down += 1
             was = st.active
-            if s_up >= h:
-                now = "up"
-            elif s_down >= h:
-                now = "down"
-            elif (was == "up" and s_up <= 0.0) or (was == "down" and s_down <= 0.0):
+            if up_fires:
+                now = "rise"
+            elif down_fires:
+                now = "drop"
+            elif (was == "rise" and s_up <= 0.0) or (was == "drop" and s_down <= 0.0):
                 now = None
             else:
                 continue
             if now != was:
                 st.active = now
+                if now is not None:
+                    st.alarm_at = at
                 out.append(self._condition(scope, key, st, at, now or was))
                 emitted[sk] = at
         for sk, at in touched.items():
@@ -267,72 +325,70 @@ class RateChange:
                 out.append(self._condition(sk[0], sk[1], st, at, st.active))
         return out
 
-    def _refresh(self, st: _KeyState) -> None:
-        """Re-derive both tests from the reference sample, and schedule the next refresh at twice its size."""
-        st.basis_n, st.basis_k = st.ref_n, st.ref_k
-        st.next_refresh = 2 * st.ref_n
-        self._derive(st)
-
     def _derive(self, st: _KeyState) -> None:
-        st.up = st.down = None
-        if st.basis_n == 0:
-            return
-        lo, hi = wilson_interval(st.basis_k, st.basis_n, self.config.reference_z)
-        if self.direction != "down":
-            p1 = max(self.config.ratio * hi, hi + self.config.min_shift)
-            if p1 >= 1.0:
-                p1 = (1.0 + hi) / 2.0
-            if 0.0 < hi < p1 < 1.0:
-                st.up = _Test(hi, p1)
-        if self.direction != "up":
-            p1 = min(lo / self.config.ratio, lo - self.config.min_shift)
-            if 0.0 < p1 < lo < 1.0:
-                st.down = _Test(lo, p1)
+        """Take the reference sample as the new basis and re-derive both tests from it."""
+        st.basis_n, st.basis_k = n, k = st.ref_n, st.ref_k
+        lo, hi = wilson_interval(k, n, self.config.reference_z)
+        st.up = self._test(hi, odds_shift(hi, self.config.ratio)) if self.direction != "drop" and hi < 1.0 else None
+        st.down = self._test(lo, odds_shift(lo, 1.0 / self.config.ratio)) if self.direction != "rise" and lo > 0.0 else None
+
+    def _test(self, bound: float, p1: float) -> _Test:
+        one, zero = llr_steps(bound, p1)
+        return _Test(bound, p1, threshold_for_arl(one, zero, bound, self._test_arl))
 
     # ------------------------------------------------------------------ output
 
     def evidence(self, scope: str, key: str, direction: str | None = None) -> dict[str, Any]:
-        """The numbers behind a key's test in ``direction`` (default: the active one, else the one nearer its threshold)."""
+        """The numbers behind a key's test in ``direction`` (default: the active one, else the one nearer its threshold).
+
+        Field names follow the category-share detector's, with trials for events and rates for shares.
+        """
         st = self._keys[(scope, key)]
-        direction = direction or st.active or ("down" if st.s_down > st.s_up else "up")
-        test = st.up if direction == "up" else st.down
-        n, k = (st.n_up, st.k_up) if direction == "up" else (st.n_down, st.k_down)
-        lo, hi = wilson_interval(k, n)
+        direction = direction or st.active or ("drop" if st.s_down > st.s_up else "rise")
+        rise = direction == "rise"
+        test = st.up if rise else st.down
+        n, k, since, stat = (st.n_up, st.k_up, st.since_up, st.s_up) if rise else (st.n_down, st.k_down, st.since_down, st.s_down)
         return {
             "direction": direction,
             "reference_rate": st.basis_k / st.basis_n if st.basis_n else None,
-            "reference_n": st.basis_n,
+            "reference_ci95": list(wilson_interval(st.basis_k, st.basis_n)),
+            "reference_trials": st.basis_n,
             "reference_bound": test.bound if test else None,
-            "shift_rate": test.p1 if test else None,
+            "design_rate": test.p1 if test else None,
             "current_rate": k / n if n else None,
-            "current_ci95": [lo, hi],
-            "current_n": n,
-            "statistic": st.s_up if direction == "up" else st.s_down,
-            "threshold": self.threshold,
+            "current_ci95": list(wilson_interval(k, n)),
+            "current_trials": n,
+            "change_point_at": since if n else None,
+            "alarm_at": st.alarm_at,
+            "statistic": stat,
+            "threshold": test.h if test else None,
+            "target_arl_trials": self._test_arl,
             "trials": st.trials,
         }
 
     def _condition(self, scope: str, key: str, st: _KeyState, at: float, direction: str) -> Condition:
         ev = self.evidence(scope, key, direction)
         what = f"{self.description} [{key}]" if key else self.description
-        severity = self.severity_up if direction == "up" else self.severity_down
+        severity = self.severity_rise if direction == "rise" else self.severity_drop
         if st.active is None:
             summary = f"{what} in {scope} is back at its reference of {ev['reference_rate']:.2%}"
         else:
-            verb = "rose" if direction == "up" else "fell"
             lo, hi = ev["current_ci95"]
             summary = (
-                f"{what} in {scope} {verb} from {ev['reference_rate']:.2%} to {ev['current_rate']:.2%} "
-                f"(95% CI {lo:.2%}-{hi:.2%}, n={ev['current_n']})"
+                f"{what} in {scope} {'rose' if direction == 'rise' else 'fell'} from {ev['reference_rate']:.2%} "
+                f"to {ev['current_rate']:.2%} (95% CI {lo:.2%}-{hi:.2%}, {ev['current_trials']} trials)"
             )
         return Condition(self.kind, scope, key, st.active is not None, at, severity, summary, ev)
 
     def readings(self, detector: str) -> list[Reading]:
-        """One reading per key: the larger statistic of the two tests against the threshold."""
-        return [
-            Reading(detector, scope, key, max(st.s_up, st.s_down), self.threshold, st.active is not None)
-            for (scope, key), st in self._keys.items()
-        ]
+        """One reading per tested key: the test nearer its threshold (the active one while active)."""
+        out = []
+        for (scope, key), st in self._keys.items():
+            tests = [(s, t.h) for s, t in ((st.s_up, st.up), (st.s_down, st.down)) if t is not None]
+            if tests:
+                statistic, threshold = max(tests, key=lambda pair: pair[0] / pair[1])
+                out.append(Reading(detector, scope, key, statistic, threshold, st.active is not None))
+        return out
 
     def active(self, scope: str, key: str) -> bool:
         st = self._keys.get((scope, key))
@@ -341,24 +397,11 @@ class RateChange:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Counts and statistics per key; test constants are re-derived on load from the reference sample."""
-        return {
-            "keys": [
-                (scope, key, tuple(getattr(st, f) for f in _KeyState.SAVED))
-                for (scope, key), st in self._keys.items()
-            ]
-        }
+        """Counts, statistics and test constants per key (restoring never recalibrates)."""
+        return {"keys": [(scope, key, st.saved()) for (scope, key), st in self._keys.items()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        keys: dict[tuple[str, str], _KeyState] = {}
-        for scope, key, values in state["keys"]:
-            st = _KeyState()
-            for field, value in zip(_KeyState.SAVED, values, strict=True):
-                setattr(st, field, value)
-            st.next_refresh = 2 * st.basis_n if st.basis_n else self.config.warmup
-            self._derive(st)
-            keys[(scope, key)] = st
-        self._keys = keys
+        self._keys = {(scope, key): _KeyState.restore(values) for scope, key, values in state["keys"]}
 
 
 class RateDetector(abc.ABC):

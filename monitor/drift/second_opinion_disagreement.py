@@ -44,7 +44,7 @@ class SecondOpinionDisagreementDetector(RateDetector):
     name = "judge_disagreement"
 
     def __init__(self, config: RateChangeConfig = RateChangeConfig()) -> None:
-        self.rates = RateChange(self.name, "primary/second-opinion judge disagreement rate", config, direction="up")
+        self.rates = RateChange(self.name, "primary/second-opinion judge disagreement rate", config, direction="rise")
 
     def trials(self, batch: Sequence[ScoredEvent]) -> Iterator[Trial]:
         for scored in batch:

@@ -22,6 +22,7 @@ from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementD
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import SAFE, Verdict
 from monitor.taxonomy import load_taxonomy
+from tests.helpers.scored import verdict
 
 HARM = load_taxonomy().harm_ids
 VEC = np.zeros(384, dtype=np.float32)
@@ -29,14 +30,8 @@ SCOPES = ("global", "model=a")
 BATCH = 64
 
 
-def verdict(category: str = SAFE, *, response_flagged: bool | None = None, refused: bool | None = None) -> Verdict:
-    flagged = category != SAFE
-    response = None if response_flagged is None else float(response_flagged)
-    refusal = None if refused is None else float(refused)
-    return Verdict("test", category, {}, float(flagged), flagged, response, response_flagged, refusal, refused)
-
-
 def scored(i: int, v: Verdict, second: Verdict | None = None, scopes: tuple[str, ...] = SCOPES) -> ScoredEvent:
+    """A judged event carrying ``v`` (and a second opinion); it has a response when ``v`` judged one."""
     has_response = v.response_flagged is not None or v.refused is not None
     event = Event(f"evt-{i}", 1_700_000_000.0 + i, "prompt", "response" if has_response else None)
     return ScoredEvent(event, 1.0, VEC, VEC if has_response else None, v, scopes, second)
@@ -145,7 +140,7 @@ def behaviour_stream(rng: random.Random, start: int, n: int, unsafe: dict[str, f
             events.append(scored(i, verdict(category)))
             continue
         refuse_rate = refusal if category == SAFE else 0.6
-        v = verdict(category, response_flagged=rng.random() < unsafe[category], refused=rng.random() < refuse_rate)
+        v = verdict(category, response_unsafe=rng.random() < unsafe[category], refused=rng.random() < refuse_rate)
         events.append(scored(i, v))
     return events
 
@@ -215,7 +210,7 @@ def test_over_refusal_ignores_refusals_of_harmful_prompts():
     rng = random.Random(9)
     det = OverRefusalDetector()
     run(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE))
-    always_refused = [scored(i, verdict("self_harm", response_flagged=False, refused=True)) for i in range(30_000, 40_000)]
+    always_refused = [scored(i, verdict("self_harm", response_unsafe=False, refused=True)) for i in range(30_000, 40_000)]
     assert run(det, always_refused) == []
 
 

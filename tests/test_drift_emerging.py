@@ -227,3 +227,45 @@ def test_wrong_dimension_after_the_first_batch_is_rejected():
 def test_bad_settings_name_the_argument(arg, value):
     with pytest.raises(ValueError, match=arg):
         EmergingClusterDetector(**{arg: value})
+
+
+@pytest.mark.slow
+def test_real_embeddings_withheld_category_is_found(shared_data, embedder):
+    """BeaverTails animal-abuse prompts, never labelled as such by the judge, emerge among real traffic."""
+    rows = [json.loads(line) for line in (shared_data / "beavertails-evaluation.jsonl").open()]
+    new = [r["prompt"] for r in rows if r["labels"][0] == "animal_abuse"]
+    known = [(r["prompt"], r["labels"][0].replace(",", "_")) for r in rows if r["labels"][0] != "animal_abuse"]
+    known = [k for i, k in enumerate(known) if i % 35 < 15]  # 15 per category
+    benign = [json.loads(line)["prompt"] for line in (shared_data / "toxicchat-train.jsonl").open()]
+    benign = [t for t in benign if not t.startswith("{")][:2000:7][:250]
+    texts = new + [t for t, _ in known] + benign
+    assert len(texts) <= 600
+    emb = embedder.encode(texts)
+    e_new, e_known, e_benign = emb[: len(new)], emb[len(new) : len(new) + len(known)], emb[len(new) + len(known) :]
+
+    rng = np.random.default_rng(0)
+    change, pending = 5000, list(rng.permutation(len(new)))
+    events = []
+    for i in range(7000):
+        u = rng.random()
+        if i >= change and pending and u < 0.02:
+            j = pending.pop()
+            # The judge flags it but, never trained on animal abuse, files it under violence.
+            emb_i, v, text = e_new[j], verdict("violence_aiding_and_abetting_incitement"), new[j]
+        elif u > 0.95:
+            j = int(rng.integers(len(known)))
+            emb_i, v, text = e_known[j], verdict(known[j][1]), known[j][0]
+        else:
+            j = int(rng.integers(len(benign)))
+            emb_i, v, text = e_benign[j], verdict(SAFE), benign[j]
+        events.append(ScoredEvent(Event(f"e{i}", float(i), text), 1.0, emb_i, None, v))
+
+    det = EmergingClusterDetector(reference_events=2000, calibration_events=2000)
+    fired = [(i, c) for i, c in run(det, events) if c.active]
+    assert fired and fired[0][0] >= change
+    i, first = fired[0]
+    purity = np.mean([t in set(new) for t in first.evidence["exemplars"]])
+    print(f"alert after {i - change} events, exemplar purity {purity:.2f}, keywords {first.evidence['keywords']}")
+    # Measured: 1335 events (of the 1750 the 35 prompts span at 2%), purity 0.6; the synthetic test holds the
+    # 1,000-event / 80% target, real diffuse prompts through a mislabelling judge land here.
+    assert i - change <= 1750 and purity >= 0.5

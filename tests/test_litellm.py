@@ -30,6 +30,8 @@ from monitor.integrations.privacy import hash_id  # noqa: E402
 from monitor.pipeline.builder import build_service  # noqa: E402
 from tests.helpers.server import running_server  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")  # litellm's own types
+
 
 @pytest.fixture(scope="module")
 def server(embedder):
@@ -109,7 +111,7 @@ async def test_real_payloads_map_to_events(callbacks):
     payload, event = by_marker["MAP1"]
     assert event.event_id == payload["id"] and event.prompt == "MAP1 how do plants grow?"
     assert event.response == "MAP1 with light and water." and event.model == "gpt-4o"
-    assert event.timestamp == payload["startTime"]
+    assert event.timestamp == payload["startTime"] and event.labels == {"team": "support"}
     assert event.metadata["status"] == "success" and event.metadata["tokens"]["total"] == payload["total_tokens"]
     _, streamed = by_marker["MAP2"]
     assert streamed.response == "streamed words" and streamed.metadata["stream"] is True
@@ -183,6 +185,15 @@ def test_body_in_every_log_format():
         with pytest.raises(BodyError) as err:
             split_body(body, "application/json", 10)
         assert err.value.status == status and needle in err.value.message
+
+
+def test_the_proxy_config_name_resolves_to_the_logger_instance():
+    from litellm.proxy.types_utils.utils import get_instance_fn
+
+    from monitor.integrations import litellm_logger
+
+    instance = get_instance_fn("monitor.integrations.litellm_logger.monitor_logger")  # as config.yaml `callbacks:` loads it
+    assert instance is litellm_logger.monitor_logger and isinstance(instance, CustomLogger)
 
 
 def test_slim_keeps_only_fields_that_are_read():

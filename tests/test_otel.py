@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -265,6 +266,32 @@ def test_json_and_protobuf_of_one_span_share_an_event_id(server):
     assert server.client.get("/v1/status").json()["duplicates"] >= 1
 
 
+def raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-15)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    "span_id, encoding, pack",
+    [
+        ("00000000000000c1", "gzip", gzip.compress),
+        ("00000000000000c2", "zlib", zlib.compress),
+        ("00000000000000c3", "deflate", zlib.compress),  # as Python's exporter sends it
+        ("00000000000000c4", "deflate", raw_deflate),  # as Go's compress/flate (the Collector) sends it
+        ("00000000000000c5", "identity", bytes),
+    ],
+)
+def test_every_supported_content_encoding(server, span_id, encoding, pack):
+    marker = f"ENC {span_id}"
+    body = parse_request(json.dumps(otlp_json(span(span_id, {"gen_ai.prompt": marker}))).encode(), "application/json")
+    resp = server.client.post(
+        "/v1/traces", content=pack(body.SerializeToString()), headers={"Content-Type": "application/x-protobuf", "Content-Encoding": encoding}
+    )
+    assert resp.status_code == 200, resp.text
+    server.wait_processed()
+    assert [e.prompt for e in server.seen if e.prompt == marker] == [marker]
+
+
 def test_partial_success_reports_rejected_spans(server):
     bad = span("00000000000000b1", {"gen_ai.operation.name": "chat", "gen_ai.prompt": "x", "gen_ai.request.model": "m" * 300})
     good = span("00000000000000b2", {"gen_ai.operation.name": "chat", "gen_ai.prompt": "fine"})
@@ -282,8 +309,9 @@ def test_bad_requests_over_http(server):
     assert post(b"garbage", "application/x-protobuf").status_code == 400
     assert post(b"{}", "application/x-protobuf", **{"Content-Encoding": "zstd"}).status_code == 415
     assert post(b"not gzip", "application/x-protobuf", **{"Content-Encoding": "gzip"}).status_code == 400
+    assert post(gzip.compress(b"{}")[:-12], "application/json", **{"Content-Encoding": "gzip"}).status_code == 400  # truncated
     many = otlp_json(*[span(f"{i:016x}", {"gen_ai.prompt": "x"}) for i in range(11)])
     too_many = server.client.post("/v1/traces", json=many)
-    assert too_many.status_code == 413 and "limit of 10" in too_many.json()["error"]
+    assert too_many.status_code == 413 and "11 LLM spans" in too_many.json()["error"]
     bomb = gzip.compress(b'{"resourceSpans": []}' + b" " * (9 * 1024 * 1024))
     assert post(bomb, "application/json", **{"Content-Encoding": "gzip"}).status_code == 413

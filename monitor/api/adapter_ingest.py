@@ -1,7 +1,7 @@
 """Steps shared by the integration routes (LiteLLM, OTLP): a bounded body read, and the hand-off of
 adapted events to the same ``service.ingest`` path as ``POST /v1/events``.
 
-Bodies may be gzip/deflate compressed (the OpenTelemetry Collector compresses by default); the
+Bodies may be gzip, zlib or deflate compressed (the OpenTelemetry Collector compresses by default); the
 limit ``max_body_bytes`` applies to the compressed and the decompressed size, so a small
 compressed body cannot expand without bound.
 """
@@ -19,7 +19,7 @@ from monitor.ingest.parsing import BodyError
 from monitor.integrations.adapted import Adapted
 from monitor.pipeline.service import IngestOutcome, MonitorService
 
-_ENCODINGS = {"", "identity", "gzip", "x-gzip", "deflate"}
+_ENCODINGS = {"", "identity", "gzip", "x-gzip", "zlib", "deflate"}
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -29,7 +29,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise BodyError(413, f"body: {declared} bytes exceeds max_body_bytes={max_bytes}")
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in _ENCODINGS:
-        raise BodyError(415, f"Content-Encoding {encoding!r} not supported: send gzip, deflate or uncompressed")
+        raise BodyError(415, f"Content-Encoding {encoding!r} not supported: send gzip, zlib, deflate or uncompressed")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -39,13 +39,24 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     body = b"".join(chunks)
     if encoding in ("", "identity"):
         return body
-    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
     try:
-        out = inflater.decompress(body, max_bytes + 1)
+        return _inflate(body, max_bytes, wbits=47)  # 32 + 15: a gzip or zlib header, detected
     except zlib.error as exc:
-        raise BodyError(400, f"body: not valid {encoding} data ({exc})") from None
+        if encoding != "deflate":
+            raise BodyError(400, f"body: not valid {encoding} data ({exc})") from None
+    try:
+        return _inflate(body, max_bytes, wbits=-15)  # "deflate" without the zlib wrapper, as Go's compress/flate sends it
+    except zlib.error as exc:
+        raise BodyError(400, f"body: not valid deflate data ({exc})") from None
+
+
+def _inflate(body: bytes, max_bytes: int, wbits: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=wbits)
+    out = inflater.decompress(body, max_bytes + 1)
     if len(out) > max_bytes or inflater.unconsumed_tail:
         raise BodyError(413, f"body: decompresses to more than max_body_bytes={max_bytes} bytes")
+    if not inflater.eof:
+        raise zlib.error("the compressed stream is truncated")
     return out
 
 

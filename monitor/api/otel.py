@@ -36,10 +36,12 @@ async def receive_traces(request: Request, service: MonitorService = Depends(get
         traces = parse_request(body, content_type)
     except BodyError as exc:
         return error_response(exc.status, exc.message)
-    spans = sum(len(ss.spans) for rs in traces.resource_spans for ss in rs.scope_spans)
-    if spans > settings.max_events_per_request:
-        return error_response(413, f"spans: {spans} in one request exceeds the limit of {settings.max_events_per_request}; lower the exporter's batch size")
     adapted = OtelAdapter(settings.end_user_hash_salt).adapt(traces)
+    llm_spans = len(adapted.events) + len(adapted.rejected)
+    if llm_spans > settings.max_events_per_request:
+        return error_response(
+            413, f"spans: {llm_spans} LLM spans in one request exceed the limit of {settings.max_events_per_request}; lower the exporter's batch size"
+        )
     outcome = submit(service, adapted, arrival, source="otel")
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:

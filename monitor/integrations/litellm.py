@@ -42,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from monitor.ingest.parsing import JSON_TYPES, NDJSON_TYPES, BodyError, media_type
 from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
-from monitor.integrations.messages import content_text, last_user_text, reply_text
+from monitor.integrations.messages import completion_text, last_user_text
 from monitor.integrations.privacy import hash_id
 
 REDACTED_MARKER = "redacted-by-litellm"
@@ -142,30 +142,6 @@ def slim(payload: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def response_text(response: Any) -> str | None:
-    """Reply text of a chat completion, text completion, Responses-API or plain-string response."""
-    if isinstance(response, str):
-        return response or None
-    if not isinstance(response, dict):
-        return None
-    if isinstance(response.get("choices"), list):
-        texts = []
-        for choice in response["choices"]:
-            if not isinstance(choice, dict):
-                continue
-            message = choice.get("message") or choice.get("delta")
-            text = content_text(message.get("content")) if isinstance(message, dict) else choice.get("text")
-            if isinstance(text, str) and text:
-                texts.append(text)
-        return "\n".join(texts) if texts else None
-    if isinstance(response.get("output"), list):  # Responses API
-        return reply_text([item for item in response["output"] if isinstance(item, dict) and item.get("type", "message") == "message"])
-    if "content" in response:  # Anthropic messages
-        return content_text(response["content"]) or None
-    text = response.get("text")
-    return text if isinstance(text, str) and text else None
-
-
 class LiteLLMAdapter:
     """Maps StandardLoggingPayload dicts to events; ``labels`` picks which of :data:`LABEL_FIELDS` are kept."""
 
@@ -187,7 +163,7 @@ class LiteLLMAdapter:
         if call_type is not None and call_type not in TEXT_CALL_TYPES:
             return Skip.IGNORED
         prompt = last_user_text(payload.get("messages"))
-        response = response_text(payload.get("response"))
+        response = completion_text(payload.get("response"))
         if REDACTED_MARKER in (_stripped(prompt), _stripped(response)):
             return Skip.REDACTED
         if prompt is None:

@@ -14,6 +14,8 @@ parts), Gemini (``parts`` of ``{"text": ...}``) and OpenTelemetry GenAI messages
 'c'
 >>> reply_text([{"role": "assistant", "content": "x"}, {"role": "tool", "content": "y"}])
 'x'
+>>> completion_text({"choices": [{"message": {"role": "assistant", "content": "z"}}]})
+'z'
 """
 
 from __future__ import annotations
@@ -78,3 +80,27 @@ def reply_text(messages: Any) -> str | None:
         if text
     ]
     return "\n".join(texts) if texts else None
+
+
+def completion_text(response: Any) -> str | None:
+    """Reply text of a response object: chat or text completion, Responses API, Anthropic messages, or a string."""
+    if isinstance(response, str):
+        return response or None
+    if not isinstance(response, dict):
+        return None
+    if isinstance(response.get("choices"), list):
+        texts = []
+        for choice in response["choices"]:
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message") or choice.get("delta")
+            text = content_text(message.get("content")) if isinstance(message, dict) else choice.get("text")
+            if isinstance(text, str) and text:
+                texts.append(text)
+        return "\n".join(texts) if texts else None
+    if isinstance(response.get("output"), list):  # Responses API
+        return reply_text([item for item in response["output"] if isinstance(item, dict) and item.get("type", "message") == "message"])
+    if "content" in response:  # Anthropic messages
+        return content_text(response["content"]) or None
+    text = response.get("text")
+    return text if isinstance(text, str) and text else None

@@ -56,8 +56,8 @@ from pydantic import ValidationError
 from monitor.ingest.parsing import BodyError, describe_validation_error, media_type
 from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
-from monitor.integrations.litellm import REDACTED_MARKER, TEXT_CALL_TYPES, response_text
-from monitor.integrations.messages import content_text, last_user_text, reply_text
+from monitor.integrations.litellm import REDACTED_MARKER, TEXT_CALL_TYPES
+from monitor.integrations.messages import completion_text, content_text, last_user_text, reply_text
 from monitor.integrations.privacy import hash_id
 
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
@@ -144,7 +144,7 @@ class OtelAdapter:
         events = [(e.name, attributes(e.attributes)) for e in span.events]
         if not is_llm_span(attrs, events):
             return Skip.IGNORED
-        prompt, response = prompt_text(attrs, events), response_text_of(attrs, events)
+        prompt, response = span_prompt(attrs, events), span_reply(attrs, events)
         if prompt is None or REDACTED_MARKER in (prompt.strip(), (response or "").strip()):
             return Skip.REDACTED
         span_ref = f"{span.trace_id.hex()}-{span.span_id.hex()}" if span.trace_id and span.span_id else None
@@ -184,7 +184,7 @@ def is_llm_span(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]])
     return any(k.startswith("gen_ai.") for k in attrs) or any(name.startswith("gen_ai.") for name, _ in events)
 
 
-def prompt_text(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str | None:
+def span_prompt(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str | None:
     candidates = (
         lambda: last_user_text(_json(attrs.get("gen_ai.input.messages"))),
         lambda: last_user_text(_indexed_messages(attrs, "gen_ai.prompt", "role", "content", default_role="user")),
@@ -197,7 +197,7 @@ def prompt_text(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]])
     return _first(candidates)
 
 
-def response_text_of(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str | None:
+def span_reply(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str | None:
     candidates = (
         lambda: reply_text(_json(attrs.get("gen_ai.output.messages"))),
         lambda: reply_text(_indexed_messages(attrs, "gen_ai.completion", "role", "content", default_role="assistant")),
@@ -282,7 +282,7 @@ def _response_reply(value: Any) -> str | None:
     data = _json(value)
     if isinstance(data, str):
         return data
-    return response_text(data)
+    return completion_text(data)
 
 
 def _first_text(attrs: dict[str, Any], *keys: str) -> str | None:

@@ -22,6 +22,19 @@ from pydantic_settings import (
 )
 
 
+ALL_DETECTORS = (
+    "category_share",
+    "category_share_adwin",
+    "embedding_drift",
+    "emerging_clusters",
+    "feedback_disagreement",
+    "judge_disagreement",
+    "unsafe_response_rate",
+    "over_refusal",
+)
+DEFAULT_DETECTORS = tuple(d for d in ALL_DETECTORS if d != "category_share_adwin")
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by ``MONITOR_CONFIG`` (or passed to :func:`load_settings`)."""
 
@@ -115,7 +128,25 @@ class Settings(BaseSettings):
     routes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Routes that get their own scope and metric label; others count as 'other'.")
 
     # --- detectors ---
-    adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence for the category-share detector.")
+    detectors: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DETECTORS),
+        description="Detectors to run, by name: " + ", ".join(ALL_DETECTORS) + " (category_share_adwin is the river ADWIN baseline, off by default).",
+    )
+    share_warmup_events: int = Field(5000, ge=100, description="Events per scope forming the category-share reference (warm-up).")
+    share_expected_run_time: float = Field(200_000, gt=1, description="Events between false alarms of the category-share detector, per scope (all keys together).")
+    share_shift_ratio: float = Field(2.0, gt=1, description="Odds ratio of a category share the category-share tests are tuned to detect.")
+    adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence of the category_share_adwin baseline.")
+    embedding_reference_events: int = Field(2000, ge=100, description="Events per scope forming the embedding-drift reference sample.")
+    embedding_window_events: int = Field(500, ge=10, description="Sliding window of recent events compared with the reference (a multiple of 25).")
+    embedding_expected_run_time: float = Field(200_000, gt=1, description="Events between false alarms of the embedding-drift detector, per scope.")
+    emerging_reference_events: int = Field(5000, ge=100, description="Events learning where known categories sit, before emerging-cluster detection.")
+    emerging_calibration_events: int = Field(5000, ge=100, description="Events that calibrate the emerging-cluster alert bar (no alerts meanwhile).")
+    emerging_min_share: float = Field(0.003, gt=0, lt=1, description="Lowest share of recent traffic an emerging cluster needs to alert.")
+    emerging_max_clusters: int = Field(32, ge=1, description="Clusters kept per scope.")
+    concept_warmup_trials: int = Field(1000, ge=10, description="Trials a concept-shift key (category) needs before it is tested.")
+    concept_arl_trials: float = Field(1e6, gt=1, description="Trials of one concept-shift key between false alarms.")
+    concept_shift_ratio: float = Field(1.5, gt=1, description="Odds ratio the concept-shift rate tests are tuned to detect.")
+    feedback_memory: int = Field(100_000, ge=1, description="Recently judged events remembered for matching /v1/feedback labels.")
     alert_pending_seconds: float = Field(0.0, ge=0, description="Event-time a condition must hold before pending becomes firing.")
     alert_cooldown_seconds: float = Field(600.0, ge=0, description="Event-time after a resolve before the same alert may open again.")
     max_alerts_kept: int = Field(1000, ge=10, description="Resolved alerts kept for /v1/alerts (oldest dropped first).")
@@ -163,7 +194,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
         return value
 
-    @field_validator("models", "routes", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls", mode="before")
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ALL_DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(ALL_DETECTORS)}")
+        return value
+
+    @field_validator("models", "routes", "detectors", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):

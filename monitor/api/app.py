@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import __version__
+from monitor.api import clusters, feedback, litellm, otel, reports
 from monitor.api.deps import NotReady, error_response, get_service
 from monitor.config import Settings
 from monitor.ingest.parsing import BodyError, parse_body
@@ -28,10 +29,7 @@ from monitor.pipeline.service import MonitorService
 log = logging.getLogger(__name__)
 
 # Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
-from monitor.api import litellm as litellm_routes, otel as otel_routes  # noqa: E402
-from monitor.api import reports as reports_routes  # noqa: E402
-
-ROUTERS: list = [litellm_routes.router, otel_routes.router, reports_routes.router]
+ROUTERS = [feedback.router, clusters.router, litellm.router, otel.router, reports.router]
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
 
@@ -54,7 +52,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             service = await asyncio.to_thread(factory, settings)
             await service.start()
             holder["service"] = service
-            log.info("monitor ready: judge %s", service.scorer.judge.version)
+            log.info("monitor ready: judge %s", service.judge_version)
         except Exception as exc:  # surfaced by /readyz; the process stays up for diagnosis
             log.exception("monitor failed to start")
             holder["error"] = f"{type(exc).__name__}: {exc}"
@@ -186,7 +184,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         if service is None or not service.running:
             reason = holder["error"] or ("the model is still loading" if service is None else "the worker is not running")
             return error_response(503, f"not ready: {reason}")
-        return JSONResponse({"status": "ready", "judge_version": service.scorer.judge.version})
+        return JSONResponse({"status": "ready", "judge_version": service.judge_version})
 
     for router in ROUTERS:
         app.include_router(router)

@@ -84,6 +84,9 @@ class MonitorMetrics:
             f"{p}second_judge_errors", "Second-judge calls that failed after retries, by reason.", ["reason"], registry=r
         )
         self.second_judge_retries = Counter(f"{p}second_judge_retries", "Second-judge attempts that were retried.", registry=r)
+        self.feedback = Counter(
+            f"{p}feedback", "Labels received on /v1/feedback by status (matched, unknown_event, duplicate).", ["status"], registry=r
+        )
         self.detector_statistic = Gauge(f"{p}detector_statistic", "Detector statistic.", ["detector", "scope", "key"], registry=r)
         self.detector_threshold = Gauge(f"{p}detector_threshold", "Detector threshold.", ["detector", "scope", "key"], registry=r)
         self.detector_active = Gauge(f"{p}detector_active", "1 while the detector sees drift.", ["detector", "scope", "key"], registry=r)

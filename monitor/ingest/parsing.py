@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from monitor.ingest.schema import EventIn
+
+Item = TypeVar("Item", bound=BaseModel)
 
 JSON_TYPES = {"application/json", "text/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
@@ -36,17 +38,20 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedBody:
-    events: list[tuple[int, EventIn]]
+class ParsedBody(Generic[Item]):
+    events: list[tuple[int, Item]]
     rejected: list[Rejection]
-    single: bool  # the body was one event object (not a list): an invalid one is a 422, not a 202
+    single: bool  # the body was one object (not a list): an invalid one is a 422, not a 202
 
 
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_body(body: bytes, content_type: str | None, max_events: int) -> ParsedBody:
+def parse_body(
+    body: bytes, content_type: str | None, max_events: int, model: type[Item] = EventIn, envelope: str = "events"  # type: ignore[assignment]
+) -> ParsedBody[Item]:
+    """Parse and validate ``body`` into ``model`` items; ``envelope`` is the list key of the wrapped form."""
     kind = media_type(content_type)
     if kind not in JSON_TYPES | NDJSON_TYPES:
         raise BodyError(
@@ -61,33 +66,33 @@ def parse_body(body: bytes, content_type: str | None, max_events: int) -> Parsed
     if not text.strip():
         raise BodyError(400, "body is empty: send one event, an array of events, or NDJSON")
     if kind in NDJSON_TYPES:
-        return _validate_items(_ndjson_items(text, max_events), single=False, max_events=max_events)
+        return _validate_items(_ndjson_items(text, max_events), single=False, model=model)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if isinstance(data, dict) and "events" in data:
-        if set(data) != {"events"}:
-            raise BodyError(422, "envelope: only the key 'events' is allowed next to the event list")
-        if not isinstance(data["events"], list):
-            raise BodyError(422, "events: must be a JSON array of event objects")
-        items: list[Any] = data["events"]
+    if isinstance(data, dict) and envelope in data:
+        if set(data) != {envelope}:
+            raise BodyError(422, f"envelope: only the key '{envelope}' is allowed next to the list")
+        if not isinstance(data[envelope], list):
+            raise BodyError(422, f"{envelope}: must be a JSON array of objects")
+        items: list[Any] = data[envelope]
         single = False
     elif isinstance(data, list):
         items, single = data, False
     elif isinstance(data, dict):
         items, single = [data], True
     else:
-        raise BodyError(422, "body: must be an event object, an array of events, or {\"events\": [...]}")
+        raise BodyError(422, f"body: must be an object, an array of objects, or {{\"{envelope}\": [...]}}")
     _check_count(len(items), max_events)
-    return _validate_items([(i, item, None) for i, item in enumerate(items)], single=single, max_events=max_events)
+    return _validate_items([(i, item, None) for i, item in enumerate(items)], single=single, model=model)
 
 
 def _check_count(n: int, max_events: int) -> None:
     if n == 0:
-        raise BodyError(422, "events: the batch is empty")
+        raise BodyError(422, "body: the batch is empty")
     if n > max_events:
-        raise BodyError(413, f"events: {n} events in one request exceeds the limit of {max_events}; split the batch")
+        raise BodyError(413, f"body: {n} items in one request exceeds the limit of {max_events}; split the batch")
 
 
 def _ndjson_items(text: str, max_events: int) -> list[tuple[int, Any, str | None]]:
@@ -102,18 +107,18 @@ def _ndjson_items(text: str, max_events: int) -> list[tuple[int, Any, str | None
     return out
 
 
-def _validate_items(items: list[tuple[int, Any, str | None]], single: bool, max_events: int) -> ParsedBody:
-    events: list[tuple[int, EventIn]] = []
+def _validate_items(items: list[tuple[int, Any, str | None]], single: bool, model: type[Item]) -> ParsedBody[Item]:
+    events: list[tuple[int, Item]] = []
     rejected: list[Rejection] = []
     for index, item, error in items:
         if error is not None:
             rejected.append(Rejection(index, error))
             continue
         if not isinstance(item, dict):
-            rejected.append(Rejection(index, f"event: must be a JSON object, got {type(item).__name__}"))
+            rejected.append(Rejection(index, f"item: must be a JSON object, got {type(item).__name__}"))
             continue
         try:
-            events.append((index, EventIn.model_validate(item)))
+            events.append((index, model.model_validate(item)))
         except ValidationError as exc:
             rejected.append(Rejection(index, describe_validation_error(exc)))
     return ParsedBody(events=events, rejected=rejected, single=single)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from monitor.embed.embedder import Embedder
+from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.prototype import PrototypeJudge
 from monitor.judge.verdict import Judge
 from monitor.taxonomy import Taxonomy
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy) -> Judge:
-    """``prototype`` → nearest-prototype judge; ``default`` → shipped classifier heads; else a path to a heads artifact."""
+    """``default`` → the shipped classifier heads; ``prototype`` → nearest-prototype judge; else a path to a heads artifact."""
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
-    raise ValueError(f"judge: unknown judge {spec!r} (use 'prototype', 'default' or a path to a judge artifact)")
+    path = DEFAULT_ARTIFACT if spec == "default" else Path(spec)
+    if not path.is_dir():
+        raise ValueError(f"judge: {spec!r} is not 'default', 'prototype' or a judge artifact folder")
+    return HeadsJudge.load(path, taxonomy)

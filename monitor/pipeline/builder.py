@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from monitor.config import Settings
+from typing import Callable
+
+from monitor.config import ALL_DETECTORS, Settings
+from monitor.drift.adwin_baseline import AdwinShareDetector
+from monitor.drift.base import Detector
+from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
+from monitor.drift.embedding_mmd import EmbeddingMMDDetector
+from monitor.drift.emerging import EmergingClusterDetector
+from monitor.drift.feedback import FeedbackDisagreementDetector
+from monitor.drift.proportions import CategoryShareDetector
+from monitor.drift.rate_change import RateChangeConfig
+from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
@@ -19,8 +30,39 @@ from monitor.state.store import StateStore
 from monitor.taxonomy import Taxonomy, load_taxonomy
 
 
-def build_detectors(settings: Settings) -> DetectorSuite:
-    return DetectorSuite([])
+def build_detectors(settings: Settings, taxonomy: Taxonomy | None = None) -> DetectorSuite:
+    """The detectors named in ``settings.detectors``, in a fixed order (the order conditions reach the alert engine)."""
+    taxonomy = taxonomy or load_taxonomy()
+    harm = taxonomy.harm_ids
+    rate = RateChangeConfig(
+        warmup=settings.concept_warmup_trials, arl=settings.concept_arl_trials, ratio=settings.concept_shift_ratio
+    )
+    factories: dict[str, Callable[[], Detector]] = {
+        "category_share": lambda: CategoryShareDetector(
+            harm,
+            warmup_events=settings.share_warmup_events,
+            expected_run_time=settings.share_expected_run_time,
+            ratio=settings.share_shift_ratio,
+        ),
+        "category_share_adwin": lambda: AdwinShareDetector(harm, delta=settings.adwin_delta, warmup_events=settings.share_warmup_events),
+        "embedding_drift": lambda: EmbeddingMMDDetector(
+            reference_events=settings.embedding_reference_events,
+            window_events=settings.embedding_window_events,
+            expected_run_time=settings.embedding_expected_run_time,
+            seed=settings.seed,
+        ),
+        "emerging_clusters": lambda: EmergingClusterDetector(
+            reference_events=settings.emerging_reference_events,
+            calibration_events=settings.emerging_calibration_events,
+            min_share=settings.emerging_min_share,
+            max_clusters=settings.emerging_max_clusters,
+        ),
+        "feedback_disagreement": lambda: FeedbackDisagreementDetector(taxonomy.ids, memory=settings.feedback_memory, config=rate),
+        "judge_disagreement": lambda: SecondOpinionDisagreementDetector(rate),
+        "unsafe_response_rate": lambda: UnsafeResponseRateDetector(rate),
+        "over_refusal": lambda: OverRefusalDetector(rate),
+    }
+    return DetectorSuite([factories[name]() for name in ALL_DETECTORS if name in settings.detectors])
 
 
 def build_second_opinion(settings: Settings, taxonomy: Taxonomy) -> SecondOpinion | None:
@@ -45,15 +87,12 @@ def build_store(settings: Settings) -> StateStore:
     return RedisStateStore.from_url(settings.redis_url, settings.state_key_prefix, settings.dedup_ttl_seconds, settings.redis_timeout_seconds)
 
 
-def build_service(
-    settings: Settings, metrics: MonitorMetrics | None = None, embedder: Embedder | None = None, detectors: DetectorSuite | None = None
-) -> MonitorService:
-    """``embedder`` lets several services in one process (tests, benchmarks) share a loaded model;
-    ``detectors`` replaces :func:`build_detectors` (tests that need a detector tuned to fire fast)."""
+def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
+    """The stateless embed-and-judge stage (the whole of a scale-out worker)."""
     taxonomy = load_taxonomy()
     embedder = embedder or Embedder(settings.embedding_model, settings.embedding_max_seq_length, settings.embedding_device)
     judge = build_judge(settings.judge, embedder, taxonomy)
-    scorer = Scorer(
+    return Scorer(
         embedder,
         judge,
         ScopeResolver(settings.models, settings.routes),
@@ -61,6 +100,14 @@ def build_service(
         settings.batch_size,
         second_opinion=build_second_opinion(settings, taxonomy),
     )
+
+
+def build_service(
+    settings: Settings, metrics: MonitorMetrics | None = None, embedder: Embedder | None = None, detectors: DetectorSuite | None = None
+) -> MonitorService:
+    """``embedder`` lets several services in one process (tests, benchmarks) share a loaded model;
+    ``detectors`` replaces :func:`build_detectors` (tests that need a detector tuned to fire fast)."""
+    scorer = build_scorer(settings, embedder)
     store = build_store(settings)
     service = MonitorService(settings, scorer, detectors or build_detectors(settings), metrics, store)
     Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()

@@ -15,12 +15,14 @@ import logging
 import threading
 import time
 from collections import Counter as CounterDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from monitor.alerts.engine import Alert, AlertEngine, Transition
 from monitor.config import Settings
+from monitor.drift.emerging import ClusterSummary, EmergingClusterDetector
+from monitor.drift.feedback import STATUSES, Feedback, FeedbackDisagreementDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics
@@ -190,6 +192,14 @@ class MonitorService:
         self._executor.shutdown(wait=True)
         self._notify(self.stop_listeners)
 
+    def call_in_worker(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn`` in the worker thread, between batches (the detector role feeds judged events this way)."""
+        return self._executor.submit(fn, *args)
+
+    @property
+    def judge_version(self) -> str:
+        return self.scorer.judge.version
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -226,6 +236,14 @@ class MonitorService:
         """Score, detect and alert on one batch (worker thread). Public so benchmarks can drive it."""
         started = time.perf_counter()
         scored = self._score_isolating_poison(batch)
+        return self.process_scored(scored, len(batch), started)
+
+    def process_scored(self, scored: list[ScoredEvent], n_items: int | None = None, started: float | None = None) -> list[Transition]:
+        """Detect and alert on judged events (worker thread). The detector role of the scale-out
+        mode calls it with events judged by worker processes. ``n_items`` (default ``len(scored)``)
+        counts as processed: queue items, poison ones included."""
+        started = time.perf_counter() if started is None else started
+        n_items = len(scored) if n_items is None else n_items
         t0 = time.perf_counter()
         with self._state_lock:
             conditions = self.detectors.update(scored)
@@ -233,8 +251,8 @@ class MonitorService:
             readings = self.detectors.readings()
         detect_seconds = time.perf_counter() - t0
         self._export(scored, readings, transitions, detect_seconds)
-        self.counts.processed += len(batch)
-        self.metrics.processed.inc(len(batch))
+        self.counts.processed += n_items
+        self.metrics.processed.inc(n_items)
         self.latency["batch"].add(time.perf_counter() - started)
         self._notify(self.batch_listeners, scored)
         self._notify(self.transition_listeners, transitions)
@@ -249,23 +267,18 @@ class MonitorService:
                 log.exception("listener %r failed", listener)
 
     def _score_isolating_poison(self, batch: list[QueueItem]) -> list[ScoredEvent]:
-        try:
-            scored, times = self.scorer.score(batch)
-            self._observe_stage_times(times, len(batch))
-            return scored
-        except Exception:
+        scored, poison, times = self.scorer.score_isolating_poison(batch)
+        if times is None:
             self.metrics.worker_errors.inc()
-            log.exception("batch of %d failed; retrying its events one by one", len(batch))
-        scored = []
-        for item in batch:
-            try:
-                one, _ = self.scorer.score([item])
-                scored.extend(one)
-            except Exception:
-                log.exception("poison event %s skipped", item[0].event_id)
-                self.counts.dropped["poison"] += 1
-                self.metrics.dropped.labels(reason="poison").inc()
+        else:
+            self._observe_stage_times(times, len(batch))
+        self.count_poison(len(poison))
         return scored
+
+    def count_poison(self, n: int) -> None:
+        if n:
+            self.counts.dropped["poison"] += n
+            self.metrics.dropped.labels(reason="poison").inc(n)
 
     def _observe_stage_times(self, times: StageTimes, n: int) -> None:
         self.latency["embed"].add(times.embed)
@@ -320,6 +333,10 @@ class MonitorService:
         m.stage_seconds.labels(stage="detect").observe(detect_seconds)
         self.latency["detect"].add(detect_seconds)
         m.export_readings(readings)
+        self._export_transitions(transitions)
+
+    def _export_transitions(self, transitions: list[Transition]) -> None:
+        m = self.metrics
         for t in transitions:
             m.alert_transitions.labels(kind=t.alert.kind, status=t.alert.status).inc()
         if transitions:
@@ -371,6 +388,31 @@ class MonitorService:
         if self.event_time is not None:
             self.metrics.event_time.set(self.event_time)
 
+    # ---------------------------------------------------------------- feedback (API)
+    def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:
+        """Match labels against judged events; returns counts by status and labels the detector refused."""
+        detector = self.detectors.get(FeedbackDisagreementDetector.name)
+        if not isinstance(detector, FeedbackDisagreementDetector):
+            raise LookupError("feedback: the feedback_disagreement detector is not configured")
+        statuses = dict.fromkeys(STATUSES, 0)
+        invalid: list[Rejection] = []
+        conditions = []
+        with self._state_lock:
+            for index, label in labels:
+                try:
+                    status, conds = detector.observe(label)
+                except ValueError as exc:
+                    invalid.append(Rejection(index, str(exc)))
+                    continue
+                statuses[status] += 1
+                conditions.extend(conds)
+            transitions = self.alert_engine.observe(conditions)
+        for status, n in statuses.items():
+            self.metrics.feedback.labels(status=status).inc(n)
+        self._export_transitions(transitions)
+        self._notify(self.transition_listeners, transitions)
+        return statuses, invalid
+
     # ---------------------------------------------------------------- reads (API)
     def alerts(self, status: str = "all") -> list[Alert]:
         with self._state_lock:
@@ -379,6 +421,25 @@ class MonitorService:
     def alert(self, alert_id: str) -> Alert | None:
         with self._state_lock:
             return self.alert_engine.get(alert_id)
+
+    def clusters(self, scope: str) -> list[ClusterSummary] | None:
+        """Clusters of one scope; None when the emerging-cluster detector is not configured."""
+        detector = self.detectors.get(EmergingClusterDetector.name)
+        if not isinstance(detector, EmergingClusterDetector):
+            return None
+        with self._state_lock:
+            return detector.clusters(scope)
+
+    def find_cluster(self, cluster_id: str) -> ClusterSummary | None:
+        detector = self.detectors.get(EmergingClusterDetector.name)
+        if not isinstance(detector, EmergingClusterDetector):
+            return None
+        with self._state_lock:
+            for scope in detector.scopes():
+                found = detector.cluster(cluster_id, scope)
+                if found is not None:
+                    return found
+        return None
 
     def status(self) -> dict[str, Any]:
         c = self.counts

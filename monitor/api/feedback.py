@@ -1,0 +1,86 @@
+"""``POST /v1/feedback``: labels for judged events (human review, downstream systems).
+
+A label says whether an event's prompt was unsafe and/or its taxonomy category; the concept-shift
+detector compares it with what the judge said. Labels in another label set (for example
+``openai-moderation`` codes) are mapped into the taxonomy with ``label_set``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from monitor.api.deps import error_response, get_service
+from monitor.drift.feedback import Feedback
+from monitor.ingest.parsing import BodyError, Rejection, parse_body
+from monitor.ingest.schema import parse_timestamp
+from monitor.pipeline.service import MonitorService
+from monitor.taxonomy.mapping import get_mapping
+
+router = APIRouter()
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=256, description="The judged event this label is for.")
+    unsafe: bool | None = Field(None, description="Whether the prompt is unsafe.")
+    category: str | None = Field(None, max_length=128, description="Taxonomy category id (or a label of `label_set`).")
+    label_set: str | None = Field(None, max_length=128, description="Map `category` from this label set into the taxonomy.")
+    source: str | None = Field(None, max_length=128, description="Who labelled it (free text; never a metric label).")
+    timestamp: float | str | None = Field(None, description="When it was labelled (RFC 3339 or epoch s); the event's time when absent.")
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> float | None:
+        return parse_timestamp(value)
+
+    def to_feedback(self) -> Feedback:
+        category = self.category
+        if self.label_set is not None and category is not None:
+            try:
+                mapping = get_mapping(self.label_set)
+            except ValueError as exc:
+                raise ValueError(f"label_set: {exc}") from None
+            if category not in mapping:
+                raise ValueError(f"category: label {category!r} of label set {self.label_set!r} has no mapping")
+            category = mapping[category]
+        return Feedback(self.event_id, self.unsafe, category, self.source, self.timestamp)  # type: ignore[arg-type]
+
+
+@router.post(
+    "/v1/feedback",
+    status_code=202,
+    summary="Labels for judged events",
+    description="One label, an array, `{\"feedback\": [...]}` or NDJSON. Answers 202 with counts by status "
+    "(`matched`, `unknown_event`: not judged yet or forgotten, `duplicate`: already labelled) and per-item rejections.",
+)
+async def feedback(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+    settings = request.app.state.settings
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        return error_response(413, f"body: more than max_body_bytes={settings.max_body_bytes} bytes")
+    try:
+        parsed = parse_body(body, request.headers.get("content-type"), settings.max_events_per_request, FeedbackIn, "feedback")
+    except BodyError as exc:
+        return error_response(exc.status, exc.message)
+    rejected = list(parsed.rejected)
+    labels: list[tuple[int, Feedback]] = []
+    for index, item in parsed.events:
+        try:
+            labels.append((index, item.to_feedback()))
+        except ValueError as exc:
+            rejected.append(Rejection(index, str(exc)))
+    try:
+        statuses, invalid = service.observe_feedback(labels)
+    except LookupError as exc:
+        return error_response(409, str(exc))
+    rejected += invalid
+    rejected_json = [{"index": r.index, "error": r.error} for r in sorted(rejected, key=lambda r: r.index)]
+    if not labels or len(invalid) == len(labels):
+        message = rejected_json[0]["error"] if parsed.single else "feedback: every label in the batch is invalid"
+        return error_response(422, message, rejected=rejected_json)
+    return JSONResponse({**statuses, "rejected": rejected_json}, status_code=202)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -12,6 +13,8 @@ from monitor.events import Event, ScoredEvent
 from monitor.judge.second_opinion import SecondOpinion
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.scopes import ScopeResolver
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +74,20 @@ class Scorer:
             for i, (e, w) in enumerate(items)
         ]
         return scored, StageTimes(embed=t1 - t0, judge=t2 - t1, second_judge=t3 - t2)
+
+    def score_isolating_poison(self, items: Sequence[tuple[Event, float]]) -> tuple[list[ScoredEvent], list[Event], StageTimes | None]:
+        """Score a batch; if that raises, score its events one by one and set apart those that still
+        raise (poison: skipped, never retried forever). Times are None when the batch failed."""
+        try:
+            scored, times = self.score(items)
+            return scored, [], times
+        except Exception:
+            log.exception("batch of %d failed; retrying its events one by one", len(items))
+        scored, poison = [], []
+        for item in items:
+            try:
+                scored.extend(self.score([item])[0])
+            except Exception:
+                log.exception("poison event %s skipped", item[0].event_id)
+                poison.append(item[0])
+        return scored, poison, None

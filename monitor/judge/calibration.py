@@ -46,14 +46,28 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, iterations: int = 100) -> tuple
     if n_pos == 0 or n_neg == 0:
         return 1.0, 0.0
     t = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def loss(a: float, b: float) -> float:
+        z = a * x + b
+        return float(np.sum(np.logaddexp(0.0, z) - t * z))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iterations):
         p = sigmoid(a * x + b)
         g = np.array([np.dot(p - t, x), np.sum(p - t)])
         w = p * (1 - p) + 1e-12
         h = np.array([[np.dot(w, x * x), np.dot(w, x)], [np.dot(w, x), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
+        # Backtrack until the loss drops: plain Newton can overshoot on near-separable data.
+        for _ in range(40):
+            trial = loss(a - step[0], b - step[1])
+            if trial <= current:
+                break
+            step = step / 2
+        else:
+            break
+        a, b, current = a - step[0], b - step[1], trial
         if np.max(np.abs(step)) < 1e-10:
             break
     return float(a), float(b)

@@ -96,11 +96,18 @@ def _labelled(r: Record) -> bool:
 
 
 def prompt_targets(data: EmbeddedRecords, mapper: LabelMapper) -> dict[str, Targets]:
-    """Targets of the prompt head: 'unsafe', then one per harm category."""
+    """Targets of the prompt head: 'unsafe', then one per harm category.
+
+    Each distinct prompt counts once (XSTest's prompts recur in its completion files).
+    """
     out: dict[str, Targets] = {}
-    rows = [i for i, r in enumerate(data.records) if r.unsafe is not None]
+    first: dict[str, int] = {}
+    for i, r in enumerate(data.records):
+        if r.unsafe is not None:
+            first.setdefault(r.prompt, i)
+    rows = sorted(first.values())
     out["unsafe"] = Targets(np.array(rows, dtype=int), np.array([data.records[i].unsafe for i in rows], dtype=bool))
-    known = [(i, mapper.harm_categories(r)) for i, r in enumerate(data.records)]
+    known = [(i, mapper.harm_categories(data.records[i])) for i in rows]
     known = [(i, cats) for i, cats in known if cats is not None]
     idx = np.array([i for i, _ in known], dtype=int)
     for c in mapper.taxonomy.harm_ids:

@@ -1,0 +1,78 @@
+"""The shipped default artifact: loads, matches the default taxonomy, and judges real embeddings sensibly.
+
+Also the bad inputs a gateway sends: empty strings, very long texts, non-English text, no response.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.judge.dataset import read_records
+from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
+from monitor.judge.verdict import SAFE, Judge, JudgeInput
+from monitor.taxonomy import load_taxonomy
+
+FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "records.jsonl"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def judge() -> HeadsJudge:
+    return HeadsJudge.load(DEFAULT_ARTIFACT, load_taxonomy())
+
+
+def inputs(embedder, pairs: list[tuple[str, str | None]]) -> list[JudgeInput]:
+    prompts = embedder.encode([p for p, _ in pairs])
+    out = []
+    for (p, r), pe in zip(pairs, prompts):
+        out.append(JudgeInput(p, pe, r, embedder.encode([r])[0] if r is not None else None))
+    return out
+
+
+def test_shipped_artifact_is_small_and_documented():
+    files = {p.name: p.stat().st_size for p in DEFAULT_ARTIFACT.iterdir()}
+    assert set(files) == {"manifest.json", "weights.npz", "model_card.md"}
+    assert sum(files.values()) < 400_000
+    card = (DEFAULT_ARTIFACT / "model_card.md").read_text()
+    assert "CC-BY-NC-4.0" in card and "BeaverTails" in card and "ToxicChat" in card
+
+
+def test_loads_for_the_default_taxonomy(judge):
+    assert isinstance(judge, Judge)
+    assert list(judge.categories) == load_taxonomy().harm_ids
+    assert judge.embedding_model == "bundled:all-MiniLM-L6-v2"
+
+
+def test_scores_the_fixtures(judge, embedder):
+    records = read_records(FIXTURE)
+    verdicts = judge.judge(inputs(embedder, [(r.prompt, r.response) for r in records]))
+    unsafe = np.array([r.unsafe for r in records])
+    p_unsafe = np.array([v.prompt_unsafe for v in verdicts])
+    assert p_unsafe[unsafe].min() > p_unsafe[~unsafe].max()  # every unsafe fixture above every safe one
+    assert sum(v.prompt_flagged == r.unsafe for v, r in zip(verdicts, records)) >= 20
+    by_id = {r.id: v for r, v in zip(records, verdicts)}
+    assert by_id["fx-drug-1"].category == "drug_abuse_weapons_banned_substance"
+    assert by_id["fx-self-1"].category == "self_harm"
+    assert by_id["fx-safe-3"].category == SAFE
+    refusals = [(r.refusal, v.refused) for r, v in zip(records, verdicts) if r.refusal is not None]
+    assert sum(a == b for a, b in refusals) >= len(refusals) - 1
+    harmful = [(r.response_unsafe, v.response_unsafe) for r, v in zip(records, verdicts) if r.response_unsafe is not None]
+    assert min(p for y, p in harmful if y) > np.median([p for y, p in harmful if not y])
+    assert all(v.judge_version == judge.version for v in verdicts)
+
+
+def test_bad_inputs_get_valid_verdicts(judge, embedder):
+    long_text = "Tell me a long story about a friendly dragon. " * 2000  # ~90k chars, far past max_seq_length
+    cases = [("", None), ("", ""), ("   ", "ok"), (long_text, long_text), ("¿Cómo puedo hornear pan en casa?", "Mezcla harina y agua."),
+             ("如何在家做面包？", None), ("\x00\ufffd emoji 🤖🔥", None)]
+    verdicts = judge.judge(inputs(embedder, cases))
+    for (prompt, response), v in zip(cases, verdicts):
+        assert 0.0 <= v.prompt_unsafe <= 1.0 and set(v.category_probs) == set(judge.categories)
+        assert all(0.0 <= p <= 1.0 for p in v.category_probs.values())
+        answered = response is not None and response.strip() != ""
+        assert (v.refusal is not None) == answered and (v.response_unsafe is not None) == answered
+    assert verdicts[0].category == SAFE and verdicts[0].prompt_unsafe == 0.0
+    assert not verdicts[3].prompt_flagged and not verdicts[4].prompt_flagged

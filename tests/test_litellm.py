@@ -239,6 +239,18 @@ async def test_monitor_logger_reaches_the_monitor_once_per_call(server, callback
     assert stats["sent"] == 5 and stats["duplicates"] >= 1 and stats["failed"] == stats["dropped"] == 0
 
 
+async def test_litellm_otel_callback_reaches_the_monitor_as_traces(server, callbacks):
+    from litellm.integrations.opentelemetry import OpenTelemetry, OpenTelemetryConfig
+
+    otel = OpenTelemetry(config=OpenTelemetryConfig(exporter="otlp_http", endpoint=f"{server.url}/v1/traces", skip_set_global=True))
+    litellm.callbacks = [otel]
+    await complete("OTELCB")
+    await until(lambda: bool(events_with(server, "OTELCB")))  # spans leave in LiteLLM's batch (every few seconds)
+    otel._tracer_provider.shutdown()  # LiteLLM offers no public shutdown; flush now, while the monitor still runs
+    [event] = events_with(server, "OTELCB")
+    assert (event.response, event.model, event.metadata["source"]) == ("OTELCB with light and water.", "gpt-4o", "otel")
+
+
 async def test_redacted_calls_are_counted_not_judged(server, callbacks):
     logger = MonitorLogger(server.url, flush_interval=0.05, turn_off_message_logging=True)
     litellm.callbacks = [logger]

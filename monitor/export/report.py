@@ -61,15 +61,17 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class DriftReport:
+    """``summary`` is this module's reading of the results; ``evidently`` is Evidently's ``snapshot.dict()``."""
+
     summary: dict[str, Any]
     evidently: dict[str, Any]
-    _html: str
+    page: str  # Evidently's HTML with our header
 
     def to_json(self) -> dict[str, Any]:
         return {**self.summary, "evidently": self.evidently}
 
     def to_html(self) -> str:
-        return self._html
+        return self.page
 
 
 def build_report(
@@ -217,10 +219,11 @@ def _run_evidently(
         )
     results = {}
     for name, method in methods.items():
-        # Evidently's JSON keeps only the score; the decision is in the (cached) legacy result.
+        # Evidently's JSON keeps only the score. The decision is in the legacy result it computed during the run:
+        # the same metric and method have the same fingerprint, so the context returns that cached result.
         legacy, _ = snapshot.context.get_legacy_metric(embeddings_drift.EmbeddingsDriftMetric(name, method), None, None)
         results[f"embedding:{name}"] = {
-            "method": f"{legacy.method_name}" + (" (bootstrap, quantile 0.95)" if method.bootstrap else f" (threshold {method.threshold})"),
+            "method": legacy.method_name + (f" (bootstrap, quantile {QUANTILE})" if method.bootstrap else f" (threshold {method.threshold})"),
             "score": float(legacy.drift_score),
             "threshold": None if method.bootstrap else float(method.threshold),
             "drifted": bool(legacy.drift_detected),

@@ -22,7 +22,6 @@ import httpx
 import pytest
 import yaml
 
-from monitor.alerts.delivery import attach_delivery
 from monitor.config import Settings
 from monitor.demo import demo_stream
 from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
@@ -100,13 +99,9 @@ def stack(embedder, tmp_path_factory) -> Iterator[Stack]:
             judge="prototype", models=[MODEL], routes=[ROUTE], batch_size=128,
             alertmanager_urls=[am_url], alert_link_base_url="http://monitor.test", alert_resend_interval_s=5,
         )
-        deliveries = []
 
-        def factory(s: Settings):
-            service = build_service(s, embedder=embedder)
-            service.detectors = fast_detectors()
-            deliveries.append(attach_delivery(service, s))
-            return service
+        def factory(s: Settings):  # build_service attaches alert delivery: alertmanager_urls is set
+            return build_service(s, embedder=embedder, detectors=fast_detectors())
 
         with running_server(settings, factory) as server:
             with running_prometheus(prometheus_config(server.url, am_url, work), work) as prom_url:
@@ -118,7 +113,6 @@ def stack(embedder, tmp_path_factory) -> Iterator[Stack]:
                 server.wait_processed(timeout=180)
                 wait_for("the drift rule to fire", lambda: firing_rule_alerts(stack))
                 yield stack
-            deliveries[0].close()
 
 
 def firing_rule_alerts(stack: Stack) -> list[dict]:

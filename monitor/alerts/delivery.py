@@ -238,11 +238,15 @@ def policy_from_settings(settings: Settings) -> DeliveryPolicy:
 
 
 def attach_delivery(service: MonitorService, settings: Settings) -> AlertDelivery | None:
-    """Deliver ``service``'s alerts to the configured targets; ``None`` when none is configured."""
+    """Deliver ``service``'s alerts to the configured targets (and flush them when it stops).
+
+    Firing alerts restored from saved state are announced again. ``None`` when no target is configured.
+    """
     targets = targets_from_settings(settings)
     if not targets:
         return None
     delivery = AlertDelivery(targets, service.metrics, policy_from_settings(settings))
     delivery.start(service.alerts("firing"))
     service.transition_listeners.append(delivery.on_transitions)
+    service.stop_listeners.append(delivery.close)
     return delivery

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from monitor.alerts.delivery import attach_delivery
 from monitor.config import ALL_DETECTORS, Settings
 from monitor.drift.adwin_baseline import AdwinShareDetector
 from monitor.drift.base import Detector
@@ -112,4 +113,5 @@ def build_service(
     service = MonitorService(settings, scorer, detectors or build_detectors(settings), metrics, store)
     Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()
     service.stop_listeners.append(store.close)
+    attach_delivery(service, settings)
     return service

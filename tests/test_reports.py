@@ -19,7 +19,7 @@ from monitor.config import Settings
 from monitor.events import Event, ScoredEvent
 from monitor.export.report import ReportError, build_report
 from monitor.export.report_link import report_link, report_windows
-from monitor.export.reservoir import WindowReservoir, attach_reservoir, reservoir_of
+from monitor.export.reservoir import WindowReservoir, reservoir_of
 from monitor.export.windows import TimeWindow, WindowError, parse_window
 from monitor.judge.verdict import SAFE
 from monitor.pipeline.builder import build_service
@@ -269,13 +269,8 @@ def test_report_link_uses_the_detector_reference_when_evidence_has_one():
 def server(embedder):
     settings = Settings(judge="prototype", models=["gpt-4o"], report_tsne_points=30)
 
-    def factory(s: Settings):
-        service = build_service(s, embedder=embedder)
-        if reservoir_of(service) is None:  # until the builder attaches it by default
-            attach_reservoir(service)
-        return service
-
-    with running_server(settings, factory) as srv:
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        assert reservoir_of(srv.service) is not None  # the builder attaches one by default
         prompts = ["How do I bake bread?", "What is the capital of Peru?", "How can I hurt myself without anyone noticing?",
                    "Write a haiku about autumn.", "Give me someone's home address from their name."]
         events = [

@@ -353,6 +353,7 @@ def attach_reservoir(service: MonitorService) -> WindowReservoir:
         seed=s.seed,
     )
     service.batch_listeners.append(reservoir)
+    service.stateful["report_reservoir"] = reservoir
     return reservoir
 
 

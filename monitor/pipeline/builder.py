@@ -18,6 +18,7 @@ from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementD
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
+from monitor.export.reservoir import attach_reservoir
 from monitor.judge.factory import build_judge
 from monitor.judge.llm_guard import LlmGuardJudge
 from monitor.judge.second_opinion import SecondOpinion
@@ -111,7 +112,9 @@ def build_service(
     scorer = build_scorer(settings, embedder)
     store = build_store(settings)
     service = MonitorService(settings, scorer, detectors or build_detectors(settings), metrics, store)
-    Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()
+    attach_reservoir(service)
+    if settings.role == "all":  # the detector role's owner snapshots under its lease instead
+        Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()
     service.stop_listeners.append(store.close)
     attach_delivery(service, settings)
     return service

@@ -84,6 +84,8 @@ class MonitorService:
         # Extension points, called in the worker thread after each batch (keep them fast; never raise).
         self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
         self.transition_listeners: list[Callable[[list[Transition]], None]] = []
+        # Listeners with state of their own (e.g. the report reservoir) register here to be snapshotted with the rest.
+        self.stateful: dict[str, Any] = {}
         # Called after stop() has drained and stopped the worker (final snapshot).
         self.stop_listeners: list[Callable[[], None]] = []
         self.store: StateStore = store or MemoryStateStore(settings.dedup_capacity)
@@ -361,6 +363,7 @@ class MonitorService:
                 "counts": asdict(self.counts),
                 "event_time": self.event_time,
                 "judge_version": self.scorer.judge.version,
+                "components": {name: part.state_dict() for name, part in self.stateful.items()},
             }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -384,6 +387,9 @@ class MonitorService:
             self.alert_engine.load_state_dict(state["alerts"])
             self.counts = counts
             self.event_time = state["event_time"]
+            for name, part_state in state.get("components", {}).items():
+                if name in self.stateful:
+                    self.stateful[name].load_state_dict(part_state)
             self._export_firing()
         if self.event_time is not None:
             self.metrics.event_time.set(self.event_time)

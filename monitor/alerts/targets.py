@@ -23,7 +23,7 @@ clamped to the delivery moment, because Alertmanager compares them with its own 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import httpx
 
@@ -66,12 +66,9 @@ def post_json(client: httpx.Client, url: str, body: Any) -> None:
         raise RejectedDeliveryError(f"{httpx.URL(url).host}: HTTP {response.status_code}: {response.text[:200]}")
 
 
-def alertmanager_alert(
-    notice: Notice, now: float, base_url: str, expiry_s: float, extra_labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def alertmanager_alert(notice: Notice, now: float, base_url: str, expiry_s: float) -> dict[str, Any]:
     """One element of Alertmanager's ``POST /api/v2/alerts`` body (labels identify the alert)."""
     labels = {
-        **(extra_labels or {}),
         "alertname": notice.alertname,
         "kind": notice.kind,
         "scope": notice.scope,
@@ -108,16 +105,13 @@ class AlertmanagerTarget:
     label = "alertmanager"
     resends = True
 
-    def __init__(
-        self, url: str, base_url: str = "", expiry_s: float = 240.0, extra_labels: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, url: str, base_url: str = "", expiry_s: float = 240.0) -> None:
         self.endpoint = check_url("alertmanager_urls", url).rstrip("/") + "/api/v2/alerts"
         self.base_url = base_url
         self.expiry_s = expiry_s
-        self.extra_labels = dict(extra_labels or {})
 
     def send(self, client: httpx.Client, notices: Sequence[Notice], now: float) -> None:
-        body = [alertmanager_alert(n, now, self.base_url, self.expiry_s, self.extra_labels) for n in notices]
+        body = [alertmanager_alert(n, now, self.base_url, self.expiry_s) for n in notices]
         post_json(client, self.endpoint, body)
 
 

@@ -92,7 +92,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(embedder, tmp_path_factory) -> Iterator[Stack]:
-    binary("prometheus"), binary("prometheus-alertmanager", "alertmanager")
+    binary("prometheus")  # skip early, before the model loads, when a binary is missing
+    binary("prometheus-alertmanager", "alertmanager")
     work = tmp_path_factory.mktemp("observability")
     with running_alertmanager(DEPLOY / "alertmanager" / "alertmanager.yml", work) as am_url:
         settings = Settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -30,19 +31,34 @@ def serve(
     port: Optional[int] = typer.Option(None, help="Port (default 8000, or MONITOR_PORT)."),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="YAML file of options."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    role: Optional[str] = typer.Option(None, help="all (default), or scale-out over Redis: api, worker, detector (or MONITOR_ROLE)."),
 ) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     import uvicorn
 
     from monitor.api.app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "role": role}.items() if v is not None}
     try:
         settings = load_settings(config, **overrides)
     except ValueError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    if settings.role != "all" and settings.redis_url is None:
+        typer.echo(f"configuration error: role {settings.role!r} needs MONITOR_REDIS_URL", err=True)
+        raise typer.Exit(2)
+    if settings.role == "worker":
+        from monitor.scale.roles import run_worker
+
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        run_worker(settings)
+        return
+    factory = None
+    if settings.role != "all":
+        from monitor.scale.roles import build_detector_service, build_frontend
+
+        factory = build_frontend if settings.role == "api" else build_detector_service
+    uvicorn.run(create_app(settings, service_factory=factory), host=settings.host, port=settings.port, log_level=log_level)
 
 
 @app.command(name="replay", help="Send a JSONL file of events to a running monitor, honouring event timestamps.")

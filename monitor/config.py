@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = Field(86_400, ge=1, description="How long Redis remembers an event_id for idempotency (memory backend: dedup_capacity ids).")
     snapshot_every_events: int = Field(10_000, ge=1, description="Snapshot detector and alert state once this many events were processed since the last one (and always on shutdown).")
     snapshot_every_seconds: float = Field(60.0, gt=0, description="Snapshot at the end of the first batch this many seconds after the last snapshot (and always on shutdown).")
+    role: Literal["all", "api", "worker", "detector"] = Field(
+        "all",
+        description="all: the embedded single process. Scale-out over Redis Streams (needs redis_url): api (ingest, "
+        "no model), worker (embed and judge, no HTTP), detector (detectors and alerts; one owner at a time by lease).",
+    )
+    lease_ttl_seconds: float = Field(10.0, ge=0.5, description="Detector lease time: a standby takes over within about this long after the owner dies.")
+    claim_idle_seconds: float = Field(30.0, ge=0.1, description="Events a worker has held this long unacknowledged are taken over by another worker.")
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ duplicate arriving after ``capacity`` newer events is counted again (documented 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Iterator
 
 
 class RecentIds:
@@ -24,6 +25,10 @@ class RecentIds:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        """Oldest first, so ``RecentIds(capacity)`` refilled from it forgets in the same order."""
+        return iter(self._ids)
 
     def add(self, event_id: str) -> bool:
         """Remember ``event_id``; True if it was new."""

@@ -1,0 +1,180 @@
+"""The api role: validate, deduplicate and append events to the stream; answer reads from Redis.
+
+An API replica loads no model and keeps no state, so replicas scale freely behind a load
+balancer. Checking each id (``SET NX EX``) and appending the new events (``XADD``) happen in one
+Lua script, atomically: an id is remembered if and only if its event is in the stream, so a
+client's resend after any failure is safe, and two replicas never both take the same id. The
+script also enforces the backlog bound: when the stream holds ``queue_capacity`` unprocessed
+events the request is refused whole (503, nothing taken).
+
+It offers what the HTTP routes use of :class:`~monitor.pipeline.service.MonitorService`
+(``ingest``, ``status``, ``alerts``, ``alert``, ``metrics``, ...): ``/v1/status`` and
+``/v1/alerts`` answer from what the detector owner publishes, so every replica answers the same.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import redis
+
+from monitor.alerts.engine import Alert
+from monitor.config import Settings
+from monitor.events import ScoredEvent
+from monitor.export.metrics import MonitorMetrics
+from monitor.ingest.normalize import to_event
+from monitor.ingest.parsing import ParsedBody
+from monitor.pipeline.service import IngestOutcome
+from monitor.scale.streams import StreamKeys, encode_event
+from monitor.state.redis_store import UNAVAILABLE_ERRORS
+
+# KEYS[1] events stream; ARGV[1] dedup key prefix, ARGV[2] ttl, ARGV[3] capacity, then id, payload pairs.
+# Returns {0} when the backlog is full (nothing taken), else {1, new_1, new_2, ...} (1 = appended, 0 = seen).
+_INGEST = """
+local new = {}
+local n_new = 0
+for i = 4, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    new[i] = true
+    n_new = n_new + 1
+  end
+end
+if n_new > 0 and redis.call('XLEN', KEYS[1]) + n_new > tonumber(ARGV[3]) then
+  return {0}
+end
+local out = {1}
+for i = 4, #ARGV, 2 do
+  if new[i] then
+    redis.call('SET', ARGV[1] .. ARGV[i], '1', 'EX', ARGV[2])
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+COUNTERS = ("received", "accepted", "duplicates", "rejected", "truncated")
+
+
+class StreamFrontend:
+    role = "api"
+
+    def __init__(self, settings: Settings, client: redis.Redis, metrics: MonitorMetrics | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.keys = StreamKeys(settings.state_key_prefix)
+        self.metrics = metrics or MonitorMetrics()
+        # Features that listen to judged events run in the detector role; nothing is judged here.
+        self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
+        self._ingest = client.register_script(_INGEST)
+        self.metrics.queue_capacity.set(settings.queue_capacity)
+        self.metrics.sampling_rate.set(1.0)
+
+    # ---------------------------------------------------------------- ingest
+    def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+        outcome = IngestOutcome(rejected=list(parsed.rejected))
+        received = len(parsed.events) + len(parsed.rejected)
+        candidates = {}
+        for _, item in parsed.events:
+            event = to_event(item, arrival_time, self.settings.max_text_chars)
+            if event.event_id in candidates:
+                outcome.duplicates += 1
+            else:
+                candidates[event.event_id] = event
+        args: list[Any] = [self.keys.event_id(""), self.settings.dedup_ttl_seconds, self.settings.queue_capacity]
+        for event_id, event in candidates.items():
+            args += [event_id, encode_event(event)]
+        try:
+            reply = self._ingest(keys=[self.keys.events], args=args) if candidates else [1]
+        except UNAVAILABLE_ERRORS as exc:
+            outcome.unavailable, outcome.duplicates = f"redis: appending events failed: {type(exc).__name__}: {exc}", 0
+            self._count(received, outcome, new=0, truncated=0, dropped=("store_unavailable", len(candidates)))
+            return outcome
+        if reply[0] == 0:
+            outcome.queue_full, outcome.duplicates = True, 0
+            self._count(received, outcome, new=0, truncated=0, dropped=("queue_full", len(candidates)))
+            return outcome
+        appended = [e for e, flag in zip(candidates.values(), reply[1:]) if flag]
+        outcome.duplicates += len(candidates) - len(appended)
+        outcome.accepted = len(appended) + outcome.duplicates
+        self._count(received, outcome, new=len(appended), truncated=sum(e.truncated for e in appended), dropped=None)
+        return outcome
+
+    def _count(self, received: int, outcome: IngestOutcome, new: int, truncated: int, dropped: tuple[str, int] | None) -> None:
+        m = self.metrics
+        m.received.inc(received)
+        m.accepted.inc(new)
+        m.duplicates.inc(outcome.duplicates)
+        m.rejected.inc(len(outcome.rejected))
+        m.truncated.inc(truncated)
+        if dropped is not None:
+            m.dropped.labels(reason=dropped[0]).inc(dropped[1])
+            return  # Redis refused or is down: the shared counters need not (cannot) hear of it
+        values = dict(zip(COUNTERS, (received, new, outcome.duplicates, len(outcome.rejected), truncated)))
+        pipe = self.client.pipeline(transaction=False)
+        for name, value in values.items():
+            if value:
+                pipe.hincrby(self.keys.counts, name, value)
+        try:
+            pipe.execute()
+        except UNAVAILABLE_ERRORS:
+            pass  # the events are in; only the shared counters miss this request
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        self.client.close()
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    # ---------------------------------------------------------------- reads
+    def _detector(self) -> dict[str, Any]:
+        data = self.client.get(self.keys.detector_status)
+        return json.loads(data) if data else {}
+
+    @property
+    def judge_version(self) -> str:
+        return self._detector().get("judge_version", "unknown (no detector owner yet)")
+
+    def status(self) -> dict[str, Any]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.counts)
+        pipe.get(self.keys.detector_status)
+        pipe.xlen(self.keys.events)
+        counts, detector, depth = pipe.execute()
+        counts = {k.decode(): int(v) for k, v in counts.items()}
+        detector = json.loads(detector) if detector else {}
+        self.metrics.queue_depth.set(depth)
+        return {
+            "role": self.role,
+            **{name: counts.get(name, 0) for name in COUNTERS},
+            "processed": detector.get("processed", 0),
+            "judged": detector.get("judged", 0),
+            "sampled_out": 0,
+            "dropped": detector.get("dropped", {}),
+            "redelivered": detector.get("redelivered", 0),
+            "queue_depth": depth,
+            "queue_capacity": self.settings.queue_capacity,
+            "sampling": "off",
+            "sampling_rate": 1.0,
+            "event_time": detector.get("event_time"),
+            "judge_version": detector.get("judge_version"),
+            "detector_owner": detector.get("owner"),
+            "worker_running": True,
+            "latency": {},
+        }
+
+    def alerts(self, status: str = "all") -> list[Alert]:
+        data = self.client.get(self.keys.alerts)
+        alerts = [Alert(**d) for d in json.loads(data)] if data else []
+        return [a for a in alerts if status == "all" or a.status == status]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        return next((a for a in self.alerts("all") if a.id == alert_id), None)

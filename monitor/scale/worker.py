@@ -1,0 +1,145 @@
+"""The worker role: embed and judge events from the stream, publish the results.
+
+Workers hold no state, so any number run side by side (one consumer group, each entry delivered
+to one worker). A batch's results are appended to the scored stream and its source entries
+acknowledged in one ``MULTI``/``EXEC``: a worker killed at any point either published and
+acknowledged the batch or did neither. Entries a dead (or stalled) worker had read but not
+acknowledged are taken over by a live worker with ``XAUTOCLAIM`` once idle for
+``claim_idle_ms``; a stalled worker that wakes up may then publish the same events twice, which
+the detector owner drops by ``event_id``.
+
+Backpressure: while the detector has more than ``scored_lag_limit`` unread batches, workers stop
+reading, the events stream fills, and the API answers 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+import redis
+
+from monitor.events import Event
+from monitor.pipeline.scoring import Scorer
+from monitor.scale.streams import (
+    DETECTOR_GROUP,
+    WORKERS_GROUP,
+    ScoredBatch,
+    StreamKeys,
+    decode_event,
+    encode_scored,
+    ensure_group,
+)
+from monitor.state.redis_store import UNAVAILABLE_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+def _successor(entry_id: bytes) -> str:
+    ms, seq = entry_id.decode().split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: StreamKeys,
+        scorer: Scorer,
+        consumer: str,
+        batch_size: int = 64,
+        block_ms: int = 500,
+        claim_idle_ms: int = 30_000,
+        scored_lag_limit: int = 512,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.scorer = scorer
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.scored_lag_limit = scored_lag_limit
+        self.processed = 0
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        ensure_group(client, keys.events, WORKERS_GROUP)
+        ensure_group(client, keys.scored, DETECTOR_GROUP)
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; Redis outages are waited out, not fatal."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("worker %s: redis unavailable, retrying: %s", self.consumer, exc)
+                stop.wait(1.0)
+
+    def step(self) -> int:
+        """Handle one batch; returns how many stream entries it consumed (0 when idle or held back)."""
+        if self._detector_lag() > self.scored_lag_limit:
+            time.sleep(self.block_ms / 1000)
+            return 0
+        entries = self._claim() or self._read()
+        if not entries:
+            return 0
+        ids = [entry_id for entry_id, _ in entries]
+        events: list[Event] = []
+        unreadable = []
+        for entry_id, fields in entries:
+            try:
+                events.append(decode_event(fields[b"e"]))
+            except Exception:  # written by our own API, so this is a bug or tampering: skip, don't loop on it
+                log.exception("unreadable stream entry %s skipped", entry_id)
+                unreadable.append(entry_id)
+        scored, poison, _ = self.scorer.score_isolating_poison([(e, 1.0) for e in events])
+        batch = ScoredBatch(scored, tuple(e.event_id for e in poison))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.keys.scored, {b"b": encode_scored(batch)})
+        pipe.xack(self.keys.events, WORKERS_GROUP, *ids)
+        if unreadable:
+            pipe.hincrby(self.keys.counts, "unreadable", len(unreadable))
+        pipe.execute()
+        self.processed += len(ids)
+        self._trim()
+        return len(ids)
+
+    def _read(self) -> Sequence[tuple[bytes, dict]]:
+        reply = self.client.xreadgroup(
+            WORKERS_GROUP, self.consumer, {self.keys.events: ">"}, count=self.batch_size, block=self.block_ms
+        )
+        return reply[0][1] if reply else []
+
+    def _claim(self) -> Sequence[tuple[bytes, dict]]:
+        """Entries idle past ``claim_idle_ms`` in other (dead) consumers; one pass every half idle time."""
+        if time.monotonic() < self._next_claim:
+            return []
+        cursor, entries, _deleted = self.client.xautoclaim(
+            self.keys.events, WORKERS_GROUP, self.consumer, self.claim_idle_ms, start_id=self._claim_cursor, count=self.batch_size
+        )
+        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
+        if self._claim_cursor == "0-0":
+            self._next_claim = time.monotonic() + self.claim_idle_ms / 2000
+        if entries:
+            log.info("worker %s took over %d entries from a stalled or dead worker", self.consumer, len(entries))
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    def _detector_lag(self) -> int:
+        for group in self.client.xinfo_groups(self.keys.scored):
+            if group["name"] in (DETECTOR_GROUP, DETECTOR_GROUP.encode()):
+                lag = group.get("lag")
+                return int(lag) if lag is not None else self.client.xlen(self.keys.scored)
+        return 0
+
+    def _trim(self) -> None:
+        """Drop entries every worker is done with: below the oldest pending one, or all delivered ones."""
+        pending = self.client.xpending(self.keys.events, WORKERS_GROUP)
+        if pending["pending"]:
+            minid = pending["min"].decode() if isinstance(pending["min"], bytes) else pending["min"]
+        else:
+            group = next(g for g in self.client.xinfo_groups(self.keys.events) if g["name"] in (WORKERS_GROUP, WORKERS_GROUP.encode()))
+            last = group["last-delivered-id"]
+            minid = _successor(last if isinstance(last, bytes) else last.encode())
+        self.client.xtrim(self.keys.events, minid=minid)

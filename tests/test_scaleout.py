@@ -1,0 +1,277 @@
+"""Scale-out over Redis Streams: api / worker / detector roles, and their faults (private redis-server).
+
+Workers and detector owners killed with SIGKILL are real ``monitor serve --role ...`` processes;
+their replacements run in this process with the session's embedding model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from monitor.config import Settings
+from monitor.drift.suite import DetectorSuite
+from monitor.events import Event
+from monitor.ingest.parsing import parse_body
+from monitor.pipeline.builder import build_detectors, build_service
+from monitor.scale.detector import DetectorOwner
+from monitor.scale.frontend import StreamFrontend
+from monitor.scale.lease import Lease
+from monitor.scale.roles import build_detector_service, build_frontend, build_worker, process_name
+from monitor.scale.streams import DETECTOR_GROUP, WORKERS_GROUP, StreamKeys
+from monitor.state.redis_store import connect
+from tests.helpers.detectors import RecentRefusals
+from tests.helpers.redis import private_redis
+from tests.helpers.server import free_port, running_server
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = 1767225600.0
+PROMPT = "What is the capital of Peru?"
+COMPLY = "Lima is the capital of Peru."
+REFUSE = "Sorry, I cannot assist with that request."
+
+
+def events(start: int, responses: list[str], prefix: str = "s") -> list[dict]:
+    return [
+        {"event_id": f"{prefix}-{start + i}", "timestamp": T0 + start + i, "prompt": PROMPT, "response": r}
+        for i, r in enumerate(responses)
+    ]
+
+
+def body(evs: list[dict]):
+    return parse_body(json.dumps(evs).encode(), "application/json", 10_000)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with private_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(redis_server) -> Settings:
+    return Settings(
+        judge="prototype", redis_url=redis_server.url, state_key_prefix=f"test:{uuid.uuid4().hex}:", batch_size=8,
+        lease_ttl_seconds=2.0, claim_idle_seconds=1.0,
+    )
+
+
+class Background:
+    """Runs ``target(stop)`` in a thread; ``close`` sets ``stop`` and joins."""
+
+    def __init__(self, target: Callable[[threading.Event], Any]) -> None:
+        self.stop = threading.Event()
+        self.result: list[Any] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(target(self.stop)), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def spawn(role: str, settings: Settings, log: Path, **env: str) -> subprocess.Popen:
+    variables = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
+        "MONITOR_JUDGE": "prototype", "MONITOR_REDIS_URL": settings.redis_url, "MONITOR_STATE_KEY_PREFIX": settings.state_key_prefix,
+        "MONITOR_BATCH_SIZE": str(settings.batch_size), "MONITOR_LEASE_TTL_SECONDS": str(settings.lease_ttl_seconds), "MONITOR_CLAIM_IDLE_SECONDS": "1",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "serve", "--role", role, "--port", str(free_port()), "--log-level", "warning"],
+        cwd=REPO, env=variables, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- lease
+
+
+def test_lease_is_exclusive_and_a_stale_owner_is_fenced_off(redis_server):
+    client, prefix = redis_server.client(), f"test:{uuid.uuid4().hex}:"
+    a = Lease(client, prefix + "lease", prefix + "fence", "a", ttl_ms=60_000)
+    b = Lease(client, prefix + "lease", prefix + "fence", "b", ttl_ms=60_000)
+    assert a.acquire() and not b.acquire()
+    assert a.fenced_set(prefix + "snap", b"from a") and a.renew()
+    client.delete(prefix + "lease")  # a stalls past its lease...
+    assert b.acquire() and b.token == a.token + 1  # ...and b takes over with a larger token
+    assert not a.fenced_set(prefix + "snap", b"stale")  # a wakes up: its write is refused
+    assert not a.renew() and a.token is None
+    assert client.get(prefix + "snap") == b"from a"
+    b.release()
+    assert client.get(prefix + "lease") is None
+
+
+# ---------------------------------------------------------------- api role
+
+
+def test_frontend_appends_each_new_event_once_and_refuses_a_full_backlog_whole(settings, redis_server):
+    client = redis_server.client()
+    frontend = StreamFrontend(settings.model_copy(update={"queue_capacity": 4}), connect(settings.redis_url))
+    keys = frontend.keys
+    first = frontend.ingest(body(events(0, [COMPLY] * 3)), T0)
+    assert (first.accepted, first.duplicates) == (3, 0) and client.xlen(keys.events) == 3
+    again = frontend.ingest(body(events(0, [COMPLY] * 3) + events(0, [COMPLY])), T0)
+    assert (again.accepted, again.duplicates, client.xlen(keys.events)) == (4, 4, 3)
+    full = frontend.ingest(body(events(3, [COMPLY] * 2)), T0)
+    assert full.queue_full and client.xlen(keys.events) == 3
+    assert not client.exists(keys.event_id("s-3"))  # refused ids are not remembered: the resend is new
+    status = frontend.status()
+    assert {k: status[k] for k in ("received", "accepted", "duplicates", "queue_depth")} == {
+        "received": 7, "accepted": 3, "duplicates": 4, "queue_depth": 3,
+    }
+
+
+def test_frontend_answers_unavailable_when_redis_is_down(settings):
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "redis_timeout_seconds": 0.2})
+    outcome = build_frontend(down).ingest(body(events(0, [COMPLY])), T0)
+    assert outcome.accepted == 0 and outcome.unavailable.startswith("redis: appending events failed: ConnectionError")
+
+
+# ---------------------------------------------------------------- all roles together
+
+
+def test_api_worker_and_detector_roles_count_every_event_once_and_share_alerts(settings, embedder):
+    api = settings.model_copy(update={"role": "api"})
+    det = settings.model_copy(update={"role": "detector"})
+    worker = build_worker(settings, embedder)
+    with running_server(api, build_frontend) as front, running_server(
+        det, lambda s: build_detector_service(s, embedder=embedder, detectors=DetectorSuite([RecentRefusals()]))
+    ) as back:
+        work = Background(worker.run)
+        try:
+            sent = events(0, [COMPLY] * 6 + [REFUSE] * 14) + events(20, [REFUSE] * 8 + [COMPLY] * 4)
+            for i in range(0, len(sent), 10):
+                assert front.client.post("/v1/events", json=sent[i : i + 10]).status_code == 202
+            assert front.client.post("/v1/events", json=sent[:5]).json()["duplicates"] == 5
+            status = front.wait_processed()
+            assert (status["accepted"], status["processed"], status["judged"], status["duplicates"]) == (32, 32, 32, 5)
+            assert status["detector_owner"] == back.service.detector_owner.owner
+            assert back.service.detectors.get("recent_refusals").seen == 32
+            firing = front.client.get("/v1/alerts", params={"status": "firing"}).json()["alerts"]
+            assert [a["kind"] for a in firing] == ["recent_refusals"]
+            same = lambda alerts: [(a["id"], a["status"], a["started_at"]) for a in alerts]  # noqa: E731
+            assert same(firing) == same(back.client.get("/v1/alerts", params={"status": "firing"}).json()["alerts"])
+            assert front.client.get(f"/v1/alerts/{firing[0]['id']}").json()["id"] == firing[0]["id"]
+        finally:
+            work.close()
+    assert worker.client.xlen(worker.keys.events) == 0  # trimmed once every worker was done
+
+
+# ---------------------------------------------------------------- faults
+
+
+def detector_owner(settings: Settings, embedder, detectors: DetectorSuite, **kwargs) -> DetectorOwner:
+    service = build_service(settings.model_copy(update={"role": "detector"}), embedder=embedder, detectors=detectors)
+    return DetectorOwner(
+        service, connect(settings.redis_url), StreamKeys(settings.state_key_prefix), process_name(),
+        lease_ttl_ms=int(settings.lease_ttl_seconds * 1000), **kwargs,
+    )
+
+
+def test_killed_worker_loses_nothing_and_duplicates_nothing(settings, embedder, tmp_path):
+    keys, client = StreamKeys(settings.state_key_prefix), connect(settings.redis_url)
+    frontend = build_frontend(settings)
+    sent = events(0, [COMPLY, REFUSE] * 100, prefix="w")
+    for i in range(0, len(sent), 25):
+        assert frontend.ingest(body(sent[i : i + 25]), T0).accepted == 25
+    doomed = spawn("worker", settings, tmp_path / "worker.log")
+    try:
+        # Kill it mid-stream: it has published some batches and holds a batch it has not acknowledged.
+        wait_for(lambda: client.xlen(keys.scored) >= 2 and client.xpending(keys.events, WORKERS_GROUP)["pending"] > 0, 300, "the worker to start")
+        kill9(doomed)
+    finally:
+        if doomed.poll() is None:
+            kill9(doomed)
+    stranded = client.xpending(keys.events, WORKERS_GROUP)["pending"]
+    assert 0 < stranded <= settings.batch_size
+
+    owner = detector_owner(settings, embedder, DetectorSuite([RecentRefusals()]))
+    det = Background(owner.run)
+    survivor = build_worker(settings, embedder)
+    work = Background(survivor.run)
+    try:
+        wait_for(lambda: owner.service.counts.processed >= len(sent), 120, "every event to reach the detector")
+        time.sleep(0.5)  # anything processed twice would arrive now
+        assert (owner.service.counts.processed, owner.service.counts.judged, owner.redelivered) == (200, 200, 0)
+        assert owner.service.detectors.get("recent_refusals").seen == 200
+        assert client.xpending(keys.events, WORKERS_GROUP)["pending"] == 0
+    finally:
+        work.close()
+        det.close()
+    assert det.result == ["stopped"]
+
+
+def test_killed_detector_owner_is_replaced_within_the_lease_and_state_continues(settings, embedder, tmp_path):
+    fast = {"MONITOR_DETECTORS": "over_refusal", "MONITOR_CONCEPT_WARMUP_TRIALS": "10", "MONITOR_CONCEPT_ARL_TRIALS": "100"}
+    tuned = settings.model_copy(update={"detectors": ["over_refusal"], "concept_warmup_trials": 10, "concept_arl_trials": 100.0})
+    keys, client = StreamKeys(settings.state_key_prefix), connect(settings.redis_url)
+    frontend = build_frontend(settings)
+    first = events(0, [COMPLY] * 12 + [REFUSE] * 48, prefix="d")
+    second = events(60, [REFUSE] * 30 + [COMPLY] * 30, prefix="d")
+    worker = build_worker(settings, embedder)
+    work = Background(worker.run)
+    doomed = spawn("detector", settings, tmp_path / "detector.log", MONITOR_SNAPSHOT_EVERY_EVENTS="16", MONITOR_SNAPSHOT_EVERY_SECONDS="600", **fast)
+    try:
+        wait_for(lambda: client.get(keys.detector_status), 300, "the detector owner to start")
+        assert frontend.ingest(body(first), T0).accepted == 60
+        status = lambda: json.loads(client.get(keys.detector_status))  # noqa: E731
+        wait_for(lambda: status()["processed"] == 60, 120, "the owner to apply the first events")
+        before = status()
+        alerts_before = json.loads(client.get(keys.alerts))
+        kill9(doomed)
+    finally:
+        if doomed.poll() is None:
+            kill9(doomed)
+    assert before["snapshot_seq"] >= 1 and [a["kind"] for a in alerts_before] == ["over_refusal"]
+    # Applied but not yet in a snapshot: the new owner must replay exactly these.
+    assert client.xpending(keys.scored, DETECTOR_GROUP)["pending"] > 0
+
+    assert frontend.ingest(body(second), T0).accepted == 60
+    killed_at = time.monotonic()
+    standby = detector_owner(tuned, embedder, build_detectors(tuned))
+    det = Background(standby.run)
+    try:
+        wait_for(standby.owning.is_set, 30, "the standby to take over")
+        assert time.monotonic() - killed_at < 2 * settings.lease_ttl_seconds + 1
+        wait_for(lambda: standby.service.counts.processed == 120, 120, "every event to be applied")
+        time.sleep(0.5)
+        assert (standby.service.counts.judged, standby.redelivered) == (120, 0)
+        alerts = [a.to_dict() for a in standby.service.alerts("all")]
+        assert [(a["id"], a["started_at"]) for a in alerts] == [(a["id"], a["started_at"]) for a in alerts_before]
+
+        # The same events through one uninterrupted service give the same detector state.
+        reference = build_service(tuned.model_copy(update={"redis_url": None}), embedder=embedder)
+        reference.process_batch([(Event(**e), 1.0) for e in first + second])
+        assert standby.service.detectors.state_dict() == reference.detectors.state_dict()
+        assert [a.id for a in standby.service.alerts("all")] == [a.id for a in reference.alerts("all")]
+    finally:
+        det.close()
+        work.close()
+    assert det.result == ["stopped"]
+    assert json.loads(client.get(keys.detector_status))["owner"] == standby.owner

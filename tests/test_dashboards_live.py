@@ -91,9 +91,14 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
 
 
 @pytest.fixture(scope="module")
-def stack(embedder, tmp_path_factory) -> Iterator[Stack]:
-    binary("prometheus")  # skip early, before the model loads, when a binary is missing
+def binaries() -> None:
+    """Skip before the model loads when a binary is missing."""
+    binary("prometheus")
     binary("prometheus-alertmanager", "alertmanager")
+
+
+@pytest.fixture(scope="module")
+def stack(binaries, embedder, tmp_path_factory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("observability")
     with running_alertmanager(DEPLOY / "alertmanager" / "alertmanager.yml", work) as am_url:
         settings = Settings(

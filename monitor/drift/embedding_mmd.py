@@ -2,9 +2,12 @@
 
 Statistic. The squared maximum mean discrepancy (MMD²) between the prompt embeddings of the last
 ``window_events`` events and a reference sample (the first ``reference_events`` of the scope),
-under a Gaussian kernel on a PCA projection fitted on the reference (``pca_dims`` components,
-plus the distance from the PCA subspace as one more coordinate, so content in directions the
-reference barely used is not invisible; bandwidth by the median heuristic). The kernel is approximated with ``features``
+under a Gaussian kernel on a PCA projection (``pca_dims`` components, plus the distance from the
+PCA subspace as one more coordinate, so content in directions the reference barely used is not
+invisible; bandwidth by the median heuristic). The PCA is fitted on the first third of the
+reference and everything else (reference mean, bootstrap) uses the other two thirds: points a PCA
+was fitted on sit closer to its subspace than new points do (five standard errors of a window
+mean on MiniLM embeddings of real prompts), and that bias alone would fire false alarms. The kernel is approximated with ``features``
 random Fourier features (Rahimi & Recht, 2007), so MMD² is the squared distance between the mean
 feature vectors of window and reference, and sliding the window is a running sum instead of a
 kernel matrix.
@@ -68,22 +71,26 @@ class _ScopeWatch:
         """PCA, bandwidth, random features and the bootstrap threshold, all from the reference sample."""
         d = detector
         rng = np.random.default_rng([d.seed, zlib.crc32(scope.encode())])
-        ref = self.sample.astype(np.float64)
-        self.mean = ref.mean(axis=0)
-        centred = ref - self.mean
+        fit_part = self.sample[: len(self.sample) // 3].astype(np.float64)
+        mean = fit_part.mean(axis=0)
+        centred = fit_part - mean
         variances, vectors = np.linalg.eigh(centred.T @ centred)  # ascending; cheaper than an SVD of the sample
-        self.components = vectors[:, ::-1][:, : d.pca_dims].T.copy()
+        # live events are mapped in float32 (half the cost); the reference goes through the same path
+        self.mean = mean.astype(np.float32)
+        self.components = np.ascontiguousarray(vectors[:, ::-1][:, : d.pca_dims].T, dtype=np.float32)
         self.explained = float(variances[::-1][: d.pca_dims].sum() / max(variances.sum(), 1e-300))
-        proj = self._coordinates(centred)
+        coords = self._coordinates(self.sample[len(self.sample) // 3 :])
+        proj = coords.astype(np.float64)
         self.coord_mean = proj.mean(axis=0)
         self.coord_scale = proj.std(axis=0) + 1e-12
         some = proj[rng.choice(len(proj), size=min(len(proj), 1000), replace=False)]
         sq = (some**2).sum(axis=1)
         dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * some @ some.T, 0.0)
         bandwidth = math.sqrt(float(np.median(dist2[np.triu_indices(len(some), 1)]))) or 1.0
-        self.omega = rng.normal(0.0, 1.0 / bandwidth, size=(d.features, d.pca_dims + 1))
-        self.phase = rng.uniform(0.0, 2.0 * math.pi, size=d.features)
-        feats = self._features(proj)
+        self.omega_t = rng.normal(0.0, 1.0 / bandwidth, size=(d.pca_dims + 1, d.features)).astype(np.float32)
+        self.phase = rng.uniform(0.0, 2.0 * math.pi, size=d.features).astype(np.float32)
+        self.feature_scale = math.sqrt(2.0 / d.features)
+        feats = self._features(coords).astype(np.float64) * self.feature_scale
         self.ref_mean = feats.mean(axis=0)
         self.threshold, self.resolve_threshold = _calibrate(feats - self.ref_mean, d, rng)
         self.ring = np.zeros((d.blocks, d.features))
@@ -94,21 +101,23 @@ class _ScopeWatch:
         self.fitted = True
         del self.sample
 
-    def _coordinates(self, centred: np.ndarray) -> np.ndarray:
-        """PCA coordinates and, last, the distance from the PCA subspace."""
+    def _coordinates(self, embeddings: np.ndarray) -> np.ndarray:
+        """float32 PCA coordinates and, last, the distance from the PCA subspace."""
+        centred = embeddings - self.mean
         proj = centred @ self.components.T
-        off = np.sqrt(np.maximum((centred**2).sum(axis=1) - (proj**2).sum(axis=1), 0.0))
+        off = np.sqrt(np.maximum(np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", proj, proj), 0.0))
         return np.concatenate([proj, off[:, None]], axis=1)
 
-    def _features(self, proj: np.ndarray) -> np.ndarray:
-        return math.sqrt(2.0 / len(self.phase)) * np.cos(proj @ self.omega.T + self.phase)
+    def _features(self, coords: np.ndarray) -> np.ndarray:
+        """Random Fourier features, without their constant scale (applied to sums)."""
+        return np.cos(coords @ self.omega_t + self.phase)
 
     def add_block(self, embeddings: np.ndarray, times: np.ndarray) -> bool:
         """Slide the window by one block; True when the window is full and the statistic was tested."""
-        proj = self._coordinates(embeddings.astype(np.float64) - self.mean)
+        coords = self._coordinates(embeddings)
         slot = self.blocks_seen % len(self.ring)
-        self.ring[slot] = self._features(proj).sum(axis=0)
-        self.ring_coords[slot] = proj.sum(axis=0)
+        self.ring[slot] = self._features(coords).sum(axis=0, dtype=np.float64) * self.feature_scale
+        self.ring_coords[slot] = coords.sum(axis=0, dtype=np.float64)
         self.ring_start[slot], self.ring_end[slot] = times[0], times[-1]
         self.blocks_seen += 1
         if self.blocks_seen < len(self.ring):
@@ -168,7 +177,7 @@ class EmbeddingMMDDetector:
     Parameters
     ----------
     reference_events
-        Events of a scope that form its reference sample (and fit its PCA).
+        Events of a scope that form its reference: the first third fits the PCA, the rest is the reference sample.
     window_events, block_events
         Sliding window compared with the reference, and how often it is tested (``window_events``
         must be a multiple of ``block_events``).
@@ -205,7 +214,7 @@ class EmbeddingMMDDetector:
     def __init__(
         self,
         *,
-        reference_events: int = 2_000,
+        reference_events: int = 3_000,
         window_events: int = 500,
         block_events: int = 25,
         pca_dims: int = 24,
@@ -220,8 +229,8 @@ class EmbeddingMMDDetector:
     ) -> None:
         if block_events < 1 or window_events < block_events or window_events % block_events:
             raise ValueError(f"window_events ({window_events}) must be a positive multiple of block_events ({block_events})")
-        if pca_dims < 1 or reference_events <= pca_dims:
-            raise ValueError(f"need 1 <= pca_dims < reference_events, got pca_dims={pca_dims}, reference_events={reference_events}")
+        if pca_dims < 1 or reference_events < 3 * pca_dims:
+            raise ValueError(f"need 1 <= pca_dims <= reference_events / 3, got pca_dims={pca_dims}, reference_events={reference_events}")
         if features < 2:
             raise ValueError(f"features must be at least 2, got {features}")
         if not expected_run_time > window_events:
@@ -264,9 +273,11 @@ class EmbeddingMMDDetector:
 
     def _embeddings(self, batch: Sequence[ScoredEvent]) -> np.ndarray:
         try:
-            emb = np.stack([np.asarray(e.prompt_embedding, dtype=np.float32).reshape(-1) for e in batch])
+            emb = np.asarray([e.prompt_embedding for e in batch], dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"prompt_embedding: every event needs a vector of one length ({exc})") from None
+        if emb.ndim != 2:
+            raise ValueError(f"prompt_embedding must be a 1-d vector per event, got shape {emb.shape[1:]}")
         if self._dim is None:
             self._dim = emb.shape[1]
         if emb.shape[1] != self._dim:
@@ -317,7 +328,7 @@ class EmbeddingMMDDetector:
             "alarm_at": None if math.isnan(watch.alarm_at) else watch.alarm_at,
             "window_events": self.window_events,
             **watch.window_evidence(self.window_events),
-            "reference_events": self.reference_events,
+            "reference_events": self.reference_events - self.reference_events // 3,
             "pca_dims": self.pca_dims,
             "pca_explained_variance": round(watch.explained, 4),
             "expected_run_time_events": self.expected_run_time,

@@ -275,3 +275,23 @@ def test_killed_detector_owner_is_replaced_within_the_lease_and_state_continues(
         work.close()
     assert det.result == ["stopped"]
     assert json.loads(client.get(keys.detector_status))["owner"] == standby.owner
+
+
+def test_worker_and_api_ride_out_a_redis_restart(embedder):
+    with private_redis() as server:
+        settings = Settings(judge="prototype", redis_url=server.url, redis_timeout_seconds=0.2, batch_size=8)
+        keys, frontend = StreamKeys(settings.state_key_prefix), build_frontend(settings)
+        worker = build_worker(settings, embedder)
+        work = Background(worker.run)
+        try:
+            assert frontend.ingest(body(events(0, [COMPLY] * 4, prefix="r")), T0).accepted == 4
+            wait_for(lambda: worker.processed == 4, 60, "the first events")
+            server.kill()
+            assert frontend.ingest(body(events(4, [COMPLY] * 4, prefix="r")), T0).unavailable
+            server.start()  # same port, empty: no stream, no consumer groups
+            assert frontend.ingest(body(events(4, [COMPLY] * 4, prefix="r")), T0).accepted == 4
+            wait_for(lambda: worker.processed == 8, 60, "the worker to recreate its group and go on")
+            assert server.client().xlen(keys.scored) == 1
+        finally:
+            work.close()
+        assert work.thread.is_alive() is False

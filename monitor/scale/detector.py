@@ -31,7 +31,7 @@ from monitor.events import ScoredEvent
 from monitor.ingest.dedup import RecentIds
 from monitor.pipeline.service import MonitorService
 from monitor.scale.lease import Lease
-from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_scored, ensure_group
+from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_scored, ensure_group, group_missing
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.state.snapshots import SnapshotError, decode, encode
 
@@ -132,6 +132,10 @@ class DetectorOwner:
         except UNAVAILABLE_ERRORS as exc:
             log.warning("detector owner %s: redis unavailable, retrying: %s", self.owner, exc)
             stop.wait(0.5)
+        except redis.exceptions.ResponseError as exc:
+            if not group_missing(exc):
+                raise
+            ensure_group(self.client, self.keys.scored, DETECTOR_GROUP)  # Redis lost its data; the lease check decides the rest
 
     def _take_over(self) -> None:
         data = self.client.get(self.keys.snapshot)

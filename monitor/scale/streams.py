@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import pickle
 from dataclasses import asdict, dataclass
-from typing import Sequence
-
 import redis
 
 from monitor.events import Event, ScoredEvent
@@ -112,5 +110,6 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
-def entry_ids(entries: Sequence[tuple[bytes, dict]]) -> list[bytes]:
-    return [entry_id for entry_id, _ in entries]
+def group_missing(exc: redis.exceptions.ResponseError) -> bool:
+    """The stream or its group is gone: Redis restarted without its data (or someone deleted them)."""
+    return "NOGROUP" in str(exc) or "no such key" in str(exc)

@@ -31,6 +31,7 @@ from monitor.scale.streams import (
     decode_event,
     encode_scored,
     ensure_group,
+    group_missing,
 )
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 
@@ -76,6 +77,12 @@ class StreamWorker:
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("worker %s: redis unavailable, retrying: %s", self.consumer, exc)
                 stop.wait(1.0)
+            except redis.exceptions.ResponseError as exc:
+                if not group_missing(exc):
+                    raise
+                log.warning("worker %s: consumer group gone (Redis restarted without its data?): recreating", self.consumer)
+                ensure_group(self.client, self.keys.events, WORKERS_GROUP)
+                ensure_group(self.client, self.keys.scored, DETECTOR_GROUP)
 
     def step(self) -> int:
         """Handle one batch; returns how many stream entries it consumed (0 when idle or held back)."""

@@ -189,7 +189,8 @@ def test_json_webhook_gets_each_transition_with_links():
     assert fired["source"] == "llmsafety-monitor" and fired["version"] == "1"
     [a] = fired["alerts"]
     assert (a["status"], a["kind"], a["scope"], a["key"], a["severity"]) == ("firing", "category_share", "global", "self_harm", "warning")
-    assert a["links"] == {"alert": f"https://monitor.example/v1/alerts/{a['id']}"}
+    assert a["links"]["alert"] == f"https://monitor.example/v1/alerts/{a['id']}"
+    assert a["links"]["report"].startswith("https://monitor.example/v1/reports?reference=")
     assert a["started_at"] == "2026-01-01T00:00:00Z" and a["resolved_at"] is None
     [r] = resolved["alerts"]
     assert (r["id"], r["status"], r["resolved_at"]) == (a["id"], "resolved", "2026-01-01T00:10:00Z")

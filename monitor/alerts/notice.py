@@ -5,7 +5,8 @@ delivery runs in threads of its own, so it takes a snapshot at the transition (n
 can be large, and receivers follow the evidence link instead).
 
 >>> notice = Notice("3f2a", "category_share/global/self_harm", "category_share", "global", "self_harm",
-...                 "self_harm", "warning", "firing", 1767225600.0, None, "self_harm share 12% (baseline 1%)")
+...                 "self_harm", "warning", "firing", 1767225600.0, None, "self_harm share 12% (baseline 1%)",
+...                 {"alert": "/v1/alerts/3f2a"})
 >>> notice.alertname
 'LLMSafetyCategoryShare'
 >>> notice.links("http://monitor:8000/")
@@ -16,13 +17,12 @@ can be large, and receivers follow the evidence link instead).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from monitor.alerts.engine import Alert
+from monitor.alerts.links import evidence_links
 
-# Kinds whose key is an emerging-cluster id with its own evidence page at /v1/clusters/{id}.
-CLUSTER_KINDS = frozenset({"emerging_category"})
 SOURCE = "llmsafety-monitor"  # the `source` label of every alert this service pushes
 
 
@@ -50,12 +50,13 @@ class Notice:
     started_at: float
     resolved_at: float | None
     summary: str
+    paths: dict[str, str] = field(default_factory=dict)  # root-relative evidence links, from evidence_links
 
     @classmethod
     def from_alert(cls, alert: Alert) -> Notice:
         return cls(
             alert.id, alert.fingerprint, alert.kind, alert.scope, alert.key, alert.category,
-            alert.severity, alert.status, alert.started_at, alert.resolved_at, alert.summary,
+            alert.severity, alert.status, alert.started_at, alert.resolved_at, alert.summary, evidence_links(alert),
         )
 
     @property
@@ -74,7 +75,4 @@ class Notice:
     def links(self, base_url: str) -> dict[str, str]:
         """Evidence pages on this service; ``base_url`` "" gives root-relative links."""
         base = base_url.rstrip("/")
-        out = {"alert": f"{base}/v1/alerts/{self.id}"}
-        if self.kind in CLUSTER_KINDS and self.key:
-            out["cluster"] = f"{base}/v1/clusters/{self.key}"
-        return out
+        return {name: base + path for name, path in self.paths.items()}

@@ -11,7 +11,7 @@ sent once with ``endsAt`` at the resolution. ``startsAt``/``endsAt`` are the ale
 clamped to the delivery moment, because Alertmanager compares them with its own clock.
 
 >>> n = Notice("a1", "category_share/global/self_harm", "category_share", "global", "self_harm",
-...            "self_harm", "critical", "firing", 1767225600.0, None, "self_harm share up")
+...            "self_harm", "critical", "firing", 1767225600.0, None, "self_harm share up", {"alert": "/v1/alerts/a1"})
 >>> body = alertmanager_alert(n, now=1767225700.0, base_url="http://monitor:8000", expiry_s=240.0)
 >>> body["labels"]
 {'alertname': 'LLMSafetyCategoryShare', 'kind': 'category_share', 'scope': 'global', 'severity': 'critical', 'source': 'llmsafety-monitor', 'key': 'self_harm', 'category': 'self_harm'}

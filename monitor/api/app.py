@@ -20,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports
 from monitor.api.deps import NotReady, error_response, get_service
+from monitor.alerts.engine import Alert
+from monitor.alerts.links import evidence_links
 from monitor.config import Settings
 from monitor.ingest.parsing import BodyError, parse_body
 from monitor.ingest.schema import EventIn
@@ -157,14 +159,14 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     async def alerts(
         status: Literal["firing", "pending", "resolved", "all"] = Query("all"), service: MonitorService = Depends(get_service)
     ) -> Response:
-        return JSONResponse({"alerts": [a.to_dict() for a in service.alerts(status)]})
+        return JSONResponse({"alerts": [_alert_json(a) for a in service.alerts(status)]})
 
     @app.get("/v1/alerts/{alert_id}", summary="One alert with its evidence")
     async def alert(alert_id: str, service: MonitorService = Depends(get_service)) -> Response:
         found = service.alert(alert_id)
         if found is None:
             return error_response(404, f"alert_id: no alert {alert_id!r}")
-        return JSONResponse(found.to_dict())
+        return JSONResponse(_alert_json(found))
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
     async def metrics() -> Response:
@@ -190,6 +192,11 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         app.include_router(router)
     _register_schema(app)
     return app
+
+
+def _alert_json(alert: Alert) -> dict[str, Any]:
+    """An alert with root-relative links to its evidence (the alert, its cluster, the covering drift report)."""
+    return {**alert.to_dict(), "links": evidence_links(alert)}
 
 
 def _register_schema(app: FastAPI) -> None:

@@ -555,7 +555,6 @@ class EmergingClusterDetector:
             nearest, distance = self._regions.categories[int(best[0])], float(1.0 - sim[0])
         order = np.argsort(-(np.stack([m.z for m in cluster.exemplars]) @ centroid), kind="stable")
         recent, share, growth = self._recent(st, cluster)
-        status: ClusterStatus = "emerging" if cluster.active else ("dormant" if recent < 1.0 else "tracking")
         return ClusterSummary(
             id=cluster.id,
             scope=scope,
@@ -569,8 +568,21 @@ class EmergingClusterDetector:
             exemplars=tuple(cluster.exemplars[i].text for i in order[: self.max_exemplars]),
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
-            status=status,
+            status=self._status(cluster, recent),
         )
+
+    @staticmethod
+    def _status(cluster: _Cluster, recent: float) -> ClusterStatus:
+        return "emerging" if cluster.active else ("dormant" if recent < 1.0 else "tracking")
+
+    def status_counts(self) -> dict[tuple[str, ClusterStatus], int]:
+        """Clusters per (scope, status), cheap enough for every batch (no keywords): for metrics."""
+        counts: dict[tuple[str, ClusterStatus], int] = {}
+        for scope, st in self._scopes.items():
+            for cluster in st.clusters.values():
+                key = (scope, self._status(cluster, self._recent(st, cluster)[0]))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def clusters(self, scope: str = "global") -> list[ClusterSummary]:
         """Clusters of ``scope``, alerting first, then by share of traffic; keywords computed fresh."""

@@ -335,7 +335,18 @@ class MonitorService:
         m.stage_seconds.labels(stage="detect").observe(detect_seconds)
         self.latency["detect"].add(detect_seconds)
         m.export_readings(readings)
+        self._export_cluster_counts()
         self._export_transitions(transitions)
+
+    def _export_cluster_counts(self) -> None:
+        detector = self.detectors.get(EmergingClusterDetector.name)
+        if not isinstance(detector, EmergingClusterDetector):
+            return
+        with self._state_lock:
+            counts = detector.status_counts()
+        for scope in detector.scopes():
+            for status in ("tracking", "emerging", "dormant"):
+                self.metrics.emerging_clusters.labels(scope=scope, status=status).set(counts.get((scope, status), 0))
 
     def _export_transitions(self, transitions: list[Transition]) -> None:
         m = self.metrics

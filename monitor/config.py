@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     # --- state ---
     redis_url: str | None = Field(
         None,
-        description="Redis for shared, durable state (redis://, rediss:// or unix:// URL); unset: in-memory state, "
+        description="Redis for shared, durable state (redis://, rediss://, unix:// or redis+sentinel://host:26379/<master>/<db> "
+        "URL); unset: in-memory state, "
         "lost on restart. Snapshots are pickles: the Redis must be trusted (private network, ACL/password).",
     )
     state_key_prefix: str = Field("llmsafety:", min_length=1, description="Prefix of every Redis key this monitor writes.")
@@ -197,8 +198,8 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError(f"must be a redis://, rediss://, unix:// or redis+sentinel:// URL, got {value!r}")
         return value
 
     @field_validator("detectors")

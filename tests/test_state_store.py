@@ -11,7 +11,7 @@ from monitor.state.memory import MemoryStateStore
 from monitor.state.redis_store import RedisStateStore
 from monitor.state.snapshots import FORMAT_VERSION, SnapshotError, decode, encode
 from monitor.state.store import StateStore, StoreUnavailable
-from tests.helpers.redis import private_redis
+from tests.helpers.redis import private_redis, private_sentinel
 from tests.helpers.server import free_port
 
 
@@ -106,3 +106,17 @@ def test_snapshot_round_trip_keeps_state_and_adds_format_and_seq():
 def test_unusable_snapshots_are_refused_with_a_clear_error(data, message):
     with pytest.raises(SnapshotError, match=message):
         decode(data)
+
+
+def test_redis_store_finds_the_primary_through_sentinel(redis_server, tmp_path):
+    with private_sentinel(redis_server, tmp_path) as url:
+        prefix = f"test:{uuid.uuid4().hex}:"
+        store = RedisStateStore.from_url(url, key_prefix=prefix)
+        assert store.add_ids(["via-sentinel"]) == [True]
+        assert redis_server.client().exists(f"{prefix}id:via-sentinel")
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://127.0.0.1:26379", "redis+sentinel://:pw@/mymaster"])
+def test_a_sentinel_url_without_master_or_host_is_refused_naming_the_setting(url):
+    with pytest.raises(ValueError, match="redis_url: expected redis\\+sentinel://"):
+        RedisStateStore.from_url(url)

@@ -15,15 +15,18 @@ recovers when Redis is back without anyone restarting it.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from monitor.state.store import StoreUnavailable
 
 T = TypeVar("T")
+SENTINEL_SCHEME = "redis+sentinel://"
 
 # Errors that mean "Redis cannot take this now" (down, restarting, failing over, out of memory),
 # as opposed to a bug in how we call it, which should still raise as itself.
@@ -37,14 +40,32 @@ UNAVAILABLE_ERRORS = (
 
 
 def connect(url: str, timeout_seconds: float = 1.0) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that fails fast when Redis is down."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
-    )
+    """A client for ``url`` that fails fast when Redis is down.
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` name one server;
+    ``redis+sentinel://[:password@]host:26379[,host:26379...]/<master name>[/<db>]`` asks Sentinel for
+    the current primary and follows it through failovers (the password is the primary's).
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
+    }
+    if not url.startswith(SENTINEL_SCHEME):
+        return redis.Redis.from_url(url, **options)
+    parsed = urlsplit(url)
+    auth, _, hosts = parsed.netloc.rpartition("@")
+    password = unquote(auth.partition(":")[2]) or None if auth else None
+    nodes = []
+    for node in hosts.split(","):
+        host, _, port = node.partition(":")
+        nodes.append((host, int(port or 26379)))
+    path = [part for part in parsed.path.split("/") if part]
+    if not path or not all(host for host, _ in nodes):
+        raise ValueError(f"redis_url: expected {SENTINEL_SCHEME}host:26379[,host:port]/<master name>[/<db>], got {url!r}")
+    sentinel = Sentinel(nodes, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
+    return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0, password=password, **options)
 
 
 class RedisStateStore:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -60,3 +61,29 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@contextmanager
+def private_sentinel(server: RedisServer, workdir: Path, master: str = "mymaster") -> Iterator[str]:
+    """A Sentinel (redis-server --sentinel) watching ``server``; yields its redis+sentinel:// URL."""
+    port = free_port()
+    conf = workdir / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {master} 127.0.0.1 {server.port} 1\n")
+    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.sentinel_get_master_addr_by_name(master):
+                    break
+            except redis.exceptions.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("sentinel did not start")
+            time.sleep(0.05)
+        yield f"redis+sentinel://127.0.0.1:{port}/{master}/0"
+    finally:
+        client.close()
+        proc.kill()
+        proc.wait(timeout=10)

@@ -295,3 +295,12 @@ def test_worker_and_api_ride_out_a_redis_restart(embedder):
         finally:
             work.close()
         assert work.thread.is_alive() is False
+
+
+def test_api_replica_points_detector_only_routes_to_the_detector_role(settings):
+    with running_server(settings.model_copy(update={"role": "api"}), build_frontend) as front:
+        for method, path in [("post", "/v1/feedback"), ("get", "/v1/clusters"), ("get", "/v1/clusters/c1")]:
+            resp = front.client.request(method.upper(), path, json=[{"event_id": "x", "unsafe": True}] if method == "post" else None)
+            assert resp.status_code == 503, path
+            assert "served by the detector role" in resp.json()["error"]
+        assert front.client.get("/readyz").json()["judge_version"].startswith("unknown")

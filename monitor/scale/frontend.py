@@ -20,6 +20,7 @@ from typing import Any, Callable
 import redis
 
 from monitor.alerts.engine import Alert
+from monitor.api.deps import NotReady
 from monitor.config import Settings
 from monitor.events import ScoredEvent
 from monitor.export.metrics import MonitorMetrics
@@ -178,3 +179,16 @@ class StreamFrontend:
 
     def alert(self, alert_id: str) -> Alert | None:
         return next((a for a in self.alerts("all") if a.id == alert_id), None)
+
+    # ---------------------------------------------------------------- detector-only features
+    def _detector_only(self, what: str) -> NotReady:
+        return NotReady(f"{what} is served by the detector role (monitor serve --role detector), not by api replicas", self.settings.retry_after_seconds)
+
+    def observe_feedback(self, labels: list) -> Any:
+        raise self._detector_only("/v1/feedback")
+
+    def clusters(self, scope: str) -> Any:
+        raise self._detector_only("/v1/clusters")
+
+    def find_cluster(self, cluster_id: str) -> Any:
+        raise self._detector_only("/v1/clusters")

@@ -246,3 +246,14 @@ def test_adwin_baseline_save_restore_continues_identically():
     got += feed(second, events[8_960:])
     assert got == expected and any(c.active for c in expected)
     assert second.readings() == whole.readings()
+
+
+def test_category_absent_from_the_reference_is_watched_without_false_alarms():
+    """A category never seen in the warm-up used to make calibration fail for the whole scope."""
+    det = CategoryShareDetector(CATS, warmup_events=1500, expected_run_time=200_000)
+    quiet = feed(det, stream(11, [(1500, {"self_harm": 0.05}), (40_000, {"self_harm": 0.05})]))
+    assert quiet == []
+    risen = feed(det, stream(12, [(3000, {"self_harm": 0.05, "privacy_violation": 0.02})], start=41_500.0))
+    fired = [c for c in risen if c.active and c.key == "privacy_violation"]
+    assert fired and fired[0].at < 41_500 + 1000
+    assert fired[0].evidence["reference_share"] < 0.001

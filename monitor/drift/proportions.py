@@ -71,6 +71,28 @@ SCALE = 2.0**32
 _UNTESTABLE_FALL = 1e-3
 
 
+def _guarded_rise(p0: float, k: int, n: int, ratio: float) -> float:
+    """The rate a rise test is tuned to: ``ratio`` times the reference odds, raised where needed so
+    that the reference's posterior puts under ``_UNTESTABLE_FALL`` of its mass above the test's
+    neutral rate.
+
+    A rare key seen few times (or never) in the reference may truly sit well above its point
+    estimate; a test tuned to twice that estimate would then drift up on stationary traffic, and
+    no threshold could hold its false-alarm rate. So the shift it detects grows with the
+    reference's uncertainty: a key never seen in 1,500 events is watched for a rise past ~0.4%.
+
+    >>> round(_guarded_rise(0.05, 250, 5000, 2.0), 4)  # a well-measured share: the plain 2x odds
+    0.0952
+    >>> round(_guarded_rise(0.5 / 1501, 0, 1500, 2.0), 4) > 0.003
+    True
+    """
+    p1 = odds_shift(p0, ratio)
+    ceiling = beta.ppf(1.0 - _UNTESTABLE_FALL, k + 0.5, n - k + 0.5)
+    while neutral_rate(*llr_steps(p0, p1)) < ceiling:
+        p1 = odds_shift(p1, 1.25)
+    return p1
+
+
 def _cusum_path(steps: np.ndarray, start: np.ndarray) -> np.ndarray:
     """``S_t = max(0, S_{t-1} + steps_t)`` for every row at once: ``S_t = P_t - min(-S_0, min_{j<=t} P_j)``."""
     partial = np.cumsum(steps, axis=0)
@@ -91,7 +113,7 @@ class _ScopeTests:
             k = reference.count(key)
             p0 = (k + 0.5) / (n + 1.0)
             for rising in (True, False):
-                p1 = odds_shift(p0, ratio if rising else 1.0 / ratio)
+                p1 = _guarded_rise(p0, k, n, ratio) if rising else odds_shift(p0, 1.0 / ratio)
                 one, zero = llr_steps(p0, p1)
                 if not rising and (drop_budget == 0 or beta.cdf(neutral_rate(one, zero), k + 0.5, n - k + 0.5) > _UNTESTABLE_FALL):
                     continue

@@ -101,7 +101,7 @@ def status(url: str = typer.Option(DEFAULT_URL, help="Monitor base URL.")) -> No
 @app.command(help="Replay the built-in demo stream against a running monitor and show what it found.")
 def demo(
     url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
-    events: int = typer.Option(3000, min=200, help="Events in the demo stream."),
+    events: int = typer.Option(8000, min=200, help="Events in the demo stream (the shift starts at 70%)."),
     seed: int = typer.Option(0, help="Seed of the demo stream."),
 ) -> None:
     import httpx

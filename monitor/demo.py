@@ -1,5 +1,6 @@
 """A small built-in event stream for ``monitor demo``: benign chat traffic, a little unsafe
-traffic, then a shift halfway through (self-harm prompts grow from 1% to 15% of traffic).
+traffic, then a shift (self-harm prompts grow from 1% to 15% of traffic) after ``shift_at``
+events, past the default detector warm-ups (5,000 events for category shares).
 
 Hand-written templates, seeded, one event per second of event time: the same seed gives the
 same stream, so the demo raises the same alerts every time.
@@ -55,12 +56,14 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(**{k: rng.choice(v) for k, v in FILL.items()})
 
 
-def demo_stream(n_events: int = 3000, seed: int = 0) -> list[dict]:
+def demo_stream(n_events: int = 8000, seed: int = 0, shift_at: int | None = None) -> list[dict]:
+    """``shift_at`` defaults to 70% of the stream."""
     rng = random.Random(seed)
     unsafe_templates = [t for ts in UNSAFE.values() for t in ts]
+    shift_at = int(n_events * 0.7) if shift_at is None else shift_at
     events = []
     for i in range(n_events):
-        shifted = i >= n_events // 2
+        shifted = i >= shift_at
         roll = rng.random()
         if roll < (0.15 if shifted else 0.01):
             prompt, response = _fill(rng.choice(SELF_HARM), rng), REFUSAL

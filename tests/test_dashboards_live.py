@@ -113,7 +113,7 @@ def stack(binaries, embedder, tmp_path_factory) -> Iterator[Stack]:
             with running_prometheus(prometheus_config(server.url, am_url, work), work) as prom_url:
                 stack = Stack(server, prom_url, am_url, time.time())
                 wait_for("first scrape", lambda: stack.prom("/api/v1/query", query='up{job="llmsafety-monitor"} == 1')["result"])
-                events = demo_stream(N_EVENTS)
+                events = demo_stream(N_EVENTS, shift_at=N_EVENTS // 2)
                 for i in range(0, N_EVENTS, 200):
                     assert server.client.post("/v1/events", json=events[i : i + 200]).status_code == 202
                 server.wait_processed(timeout=180)

@@ -120,7 +120,7 @@ class AdwinShareDetector:
     def _advance(self, scope: str, state: _AdwinScope, x: np.ndarray, events: list[ScoredEvent], rows: np.ndarray) -> list[tuple[int, Condition]]:
         monitored_from = 0
         if state.warmup is not None:
-            monitored_from = state.warmup.absorb(x)
+            monitored_from = state.warmup.absorb(x, np.fromiter((e.event.timestamp for e in events), dtype=float, count=len(events)))
             if state.warmup.done:
                 state.reference, state.warmup = state.warmup.reference(), None
             else:
@@ -158,6 +158,8 @@ class AdwinShareDetector:
             "reference_share": ref.share(key),
             "reference_ci95": list(wilson_interval(ref.count(key), ref.events)),
             "reference_events": ref.events,
+            "reference_start": ref.start,
+            "reference_end": ref.end,
             "share_before_change": state.before_cut[j],
             "current_share": share,
             "current_ci95": list(wilson_interval(round(share * width), width)),
@@ -186,7 +188,9 @@ class AdwinShareDetector:
                 scope: {
                     "adwins": copy.deepcopy(state.adwins),
                     "warmup": None if state.warmup is None else state.warmup.state_dict(),
-                    "reference": None if state.reference is None else (state.reference.events, dict(state.reference.counts)),
+                    "reference": None if state.reference is None else (
+                        state.reference.events, dict(state.reference.counts), state.reference.start, state.reference.end
+                    ),
                     "active": list(state.active),
                     "detected_at": list(state.detected_at),
                     "before_cut": list(state.before_cut),

@@ -226,6 +226,8 @@ class _ScopeTests:
             "reference_share": ref_k / ref.events,
             "reference_ci95": list(wilson_interval(ref_k, ref.events)),
             "reference_events": ref.events,
+            "reference_start": ref.start,
+            "reference_end": ref.end,
             "current_share": k / n if n else None,
             "current_ci95": list(wilson_interval(k, n)),
             "current_events": n,
@@ -241,14 +243,14 @@ class _ScopeTests:
 
     def state_dict(self) -> dict[str, Any]:
         state = {name: getattr(self, name).copy() for name in self.ARRAYS}
-        state["reference"] = (self.reference.events, dict(self.reference.counts))
+        ref = self.reference
+        state["reference"] = (ref.events, dict(ref.counts), ref.start, ref.end)
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _ScopeTests:
         tests = cls.__new__(cls)
-        events, counts = state["reference"]
-        tests.reference = ShareReference(events, counts)
+        tests.reference = ShareReference(*state["reference"])
         for name in cls.ARRAYS:
             setattr(tests, name, np.array(state[name]))
         tests.everything = np.ones(len(tests.key_of), dtype=bool)
@@ -336,7 +338,7 @@ class CategoryShareDetector:
                 tests = self._start(scope, self.reference)
             elif tests is None:
                 warm = self._warmups.setdefault(scope, ShareWarmUp(self.warmup_events, self.keys))
-                taken = warm.absorb(x)
+                taken = warm.absorb(x, t)
                 if not warm.done:
                     continue
                 tests = self._start(scope, warm.reference())

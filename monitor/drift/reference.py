@@ -78,10 +78,16 @@ class ShareKeys:
 
 @dataclass(frozen=True, slots=True)
 class ShareReference:
-    """How many of ``events`` reference events counted for each key (missing keys counted 0)."""
+    """How many of ``events`` reference events counted for each key (missing keys counted 0).
+
+    ``start``/``end`` are the event times the reference spans, when it came from a warm-up (a
+    stored reference has none); alerts carry them so their drift report compares the same period.
+    """
 
     events: int
     counts: Mapping[str, int] = field(default_factory=dict)
+    start: float | None = None
+    end: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.events, (int, np.integer)) or self.events < 1:
@@ -115,25 +121,31 @@ class ShareWarmUp:
         self.keys = tuple(keys)
         self.events = 0
         self.counts = np.zeros(len(self.keys), dtype=np.int64)
+        self.start: float | None = None
+        self.end: float | None = None
 
     @property
     def done(self) -> bool:
         return self.events >= self.size
 
-    def absorb(self, indicators: np.ndarray) -> int:
-        """Count the leading rows the warm-up still needs; return how many it took."""
+    def absorb(self, indicators: np.ndarray, times: np.ndarray) -> int:
+        """Count the leading rows the warm-up still needs (``times``: their event times); return how many it took."""
         take = min(self.size - self.events, len(indicators))
         if take > 0:
             self.counts += indicators[:take].sum(axis=0)
             self.events += take
+            first, last = float(times[:take].min()), float(times[:take].max())
+            self.start = first if self.start is None else min(self.start, first)
+            self.end = last if self.end is None else max(self.end, last)
         return take
 
     def reference(self) -> ShareReference:
-        return ShareReference(self.events, {k: int(c) for k, c in zip(self.keys, self.counts)})
+        return ShareReference(self.events, {k: int(c) for k, c in zip(self.keys, self.counts)}, self.start, self.end)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "counts": self.counts.tolist()}
+        return {"events": self.events, "counts": self.counts.tolist(), "start": self.start, "end": self.end}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.events = int(state["events"])
         self.counts = np.asarray(state["counts"], dtype=np.int64)
+        self.start, self.end = state.get("start"), state.get("end")

@@ -5,12 +5,12 @@ Statistic. The squared maximum mean discrepancy (MMD²) between the prompt embed
 under a Gaussian kernel on a PCA projection (``pca_dims`` components, plus the distance from the
 PCA subspace as one more coordinate, so content in directions the reference barely used is not
 invisible; bandwidth by the median heuristic). The PCA is fitted on the first third of the
-reference and everything else (reference mean, bootstrap) uses the other two thirds: points a PCA
-was fitted on sit closer to its subspace than new points do (five standard errors of a window
-mean on MiniLM embeddings of real prompts), and that bias alone would fire false alarms. The kernel is approximated with ``features``
-random Fourier features (Rahimi & Recht, 2007), so MMD² is the squared distance between the mean
-feature vectors of window and reference, and sliding the window is a running sum instead of a
-kernel matrix.
+reference and everything else (reference mean, bootstrap) uses the other two thirds: points a
+PCA was fitted on sit closer to its subspace than new points do (by five standard errors of a
+window mean on MiniLM embeddings of real prompts), and that bias alone fires false alarms. The
+kernel is approximated with ``features`` random Fourier features (Rahimi & Recht, 2007), so MMD²
+is the squared distance between the mean feature vectors of window and reference, and sliding
+the window is a running sum instead of a kernel matrix. Live events are mapped in float32.
 
 Online. Events are taken in blocks of ``block_events``; a full block is projected, mapped to
 features and summed into a ring of ``window_events / block_events`` block sums, and the
@@ -75,7 +75,7 @@ class _ScopeWatch:
         mean = fit_part.mean(axis=0)
         centred = fit_part - mean
         variances, vectors = np.linalg.eigh(centred.T @ centred)  # ascending; cheaper than an SVD of the sample
-        # live events are mapped in float32 (half the cost); the reference goes through the same path
+        # float32 mapping halves the cost per event; the reference goes through the same path
         self.mean = mean.astype(np.float32)
         self.components = np.ascontiguousarray(vectors[:, ::-1][:, : d.pca_dims].T, dtype=np.float32)
         self.explained = float(variances[::-1][: d.pca_dims].sum() / max(variances.sum(), 1e-300))

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from monitor.judge.heads import HeadsJudge, LinearHead, version_of, weights_blob
+from monitor.judge.heads import Head, HeadsJudge, version_of, weights_blob
+from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.verdict import SAFE, Judge, JudgeInput
 from monitor.taxonomy import load_taxonomy
 
@@ -15,24 +16,33 @@ DIM = 8
 CATS = ("drugs", "hate", "self_harm")
 
 
-def head(weights, threshold) -> LinearHead:
+def head(weights, threshold, hidden=None, bias=0.0) -> Head:
     w = np.asarray(weights, dtype=np.float32)
     k = w.shape[1]
-    return LinearHead(w, np.zeros(k, np.float32), np.ones(k, np.float32), np.zeros(k, np.float32),
-                      np.asarray(threshold, np.float32))
+    extra = {} if hidden is None else {"hidden_weights": hidden[0].astype(np.float32), "hidden_bias": hidden[1].astype(np.float32)}
+    return Head(w, np.full(k, bias, np.float32), np.ones(k, np.float32), np.zeros(k, np.float32),
+                np.asarray(threshold, np.float32), **extra)
 
 
 def make_judge() -> HeadsJudge:
-    # Prompt: dim 0 drives 'unsafe', dims 1-3 the categories. Refusal reads response dim 4.
-    wp = np.zeros((DIM, 4))
-    wp[0, 0], wp[1, 1], wp[2, 2], wp[3, 3] = 10, 10, 10, 10
-    wr = np.zeros((3 * DIM, 1))
+    # Prompt: dim 0 drives 'unsafe' (through a ReLU layer), dims 1-3 the categories. Refusal reads
+    # response dim 4 or a phrase.
+    hidden = (np.eye(DIM)[:, :2] * [1, -1], np.zeros(2))  # relu(x0), relu(-x0)
+    wu = np.array([[10.0], [-10.0]])
+    wc = np.zeros((DIM, 3))
+    wc[1, 0], wc[2, 1], wc[3, 2] = 10, 10, 10
+    wr = np.zeros((3 * DIM + 1, 1))
     wr[DIM + 5, 0] = 10  # response dim 5 -> harmful response
-    wf = np.zeros((DIM, 1))
+    wr[3 * DIM, 0] = 10  # compliance with an unsafe prompt -> harmful response
+    phrases = PhraseFeatures(["no way"], prefix_chars=20)
+    wf = np.zeros((DIM + 1, 1))
     wf[4, 0] = 10
-    heads = {"prompt": head(wp, [0.5] * 4), "response": head(wr, [0.5]), "refusal": head(wf, [0.5])}
+    wf[DIM, 0] = 10
+    heads = {"unsafe": head(wu, [0.5], hidden), "categories": head(wc, [0.5] * 3), "response": head(wr, [0.5], bias=-5.0),
+             "refusal": head(wf, [0.5])}
     manifest = {"format": 1, "version": version_of(weights_blob(heads), CATS), "categories": list(CATS),
-                "embedding": {"model": "synthetic", "dimension": DIM, "max_seq_length": 8}}
+                "embedding": {"model": "synthetic", "dimension": DIM, "max_seq_length": 8},
+                "heads": {"refusal": {"phrases": phrases.to_dict()}}}
     return HeadsJudge(heads, CATS, manifest)
 
 
@@ -78,6 +88,19 @@ def test_response_verdicts_when_there_is_a_response(judge):
     refusal, harmful = judge.judge([JudgeInput("q", vec(), "no", vec(4)), JudgeInput("q", vec(), "ok", vec(5))])
     assert refusal.refused is True and refusal.response_flagged is False
     assert harmful.refused is False and harmful.response_flagged is True
+
+
+def test_complying_with_an_unsafe_prompt_is_a_harmful_response(judge):
+    complied, refused = judge.judge([JudgeInput("bad", vec(0), "ok, here goes", vec()),
+                                     JudgeInput("bad", vec(0), "no", vec(4))])
+    assert complied.response_flagged is True and complied.refused is False
+    assert refused.response_flagged is False and refused.refused is True
+
+
+def test_refusal_phrase_counts_only_in_the_reply_opening(judge):
+    early, late = judge.judge([JudgeInput("q", vec(), "No way. Not doing it.", vec()),
+                               JudgeInput("q", vec(), "Here is a long answer... no way", vec())])
+    assert early.refused is True and late.refused is False
 
 
 def test_blank_prompt_is_a_valid_safe_verdict(judge):

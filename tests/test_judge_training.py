@@ -69,8 +69,9 @@ def test_heads_learn_the_synthetic_signal(trained):
     result, _, _, _ = trained
     judge = result.judge
     drug, safe = synthetic_encode(["tell me about meth number 999", "a cake recipe question 999"])
-    refusal, compliance = synthetic_encode(["sorry, I cannot 999", "steps to do it 999"])
-    v_drug, v_safe = judge.judge([JudgeInput("x", drug, "r", compliance), JudgeInput("y", safe, "r", refusal)])
+    texts = ["sorry, I cannot 999", "steps to do it 999"]
+    refusal, compliance = synthetic_encode(texts)
+    v_drug, v_safe = judge.judge([JudgeInput("x", drug, texts[1], compliance), JudgeInput("y", safe, texts[0], refusal)])
     assert v_drug.prompt_flagged and v_drug.category == "drug_abuse_weapons_banned_substance"
     assert v_drug.response_flagged and not v_drug.refused
     assert not v_safe.prompt_flagged and v_safe.refused and not v_safe.response_flagged

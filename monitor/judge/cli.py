@@ -47,6 +47,7 @@ def train(
     data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
     seed: int = typer.Option(0, help="Seed for splits and sampling."),
     cap: int = typer.Option(600, min=1, help="Most rows per (file, label combination)."),
+    safe_cap: int = typer.Option(2000, min=1, help="Most safe prompt-only rows per file (benign variety is cheap)."),
     max_seq_length: int = typer.Option(128, min=8, help="Tokens kept per text when embedding training data."),
     test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of prompts kept out for `judge eval`."),
     val_fraction: float = typer.Option(0.2, min=0.05, max=0.9, help="Share of prompts for calibration and thresholds."),
@@ -65,6 +66,7 @@ def train(
         raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
     tax = load_taxonomy(taxonomy)
     config = TrainConfig(seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, cap_per_stratum=cap,
+                         safe_prompt_cap=safe_cap,
                          holdout_origins=tuple(holdout), embedding_model=embedding_model, max_seq_length=max_seq_length)
     records = _records(data)
     encoder = embedder_encoder(_embedder(embedding_model, max_seq_length), embedding_cache)

@@ -194,11 +194,13 @@ def split_of(key: str, seed: int, test_fraction: float, val_fraction: float) -> 
     return "train"
 
 
-def stratified_cap(records: Sequence[Record], cap: int, seed: int) -> list[Record]:
+def stratified_cap(records: Sequence[Record], cap: int, seed: int, safe_prompt_cap: int | None = None) -> list[Record]:
     """At most ``cap`` records per (origin, label combination), chosen by a seeded shuffle.
 
     Stratifying keeps rare labels: a plain cap on the Alpaca file (25k harmless, 299 harmful) would
-    keep almost no harmful rows. Output keeps the input order.
+    keep almost no harmful rows. ``safe_prompt_cap`` (default ``cap``) applies instead to strata of
+    safe prompts without a response: they are cheap to embed, and the benign side needs the most
+    variety (live traffic is mostly benign, in every style). Output keeps the input order.
     """
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -206,7 +208,8 @@ def stratified_cap(records: Sequence[Record], cap: int, seed: int) -> list[Recor
     keep: list[int] = []
     for key in sorted(groups, key=repr):
         idx = groups[key]
-        if len(idx) > cap:
-            idx = sorted(random.Random(f"{seed}:{key!r}").sample(idx, cap))
+        limit = safe_prompt_cap if safe_prompt_cap is not None and key[1:] == (False, None, None) else cap
+        if len(idx) > limit:
+            idx = sorted(random.Random(f"{seed}:{key!r}").sample(idx, limit))
         keep.extend(idx)
     return [records[i] for i in sorted(keep)]

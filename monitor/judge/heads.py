@@ -1,11 +1,17 @@
-"""The default judge: calibrated linear heads on frozen sentence embeddings.
+"""The default judge: small calibrated heads on frozen sentence embeddings.
 
-Three heads, each a matrix product, a Platt calibration and per-output thresholds, all stored as
-plain numpy arrays (no pickles, so artifacts survive library upgrades):
+Four heads, each one or two matrix products, a Platt calibration and per-output thresholds, all
+stored as plain numpy arrays (no pickles, so artifacts survive library upgrades):
 
-- ``prompt``: prompt embedding -> [overall unsafe, one output per harm category] (multi-label);
-- ``response``: [prompt, response, prompt * response] -> response harmful given the prompt;
-- ``refusal``: response embedding -> the reply refuses or deflects (fully or partly).
+- ``unsafe``: prompt embedding -> overall unsafe (one ReLU hidden layer: a linear head caps out
+  when sources with different labelling conventions are mixed);
+- ``categories``: prompt embedding -> one output per harm category (multi-label, linear);
+- ``response``: [prompt, response, prompt * response, compliance] -> response harmful given the
+  prompt, where compliance = P(prompt unsafe) * (1 - P(refusal)) from the other heads: the labelled
+  response data (DiaSafety, DICES) is chit-chat, and without that feature the head misses an
+  assistant that complies with a harmful request;
+- ``refusal``: [response embedding, stock refusal phrases in the reply's opening] -> the reply
+  refuses or deflects (fully or partly); see :mod:`monitor.judge.refusal_phrases` for why.
 
 An artifact is a folder: ``manifest.json`` (version, taxonomy, embedding model, data summary),
 ``weights.npz`` and ``model_card.md``. ``monitor judge train`` writes one; the package ships
@@ -28,41 +34,68 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from monitor.judge.calibration import platt
+from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.verdict import SAFE, JudgeInput, Verdict
 from monitor.taxonomy import Taxonomy
 
 DEFAULT_ARTIFACT = Path(__file__).with_name("artifacts") / "default"
 ARTIFACT_FORMAT = 1
-HEAD_NAMES = ("prompt", "response", "refusal")
+HEAD_NAMES = ("unsafe", "categories", "response", "refusal")
 _FIELDS = ("weights", "bias", "scale", "shift", "threshold")
+_HIDDEN = ("hidden_weights", "hidden_bias")
 
 
-def response_features(prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
-    """The response head's input: both embeddings and their elementwise product (their interaction)."""
-    return np.hstack([prompt, response, prompt * response])
+def response_features(prompt: np.ndarray, response: np.ndarray, compliance: np.ndarray) -> np.ndarray:
+    """The response head's input: both embeddings, their elementwise product (their interaction) and
+    the compliance score (unsafe prompt, reply not refusing)."""
+    return np.hstack([prompt, response, prompt * response, np.asarray(compliance, np.float32)[:, None]])
+
+
+def compliance(unsafe: np.ndarray, refusal: np.ndarray) -> np.ndarray:
+    """Probability-like score that the reply goes along with an unsafe request."""
+    return np.asarray(unsafe) * (1.0 - np.asarray(refusal))
+
+
+def refusal_features(response: np.ndarray, texts: Sequence[str], phrases: PhraseFeatures) -> np.ndarray:
+    """The refusal head's input: the response embedding and its opening's refusal-phrase indicators."""
+    return np.hstack([response, phrases(texts)])
 
 
 @dataclass(frozen=True)
-class LinearHead:
-    """``k`` logistic outputs over ``d`` features, with Platt calibration and decision thresholds."""
+class Head:
+    """``k`` logistic outputs over ``d`` features, optionally through one ReLU hidden layer, with Platt
+    calibration and decision thresholds."""
 
-    weights: np.ndarray  # (d, k)
+    weights: np.ndarray  # (d or h, k)
     bias: np.ndarray  # (k,)
     scale: np.ndarray  # (k,) Platt slope on the logit
     shift: np.ndarray  # (k,) Platt intercept
     threshold: np.ndarray  # (k,) flag when probability >= threshold
+    hidden_weights: np.ndarray | None = None  # (d, h)
+    hidden_bias: np.ndarray | None = None  # (h,)
 
     def __post_init__(self) -> None:
-        d, k = self.weights.shape
+        k = self.weights.shape[1]
         for name in _FIELDS[1:]:
             if getattr(self, name).shape != (k,):
                 raise ValueError(f"head field {name!r} has shape {getattr(self, name).shape}, expected ({k},)")
+        if (self.hidden_weights is None) != (self.hidden_bias is None):
+            raise ValueError("a hidden layer needs both hidden_weights and hidden_bias")
+        if self.hidden_weights is not None and self.hidden_weights.shape[1] != self.weights.shape[0]:
+            raise ValueError("hidden_weights columns must match the output layer's rows")
 
     @property
     def dimension(self) -> int:
-        return int(self.weights.shape[0])
+        first = self.hidden_weights if self.hidden_weights is not None else self.weights
+        return int(first.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        names = _FIELDS + (_HIDDEN if self.hidden_weights is not None else ())
+        return {f: getattr(self, f) for f in names}
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        if self.hidden_weights is not None:
+            x = np.maximum(x @ self.hidden_weights + self.hidden_bias, 0.0)
         return x @ self.weights + self.bias
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
@@ -70,18 +103,21 @@ class LinearHead:
 
 
 class HeadsJudge:
-    """Implements :class:`~monitor.judge.verdict.Judge` with three :class:`LinearHead` s."""
+    """Implements :class:`~monitor.judge.verdict.Judge` with four :class:`Head` s."""
 
-    def __init__(self, heads: Mapping[str, LinearHead], categories: Sequence[str], manifest: Mapping) -> None:
+    def __init__(self, heads: Mapping[str, Head], categories: Sequence[str], manifest: Mapping) -> None:
         missing = [h for h in HEAD_NAMES if h not in heads]
         if missing:
             raise ValueError(f"judge artifact lacks head(s): {', '.join(missing)}")
-        if heads["prompt"].weights.shape[1] != 1 + len(categories):
-            raise ValueError("prompt head must have one output for 'unsafe' plus one per category")
+        if heads["categories"].weights.shape[1] != len(categories):
+            raise ValueError("categories head must have one output per category")
         self.heads = dict(heads)
         self._categories = tuple(categories)
         self.manifest = dict(manifest)
-        self._dim = heads["prompt"].dimension
+        self._dim = heads["unsafe"].dimension
+        self.phrases = PhraseFeatures.from_dict(manifest["heads"]["refusal"]["phrases"])
+        if heads["refusal"].dimension != self._dim + len(self.phrases):
+            raise ValueError("refusal head must take the response embedding plus one input per refusal phrase")
 
     @property
     def version(self) -> str:
@@ -111,7 +147,8 @@ class HeadsJudge:
             raise ValueError(f"judge artifact {path}: weights.npz does not match the manifest's version")
         with np.load(io.BytesIO(blob)) as arrays:
             heads = {
-                name: LinearHead(**{f: arrays[f"{name}.{f}"] for f in _FIELDS}) for name in HEAD_NAMES
+                name: Head(**{f: arrays[f"{name}.{f}"] for f in _FIELDS + _HIDDEN if f"{name}.{f}" in arrays})
+                for name in HEAD_NAMES
             }
         judge = cls(heads, manifest["categories"], manifest)
         if taxonomy is not None and list(judge.categories) != taxonomy.harm_ids:
@@ -133,40 +170,47 @@ class HeadsJudge:
         if not batch:
             return []
         prompts = np.stack([self._vector(i, x.prompt_embedding, "prompt_embedding") for i, x in enumerate(batch)])
-        prompt_probs = self.heads["prompt"].probabilities(prompts)
+        unsafe = self.heads["unsafe"].probabilities(prompts)[:, 0]
+        cat_probs = self.heads["categories"].probabilities(prompts)
         blank = np.array([not x.prompt.strip() for x in batch])
-        prompt_probs[blank] = 0.0
-        prompt_flags = prompt_probs >= self.heads["prompt"].threshold
+        unsafe[blank] = 0.0
+        cat_probs[blank] = 0.0
+        flagged = unsafe >= self.heads["unsafe"].threshold[0]
+        cat_flags = cat_probs >= self.heads["categories"].threshold
 
         answered = [i for i, x in enumerate(batch) if _has_response(x)]
         response_probs = np.full(len(batch), np.nan)
         refusal_probs = np.full(len(batch), np.nan)
         if answered:
             responses = np.stack([self._vector(i, batch[i].response_embedding, "response_embedding") for i in answered])
-            response_probs[answered] = self.heads["response"].probabilities(
-                response_features(prompts[answered], responses)
+            texts = [batch[i].response or "" for i in answered]
+            refusal_probs[answered] = self.heads["refusal"].probabilities(
+                refusal_features(responses, texts, self.phrases)
             )[:, 0]
-            refusal_probs[answered] = self.heads["refusal"].probabilities(responses)[:, 0]
+            complies = compliance(unsafe[answered], refusal_probs[answered])
+            response_probs[answered] = self.heads["response"].probabilities(
+                response_features(prompts[answered], responses, complies)
+            )[:, 0]
         return [
-            self._verdict(prompt_probs[i], prompt_flags[i], response_probs[i], refusal_probs[i])
+            self._verdict(unsafe[i], flagged[i], cat_probs[i], cat_flags[i], response_probs[i], refusal_probs[i])
             for i in range(len(batch))
         ]
 
-    def _verdict(self, probs: np.ndarray, flags: np.ndarray, response: float, refusal: float) -> Verdict:
-        cat_probs = probs[1:]
-        flagged = bool(flags[0])
+    def _verdict(self, unsafe: float, flagged: bool, cat_probs: np.ndarray, cat_flags: np.ndarray,
+                 response: float, refusal: float) -> Verdict:
+        flagged = bool(flagged)
         answered = not np.isnan(response)
         return Verdict(
             judge_version=self.version,
             category=self._categories[int(np.argmax(cat_probs))] if flagged else SAFE,
             category_probs=dict(zip(self._categories, cat_probs.tolist())),
-            prompt_unsafe=float(probs[0]),
+            prompt_unsafe=float(unsafe),
             prompt_flagged=flagged,
             response_unsafe=float(response) if answered else None,
             response_flagged=bool(response >= self.heads["response"].threshold[0]) if answered else None,
             refusal=float(refusal) if answered else None,
             refused=bool(refusal >= self.heads["refusal"].threshold[0]) if answered else None,
-            categories=tuple(c for c, f in zip(self._categories, flags[1:]) if f),
+            categories=tuple(c for c, f in zip(self._categories, cat_flags) if f),
         )
 
     def _vector(self, index: int, value: object, field: str) -> np.ndarray:
@@ -182,14 +226,14 @@ def _has_response(x: JudgeInput) -> bool:
     return x.response is not None and bool(x.response.strip()) and x.response_embedding is not None
 
 
-def weights_blob(heads: Mapping[str, LinearHead]) -> bytes:
+def weights_blob(heads: Mapping[str, Head]) -> bytes:
     """An ``.npz`` archive with fixed entry timestamps, so equal arrays give equal bytes."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in HEAD_NAMES:
-            for f in _FIELDS:
+            for f, value in heads[name].arrays().items():
                 arr = io.BytesIO()
-                np.lib.format.write_array(arr, np.ascontiguousarray(getattr(heads[name], f), dtype=np.float32))
+                np.lib.format.write_array(arr, np.ascontiguousarray(value, dtype=np.float32))
                 info = zipfile.ZipInfo(f"{name}.{f}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, arr.getvalue())

@@ -42,12 +42,17 @@ def render_model_card(manifest: Mapping) -> str:
         "",
         "## What it is",
         "",
-        "Three groups of L2-regularised logistic-regression heads on frozen, L2-normalised sentence embeddings "
+        "Small heads on frozen, L2-normalised sentence embeddings "
         f"(`{emb['model']}`, {emb['dimension']}-d, texts truncated to {emb['max_seq_length']} tokens during training):",
         "",
-        "- **prompt**: overall unsafe probability plus one probability per harm category (multi-label);",
-        "- **response**: the response is harmful given the prompt (features: prompt, response, their product);",
-        "- **refusal**: the response refuses or deflects, fully or partly (features: response).",
+        f"- **unsafe**: overall prompt-unsafe probability (an MLP with one ReLU layer of "
+        f"{manifest['heads']['unsafe']['hidden_units']} units);",
+        "- **categories**: one probability per harm category (multi-label; logistic regression each);",
+        "- **response**: the response is harmful given the prompt (logistic; features: prompt, response, their "
+        "product, and the compliance score P(unsafe prompt) x (1 - P(refusal)) from the other heads);",
+        "- **refusal**: the response refuses or deflects, fully or partly (features: response, plus 0/1 indicators "
+        "of stock refusal phrases in the reply's first characters, which carry no topic: an embedding-only head "
+        "learned that harmful topics mean refusal).",
         "",
         "Probabilities are Platt-calibrated (scale and shift on the logit) on a validation split; each output's "
         "threshold maximises F1 there. Calibration matches the training mix (roughly half unsafe), not live "
@@ -66,7 +71,8 @@ def render_model_card(manifest: Mapping) -> str:
         f"Split by a seeded hash of the prompt text (seed {train['seed']}): {train['test_fraction']:.0%} test "
         f"(never used here), {train['val_fraction']:.0%} validation, the rest training. Whole files held out for "
         f"evaluation: {', '.join(train['holdout_origins']) or 'none'}. At most {train['cap_per_stratum']} rows per "
-        "(file, label combination), chosen by a seeded shuffle.",
+        f"(file, label combination), {train['safe_prompt_cap']} for safe prompts without a response, chosen by a "
+        "seeded shuffle.",
         "",
         "| file | rows used | unsafe | safe | response labels | refusal labels | licence | source |",
         "|---|---:|---:|---:|---:|---:|---|---|",
@@ -88,12 +94,12 @@ def render_model_card(manifest: Mapping) -> str:
         "On the validation split (also used for calibration and thresholds, so slightly optimistic; "
         "`monitor judge eval` reports the held-out test split).",
         "",
-        "| output | train rows (pos) | val rows (pos) | C | threshold | AUROC | precision | recall | F1 | ECE |",
+        "| output | train rows (pos) | val rows (pos) | model | threshold | AUROC | precision | recall | F1 | ECE |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in manifest.get("validation", []):
         lines.append(
-            f"| {v['name']} | {v['train_n']} ({v['train_pos']}) | {v['val_n']} ({v['val_pos']}) | {v['c']:g} | "
+            f"| {v['name']} | {v['train_n']} ({v['train_pos']}) | {v['val_n']} ({v['val_pos']}) | {v['model']} | "
             f"{v['threshold']:.3f} | {_fmt(v['auroc'])} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
             f"{_fmt(v['f1'])} | {_fmt(v['ece'])} |"
         )
@@ -103,6 +109,7 @@ def render_model_card(manifest: Mapping) -> str:
         "",
         "```",
         f"monitor judge train --data ../shared/data --out DIR --seed {train['seed']} --cap {train['cap_per_stratum']} "
+        f"--safe-cap {train['safe_prompt_cap']} "
         f"--max-seq-length {emb['max_seq_length']} --date {manifest['created']}",
         "```",
         "",

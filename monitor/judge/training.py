@@ -4,28 +4,44 @@ Recipe (every step seeded, so the same files give the same weights):
 
 1. Drop held-out files (by default XSTest completions of Mistral: the refusal head is evaluated on a
    model it never saw) and the test split (hash of the prompt text); split the rest into train/val.
-2. Cap each (file, label combination) stratum at ``cap_per_stratum`` rows, so one big file does not
-   drown the others and training stays a few minutes of embedding on a CPU.
-3. Fit one L2 logistic regression per output on the train split (class-balanced; C picked from a small
-   grid by validation AUROC), then Platt-calibrate it and pick the F1-best threshold on validation.
-   Category outputs train only on rows whose category is known (see ``LabelMapper``).
+2. Cap each (file, label combination) stratum at ``cap_per_stratum`` rows (safe prompt-only strata at
+   ``safe_prompt_cap``), so one big file does not drown the others and training stays a few minutes
+   of embedding on a CPU.
+3. Fit the overall unsafe output as a one-hidden-layer MLP (a linear head tops out near 0.90 AUROC
+   on the mixed sources, 0.84 on OpenAI moderation; the MLP reaches 0.95 and 0.91), and every other
+   output as an L2 logistic regression (class-balanced; C picked from a small grid by validation
+   AUROC). Then Platt-calibrate each and pick its F1-best threshold on validation. Category outputs
+   train only on rows whose category is known (see ``LabelMapper``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.neural_network import MLPClassifier
 
 from monitor.judge.calibration import best_f1_threshold, expected_calibration_error, fit_platt, platt
 from monitor.judge.dataset import LabelMapper, Record, split_of, stratified_cap
-from monitor.judge.heads import ARTIFACT_FORMAT, HeadsJudge, LinearHead, response_features, version_of, weights_blob
+from monitor.judge.heads import (
+    ARTIFACT_FORMAT,
+    Head,
+    HeadsJudge,
+    refusal_features,
+    compliance,
+    response_features,
+    version_of,
+    weights_blob,
+)
 from monitor.judge.model_card import render_model_card
+from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.text_embeddings import EmbeddedRecords, Encode, embed_records
 from monitor.taxonomy import Taxonomy
 
@@ -38,9 +54,12 @@ class TrainConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     cap_per_stratum: int = 600
+    safe_prompt_cap: int = 2000
     holdout_origins: tuple[str, ...] = ("xstest-completions-mistralinstruct",)
     embedding_model: str = "bundled:all-MiniLM-L6-v2"
     max_seq_length: int = 128
+    unsafe_hidden_units: int = 128
+    mlp_alpha: float = 1e-3
 
     def split(self, record: Record) -> str:
         if record.origin in self.holdout_origins:
@@ -65,7 +84,7 @@ class OutputReport:
     train_pos: int
     val_n: int
     val_pos: int
-    c: float
+    model: str
     threshold: float
     auroc: float | None
     f1: float | None
@@ -83,7 +102,7 @@ class TrainingResult:
 def select_training_records(records: Sequence[Record], config: TrainConfig) -> list[Record]:
     """Train and validation rows that carry at least one label, capped per stratum."""
     usable = [r for r in records if config.split(r) != "test" and _labelled(r)]
-    return stratified_cap(usable, config.cap_per_stratum, config.seed)
+    return stratified_cap(usable, config.cap_per_stratum, config.seed, config.safe_prompt_cap)
 
 
 def select_test_records(records: Sequence[Record], config: TrainConfig, cap: int) -> list[Record]:
@@ -135,23 +154,39 @@ def train_judge(
     date: dt.date | None = None,
     data_summary: list[dict] | None = None,
 ) -> TrainingResult:
-    """Fit, calibrate and threshold the three heads; return the judge and its validation reports."""
+    """Fit, calibrate and threshold the four heads; return the judge and its validation reports."""
     mapper = LabelMapper(taxonomy)
     reports: list[OutputReport] = []
 
-    def fit_head(names: Sequence[str], xs: tuple[np.ndarray, np.ndarray], ts: tuple[dict, dict]) -> LinearHead:
-        columns = [_fit_output(n, xs[0], ts[0][n], xs[1], ts[1][n], config.seed) for n in names]
+    def fit_head(names: Sequence[str], xs: tuple[np.ndarray, np.ndarray], ts: tuple[dict, dict],
+                 hidden: int | None = None) -> Head:
+        columns = [_fit_output(n, xs[0], ts[0][n], xs[1], ts[1][n], config, hidden) for n in names]
         reports.extend(rep for _, rep in columns)
-        return LinearHead(*(np.asarray(np.stack([getattr(col, f) for col, _ in columns], axis=-1), np.float32)
-                            for f in ("weights", "bias", "scale", "shift", "threshold")))
+        stacked = {f: np.asarray(np.stack([getattr(col, f) for col, _ in columns], axis=-1), np.float32)
+                   for f in ("weights", "bias", "scale", "shift", "threshold")}
+        if hidden is None:
+            return Head(**stacked)
+        (col, _), = columns  # a hidden layer is fitted for one output at a time
+        return Head(**stacked, hidden_weights=col.hidden_weights, hidden_bias=col.hidden_bias)
 
-    prompt_names = ["unsafe", *taxonomy.harm_ids]
-    heads = {"prompt": fit_head(prompt_names, (train.prompts, val.prompts),
-                                (prompt_targets(train, mapper), prompt_targets(val, mapper)))}
+    prompt_x = (train.prompts, val.prompts)
+    prompt_t = (prompt_targets(train, mapper), prompt_targets(val, mapper))
+    heads = {
+        "unsafe": fit_head(["unsafe"], prompt_x, prompt_t, hidden=config.unsafe_hidden_units),
+        "categories": fit_head(taxonomy.harm_ids, prompt_x, prompt_t),
+    }
     (tr_harm, tr_ref), (va_harm, va_ref) = response_targets(train), response_targets(val)
-    resp = (_response_matrix(train), _response_matrix(val))
+    phrases = PhraseFeatures()
+    refusal_x = tuple(refusal_features(d.responses, [r.response or "" for r in d.records], phrases) for d in (train, val))
+    heads["refusal"] = fit_head(["refusal"], refusal_x, ({"refusal": tr_ref}, {"refusal": va_ref}))
+    # The response head stacks on the unsafe and refusal heads (see heads.py): score them first.
+    resp = tuple(
+        response_features(d.prompts, d.responses, compliance(heads["unsafe"].probabilities(d.prompts)[:, 0],
+                                                             heads["refusal"].probabilities(x)[:, 0]))
+        for d, x in zip((train, val), refusal_x)
+    )
     heads["response"] = fit_head(["response_unsafe"], resp, ({"response_unsafe": tr_harm}, {"response_unsafe": va_harm}))
-    heads["refusal"] = fit_head(["refusal"], (train.responses, val.responses), ({"refusal": tr_ref}, {"refusal": va_ref}))
+    heads = {name: heads[name] for name in ("unsafe", "categories", "response", "refusal")}
 
     blob = weights_blob({k: heads[k] for k in heads})
     manifest = {
@@ -163,9 +198,10 @@ def train_judge(
         "embedding": {"model": config.embedding_model, "dimension": int(train.prompts.shape[1]),
                       "max_seq_length": config.max_seq_length},
         "heads": {
-            "prompt": {"features": "prompt", "outputs": prompt_names},
-            "response": {"features": "prompt|response|prompt*response", "outputs": ["response_unsafe"]},
-            "refusal": {"features": "response", "outputs": ["refusal"]},
+            "unsafe": {"features": "prompt", "outputs": ["unsafe"], "hidden_units": config.unsafe_hidden_units},
+            "categories": {"features": "prompt", "outputs": taxonomy.harm_ids},
+            "response": {"features": "prompt|response|prompt*response|compliance", "outputs": ["response_unsafe"]},
+            "refusal": {"features": "response|refusal_phrases", "outputs": ["refusal"], "phrases": phrases.to_dict()},
         },
         "training": {**asdict(config), "holdout_origins": list(config.holdout_origins)},
         "data": data_summary or [],
@@ -175,10 +211,6 @@ def train_judge(
     return TrainingResult(judge, reports)
 
 
-def _response_matrix(data: EmbeddedRecords) -> np.ndarray:
-    return response_features(data.prompts, data.responses)
-
-
 @dataclass
 class _Column:
     weights: np.ndarray
@@ -186,15 +218,30 @@ class _Column:
     scale: float
     shift: float
     threshold: float
+    hidden_weights: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
 
 
 def _fit_output(
-    name: str, x_tr: np.ndarray, t_tr: Targets, x_va: np.ndarray, t_va: Targets, seed: int
+    name: str, x_tr: np.ndarray, t_tr: Targets, x_va: np.ndarray, t_va: Targets, config: TrainConfig,
+    hidden: int | None,
 ) -> tuple[_Column, OutputReport]:
     xt, yt = x_tr[t_tr.rows], t_tr.y
     xv, yv = x_va[t_va.rows], t_va.y
     if len(np.unique(yt)) < 2:
         raise ValueError(f"cannot train output {name!r}: the training rows need both positive and negative examples")
+    col, model = _fit_mlp(xt, yt, config, hidden) if hidden else _fit_logistic(xt, yt, xv, yv, config.seed)
+    # Calibrate on the float32 weights the artifact stores, so loaded and fresh judges agree.
+    probe = Head(col.weights[:, None], np.array([col.bias], np.float32), np.ones(1, np.float32),
+                 np.zeros(1, np.float32), np.zeros(1, np.float32), col.hidden_weights, col.hidden_bias)
+    logits_va = probe.logits(xv.astype(np.float32))[:, 0].astype(np.float64)
+    col.scale, col.shift = fit_platt(logits_va, yv)
+    pv = platt(logits_va, col.scale, col.shift)
+    col.threshold = best_f1_threshold(yv, pv)
+    return col, _report(name, yt, yv, model, col.threshold, pv)
+
+
+def _fit_logistic(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int) -> tuple[_Column, str]:
     best: tuple[float, float, LogisticRegression] | None = None
     for c in C_GRID:
         model = _logistic(c, seed).fit(xt, yt)
@@ -204,14 +251,22 @@ def _fit_output(
             best = (key, c, model)
     assert best is not None
     _, c, model = best
-    w, b = model.coef_[0].astype(np.float32), float(model.intercept_[0])
-    # Calibrate on the float32 weights the artifact stores, so loaded and fresh judges agree.
-    logits_va = (xv.astype(np.float32) @ w + np.float32(b)).astype(np.float64)
-    scale, shift = fit_platt(logits_va, yv)
-    pv = platt(logits_va, scale, shift)
-    threshold = best_f1_threshold(yv, pv)
-    report = _report(name, yt, yv, c, threshold, pv)
-    return _Column(w, b, scale, shift, threshold), report
+    col = _Column(model.coef_[0].astype(np.float32), float(model.intercept_[0]), 1.0, 0.0, 0.5)
+    return col, f"logistic C={c:g}"
+
+
+def _fit_mlp(xt: np.ndarray, yt: np.ndarray, config: TrainConfig, hidden: int) -> tuple[_Column, str]:
+    """One ReLU layer, Adam with seeded init; early stopping on a seeded 10% of the training rows when
+    there are enough of them for that 10% to mean something."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds small runs on purpose
+        model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=config.mlp_alpha, random_state=config.seed,
+                              max_iter=200, early_stopping=len(yt) >= 1000, n_iter_no_change=8).fit(xt, yt)
+    w1, w2 = model.coefs_
+    b1, b2 = model.intercepts_
+    col = _Column(w2[:, 0].astype(np.float32), float(b2[0]), 1.0, 0.0, 0.5,
+                  hidden_weights=w1.astype(np.float32), hidden_bias=b1.astype(np.float32))
+    return col, f"mlp {hidden} relu, alpha={config.mlp_alpha:g}"
 
 
 def _logistic(c: float, seed: int) -> LogisticRegression:
@@ -222,14 +277,14 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float | None:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
-def _report(name: str, yt: np.ndarray, yv: np.ndarray, c: float, threshold: float, pv: np.ndarray) -> OutputReport:
+def _report(name: str, yt: np.ndarray, yv: np.ndarray, model: str, threshold: float, pv: np.ndarray) -> OutputReport:
     flag = pv >= threshold
     tp = int((flag & yv).sum())
     precision = tp / flag.sum() if flag.sum() else None
     recall = tp / yv.sum() if yv.sum() else None
     f1 = 2 * tp / (flag.sum() + yv.sum()) if (flag.sum() + yv.sum()) else None
     return OutputReport(
-        name=name, train_n=len(yt), train_pos=int(yt.sum()), val_n=len(yv), val_pos=int(yv.sum()), c=c,
+        name=name, train_n=len(yt), train_pos=int(yt.sum()), val_n=len(yv), val_pos=int(yv.sum()), model=model,
         threshold=round(threshold, 6), auroc=_round(_auroc(yv, pv)), f1=_round(f1), precision=_round(precision),
         recall=_round(recall), ece=_round(expected_calibration_error(yv, pv) if len(yv) else None),
     )

@@ -115,6 +115,11 @@ def demo(
     status_body = wait_until_processed(url)
     typer.echo(f"processed {status_body['processed']} events, judged {status_body['judged']}")
     alerts = httpx.get(url.rstrip("/") + "/v1/alerts", params={"status": "all"}).json()["alerts"]
+    if not alerts:
+        typer.echo(
+            "no alert yet: the detectors are still learning their reference (20,000 events by default); "
+            "for the demo, start the service with --config deploy/demo.yaml"
+        )
     typer.echo(f"{len(alerts)} alert(s):")
     for a in alerts:
         typer.echo(f"  [{a['status']}] {a['kind']} {a['scope']} {a['category'] or ''}: {a['summary']}")

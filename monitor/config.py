@@ -132,11 +132,11 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_DETECTORS),
         description="Detectors to run, by name: " + ", ".join(ALL_DETECTORS) + " (category_share_adwin is the river ADWIN baseline, off by default).",
     )
-    share_warmup_events: int = Field(5000, ge=100, description="Events per scope forming the category-share reference (warm-up).")
-    share_expected_run_time: float = Field(200_000, gt=1, description="Events between false alarms of the category-share detector, per scope (all keys together).")
+    share_warmup_events: int = Field(20_000, ge=100, description="Events per scope forming the category-share reference (warm-up).")
+    share_expected_run_time: float = Field(100_000, gt=1, description="Events between false alarms of the category-share detector, per scope (all keys together).")
     share_shift_ratio: float = Field(2.0, gt=1, description="Odds ratio of a category share the category-share tests are tuned to detect.")
     adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence of the category_share_adwin baseline.")
-    embedding_reference_events: int = Field(2000, ge=100, description="Events per scope forming the embedding-drift reference sample.")
+    embedding_reference_events: int = Field(3000, ge=100, description="Events per scope forming the embedding-drift reference sample (a third fits the PCA, the rest is the reference).")
     embedding_window_events: int = Field(500, ge=10, description="Sliding window of recent events compared with the reference (a multiple of 25).")
     embedding_expected_run_time: float = Field(200_000, gt=1, description="Events between false alarms of the embedding-drift detector, per scope.")
     emerging_reference_events: int = Field(5000, ge=100, description="Events learning where known categories sit, before emerging-cluster detection.")

@@ -116,3 +116,20 @@ def test_a_category_without_training_examples_is_a_clear_error():
     records = [r for r in synthetic_records() if "slur" not in r.prompt]
     with pytest.raises(ValueError, match="cannot train output 'hate_speech_offensive_language'"):
         build_artifact(records, synthetic_encode, load_taxonomy(SMALL_TAXONOMY), CONFIG, DATE)
+
+
+def test_user_mappings_label_a_new_label_set(tmp_path):
+    (tmp_path / "mine.yaml").write_text(
+        "label_set: my-labels\nmapping:\n  pills: self_harm\n  dope: drug_abuse_weapons_banned_substance\n  rude: hate_speech_offensive_language\n"
+    )
+    renamed = {"self_harm": "pills", "drug_abuse,weapons,banned_substance": "dope", "hate_speech,offensive_language": "rude"}
+    records = [
+        Record(r.id, r.origin, r.source, r.prompt, r.response, r.unsafe, tuple(renamed[x] for x in r.labels),
+               "my-labels" if r.labels else None, r.refusal, r.response_unsafe)
+        for r in synthetic_records()
+    ]
+    with pytest.raises(ValueError, match="no mapping for label set 'my-labels'"):
+        build_artifact(records, synthetic_encode, load_taxonomy(SMALL_TAXONOMY), CONFIG, DATE)
+    result, _ = build_artifact(records, synthetic_encode, load_taxonomy(SMALL_TAXONOMY), CONFIG, DATE,
+                               mapping_dirs=(tmp_path,))
+    assert next(r for r in result.reports if r.name == "self_harm").train_pos > 0

@@ -20,6 +20,7 @@ from monitor.taxonomy import load_taxonomy
 judge_app = typer.Typer(help="Train and evaluate the safety judge heads.", no_args_is_help=True)
 
 DATA_HELP = "JSONL file or folder of them (repeat the option for more); default: $MONITOR_DATA_DIR or ../shared/data."
+MAPPINGS_HELP = "Folder of label-mapping YAML files, consulted before the bundled ones (repeatable)."
 CACHE_HELP = "Folder to cache embeddings in between runs (development speed-up; never inside the repo)."
 
 
@@ -53,6 +54,7 @@ def train(
     val_fraction: float = typer.Option(0.2, min=0.05, max=0.9, help="Share of prompts for calibration and thresholds."),
     holdout: list[str] = typer.Option(["xstest-completions-mistralinstruct"], help="File stems kept out entirely (repeatable)."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
+    mappings: Optional[list[Path]] = typer.Option(None, help=MAPPINGS_HELP),
     embedding_model: str = typer.Option("bundled:all-MiniLM-L6-v2", help="sentence-transformers model."),
     embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
     date: Optional[str] = typer.Option(None, help="Date written in the card (YYYY-MM-DD; default today, UTC)."),
@@ -70,7 +72,8 @@ def train(
                          holdout_origins=tuple(holdout), embedding_model=embedding_model, max_seq_length=max_seq_length)
     records = _records(data)
     encoder = embedder_encoder(_embedder(embedding_model, max_seq_length), embedding_cache)
-    result, card = build_artifact(records, encoder, tax, config, day, progress=typer.echo)
+    result, card = build_artifact(records, encoder, tax, config, day, progress=typer.echo,
+                                  mapping_dirs=tuple(mappings or ()))
     result.judge.save(out, card)
     typer.echo(f"wrote {out} ({result.judge.version})")
     for r in result.reports:
@@ -85,6 +88,7 @@ def eval_(
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
     baselines: bool = typer.Option(True, help="Also score the keyword and prototype baselines."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
+    mappings: Optional[list[Path]] = typer.Option(None, help=MAPPINGS_HELP),
     embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
     out: Optional[Path] = typer.Option(None, help="Also write the report (markdown) to this file."),
 ) -> None:
@@ -102,7 +106,7 @@ def eval_(
         from monitor.judge.prototype import PrototypeJudge
 
         judges += [KeywordJudge(tax.harm_ids), PrototypeJudge(embedder, tax)]
-    mapper = LabelMapper(tax)
+    mapper = LabelMapper(tax, tuple(mappings or ()))
     evaluations = [evaluate(j.version, run_judge(j, embedded), embedded, mapper, tax.harm_ids) for j in judges]
     held = ", ".join(config.holdout_origins) or "none"
     header = (f"Test rows: {len(test)} (seeded prompt-hash split, seed {config.seed}, {config.test_fraction:.0%}; "

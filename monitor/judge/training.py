@@ -20,6 +20,7 @@ import datetime as dt
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -153,9 +154,13 @@ def train_judge(
     config: TrainConfig,
     date: dt.date | None = None,
     data_summary: list[dict] | None = None,
+    mapping_dirs: tuple[Path, ...] = (),
 ) -> TrainingResult:
-    """Fit, calibrate and threshold the four heads; return the judge and its validation reports."""
-    mapper = LabelMapper(taxonomy)
+    """Fit, calibrate and threshold the four heads; return the judge and its validation reports.
+
+    ``mapping_dirs`` holds user label mappings, consulted before the bundled ones.
+    """
+    mapper = LabelMapper(taxonomy, mapping_dirs)
     reports: list[OutputReport] = []
 
     def fit_head(names: Sequence[str], xs: tuple[np.ndarray, np.ndarray], ts: tuple[dict, dict],
@@ -315,6 +320,7 @@ def build_artifact(
     config: TrainConfig,
     date: dt.date | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    mapping_dirs: tuple[Path, ...] = (),
 ) -> tuple[TrainingResult, str]:
     """The whole ``monitor judge train`` recipe: select, embed, fit; returns the result and its model card."""
     chosen = select_training_records(records, config)
@@ -323,5 +329,5 @@ def build_artifact(
     train = embed_records(parts["train"], encode)
     val = embed_records(parts["val"], encode)
     progress("fitting heads")
-    result = train_judge(train, val, taxonomy, config, date, summarise_data(chosen))
+    result = train_judge(train, val, taxonomy, config, date, summarise_data(chosen), mapping_dirs)
     return result, render_model_card(result.judge.manifest)

@@ -35,8 +35,8 @@ from monitor.judge.heads import (
     ARTIFACT_FORMAT,
     Head,
     HeadsJudge,
-    refusal_features,
     compliance,
+    refusal_features,
     response_features,
     version_of,
     weights_blob,
@@ -191,9 +191,8 @@ def train_judge(
         for d, x in zip((train, val), refusal_x)
     )
     heads["response"] = fit_head(["response_unsafe"], resp, ({"response_unsafe": tr_harm}, {"response_unsafe": va_harm}))
-    heads = {name: heads[name] for name in ("unsafe", "categories", "response", "refusal")}
 
-    blob = weights_blob({k: heads[k] for k in heads})
+    blob = weights_blob(heads)
     manifest = {
         "format": ARTIFACT_FORMAT,
         "version": version_of(blob, taxonomy.harm_ids),

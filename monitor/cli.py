@@ -12,6 +12,7 @@ import typer
 
 from monitor.config import Settings, load_settings
 from monitor.export import report_cli
+from monitor.judge.cli import judge_app
 
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
 
@@ -127,6 +128,7 @@ def demo(
 
 
 app.command(name="report")(report_cli.report)
+app.add_typer(judge_app, name="judge")
 
 
 if __name__ == "__main__":

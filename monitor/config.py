@@ -9,6 +9,7 @@ bundled offline embedding model.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -226,12 +227,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = os.environ.get("MONITOR_CONFIG")
+        path = _CONFIG_FILE.get() or os.environ.get("MONITOR_CONFIG")
         return (init_settings, env_settings, _YamlSource(settings_cls, Path(path) if path else None))
 
 
+# The file given to load_settings, for the duration of that call only (no process-wide side effect).
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("monitor_config_file", default=None)
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional YAML file plus env vars and explicit overrides."""
-    if config_file is not None:
-        os.environ["MONITOR_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    """Build settings from an optional YAML file (else ``MONITOR_CONFIG``) plus env vars and explicit overrides."""
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from typing import Sequence
@@ -80,6 +81,16 @@ def test_ndjson_body_is_ingested(server):
     body = "\n".join(json.dumps({"prompt": f"ndjson question {i}"}) for i in range(3))
     resp = server.client.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
     assert resp.status_code == 202 and resp.json()["accepted"] == 3
+
+
+def test_compressed_body_is_ingested_and_unknown_encoding_is_415(server):
+    body = json.dumps([{"prompt": f"gzip question {i}"} for i in range(2)]).encode()
+    resp = server.client.post(
+        "/v1/events", content=gzip.compress(body), headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert resp.status_code == 202 and resp.json()["accepted"] == 2
+    resp = server.client.post("/v1/events", content=body, headers={"Content-Type": "application/json", "Content-Encoding": "br"})
+    assert resp.status_code == 415 and "Content-Encoding" in resp.json()["error"]
 
 
 @pytest.mark.parametrize(

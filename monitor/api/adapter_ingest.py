@@ -1,5 +1,5 @@
-"""Steps shared by the integration routes (LiteLLM, OTLP): a bounded body read, and the hand-off of
-adapted events to the same ``service.ingest`` path as ``POST /v1/events``.
+"""Steps shared by the ingest routes (``POST /v1/events``, LiteLLM, OTLP): a bounded body read, the 503
+answer when nothing was taken, and the hand-off of adapted events to the same ``service.ingest`` path.
 
 Bodies may be gzip, zlib or deflate compressed (the OpenTelemetry Collector compresses by default); the
 limit ``max_body_bytes`` applies to the compressed and the decompressed size, so a small
@@ -74,7 +74,7 @@ def submit(service: MonitorService, adapted: Adapted, arrival: float, source: st
 def busy(outcome: IngestOutcome) -> str | None:
     """Why nothing of the request was taken (the client should resend), or None."""
     if outcome.unavailable:
-        return f"state store unavailable ({outcome.unavailable})"
+        return "state store unavailable"
     if outcome.queue_full:
         return "queue full"
     return None
@@ -85,6 +85,9 @@ def busy_response(outcome: IngestOutcome, retry_after: int) -> JSONResponse | No
     reason = busy(outcome)
     if reason is None:
         return None
+    detail = f" ({outcome.unavailable})" if outcome.unavailable else ""
     return error_response(
-        503, f"{reason}: nothing from this request was accepted; retry after the Retry-After delay", {"Retry-After": str(retry_after)}
+        503,
+        f"{reason}: nothing from this request was accepted; retry after the Retry-After delay{detail}",
+        {"Retry-After": str(retry_after)},
     )

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports
+from monitor.api.adapter_ingest import busy_response, read_body
 from monitor.api.deps import NotReady, error_response, get_service
 from monitor.alerts.engine import Alert
 from monitor.alerts.links import evidence_links
@@ -35,11 +36,12 @@ ROUTERS = [feedback.router, clusters.router, litellm.router, otel.router, report
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
 
-Body: one event, a JSON array of events, `{"events": [...]}`, or NDJSON (`Content-Type: application/x-ndjson`).
+Body: one event, a JSON array of events, `{"events": [...]}`, or NDJSON (`Content-Type: application/x-ndjson`);
+optionally gzip, zlib or deflate compressed (`Content-Encoding`).
 Answers **202** `{"accepted": n, "duplicates": d, "rejected": [{"index": i, "error": "field: message"}]}`:
 one bad event never sinks the batch (`accepted` counts re-sent ids too: they need no resend).
 A body that is unusable as a whole gets 400 (not JSON/UTF-8, empty), 413 (too large, too many events),
-415 (content type) or 422 (wrong shape, or a single/all events invalid), with `{"error": "..."}` naming the field.
+415 (content type or encoding) or 422 (wrong shape, or a single/all events invalid), with `{"error": "..."}` naming the field.
 **503** with `Retry-After` when the queue is full (nothing of the request was taken: resend it) or the model is still loading.
 """
 
@@ -112,17 +114,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     async def ingest(request: Request, service: MonitorService = Depends(get_service)) -> Response:
         arrival = time.time()
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return error_response(413, f"body: {declared} bytes exceeds max_body_bytes={settings.max_body_bytes}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                return error_response(413, f"body: more than max_body_bytes={settings.max_body_bytes} bytes")
-            chunks.append(chunk)
         try:
-            parsed = parse_body(b"".join(chunks), request.headers.get("content-type"), settings.max_events_per_request)
+            body = await read_body(request, settings.max_body_bytes)
+            parsed = parse_body(body, request.headers.get("content-type"), settings.max_events_per_request)
         except BodyError as exc:
             return error_response(exc.status, exc.message)
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
@@ -132,18 +126,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             return error_response(422, message, rejected=rejected)
         outcome = service.ingest(parsed, arrival)
         service.metrics.ingest_seconds.observe(time.perf_counter() - started)
-        if outcome.unavailable:
-            return error_response(
-                503,
-                f"state store unavailable: nothing from this request was accepted; retry after the Retry-After delay ({outcome.unavailable})",
-                {"Retry-After": str(settings.retry_after_seconds)},
-            )
-        if outcome.queue_full:
-            return error_response(
-                503,
-                "queue full: nothing from this request was accepted; retry after the Retry-After delay",
-                {"Retry-After": str(settings.retry_after_seconds)},
-            )
+        busy = busy_response(outcome, settings.retry_after_seconds)
+        if busy is not None:
+            return busy
         return JSONResponse(
             {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected}, status_code=202
         )

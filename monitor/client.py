@@ -197,8 +197,8 @@ def _close_at_exit(ref: "weakref.ref[MonitorClient]") -> None:
         client.close()
 
 
-class MonitorClient:
-    """Thread-backed client; safe to call ``send`` from any thread, including inside an event loop."""
+class _Client:
+    """Options, buffer and counters of both clients; each adds its own sender in ``_init_sender``."""
 
     def __init__(
         self,
@@ -222,9 +222,22 @@ class MonitorClient:
         self._core = _Core(max_buffer, batch_size, RetryPolicy(max_retries, backoff, max_backoff), seed)
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._timeout = timeout
-        self._wake = threading.Condition(self._core.lock)
         self._flush_now = False
         self._closing = False
+        self._init_sender()
+
+    def _init_sender(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> ClientStats:
+        return self._core.snapshot()
+
+
+class MonitorClient(_Client):
+    """Thread-backed client; safe to call ``send`` from any thread, including inside an event loop."""
+
+    def _init_sender(self) -> None:
+        self._wake = threading.Condition(self._core.lock)
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
@@ -241,9 +254,6 @@ class MonitorClient:
             with self._wake:
                 self._wake.notify_all()
         return True
-
-    def stats(self) -> ClientStats:
-        return self._core.snapshot()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything buffered now; True when the buffer emptied within ``timeout`` seconds."""
@@ -339,35 +349,12 @@ class MonitorClient:
             attempt += 1
 
 
-class AsyncMonitorClient:
+class AsyncMonitorClient(_Client):
     """The asyncio flavour: ``send`` is a plain (non-async) call; use ``async with`` or ``await aclose()``."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        path: str = "/v1/events",
-        batch_size: int = 100,
-        max_buffer: int = 10_000,
-        flush_interval: float = 0.5,
-        timeout: float = 5.0,
-        max_retries: int = 5,
-        backoff: float = 0.2,
-        max_backoff: float = 30.0,
-        close_timeout: float = 5.0,
-        headers: Mapping[str, str] | None = None,
-        seed: int | None = None,
-    ) -> None:
-        self.endpoint = url.rstrip("/") + path
-        self.flush_interval = flush_interval
-        self.close_timeout = close_timeout
-        self._core = _Core(max_buffer, batch_size, RetryPolicy(max_retries, backoff, max_backoff), seed)
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
-        self._timeout = timeout
+    def _init_sender(self) -> None:
         self._wake = asyncio.Event()  # new items, a flush, or closing
         self._idle = asyncio.Event()
-        self._flush_now = False
-        self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     def send(self, event: Item) -> bool:
@@ -381,9 +368,6 @@ class AsyncMonitorClient:
         if size == 1 or size >= self._core.batch_size:
             self._wake.set()
         return True
-
-    def stats(self) -> ClientStats:
-        return self._core.snapshot()
 
     async def flush(self, timeout: float | None = None) -> bool:
         if self._task is None or self._core.idle():

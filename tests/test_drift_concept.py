@@ -22,6 +22,7 @@ from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementD
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import SAFE, Verdict
 from monitor.taxonomy import load_taxonomy
+from tests.helpers.conditions import feed, opened
 from tests.helpers.scored import verdict
 
 HARM = load_taxonomy().harm_ids
@@ -37,32 +38,14 @@ def scored(i: int, v: Verdict, second: Verdict | None = None, scopes: tuple[str,
     return ScoredEvent(event, 1.0, VEC, VEC if has_response else None, v, scopes, second)
 
 
-def run(detector: Detector, events: list[ScoredEvent]) -> list[Condition]:
-    out: list[Condition] = []
-    for i in range(0, len(events), BATCH):
-        out.extend(detector.update(events[i : i + BATCH]))
-    return out
-
-
-def opened(conditions: list[Condition]) -> list[Condition]:
-    """Conditions that open an alert (the key was not active before)."""
-    active: dict[str, bool] = {}
-    out = []
-    for c in conditions:
-        if c.active and not active.get(c.fingerprint):
-            out.append(c)
-        active[c.fingerprint] = c.active
-    return out
-
-
 def assert_restores_identically(make: Callable[[], Detector], events: list[ScoredEvent], cut: int) -> list[Condition]:
     whole = make()
-    expected = run(whole, events)
+    expected = feed(whole, events)
     first = make()
-    got = run(first, events[:cut])
+    got = feed(first, events[:cut])
     restored = make()
     restored.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
-    got += run(restored, events[cut:])
+    got += feed(restored, events[cut:])
     assert got == expected
     assert restored.readings() == whole.readings()
     assert restored.state_dict() == whole.state_dict()
@@ -95,7 +78,7 @@ STEADY_DISAGREEMENT = {SAFE: 0.02, "self_harm": 0.10, "privacy_violation": 0.05}
 
 def test_second_opinion_quiet_on_a_stationary_stream():
     det = SecondOpinionDisagreementDetector()
-    assert run(det, second_opinion_stream(random.Random(0), 0, 100_000, STEADY_DISAGREEMENT)) == []
+    assert feed(det, second_opinion_stream(random.Random(0), 0, 100_000, STEADY_DISAGREEMENT)) == []
     keys = {(r.scope, r.key) for r in det.readings()}
     assert keys == {(s, k) for s in SCOPES for k in ("", *STEADY_DISAGREEMENT)}
 
@@ -103,9 +86,9 @@ def test_second_opinion_quiet_on_a_stationary_stream():
 def test_second_opinion_catches_a_rise_in_one_category():
     rng = random.Random(1)
     det = SecondOpinionDisagreementDetector()
-    assert run(det, second_opinion_stream(rng, 0, 30_000, STEADY_DISAGREEMENT)) == []
+    assert feed(det, second_opinion_stream(rng, 0, 30_000, STEADY_DISAGREEMENT)) == []
     shifted = dict(STEADY_DISAGREEMENT, self_harm=0.30)
-    alarms = opened(run(det, second_opinion_stream(rng, 30_000, 15_000, shifted)))
+    alarms = opened(feed(det, second_opinion_stream(rng, 30_000, 15_000, shifted)))
     assert {(c.kind, c.scope, c.key) for c in alarms} >= {("judge_disagreement", s, "self_harm") for s in SCOPES}
     assert all(c.key in ("", "self_harm") for c in alarms)
     ev = next(c for c in alarms if c.key == "self_harm").evidence
@@ -114,7 +97,7 @@ def test_second_opinion_catches_a_rise_in_one_category():
 
 def test_second_opinion_ignores_events_without_a_second_verdict():
     det = SecondOpinionDisagreementDetector()
-    assert run(det, [scored(i, verdict("self_harm")) for i in range(5_000)]) == []
+    assert feed(det, [scored(i, verdict("self_harm")) for i in range(5_000)]) == []
     assert det.readings() == []
 
 
@@ -150,15 +133,15 @@ STEADY_UNSAFE = {SAFE: 0.01, "self_harm": 0.05, "violence_aiding_and_abetting_in
 
 def test_unsafe_response_rate_quiet_on_a_stationary_stream():
     det = UnsafeResponseRateDetector()
-    assert run(det, behaviour_stream(random.Random(3), 0, 100_000, STEADY_UNSAFE)) == []
+    assert feed(det, behaviour_stream(random.Random(3), 0, 100_000, STEADY_UNSAFE)) == []
     assert {r.key for r in det.readings()} == set(STEADY_UNSAFE)
 
 
 def test_unsafe_response_rate_catches_a_regression_as_critical():
     rng = random.Random(4)
     det = UnsafeResponseRateDetector()
-    assert run(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE)) == []
-    alarms = opened(run(det, behaviour_stream(rng, 30_000, 15_000, dict(STEADY_UNSAFE, self_harm=0.15))))
+    assert feed(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE)) == []
+    alarms = opened(feed(det, behaviour_stream(rng, 30_000, 15_000, dict(STEADY_UNSAFE, self_harm=0.15))))
     assert {(c.scope, c.key) for c in alarms} == {(s, "self_harm") for s in SCOPES}
     assert all(c.kind == "unsafe_response_rate" and c.severity == "critical" for c in alarms)
     assert "[self_harm]" in alarms[0].summary and "rose" in alarms[0].summary
@@ -167,15 +150,15 @@ def test_unsafe_response_rate_catches_a_regression_as_critical():
 def test_unsafe_response_rate_reports_a_fall_as_info():
     rng = random.Random(5)
     det = UnsafeResponseRateDetector()
-    run(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE))
-    falls = opened(run(det, behaviour_stream(rng, 30_000, 15_000, dict(STEADY_UNSAFE, violence_aiding_and_abetting_incitement=0.03))))
+    feed(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE))
+    falls = opened(feed(det, behaviour_stream(rng, 30_000, 15_000, dict(STEADY_UNSAFE, violence_aiding_and_abetting_incitement=0.03))))
     assert falls and all(c.severity == "info" and c.evidence["direction"] == "drop" for c in falls)
     assert {c.key for c in falls} == {"violence_aiding_and_abetting_incitement"}
 
 
 def test_unsafe_response_rate_skips_events_without_a_response():
     det = UnsafeResponseRateDetector()
-    run(det, [scored(i, verdict("self_harm")) for i in range(3_000)])
+    feed(det, [scored(i, verdict("self_harm")) for i in range(3_000)])
     assert det.readings() == []
 
 
@@ -192,15 +175,15 @@ def test_unsafe_response_rate_restores_mid_stream():
 
 def test_over_refusal_quiet_on_a_stationary_stream():
     det = OverRefusalDetector()
-    assert run(det, behaviour_stream(random.Random(7), 0, 100_000, STEADY_UNSAFE)) == []
+    assert feed(det, behaviour_stream(random.Random(7), 0, 100_000, STEADY_UNSAFE)) == []
     assert {(r.scope, r.key) for r in det.readings()} == {(s, "") for s in SCOPES}
 
 
 def test_over_refusal_catches_more_refusals_of_safe_prompts():
     rng = random.Random(8)
     det = OverRefusalDetector()
-    assert run(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE)) == []
-    alarms = opened(run(det, behaviour_stream(rng, 30_000, 15_000, STEADY_UNSAFE, refusal=0.08)))
+    assert feed(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE)) == []
+    alarms = opened(feed(det, behaviour_stream(rng, 30_000, 15_000, STEADY_UNSAFE, refusal=0.08)))
     assert {(c.kind, c.scope, c.key) for c in alarms} == {("over_refusal", s, "") for s in SCOPES}
     ev = alarms[0].evidence
     assert 0.02 < ev["reference_rate"] < 0.04 and ev["current_ci95"][0] < 0.08 < ev["current_ci95"][1]
@@ -209,9 +192,9 @@ def test_over_refusal_catches_more_refusals_of_safe_prompts():
 def test_over_refusal_ignores_refusals_of_harmful_prompts():
     rng = random.Random(9)
     det = OverRefusalDetector()
-    run(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE))
+    feed(det, behaviour_stream(rng, 0, 30_000, STEADY_UNSAFE))
     always_refused = [scored(i, verdict("self_harm", response_unsafe=False, refused=True)) for i in range(30_000, 40_000)]
-    assert run(det, always_refused) == []
+    assert feed(det, always_refused) == []
 
 
 def test_over_refusal_restores_mid_stream():
@@ -234,7 +217,7 @@ def labelled_stream(rng: random.Random, start: int, n: int, wrong: dict[str, flo
         yield scored(i, verdict(judged)), Feedback(f"evt-{i}", category=truth, source="review")
 
 
-def feed(det: FeedbackDisagreementDetector, pairs) -> list[Condition]:
+def feed_labelled(det: FeedbackDisagreementDetector, pairs) -> list[Condition]:
     """Judge a batch, then label it: labels trail their events, as they do in production."""
     out: list[Condition] = []
     pairs = list(pairs)
@@ -253,15 +236,15 @@ STEADY_WRONG = {SAFE: 0.0, "self_harm": 0.05, "privacy_violation": 0.10, "child_
 
 def test_feedback_quiet_on_a_stationary_stream():
     det = FeedbackDisagreementDetector(HARM)
-    assert feed(det, labelled_stream(random.Random(11), 0, 100_000, STEADY_WRONG)) == []
+    assert feed_labelled(det, labelled_stream(random.Random(11), 0, 100_000, STEADY_WRONG)) == []
     assert det.counts == {"matched": 100_000, "unknown_event": 0, "duplicate": 0}
 
 
 def test_feedback_catches_the_judge_missing_one_category():
     rng = random.Random(12)
     det = FeedbackDisagreementDetector(HARM)
-    assert feed(det, labelled_stream(rng, 0, 40_000, STEADY_WRONG)) == []
-    alarms = opened(feed(det, labelled_stream(rng, 40_000, 20_000, dict(STEADY_WRONG, self_harm=0.25))))
+    assert feed_labelled(det, labelled_stream(rng, 0, 40_000, STEADY_WRONG)) == []
+    alarms = opened(feed_labelled(det, labelled_stream(rng, 40_000, 20_000, dict(STEADY_WRONG, self_harm=0.25))))
     assert {(c.kind, c.scope, c.key) for c in alarms} >= {("feedback_disagreement", s, "self_harm") for s in SCOPES}
     assert all(c.key in ("", "self_harm") for c in alarms)
     ev = next(c for c in alarms if c.key == "self_harm").evidence
@@ -318,13 +301,13 @@ def test_feedback_restores_mid_stream_with_its_memory():
     config = RateChangeConfig(warmup=300)
     pairs = list(labelled_stream(rng, 0, 6_000, STEADY_WRONG)) + list(labelled_stream(rng, 6_000, 6_000, dict(STEADY_WRONG, child_abuse=0.5)))
     whole = FeedbackDisagreementDetector(HARM, memory=5_000, config=config)
-    expected = feed(whole, pairs)
+    expected = feed_labelled(whole, pairs)
     assert opened(expected)
     cut = 64 * 110
     first = FeedbackDisagreementDetector(HARM, memory=5_000, config=config)
-    got = feed(first, pairs[:cut])
+    got = feed_labelled(first, pairs[:cut])
     restored = FeedbackDisagreementDetector(HARM, memory=5_000, config=config)
     restored.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
-    got += feed(restored, pairs[cut:])
+    got += feed_labelled(restored, pairs[cut:])
     assert got == expected
     assert restored.readings() == whole.readings() and restored.state_dict() == whole.state_dict()

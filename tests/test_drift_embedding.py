@@ -9,6 +9,7 @@ import pytest
 
 from monitor.drift.base import Detector
 from monitor.drift.embedding_mmd import EmbeddingMMDDetector
+from tests.helpers.conditions import feed
 from tests.helpers.scored import scored
 
 DIM = 32
@@ -32,13 +33,6 @@ def stream(seed, phases, scopes=("global",)):
         emb = embeddings(rng, n, share)
         out += [scored(t + i, embedding=emb[i], scopes=scopes) for i in range(n)]
         t += n
-    return out
-
-
-def feed(det, events, batch=64):
-    out = []
-    for i in range(0, len(events), batch):
-        out += det.update(events[i : i + batch])
     return out
 
 

@@ -13,18 +13,12 @@ from monitor.drift.base import Detector
 from monitor.drift.bernoulli_cusum import average_run_length, calibrate_threshold, llr_steps, odds_shift
 from monitor.drift.proportions import SCALE, CategoryShareDetector
 from monitor.drift.reference import ShareKeys, ShareReference
+from tests.helpers.conditions import feed
 from tests.helpers.scored import category_stream, scored
 
 CATS = ["self_harm", "privacy_violation"]
 BASE = {"self_harm": 0.05, "privacy_violation": 0.02}
 RISEN = {"self_harm": 0.10, "privacy_violation": 0.02}
-
-
-def feed(det, events, batch=64):
-    out = []
-    for i in range(0, len(events), batch):
-        out += det.update(events[i : i + batch])
-    return out
 
 
 def stream(seed, phases, start=0.0, scopes=("global",)):

@@ -8,30 +8,12 @@ import random
 
 import pytest
 
-from monitor.alerts.condition import Condition
 from monitor.drift.rate_change import RateChange, RateChangeConfig, wilson_interval
+from tests.helpers.conditions import feed, opened
 
 
 def bernoulli(rng: random.Random, rate: float, start: int, n: int, scope: str = "global", key: str = ""):
     return [(scope, key, rng.random() < rate, float(t)) for t in range(start, start + n)]
-
-
-def activations(conditions: list[Condition]) -> list[Condition]:
-    """Conditions that open an alert (the key was not active before)."""
-    active: dict[str, bool] = {}
-    out = []
-    for c in conditions:
-        if c.active and not active.get(c.fingerprint):
-            out.append(c)
-        active[c.fingerprint] = c.active
-    return out
-
-
-def run_batches(rc: RateChange, trials, size: int = 64) -> list[Condition]:
-    out: list[Condition] = []
-    for i in range(0, len(trials), size):
-        out.extend(rc.update(trials[i : i + size]))
-    return out
 
 
 def test_stationary_rates_stay_quiet_with_default_settings():
@@ -39,7 +21,7 @@ def test_stationary_rates_stay_quiet_with_default_settings():
     rates = {"rare": 0.002, "low": 0.03, "mid": 0.25, "high": 0.8}
     rc = RateChange("k", "rate", direction="both")
     trials = [("global", key, rng.random() < p, float(t)) for t in range(50_000) for key, p in rates.items()]
-    assert run_batches(rc, trials) == []
+    assert feed(rc, trials) == []
     assert all(not r.active and r.statistic < r.threshold for r in rc.readings("k"))
 
 
@@ -51,16 +33,16 @@ def test_false_alarms_stay_within_the_arl_target(rate):
     rc = RateChange("k", "rate", config, direction="both")
     keys = [str(i) for i in range(10)]
     trials = [("global", key, rng.random() < rate, float(t)) for t in range(20_000) for key in keys]
-    alarms = activations(run_batches(rc, trials))
+    alarms = opened(feed(rc, trials))
     assert len(alarms) <= len(trials) / config.arl
 
 
 def test_rise_is_caught_with_evidence_of_the_numbers():
     rng = random.Random(1)
     rc = RateChange("over_refusal", "refusal rate", direction="rise")
-    assert run_batches(rc, bernoulli(rng, 0.05, 0, 20_000)) == []
-    conditions = run_batches(rc, bernoulli(rng, 0.10, 20_000, 10_000))
-    first = activations(conditions)[0]
+    assert feed(rc, bernoulli(rng, 0.05, 0, 20_000)) == []
+    conditions = feed(rc, bernoulli(rng, 0.10, 20_000, 10_000))
+    first = opened(conditions)[0]
     assert first.kind == "over_refusal" and first.scope == "global" and first.key == "" and first.severity == "warning"
     assert 20_000 <= first.at < 25_000
     ev = first.evidence
@@ -82,21 +64,21 @@ def test_drop_is_caught_only_when_watched():
     before, after = bernoulli(rng, 0.3, 0, 10_000), bernoulli(rng, 0.12, 10_000, 3_000)
     both = RateChange("k", "rate", direction="both", severity_drop="info")
     up_only = RateChange("k", "rate", direction="rise")
-    assert run_batches(both, before) == [] and run_batches(up_only, before) == []
-    first = activations(run_batches(both, after))[0]
+    assert feed(both, before) == [] and feed(up_only, before) == []
+    first = opened(feed(both, after))[0]
     assert first.evidence["direction"] == "drop" and first.severity == "info" and "fell from" in first.summary
-    assert run_batches(up_only, after) == []
-    resolved = [c for c in run_batches(both, bernoulli(rng, 0.3, 13_000, 5_000)) if not c.active]
+    assert feed(up_only, after) == []
+    resolved = [c for c in feed(both, bernoulli(rng, 0.3, 13_000, 5_000)) if not c.active]
     assert len(resolved) == 1 and resolved[0].evidence["direction"] == "drop" and resolved[0].severity == "info"
 
 
 def test_alert_resolves_when_the_rate_returns():
     rng = random.Random(3)
     rc = RateChange("k", "rate")
-    run_batches(rc, bernoulli(rng, 0.05, 0, 10_000))
-    raised = run_batches(rc, bernoulli(rng, 0.2, 10_000, 2_000))
-    assert activations(raised) and rc.active("global", "")
-    back = run_batches(rc, bernoulli(rng, 0.05, 12_000, 10_000))
+    feed(rc, bernoulli(rng, 0.05, 0, 10_000))
+    raised = feed(rc, bernoulli(rng, 0.2, 10_000, 2_000))
+    assert opened(raised) and rc.active("global", "")
+    back = feed(rc, bernoulli(rng, 0.05, 12_000, 10_000))
     resolved = [c for c in back if not c.active]
     assert len(resolved) == 1 and "back at its reference" in resolved[0].summary
     assert not rc.active("global", "") and back[-1] is resolved[0]
@@ -106,23 +88,23 @@ def test_keys_and_scopes_are_independent():
     rng = random.Random(4)
     rc = RateChange("k", "rate")
     steady = [t for s in ("global", "model=a") for t in bernoulli(rng, 0.1, 0, 5_000, s, "x")]
-    run_batches(rc, steady)
+    feed(rc, steady)
     mixed = bernoulli(rng, 0.4, 5_000, 1_000, "model=a", "x") + bernoulli(rng, 0.1, 5_000, 1_000, "global", "x")
-    fired = {c.fingerprint for c in run_batches(rc, mixed)}
+    fired = {c.fingerprint for c in feed(rc, mixed)}
     assert fired == {"k/model=a/x"}
 
 
 def test_a_reference_without_successes_still_catches_a_rise_and_never_goes_below_zero():
     rng = random.Random(6)
     rc = RateChange("k", "rate", direction="both")
-    assert run_batches(rc, [("global", "", False, float(t)) for t in range(20_000)]) == []
-    assert activations(run_batches(rc, bernoulli(rng, 0.05, 20_000, 2_000)))
+    assert feed(rc, [("global", "", False, float(t)) for t in range(20_000)]) == []
+    assert opened(feed(rc, bernoulli(rng, 0.05, 20_000, 2_000)))
 
 
 def test_a_rate_of_one_cannot_rise_and_does_not_crash():
     rc = RateChange("k", "rate", direction="both")
-    assert run_batches(rc, [("global", "", True, float(t)) for t in range(5_000)]) == []
-    assert activations(run_batches(rc, [("global", "", t % 2 == 0, float(t)) for t in range(5_000, 7_000)]))
+    assert feed(rc, [("global", "", True, float(t)) for t in range(5_000)]) == []
+    assert opened(feed(rc, [("global", "", t % 2 == 0, float(t)) for t in range(5_000, 7_000)]))
 
 
 def test_save_restore_mid_stream_continues_identically():
@@ -135,15 +117,15 @@ def test_save_restore_mid_stream_continues_identically():
     )
     config = RateChangeConfig(warmup=500)
     whole = RateChange("k", "rate", config, direction="both")
-    expected = run_batches(whole, trials)
-    assert activations(expected)
+    expected = feed(whole, trials)
+    assert opened(expected)
 
     for cut in (320, 9_216, 9_984):  # in warm-up, as the rise begins, during the alert (batch-aligned)
         first = RateChange("k", "rate", config, direction="both")
-        got = run_batches(first, trials[:cut])
+        got = feed(first, trials[:cut])
         restored = RateChange("k", "rate", config, direction="both")
         restored.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
-        got += run_batches(restored, trials[cut:])
+        got += feed(restored, trials[cut:])
         assert got == expected
         assert restored.readings("k") == whole.readings("k")
         assert restored.state_dict() == whole.state_dict()
@@ -161,7 +143,7 @@ def test_watching_both_ways_splits_the_false_alarm_budget():
     rng = random.Random(8)
     trials = bernoulli(rng, 0.1, 0, 2_000)
     up, both = RateChange("k", "rate"), RateChange("k", "rate", direction="both")
-    run_batches(up, trials), run_batches(both, trials)
+    feed(up, trials), feed(both, trials)
     [r_up], [r_both] = up.readings("k"), both.readings("k")
     assert r_both.threshold > r_up.threshold > 0
 

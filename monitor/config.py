@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     second_judge_timeout_s: float = Field(10.0, gt=0, description="Seconds per second-judge request attempt.")
     second_judge_max_retries: int = Field(2, ge=0, description="Retries after the first attempt (timeouts, 429, 5xx).")
     second_judge_max_concurrency: int = Field(4, ge=1, description="Second-judge requests in flight at once.")
+    second_judge_batch_deadline_s: float = Field(
+        5.0, gt=0, description="Longest a worker batch waits for its second opinions; past it the batch goes on without them (counted)."
+    )
     second_judge_prompt_mode: Literal["conversation", "guard_prompt"] = Field(
         "conversation",
         description="conversation: send chat turns (the server's Llama Guard template builds the prompt); "

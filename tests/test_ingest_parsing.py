@@ -106,7 +106,7 @@ def test_timestamps_rfc3339_and_epoch(value, expected):
     assert item.timestamp == expected
 
 
-@pytest.mark.parametrize("value", ["yesterday", True, -5, 1e20, [1]])
+@pytest.mark.parametrize("value", ["yesterday", True, -5, 1e20, [1], 10**400, "9999-12-31T23:59:59-23:59"])
 def test_bad_timestamps_name_the_field(value):
     parsed = ok([{"prompt": "a", "timestamp": value}, {"prompt": "b"}])
     assert parsed.rejected[0].error.startswith("timestamp")
@@ -124,3 +124,10 @@ def test_normalisation_fills_defaults_and_truncates():
     event = to_event(item, arrival_time=123.0, max_text_chars=20)
     assert event.timestamp == 123.0 and len(event.event_id) == 32
     assert event.prompt == "p" * 20 and event.response == "r" * 10 and event.truncated
+
+
+def test_huge_integers_are_a_clear_400_not_a_crash():
+    exc = error(b'{"prompt": "x", "timestamp": ' + b"9" * 5000 + b"}")
+    assert exc.status == 400 and "JSON" in exc.message
+    parsed = ok(b'{"prompt": "a"}\n{"prompt": "b", "timestamp": ' + b"9" * 5000 + b"}\n", NDJSON)
+    assert [e.prompt for _, e in parsed.events] == ["a"] and "line 2" in parsed.rejected[0].error

@@ -35,3 +35,19 @@ def test_sampled_events_carry_second_opinions_and_failures_are_counted(embedder)
             assert status["judged"] == 60  # a failing second judge never loses primary verdicts
             metrics = srv.client.get("/metrics").text
             assert 'llmsafety_second_judge_errors_total{reason="http"}' in metrics
+
+
+def test_a_slow_second_judge_costs_a_batch_at_most_its_deadline(embedder):
+    with FakeChatServer(lambda messages: "safe") as fake:
+        fake.delay_s = 3.0
+        settings = Settings(
+            judge="prototype", second_judge_url=fake.base_url, second_judge_rate=1.0, second_judge_timeout_s=30,
+            second_judge_batch_deadline_s=0.5, batch_max_wait_ms=200,
+        )
+        with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+            events = [{"event_id": f"slow-{i}", "prompt": f"question {i}"} for i in range(8)]
+            assert srv.client.post("/v1/events", json=events).status_code == 202
+            status = srv.wait_processed(timeout=20)
+            assert status["judged"] == 8
+            assert status["latency"]["batch"]["max_ms"] < 2500  # not the judge's 3 s
+            assert 'llmsafety_second_judge_errors_total{reason="batch_deadline"}' in srv.client.get("/metrics").text

@@ -71,6 +71,8 @@ def parse_body(
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int-parsing limit
+        raise BodyError(400, f"body is not usable JSON: {exc}") from None
     if isinstance(data, dict) and envelope in data:
         if set(data) != {envelope}:
             raise BodyError(422, f"envelope: only the key '{envelope}' is allowed next to the list")
@@ -104,6 +106,8 @@ def _ndjson_items(text: str, max_events: int) -> list[tuple[int, Any, str | None
             out.append((i, json.loads(line), None))
         except json.JSONDecodeError as exc:
             out.append((i, None, f"line {i + 1}: not valid JSON: {exc.msg}"))
+        except ValueError as exc:  # e.g. an integer longer than Python's int-parsing limit
+            out.append((i, None, f"line {i + 1}: not usable JSON: {exc}"))
     return out
 
 

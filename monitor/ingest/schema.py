@@ -23,7 +23,10 @@ def parse_timestamp(value: Any) -> float | None:
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or epoch seconds, not a boolean")
     if isinstance(value, (int, float)):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:
+            raise ValueError("epoch seconds out of range") from None
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -31,7 +34,10 @@ def parse_timestamp(value: Any) -> float | None:
             raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        ts = dt.timestamp()
+        try:
+            ts = dt.timestamp()
+        except (OverflowError, ValueError, OSError):
+            raise ValueError("timestamp out of range") from None
     else:
         raise ValueError("must be an RFC 3339 string or epoch seconds")
     if not math.isfinite(ts) or ts < 0 or ts > 32503680000:  # year 3000

@@ -101,6 +101,7 @@ def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer
         settings.embed_responses,
         settings.batch_size,
         second_opinion=build_second_opinion(settings, taxonomy),
+        second_opinion_deadline_s=settings.second_judge_batch_deadline_s,
     )
 
 

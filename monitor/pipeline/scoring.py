@@ -11,7 +11,7 @@ from typing import Sequence
 from monitor.embed.embedder import Embedder
 from monitor.events import Event, ScoredEvent
 from monitor.judge.second_opinion import SecondOpinion
-from monitor.judge.verdict import Judge, JudgeInput
+from monitor.judge.verdict import Judge, JudgeInput, Verdict
 from monitor.scopes import ScopeResolver
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,26 @@ class Scorer:
         embed_responses: bool = True,
         batch_size: int = 64,
         second_opinion: SecondOpinion | None = None,
+        second_opinion_deadline_s: float = 5.0,
     ) -> None:
         self.embedder = embedder
         self.judge = judge
         self.second_opinion = second_opinion
+        self.second_opinion_deadline_s = second_opinion_deadline_s
+        self.second_opinion_timeouts = 0  # batches that went on without their second opinions
         self.scopes = scopes
         self.embed_responses = embed_responses
         self.batch_size = batch_size
+
+    async def _second_opinions(self, event_ids: list[str], inputs: list[JudgeInput]) -> list[Verdict | None]:
+        """The second judge's verdicts, or none at all once the batch's deadline passes: a slow or
+        failing optional judge must not hold up the primary pipeline for more than the deadline."""
+        assert self.second_opinion is not None
+        try:
+            return await asyncio.wait_for(self.second_opinion.run(event_ids, inputs), self.second_opinion_deadline_s)
+        except TimeoutError:
+            self.second_opinion_timeouts += 1
+            return [None] * len(inputs)
 
     def score(self, items: Sequence[tuple[Event, float]]) -> tuple[list[ScoredEvent], StageTimes]:
         """Embed prompts and responses in one encoder call, then judge; order is preserved."""
@@ -59,7 +72,7 @@ class Scorer:
         second: list = [None] * len(events)
         if self.second_opinion is not None:
             # The worker thread has no event loop of its own; the judge's calls run concurrently inside this one.
-            second = asyncio.run(self.second_opinion.run([e.event_id for e in events], inputs))
+            second = asyncio.run(self._second_opinions([e.event_id for e in events], inputs))
         t3 = time.perf_counter()
         scored = [
             ScoredEvent(

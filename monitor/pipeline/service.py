@@ -96,6 +96,7 @@ class MonitorService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-worker")
         self._state_lock = threading.Lock()  # detectors and alerts: mutated by the worker thread, read by the API
         self._task: asyncio.Task[None] | None = None
+        self._holding = False  # the worker has taken a batch off the queue and not finished it
         self._label_children: dict[tuple[Any, ...], Any] = {}
         self._firing_keys: set[tuple[str, str]] = set()
         self._second_judge_seen: dict[str, int] = {}
@@ -183,8 +184,11 @@ class MonitorService:
         if self._task is None:
             return
         deadline = time.monotonic() + drain_timeout
-        while not self._queue.empty() and time.monotonic() < deadline and not self._task.done():
+        # Wait until nothing is queued and the worker holds no batch (one taken off the queue but not yet processed).
+        while (not self._queue.empty() or self._holding) and time.monotonic() < deadline and not self._task.done():
             await asyncio.sleep(0.05)
+        if self._holding or not self._queue.empty():
+            log.warning("stopping with %d events unprocessed after the %.0f s drain timeout", self._queue.qsize(), drain_timeout)
         self._task.cancel()
         try:
             await self._task
@@ -208,6 +212,7 @@ class MonitorService:
 
     async def _next_batch(self) -> list[QueueItem]:
         batch = [await self._queue.get()]
+        self._holding = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_max_wait_ms / 1000.0
         while len(batch) < self.settings.batch_size:
@@ -233,6 +238,8 @@ class MonitorService:
             except Exception:  # process_batch isolates failures; this is a last line of defence
                 log.exception("worker batch failed unexpectedly")
                 self.metrics.worker_errors.inc()
+            finally:
+                self._holding = False
 
     def process_batch(self, batch: list[QueueItem]) -> list[Transition]:
         """Score, detect and alert on one batch (worker thread). Public so benchmarks can drive it."""
@@ -300,6 +307,10 @@ class MonitorService:
             if total > seen:
                 self.metrics.second_judge_errors.labels(reason=reason).inc(total - seen)
                 self._second_judge_seen[reason] = total
+        timeouts = self.scorer.second_opinion_timeouts
+        if timeouts > self._second_judge_seen.get("_batch_timeout", 0):
+            self.metrics.second_judge_errors.labels(reason="batch_deadline").inc(timeouts - self._second_judge_seen.get("_batch_timeout", 0))
+            self._second_judge_seen["_batch_timeout"] = timeouts
         retries = getattr(judge, "retries", 0)
         if retries > self._second_judge_seen.get("_retries", 0):
             self.metrics.second_judge_retries.inc(retries - self._second_judge_seen.get("_retries", 0))

@@ -43,12 +43,3 @@ class ScopeResolver:
         if self.routes:
             out.append(f"route={route_label}")
         return tuple(out)
-
-    def all_scopes(self) -> list[str]:
-        """Every scope that can exist under this configuration (bounded)."""
-        out = [GLOBAL]
-        if self.models:
-            out += [f"model={m}" for m in sorted(self.models)] + [f"model={OTHER}", f"model={NONE}"]
-        if self.routes:
-            out += [f"route={r}" for r in sorted(self.routes)] + [f"route={OTHER}", f"route={NONE}"]
-        return out

@@ -85,3 +85,11 @@ def test_state_round_trip_keeps_firing_alerts_without_refiring():
     restored.load_state_dict(engine.state_dict())
     assert [a.to_dict() for a in restored.alerts()] == [a.to_dict() for a in engine.alerts()]
     assert restored.observe([cond(True, 3.0)]) == []  # still firing: no new transition, no second page
+
+
+def test_reopened_alert_takes_a_higher_severity():
+    engine = AlertEngine(pending_seconds=0, cooldown_seconds=100)
+    engine.observe([cond(True, 0.0, severity="warning")])
+    engine.observe([cond(False, 10.0)])
+    engine.observe([cond(True, 20.0, severity="critical")])
+    assert engine.alerts("firing")[0].severity == "critical"

@@ -108,6 +108,8 @@ class AlertEngine:
             self._history.pop(recent.id, None)
             recent.status, recent.resolved_at, recent.updated_at = "firing", None, cond.at
             recent.summary, recent.evidence = cond.summary or recent.summary, cond.evidence or recent.evidence
+            if SEVERITY_RANK[cond.severity] > SEVERITY_RANK[recent.severity]:
+                recent.severity = cond.severity
             self._open[fp] = recent
             return Transition(recent, "resolved")
         alert = Alert(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from monitor.alerts.condition import Condition
 from monitor.drift.base import Detector, Reading
@@ -18,7 +18,7 @@ class DetectorSuite:
         if len(set(names)) != len(names):
             raise ValueError(f"detector names must be unique: {names}")
         self.detectors = list(detectors)
-        self.errors = 0
+        self.on_error: Callable[[str], None] = lambda name: None  # the service counts failures in a metric
 
     def get(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
@@ -30,7 +30,7 @@ class DetectorSuite:
             try:
                 out.extend(det.update(batch))
             except Exception:
-                self.errors += 1
+                self.on_error(det.name)
                 log.exception("detector %s failed on a batch of %d events", det.name, len(batch))
         return out
 

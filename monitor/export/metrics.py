@@ -84,6 +84,9 @@ class MonitorMetrics:
             f"{p}second_judge_errors", "Second-judge calls that failed after retries, by reason.", ["reason"], registry=r
         )
         self.second_judge_retries = Counter(f"{p}second_judge_retries", "Second-judge attempts that were retried.", registry=r)
+        self.detector_errors = Counter(
+            f"{p}detector_errors", "Batches a detector raised on (logged; the other detectors still ran).", ["detector"], registry=r
+        )
         self.emerging_clusters = Gauge(
             f"{p}emerging_clusters", "Clusters of novel unsafe traffic by scope and status (tracking, emerging, dormant).",
             ["scope", "status"], registry=r,

@@ -100,6 +100,7 @@ class MonitorService:
         self._label_children: dict[tuple[Any, ...], Any] = {}
         self._firing_keys: set[tuple[str, str]] = set()
         self._second_judge_seen: dict[str, int] = {}
+        self.detectors.on_error = lambda name: self.metrics.detector_errors.labels(detector=name).inc()
         self.metrics.queue_capacity.set(settings.queue_capacity)
         self.metrics.sampling_rate.set(1.0)
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
@@ -413,8 +414,12 @@ class MonitorService:
                 if name in self.stateful:
                     self.stateful[name].load_state_dict(part_state)
             self._export_firing()
+            restored = [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
         if self.event_time is not None:
             self.metrics.event_time.set(self.event_time)
+        # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce
+        # what is still firing, so Alertmanager does not let those alerts expire.
+        self._notify(self.transition_listeners, restored)
 
     # ---------------------------------------------------------------- feedback (API)
     def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:

@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -32,6 +32,7 @@ from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.builder import build_service
 from tests.helpers.prom import DEPLOY, binary, running_alertmanager, running_prometheus
 from tests.helpers.server import RunningServer, running_server
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,17 +78,6 @@ def prometheus_config(target: str, alertmanager: str, workdir: Path) -> Path:
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from monitor.state.redis_store import connect
 from tests.helpers.detectors import RecentRefusals
 from tests.helpers.redis import private_redis
 from tests.helpers.server import free_port, running_server
+from tests.helpers.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1767225600.0
@@ -50,17 +51,6 @@ def events(start: int, responses: list[str], prefix: str = "s") -> list[dict]:
 
 def body(evs: list[dict]):
     return parse_body(json.dumps(evs).encode(), "application/json", 10_000)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +193,7 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(settings, embedder, 
     doomed = spawn("worker", settings, tmp_path / "worker.log")
     try:
         # Kill it mid-stream: it has published some batches and holds a batch it has not acknowledged.
-        wait_for(lambda: client.xlen(keys.scored) >= 2 and client.xpending(keys.events, WORKERS_GROUP)["pending"] > 0, 300, "the worker to start")
+        wait_for("the worker to start", lambda: client.xlen(keys.scored) >= 2 and client.xpending(keys.events, WORKERS_GROUP)["pending"] > 0, 300, interval=0.05)
         kill9(doomed)
     finally:
         if doomed.poll() is None:
@@ -216,7 +206,7 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(settings, embedder, 
     survivor = build_worker(settings, embedder)
     work = Background(survivor.run)
     try:
-        wait_for(lambda: owner.service.counts.processed >= len(sent), 120, "every event to reach the detector")
+        wait_for("every event to reach the detector", lambda: owner.service.counts.processed >= len(sent), 120, interval=0.05)
         time.sleep(0.5)  # anything processed twice would arrive now
         assert (owner.service.counts.processed, owner.service.counts.judged, owner.redelivered) == (200, 200, 0)
         assert owner.service.detectors.get("recent_refusals").seen == 200
@@ -238,10 +228,10 @@ def test_killed_detector_owner_is_replaced_within_the_lease_and_state_continues(
     work = Background(worker.run)
     doomed = spawn("detector", settings, tmp_path / "detector.log", MONITOR_SNAPSHOT_EVERY_EVENTS="16", MONITOR_SNAPSHOT_EVERY_SECONDS="600", **fast)
     try:
-        wait_for(lambda: client.get(keys.detector_status), 300, "the detector owner to start")
+        wait_for("the detector owner to start", lambda: client.get(keys.detector_status), 300, interval=0.05)
         assert frontend.ingest(body(first), T0).accepted == 60
         status = lambda: json.loads(client.get(keys.detector_status))  # noqa: E731
-        wait_for(lambda: status()["processed"] == 60, 120, "the owner to apply the first events")
+        wait_for("the owner to apply the first events", lambda: status()["processed"] == 60, 120, interval=0.05)
         before = status()
         alerts_before = json.loads(client.get(keys.alerts))
         kill9(doomed)
@@ -257,9 +247,9 @@ def test_killed_detector_owner_is_replaced_within_the_lease_and_state_continues(
     standby = detector_owner(tuned, embedder, build_detectors(tuned))
     det = Background(standby.run)
     try:
-        wait_for(standby.owning.is_set, 30, "the standby to take over")
+        wait_for("the standby to take over", standby.owning.is_set, 30, interval=0.05)
         assert time.monotonic() - killed_at < 2 * settings.lease_ttl_seconds + 1
-        wait_for(lambda: standby.service.counts.processed == 120, 120, "every event to be applied")
+        wait_for("every event to be applied", lambda: standby.service.counts.processed == 120, 120, interval=0.05)
         time.sleep(0.5)
         assert (standby.service.counts.judged, standby.redelivered) == (120, 0)
         alerts = [a.to_dict() for a in standby.service.alerts("all")]
@@ -285,12 +275,12 @@ def test_worker_and_api_ride_out_a_redis_restart(embedder):
         work = Background(worker.run)
         try:
             assert frontend.ingest(body(events(0, [COMPLY] * 4, prefix="r")), T0).accepted == 4
-            wait_for(lambda: worker.processed == 4, 60, "the first events")
+            wait_for("the first events", lambda: worker.processed == 4, 60, interval=0.05)
             server.kill()
             assert frontend.ingest(body(events(4, [COMPLY] * 4, prefix="r")), T0).unavailable
             server.start()  # same port, empty: no stream, no consumer groups
             assert frontend.ingest(body(events(4, [COMPLY] * 4, prefix="r")), T0).accepted == 4
-            wait_for(lambda: worker.processed == 8, 60, "the worker to recreate its group and go on")
+            wait_for("the worker to recreate its group and go on", lambda: worker.processed == 8, 60, interval=0.05)
             assert server.client().xlen(keys.scored) == 1
         finally:
             work.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -205,6 +205,14 @@ class Settings(BaseSettings):
         if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
             raise ValueError(f"must be a redis://, rediss://, unix:// or redis+sentinel:// URL, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _embedding_window_fits(self) -> "Settings":
+        if self.embedding_window_events % 25:
+            raise ValueError(f"embedding_window_events: must be a multiple of 25 (the test block), got {self.embedding_window_events}")
+        if self.embedding_expected_run_time <= self.embedding_window_events:
+            raise ValueError("embedding_expected_run_time: must exceed embedding_window_events")
+        return self
 
     @field_validator("detectors")
     @classmethod

@@ -29,13 +29,19 @@ class ReplayResult:
 
 
 def read_events(path: Path) -> Iterator[dict]:
+    """Events of a JSONL file. One without ``event_id`` gets ``<file name>:<line>``, so a replay that
+    resends after a 503 or a timeout, or a second replay of the same file, is deduplicated and
+    picks the same events for the seeded second opinion."""
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    event = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+                if isinstance(event, dict) and "event_id" not in event:
+                    event["event_id"] = f"{path.name}:{lineno}"
+                yield event
 
 
 def _event_time(event: dict) -> float | None:

@@ -44,3 +44,11 @@ def test_invalid_values_name_the_field(monkeypatch):
     monkeypatch.setenv("MONITOR_SAMPLING", "sometimes")
     with pytest.raises(ValidationError, match="sampling"):
         Settings()
+
+
+def test_cross_field_rules_are_checked_at_start(monkeypatch):
+    monkeypatch.delenv("MONITOR_CONFIG", raising=False)
+    with pytest.raises(ValidationError, match="embedding_window_events"):
+        Settings(embedding_window_events=110)
+    with pytest.raises(ValidationError, match="embedding_expected_run_time"):
+        Settings(embedding_window_events=500, embedding_expected_run_time=400)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
@@ -13,7 +15,7 @@ router = APIRouter()
 
 @router.get("/v1/clusters", summary="Emerging clusters with evidence (size, growth, share, keywords, exemplars)")
 async def clusters(scope: str = Query("global", max_length=300), service: MonitorService = Depends(get_service)) -> Response:
-    found = service.clusters(scope)
+    found = await asyncio.to_thread(service.clusters, scope)  # waits for the worker's state lock: off the event loop
     if found is None:
         return error_response(409, "clusters: the emerging_clusters detector is not configured")
     return JSONResponse({"scope": scope, "clusters": [c.to_dict() for c in found]})
@@ -21,7 +23,7 @@ async def clusters(scope: str = Query("global", max_length=300), service: Monito
 
 @router.get("/v1/clusters/{cluster_id}", summary="One cluster (ids are stable across restarts)")
 async def cluster(cluster_id: str, service: MonitorService = Depends(get_service)) -> Response:
-    found = service.find_cluster(cluster_id)
+    found = await asyncio.to_thread(service.find_cluster, cluster_id)
     if found is None:
         return error_response(404, f"cluster_id: no cluster {cluster_id!r}")
     return JSONResponse(found.to_dict())

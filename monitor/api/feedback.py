@@ -7,6 +7,8 @@ detector compares it with what the judge said. Labels in another label set (for 
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -75,7 +77,7 @@ async def feedback(request: Request, service: MonitorService = Depends(get_servi
         except ValueError as exc:
             rejected.append(Rejection(index, str(exc)))
     try:
-        statuses, invalid = service.observe_feedback(labels)
+        statuses, invalid = await asyncio.to_thread(service.observe_feedback, labels)  # takes the worker's state lock
     except LookupError as exc:
         return error_response(409, str(exc))
     rejected += invalid

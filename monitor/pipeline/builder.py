@@ -114,7 +114,8 @@ def build_service(
     store = build_store(settings)
     service = MonitorService(settings, scorer, detectors or build_detectors(settings), metrics, store)
     attach_reservoir(service)
-    if settings.role == "all":  # the detector role's owner snapshots under its lease instead
+    # Snapshots only where they outlive the process (Redis); the detector role's owner snapshots under its lease instead.
+    if settings.role == "all" and settings.redis_url is not None:
         Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()
     service.stop_listeners.append(store.close)
     attach_delivery(service, settings)

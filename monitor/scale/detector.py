@@ -31,7 +31,8 @@ from monitor.events import ScoredEvent
 from monitor.ingest.dedup import RecentIds
 from monitor.pipeline.service import MonitorService
 from monitor.scale.lease import Lease
-from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_scored, ensure_group, group_missing
+from monitor.scale.outages import step_through_outages
+from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_scored, ensure_group
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.state.snapshots import SnapshotError, decode, encode
 
@@ -103,7 +104,9 @@ class DetectorOwner:
             while not stop.is_set():
                 if lost.is_set():
                     raise LeaseLost("renewal refused")
-                self._step_safely(stop)
+                step_through_outages(
+                    self.step, stop, self.client, [(self.keys.scored, DETECTOR_GROUP)], f"detector owner {self.owner}", 0.5, log
+                )  # after a lost group, the lease check decides the rest
             done.set()
             heartbeat.join()
             self.save()
@@ -125,17 +128,6 @@ class DetectorOwner:
                     return
             except UNAVAILABLE_ERRORS as exc:  # keep trying: the lease may still be ours when Redis is back
                 log.warning("detector owner %s: cannot renew the lease: %s", self.owner, exc)
-
-    def _step_safely(self, stop: threading.Event) -> None:
-        try:
-            self.step()
-        except UNAVAILABLE_ERRORS as exc:
-            log.warning("detector owner %s: redis unavailable, retrying: %s", self.owner, exc)
-            stop.wait(0.5)
-        except redis.exceptions.ResponseError as exc:
-            if not group_missing(exc):
-                raise
-            ensure_group(self.client, self.keys.scored, DETECTOR_GROUP)  # Redis lost its data; the lease check decides the rest
 
     def _take_over(self) -> None:
         data = self.client.get(self.keys.snapshot)

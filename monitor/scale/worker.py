@@ -23,6 +23,7 @@ import redis
 
 from monitor.events import Event
 from monitor.pipeline.scoring import Scorer
+from monitor.scale.outages import step_through_outages
 from monitor.scale.streams import (
     DETECTOR_GROUP,
     WORKERS_GROUP,
@@ -31,9 +32,7 @@ from monitor.scale.streams import (
     decode_event,
     encode_scored,
     ensure_group,
-    group_missing,
 )
-from monitor.state.redis_store import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +70,9 @@ class StreamWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; Redis outages are waited out, not fatal."""
+        groups = [(self.keys.events, WORKERS_GROUP), (self.keys.scored, DETECTOR_GROUP)]
         while not stop.is_set():
-            try:
-                self.step()
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("worker %s: redis unavailable, retrying: %s", self.consumer, exc)
-                stop.wait(1.0)
-            except redis.exceptions.ResponseError as exc:
-                if not group_missing(exc):
-                    raise
-                log.warning("worker %s: consumer group gone (Redis restarted without its data?): recreating", self.consumer)
-                ensure_group(self.client, self.keys.events, WORKERS_GROUP)
-                ensure_group(self.client, self.keys.scored, DETECTOR_GROUP)
+            step_through_outages(self.step, stop, self.client, groups, f"worker {self.consumer}", 1.0, log)
 
     def step(self) -> int:
         """Handle one batch; returns how many stream entries it consumed (0 when idle or held back)."""

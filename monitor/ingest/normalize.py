@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Iterable
 
 from monitor.events import Event
 from monitor.ingest.schema import EventIn
@@ -24,3 +25,21 @@ def to_event(item: EventIn, arrival_time: float, max_text_chars: int) -> Event:
         metadata=item.metadata,
         truncated=truncated,
     )
+
+
+def unique_events(items: Iterable[EventIn], arrival_time: float, max_text_chars: int) -> tuple[dict[str, Event], int]:
+    """One request's events by id (the first of each id kept) and how many repeated an id within the request.
+
+    >>> events, repeated = unique_events([EventIn(event_id="a", prompt="x"), EventIn(event_id="a", prompt="y")], 0.0, 100)
+    >>> [e.prompt for e in events.values()], repeated
+    (['x'], 1)
+    """
+    events: dict[str, Event] = {}
+    repeated = 0
+    for item in items:
+        event = to_event(item, arrival_time, max_text_chars)
+        if event.event_id in events:
+            repeated += 1
+        else:
+            events[event.event_id] = event
+    return events, repeated

@@ -26,7 +26,7 @@ from monitor.drift.feedback import STATUSES, Feedback, FeedbackDisagreementDetec
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.normalize import to_event
+from monitor.ingest.normalize import unique_events
 from monitor.ingest.parsing import ParsedBody, Rejection
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
@@ -110,13 +110,7 @@ class MonitorService:
         started = time.perf_counter()
         outcome = IngestOutcome(rejected=list(parsed.rejected))
         n_received = len(parsed.events) + len(parsed.rejected)
-        candidates: dict[str, Event] = {}
-        for _, item in parsed.events:
-            event = to_event(item, arrival_time, self.settings.max_text_chars)
-            if event.event_id in candidates:
-                outcome.duplicates += 1
-            else:
-                candidates[event.event_id] = event
+        candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
         try:
             new = self.store.add_ids(list(candidates))
         except StoreUnavailable as exc:

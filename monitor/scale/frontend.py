@@ -24,7 +24,7 @@ from monitor.api.deps import NotReady
 from monitor.config import Settings
 from monitor.events import ScoredEvent
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.normalize import to_event
+from monitor.ingest.normalize import unique_events
 from monitor.ingest.parsing import ParsedBody
 from monitor.pipeline.service import IngestOutcome
 from monitor.scale.streams import StreamKeys, encode_event
@@ -78,13 +78,7 @@ class StreamFrontend:
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
         outcome = IngestOutcome(rejected=list(parsed.rejected))
         received = len(parsed.events) + len(parsed.rejected)
-        candidates = {}
-        for _, item in parsed.events:
-            event = to_event(item, arrival_time, self.settings.max_text_chars)
-            if event.event_id in candidates:
-                outcome.duplicates += 1
-            else:
-                candidates[event.event_id] = event
+        candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
         args: list[Any] = [self.keys.event_id(""), self.settings.dedup_ttl_seconds, self.settings.queue_capacity]
         for event_id, event in candidates.items():
             args += [event_id, encode_event(event)]

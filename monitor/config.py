@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
 
     # --- ingest and queue ---
+    max_future_skew_seconds: float = Field(
+        300.0, ge=0, description="Events stamped more than this after their arrival are rejected (event time must not jump ahead)."
+    )
     queue_capacity: int = Field(20_000, ge=1, description="Events waiting for the worker; ingest answers 503 when full.")
     sampling: Literal["auto", "off"] = Field(
         "auto",

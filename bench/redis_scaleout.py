@@ -108,7 +108,7 @@ def memory_per_event(texts: list[str], r: RedisProcess, common: dict[str, str], 
 
 
 def scored_payload_per_event(r: RedisProcess, prefix: str) -> float | None:
-    entries = r.client.xrange(StreamKeys(prefix).scored)
+    entries = r.client.xrange(StreamKeys(prefix).partition(0).scored)
     events = sum(len(decode_scored(fields[b"b"]).scored) for _, fields in entries)
     return sum(len(fields[b"b"]) for _, fields in entries) / events if events else None
 

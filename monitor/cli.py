@@ -56,9 +56,9 @@ def serve(
         return
     factory = None
     if settings.role != "all":
-        from monitor.scale.roles import build_detector_service, build_frontend
+        from monitor.scale.roles import build_detector_node, build_frontend
 
-        factory = build_frontend if settings.role == "api" else build_detector_service
+        factory = build_frontend if settings.role == "api" else build_detector_node
     uvicorn.run(create_app(settings, service_factory=factory), host=settings.host, port=settings.port, log_level=log_level)
 
 

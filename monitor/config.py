@@ -108,10 +108,16 @@ class Settings(BaseSettings):
     )
     embedding_max_seq_length: int = Field(256, ge=8, description="Tokens kept per text before truncation.")
     embedding_batch_size: int = Field(
-        8,
+        64,
         ge=1,
-        description="Texts per forward pass inside a worker batch. Texts are sorted by length first and each pass pads to "
-        "its longest text, so small passes waste less on mixed lengths (on 2 CPU cores: 8 → ~4x the throughput of 64).",
+        description="Most texts per forward pass. Passes are planned on token counts so each pads little (see "
+        "monitor/embed/passes.py); on a GPU raise it together with embedding_pass_overhead_tokens.",
+    )
+    embedding_pass_overhead_tokens: float = Field(
+        40.0,
+        ge=0,
+        description="Fixed cost of one forward pass, in tokens' worth of compute, used to plan passes (about 40 for "
+        "all-MiniLM-L6-v2 on 2 CPU cores; a GPU's is in the thousands).",
     )
     embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
     embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")
@@ -201,9 +207,17 @@ class Settings(BaseSettings):
     role: Literal["all", "api", "worker", "detector"] = Field(
         "all",
         description="all: the embedded single process. Scale-out over Redis Streams (needs redis_url): api (ingest, "
-        "no model), worker (embed and judge, no HTTP), detector (detectors and alerts; one owner at a time by lease).",
+        "no model), worker (embed and judge, no HTTP), detector (detectors and alerts; one owner per partition at a time by lease).",
     )
-    lease_ttl_seconds: float = Field(10.0, ge=0.5, description="Detector lease time: a standby takes over within about this long after the owner dies.")
+    detector_partitions: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Detector partitions in scale-out mode: global has partition 0 to itself, model/route scopes are hashed "
+        "over the rest; detector processes split the partitions and take over a dead one's. Same value on every role; "
+        "changing it starts detector state afresh.",
+    )
+    lease_ttl_seconds: float = Field(10.0, ge=0.5, description="Detector lease time: a partition's new owner takes over within about this long after the owner dies.")
     claim_idle_seconds: float = Field(30.0, ge=0.1, description="Events a worker has held this long unacknowledged are taken over by another worker.")
 
     @field_validator("redis_url", mode="before")

@@ -60,10 +60,10 @@ def _inflate(body: bytes, max_bytes: int, wbits: int) -> bytes:
     return out
 
 
-def submit(service: MonitorService, adapted: Adapted, arrival: float, source: str) -> IngestOutcome:
+async def submit(service: MonitorService, adapted: Adapted, arrival: float, source: str) -> IngestOutcome:
     """Ingest the adapted events; count redacted and ignored items once the request is taken."""
     started = time.perf_counter()
-    outcome = service.ingest(adapted.parsed_body(), arrival) if adapted.events or adapted.rejected else IngestOutcome()
+    outcome = await service.ingest_async(adapted.parsed_body(), arrival) if adapted.events or adapted.rejected else IngestOutcome()
     if busy(outcome) is None:
         service.metrics.events_redacted.labels(source=source).inc(adapted.redacted)
         service.metrics.items_ignored.labels(source=source).inc(adapted.ignored)

@@ -28,6 +28,7 @@ from monitor.ingest.parsing import BodyError, parse_body
 from monitor.ingest.schema import EventIn
 from monitor.pipeline.builder import build_service
 from monitor.pipeline.service import MonitorService
+from monitor.state.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,11 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
         return error_response(503, f"not ready: {exc.reason}", {"Retry-After": str(exc.retry_after)})
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # Scale-out reads (status, alerts, feedback) while Redis is down: say so, never a 500.
+        return error_response(503, f"state store unavailable: {exc}; retry later", {"Retry-After": str(settings.retry_after_seconds)})
+
     @app.exception_handler(RequestValidationError)
     async def _validationerror_response(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
@@ -122,9 +128,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
         if not parsed.events:
             message = rejected[0]["error"] if parsed.single else "events: every event in the batch is invalid"
-            service.ingest(parsed, arrival)  # still counted as received/rejected
+            await service.ingest_async(parsed, arrival)  # still counted as received/rejected
             return error_response(422, message, rejected=rejected)
-        outcome = service.ingest(parsed, arrival)
+        outcome = await service.ingest_async(parsed, arrival)
         service.metrics.ingest_seconds.observe(time.perf_counter() - started)
         busy = busy_response(outcome, settings.retry_after_seconds)
         if busy is not None:
@@ -139,17 +145,18 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         service = holder["service"]
         if service is None:
             return JSONResponse({"ready": False, "error": holder["error"]}, status_code=200)
-        return JSONResponse({"ready": True, **service.status()})
+        return JSONResponse({"ready": True, **(await asyncio.to_thread(service.status))})
 
     @app.get("/v1/alerts", summary="Alerts (firing, pending, resolved)")
     async def alerts(
         status: Literal["firing", "pending", "resolved", "all"] = Query("all"), service: MonitorService = Depends(get_service)
     ) -> Response:
-        return JSONResponse({"alerts": [_alert_json(a) for a in service.alerts(status)]})
+        found = await asyncio.to_thread(service.alerts, status)  # the state lock, or Redis in scale-out: off the event loop
+        return JSONResponse({"alerts": [_alert_json(a) for a in found]})
 
     @app.get("/v1/alerts/{alert_id}", summary="One alert with its evidence")
     async def alert(alert_id: str, service: MonitorService = Depends(get_service)) -> Response:
-        found = service.alert(alert_id)
+        found = await asyncio.to_thread(service.alert, alert_id)
         if found is None:
             return error_response(404, f"alert_id: no alert {alert_id!r}")
         return JSONResponse(_alert_json(found))
@@ -159,7 +166,10 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         service = holder["service"]
         if service is None:
             return Response(b"", media_type=CONTENT_TYPE_LATEST)
-        service.metrics.queue_depth.set(service.status()["queue_depth"])
+        try:
+            service.metrics.queue_depth.set((await asyncio.to_thread(service.status))["queue_depth"])
+        except StoreUnavailable:
+            pass  # Redis down (scale-out roles): gauges read from it keep their last values; this replica's counters are current
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="Liveness")
@@ -172,7 +182,8 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         if service is None or not service.running:
             reason = holder["error"] or ("the model is still loading" if service is None else "the worker is not running")
             return error_response(503, f"not ready: {reason}")
-        return JSONResponse({"status": "ready", "judge_version": service.judge_version})
+        version = await asyncio.to_thread(lambda: service.judge_version)  # scale-out api replicas read it from Redis
+        return JSONResponse({"status": "ready", "judge_version": version})
 
     for router in ROUTERS:
         app.include_router(router)

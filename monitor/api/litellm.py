@@ -36,7 +36,7 @@ async def ingest_litellm(request: Request, service: MonitorService = Depends(get
     except BodyError as exc:
         return error_response(exc.status, exc.message)
     adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt).adapt(items, single=single)
-    outcome = submit(service, adapted, arrival, source="litellm")
+    outcome = await submit(service, adapted, arrival, source="litellm")
     rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]
     if not adapted.events and adapted.rejected:
         message = rejected[0]["error"] if single else "items: every LiteLLM payload in the batch is invalid"

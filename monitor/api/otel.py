@@ -42,7 +42,7 @@ async def receive_traces(request: Request, service: MonitorService = Depends(get
         return error_response(
             413, f"spans: {llm_spans} LLM spans in one request exceed the limit of {settings.max_events_per_request}; lower the exporter's batch size"
         )
-    outcome = submit(service, adapted, arrival, source="otel")
+    outcome = await submit(service, adapted, arrival, source="otel")
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy

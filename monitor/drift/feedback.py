@@ -73,6 +73,12 @@ class Feedback:
         return self.unsafe if self.unsafe is not None else self.category != SAFE
 
 
+def check_category(feedback: Feedback, categories: frozenset[str]) -> None:
+    """``ValueError`` naming a label's category outside ``categories`` (the taxonomy and ``safe``)."""
+    if feedback.category is not None and feedback.category not in categories:
+        raise ValueError(f"category: {feedback.category!r} is not a category of the taxonomy")
+
+
 def disagrees(flagged: bool, judge_categories: Sequence[str], feedback: Feedback) -> bool:
     """Whether a label contradicts the judge: unsafe-or-not differs, or both say unsafe but the
     label's category is none of the judge's (its top category and every category it flagged).
@@ -144,8 +150,7 @@ class FeedbackDisagreementDetector:
 
     def observe(self, feedback: Feedback) -> tuple[FeedbackStatus, list[Condition]]:
         """Match one label against the remembered verdict; ``ValueError`` names a category outside the taxonomy."""
-        if feedback.category is not None and feedback.category not in self.categories:
-            raise ValueError(f"category: {feedback.category!r} is not a category of the taxonomy")
+        check_category(feedback, self.categories)
         entry = self._judged.get(feedback.event_id)
         status: FeedbackStatus = "unknown_event" if entry is None else "duplicate" if entry[4] else "matched"
         self.counts[status] += 1

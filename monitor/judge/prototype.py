@@ -46,6 +46,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def prototype_version(taxonomy: Taxonomy) -> str:
+    """The prototype judge's version: it follows from the taxonomy alone (no model needed to know it)."""
+    return f"prototype-{taxonomy.name}-v{taxonomy.version}"
+
+
 class PrototypeJudge:
     """Nearest-prototype judge; ``temperature`` (cosine units) sets how sharp the probabilities are."""
 
@@ -56,7 +61,7 @@ class PrototypeJudge:
         self._safe = _unit(embedder.encode([by_id[SAFE].description, *by_id[SAFE].examples]))
         self._prototypes = np.stack([_unit(embedder.encode([by_id[h].description, *by_id[h].examples])) for h in self._harm])
         self._refusal = np.stack([_unit(embedder.encode(list(REFUSAL_EXAMPLES))), _unit(embedder.encode(list(COMPLIANCE_EXAMPLES)))])
-        self.version = f"prototype-{taxonomy.name}-v{taxonomy.version}"
+        self.version = prototype_version(taxonomy)
 
     @property
     def categories(self) -> Sequence[str]:

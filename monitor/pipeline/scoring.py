@@ -27,11 +27,10 @@ class StageTimes:
 class Scorer:
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | None,
         judge: Judge,
         scopes: ScopeResolver,
         embed_responses: bool = True,
-        encode_batch_size: int = 8,
         second_opinion: SecondOpinion | None = None,
         second_opinion_deadline_s: float = 5.0,
     ) -> None:
@@ -42,7 +41,6 @@ class Scorer:
         self.second_opinion_timeouts = 0  # batches that went on without their second opinions
         self.scopes = scopes
         self.embed_responses = embed_responses
-        self.encode_batch_size = encode_batch_size
 
     async def _second_opinions(self, event_ids: list[str], inputs: list[JudgeInput]) -> list[Verdict | None]:
         """The second judge's verdicts, or none at all once the batch's deadline passes: a slow or
@@ -56,11 +54,13 @@ class Scorer:
 
     def score(self, items: Sequence[tuple[Event, float]]) -> tuple[list[ScoredEvent], StageTimes]:
         """Embed prompts and responses in one encoder call, then judge; order is preserved."""
+        if self.embedder is None:
+            raise RuntimeError("this scorer embeds nothing (the detector role: worker processes embed and judge)")
         t0 = time.perf_counter()
         events = [e for e, _ in items]
         with_response = [i for i, e in enumerate(events) if e.response is not None and self.embed_responses]
         texts = [e.prompt for e in events] + [events[i].response or "" for i in with_response]
-        vectors = self.embedder.encode(texts, batch_size=self.encode_batch_size)
+        vectors = self.embedder.encode(texts)
         prompt_vecs = vectors[: len(events)]
         response_vecs: list = [None] * len(events)
         for j, i in enumerate(with_response):

@@ -52,6 +52,15 @@ class IngestOutcome:
 
 
 @dataclass(slots=True)
+class _Request:
+    """One ingest request between its steps: validated and deduplicated within itself."""
+
+    n_received: int
+    outcome: IngestOutcome
+    candidates: dict[str, Event]
+
+
+@dataclass(slots=True)
 class Counts:
     received: int = 0
     accepted: int = 0
@@ -72,8 +81,13 @@ class MonitorService:
         detectors: DetectorSuite,
         metrics: MonitorMetrics | None = None,
         store: StateStore | None = None,
+        counts_events: bool = True,
     ) -> None:
+        """``counts_events=False``: leave the per-event counters (judged, verdicts, refusals, processed,
+        feedback) of a shared ``metrics`` to another service that sees the same events (the detector
+        role's partitions: only partition 0, which has every event, counts them)."""
         self.settings = settings
+        self.counts_events = counts_events
         self.scorer = scorer
         self.detectors = detectors
         self.metrics = metrics or MonitorMetrics()
@@ -98,7 +112,7 @@ class MonitorService:
         self._task: asyncio.Task[None] | None = None
         self._holding = False  # the worker has taken a batch off the queue and not finished it
         self._label_children: dict[tuple[Any, ...], Any] = {}
-        self._firing_keys: set[tuple[str, str]] = set()
+        self._firing: CounterDict[tuple[str, str]] = CounterDict()
         self._second_judge_seen: dict[str, int] = {}
         self.detectors.on_error = lambda name: self.metrics.detector_errors.labels(detector=name).inc()
         self.metrics.queue_capacity.set(settings.queue_capacity)
@@ -107,19 +121,56 @@ class MonitorService:
 
     # ---------------------------------------------------------------- ingest (event loop)
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+        """Validate, deduplicate and enqueue (event loop). With an in-memory store nothing here blocks;
+        routes call :meth:`ingest_async`, which keeps a networked store's round trips off the loop."""
         started = time.perf_counter()
+        request = self._prepare(parsed, arrival_time)
+        discard = self._admit(request, self._remember(request), started)
+        if discard:
+            self._forget(discard)
+        return request.outcome
+
+    async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+        """:meth:`ingest` with the state store's calls in a worker thread (Redis: a slow or paused
+        server must not hold up ``/healthz`` and other requests); the queue and counts stay on the loop."""
+        if self.store.backend == "memory":
+            return self.ingest(parsed, arrival_time)
+        started = time.perf_counter()
+        request = self._prepare(parsed, arrival_time)
+        discard = self._admit(request, await asyncio.to_thread(self._remember, request), started)
+        if discard:
+            await asyncio.to_thread(self._forget, discard)
+        return request.outcome
+
+    def _prepare(self, parsed: ParsedBody, arrival_time: float) -> _Request:
         n_received = len(parsed.events) + len(parsed.rejected)
         parsed = reject_future(parsed, arrival_time + self.settings.max_future_skew_seconds)
         outcome = IngestOutcome(rejected=list(parsed.rejected))
         candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
+        return _Request(n_received, outcome, candidates)
+
+    def _remember(self, request: _Request) -> list[bool] | StoreUnavailable:
+        """Which candidates are new (the store's one round trip), or why the store cannot say."""
         try:
-            new = self.store.add_ids(list(candidates))
+            return self.store.add_ids(list(request.candidates))
         except StoreUnavailable as exc:
-            outcome.unavailable, outcome.duplicates = str(exc), 0
-            self._count_ingest(n_received, outcome, new=0, dropped=len(candidates), reason="store_unavailable")
-            return outcome
-        fresh = [event for event, is_new in zip(candidates.values(), new) if is_new]
-        outcome.duplicates += len(candidates) - len(fresh)
+            return exc
+
+    def _forget(self, event_ids: list[str]) -> None:
+        try:
+            self.store.discard_ids(event_ids)
+        except StoreUnavailable:  # a resend then counts as a duplicate: logged, not fatal
+            log.warning("could not forget %d event ids after a full queue", len(event_ids))
+
+    def _admit(self, request: _Request, new: list[bool] | StoreUnavailable, started: float) -> list[str]:
+        """Sample, enqueue and count (event loop); returns the ids to forget when the queue is full."""
+        n_received, outcome = request.n_received, request.outcome
+        if isinstance(new, StoreUnavailable):
+            outcome.unavailable, outcome.duplicates = str(new), 0
+            self._count_ingest(n_received, outcome, new=0, dropped=len(request.candidates), reason="store_unavailable")
+            return []
+        fresh = [event for event, is_new in zip(request.candidates.values(), new) if is_new]
+        outcome.duplicates += len(request.candidates) - len(fresh)
 
         admitted: list[QueueItem] = []
         sampled_out = 0
@@ -133,12 +184,8 @@ class MonitorService:
         if self._queue.qsize() + len(admitted) > capacity:
             outcome.queue_full = True
             outcome.duplicates = 0
-            try:
-                self.store.discard_ids([e.event_id for e in fresh])
-            except StoreUnavailable:  # a resend then counts as a duplicate: logged, not fatal
-                log.warning("could not forget %d event ids after a full queue", len(fresh))
             self._count_ingest(n_received, outcome, new=0, dropped=len(fresh))
-            return outcome
+            return [e.event_id for e in fresh]
 
         for event, weight in admitted:
             self._queue.put_nowait((event, weight))
@@ -153,7 +200,7 @@ class MonitorService:
         self.metrics.truncated.inc(truncated)
         self._count_ingest(n_received, outcome, new=len(fresh), dropped=0)
         self.latency["ingest"].add(time.perf_counter() - started)
-        return outcome
+        return []
 
     def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, dropped: int, reason: str = "queue_full") -> None:
         c, m = self.counts, self.metrics
@@ -191,6 +238,12 @@ class MonitorService:
         except asyncio.CancelledError:
             pass
         self._task = None
+        self._executor.shutdown(wait=True)
+        self._notify(self.stop_listeners)
+
+    def close(self) -> None:
+        """Release a service that was never started (a detector partition given up): its worker
+        thread ends and its stop listeners (alert delivery) run."""
         self._executor.shutdown(wait=True)
         self._notify(self.stop_listeners)
 
@@ -257,7 +310,8 @@ class MonitorService:
         detect_seconds = time.perf_counter() - t0
         self._export(scored, readings, transitions, detect_seconds)
         self.counts.processed += n_items
-        self.metrics.processed.inc(n_items)
+        if self.counts_events:
+            self.metrics.processed.inc(n_items)
         self.latency["batch"].add(time.perf_counter() - started)
         self._notify(self.batch_listeners, scored)
         self._notify(self.transition_listeners, transitions)
@@ -324,6 +378,10 @@ class MonitorService:
         resolve = self.scorer.scopes.labels
         for s in scored:
             v, e = s.verdict, s.event
+            if self.event_time is None or e.timestamp > self.event_time:
+                self.event_time = e.timestamp
+            if not self.counts_events:
+                continue
             model, route = resolve(e.model, e.route)
             self._child(m.judged, model, route).inc()
             self._child(m.prompt_verdicts, model, route, v.category, v.judge_version).inc(s.weight)
@@ -334,10 +392,8 @@ class MonitorService:
             if v.refused is not None:
                 prompt = "unsafe" if v.prompt_flagged else "safe"
                 self._child(m.refusals, model, route, prompt, str(v.refused).lower()).inc(s.weight)
-            if self.event_time is None or e.timestamp > self.event_time:
-                self.event_time = e.timestamp
         self.counts.judged += len(scored)
-        if self.event_time is not None:
+        if self.event_time is not None and self.counts_events:
             m.event_time.set(self.event_time)
         m.stage_seconds.labels(stage="detect").observe(detect_seconds)
         self.latency["detect"].add(detect_seconds)
@@ -362,11 +418,16 @@ class MonitorService:
         if transitions:
             self._export_firing()
 
-    def _export_firing(self) -> None:
-        firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
-        self._firing_keys |= firing.keys()
-        for kind, severity in self._firing_keys:
-            self.metrics.alerts_firing.labels(kind=kind, severity=severity).set(firing.get((kind, severity), 0))
+    def _export_firing(self, firing: CounterDict[tuple[str, str]] | None = None) -> None:
+        """Move the firing gauges by this service's change, so services sharing ``metrics`` (the
+        detector role's partitions) add up; ``firing`` given: set this service's share to it."""
+        if firing is None:
+            firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
+        for kind, severity in firing.keys() | self._firing.keys():
+            delta = firing[(kind, severity)] - self._firing[(kind, severity)]
+            if delta:
+                self.metrics.alerts_firing.labels(kind=kind, severity=severity).inc(delta)
+        self._firing = firing
 
     # ---------------------------------------------------------------- state (snapshots)
     def state_dict(self) -> dict[str, Any]:
@@ -435,8 +496,9 @@ class MonitorService:
                 statuses[status] += 1
                 conditions.extend(conds)
             transitions = self.alert_engine.observe(conditions)
-        for status, n in statuses.items():
-            self.metrics.feedback.labels(status=status).inc(n)
+        if self.counts_events:
+            for status, n in statuses.items():
+                self.metrics.feedback.labels(status=status).inc(n)
         self._export_transitions(transitions)
         self._notify(self.transition_listeners, transitions)
         return statuses, invalid

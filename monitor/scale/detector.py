@@ -1,20 +1,21 @@
-"""The detector role: exactly one process at a time feeds judged events to the detectors.
+"""One detector partition's owner: exactly one process at a time feeds it judged events and labels.
 
-Detectors are stateful and order-sensitive, so they run in one owner, chosen by a
-:class:`~monitor.scale.lease.Lease`. Standbys wait for the lease; the new owner restores the
-last snapshot and resumes the scored stream where the snapshot ends.
+Detectors are stateful and order-sensitive, so each partition (a fixed group of scopes, see
+:mod:`monitor.scale.partitions`) runs in one owner, chosen by a :class:`~monitor.scale.lease.Lease`.
+The new owner restores the partition's last snapshot and resumes its streams (scored batches
+from workers, labels from ``POST /v1/feedback``) where the snapshot ends.
 
-Exactly-once, the way it is built: the owner acknowledges scored entries only *after* a snapshot
-that includes their effect is saved (fenced by the lease). Every entry not acknowledged is still
-in the group's pending list, so a new owner claims them all (``XAUTOCLAIM``) and applies them
-again on top of the snapshot: nothing is lost and, since the snapshot records the last entry it
-includes, nothing is applied twice. Events published twice by workers (a stalled worker whose
-entries were taken over) are dropped by ``event_id``; the set of recent ids is part of the
-snapshot. Counts then match what the API accepted, exactly.
+Exactly-once, the way it is built: the owner acknowledges entries only *after* a snapshot that
+includes their effect is saved (fenced by the lease). Every entry not acknowledged is still in
+the group's pending list, so a new owner claims them all (``XAUTOCLAIM``) and applies them again
+on top of the snapshot: nothing is lost and, since the snapshot records the last entry of each
+stream it includes, nothing is applied twice. Events published twice by workers (a stalled
+worker whose entries were taken over) are dropped by ``event_id``; the set of recent ids is part
+of the snapshot. Counts then match what the API accepted, exactly.
 
 A stalled owner that lost its lease finds out when a renewal or a fenced write fails, and
-:meth:`DetectorOwner.run` returns ``"lost"``: the process exits and its supervisor starts it
-again as a standby (its in-memory state may be ahead of the snapshot and must not be reused).
+:meth:`DetectorOwner.own` returns ``"lost"``: its in-memory state may be ahead of the snapshot and
+must not be reused, so :class:`~monitor.scale.node.DetectorNode` discards that service.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from typing import Any, Callable, Literal, Sequence
 
 import redis
 
+from monitor.drift.feedback import Feedback
 from monitor.events import ScoredEvent
 from monitor.ingest.dedup import RecentIds
 from monitor.pipeline.service import MonitorService
 from monitor.scale.lease import Lease
 from monitor.scale.outages import step_through_outages
-from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_scored, ensure_group
+from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_feedback, decode_scored, ensure_group
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.state.snapshots import SnapshotError, decode, encode
 
@@ -58,6 +60,8 @@ class DetectorOwner:
         client: redis.Redis,
         keys: StreamKeys,
         owner: str,
+        partition: int = 0,
+        partitions: int = 1,
         lease_ttl_ms: int = 10_000,
         snapshot_every_events: int = 10_000,
         snapshot_every_seconds: float = 60.0,
@@ -67,35 +71,40 @@ class DetectorOwner:
     ) -> None:
         self.service = service
         self.client = client
-        self.keys = keys
+        self.keys = keys.partition(partition)
+        self.partition, self.partitions = partition, partitions
         self.owner = owner
-        self.lease = Lease(client, keys.lease, keys.fence, owner, lease_ttl_ms)
+        self.lease = Lease(client, self.keys.lease, keys.fence, owner, lease_ttl_ms)
         self.snapshot_every_events = snapshot_every_events
         self.snapshot_every_seconds = snapshot_every_seconds
         self.block_ms = block_ms
         self._clock = clock
         self._recent = RecentIds(recent_ids)
-        self._last_entry = (0, 0)
-        self._unacked: list[bytes] = []
+        self._last_entry = self._last_feedback = (0, 0)
+        self._unacked: dict[str, list[bytes]] = {self.keys.scored: [], self.keys.feedback: []}
         self._events_since = 0
         self._last_save = self._alerts_published = clock()
         self.seq = 0
         self.redelivered = 0
         self.owning = threading.Event()
-        ensure_group(client, keys.scored, DETECTOR_GROUP)
+        self._groups = [(self.keys.scored, DETECTOR_GROUP), (self.keys.feedback, DETECTOR_GROUP)]
+        for stream, group in self._groups:
+            ensure_group(client, stream, group)
 
     # ------------------------------------------------------------ lifecycle
     def run(self, stop: threading.Event) -> Outcome:
-        """Stand by until the lease is free, then own the detectors until ``stop`` or the lease is lost."""
+        """Stand by until the lease is free, then own the partition until ``stop`` or the lease is lost."""
         while not stop.is_set():
             try:
                 if self.lease.acquire():
-                    break
+                    return self.own(stop)
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("detector standby %s: redis unavailable: %s", self.owner, exc)
             stop.wait(self.lease.ttl_ms / 3000)
-        else:
-            return "stopped"
+        return "stopped"
+
+    def own(self, stop: threading.Event) -> Outcome:
+        """Own the partition (the lease is held) until ``stop`` (snapshot, release) or the lease is lost."""
         lost, done = threading.Event(), threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(lost, done), name="detector-lease", daemon=True)
         heartbeat.start()
@@ -105,7 +114,7 @@ class DetectorOwner:
                 if lost.is_set():
                     raise LeaseLost("renewal refused")
                 step_through_outages(
-                    self.step, stop, self.client, [(self.keys.scored, DETECTOR_GROUP)], f"detector owner {self.owner}", 0.5, log
+                    self.step, stop, self.client, self._groups, f"detector owner {self.owner} of partition {self.partition}", 0.5, log
                 )  # after a lost group, the lease check decides the rest
             done.set()
             heartbeat.join()
@@ -113,7 +122,7 @@ class DetectorOwner:
             self.lease.release()
             return "stopped"
         except (LeaseLost, *UNAVAILABLE_ERRORS) as exc:
-            log.error("detector owner %s stepping down: %s", self.owner, exc)
+            log.error("detector owner %s of partition %d stepping down: %s", self.owner, self.partition, exc)
             return "lost"
         finally:
             done.set()
@@ -135,50 +144,66 @@ class DetectorOwner:
             try:
                 self._restore(decode(data))
             except SnapshotError as exc:
-                log.error("%s; owner %s starts fresh", exc, self.owner)
-        claimed: list[tuple[bytes, dict]] = []
-        cursor = "0-0"
-        while True:
-            cursor, entries, _deleted = self.client.xautoclaim(self.keys.scored, DETECTOR_GROUP, self.owner, 0, start_id=cursor, count=256)
-            claimed += [(entry_id, fields) for entry_id, fields in entries if fields]
-            if cursor in (b"0-0", "0-0"):
-                break
-        claimed.sort(key=lambda e: _id_tuple(e[0]))
-        log.info("detector owner %s (token %s) took over at seq %d; replaying %d unacknowledged batches", self.owner, self.lease.token, self.seq, len(claimed))
-        self._apply(claimed)
+                log.error("%s; owner %s starts partition %d fresh", exc, self.owner, self.partition)
+        claimed = {stream: self._claim_all(stream) for stream, _ in self._groups}
+        log.info(
+            "detector owner %s (token %s) took over partition %d at seq %d; replaying %d unacknowledged batches",
+            self.owner, self.lease.token, self.partition, self.seq, len(claimed[self.keys.scored]),
+        )
+        self._apply(claimed[self.keys.scored], claimed[self.keys.feedback])
         self._publish(alerts=True)
         self.owning.set()
 
+    def _claim_all(self, stream: str) -> list[tuple[bytes, dict]]:
+        """Every entry pending in the group (the previous owner's), oldest first."""
+        claimed: list[tuple[bytes, dict]] = []
+        cursor = "0-0"
+        while True:
+            cursor, entries, _deleted = self.client.xautoclaim(stream, DETECTOR_GROUP, self.owner, 0, start_id=cursor, count=256)
+            claimed += [(entry_id, fields) for entry_id, fields in entries if fields]
+            if cursor in (b"0-0", "0-0"):
+                break
+        return sorted(claimed, key=lambda e: _id_tuple(e[0]))
+
     def _restore(self, state: dict[str, Any]) -> None:
-        self._in_worker(self.service.load_state_dict, state)
+        taken = (state.get("partition", 0), state.get("partitions", 1))
+        if taken != (self.partition, self.partitions):
+            raise SnapshotError(f"snapshot: taken for partition {taken[0]} of {taken[1]}, this is partition {self.partition} of {self.partitions}")
+        self.service.load_state_dict(state)
         self._recent = RecentIds(self._recent.capacity)
         for event_id in state.get("recent_ids", ()):
             self._recent.add(event_id)
         self._last_entry = tuple(state.get("last_entry", (0, 0)))  # type: ignore[assignment]
+        self._last_feedback = tuple(state.get("last_feedback", (0, 0)))  # type: ignore[assignment]
         self.redelivered = state.get("redelivered", 0)
         self.seq = state["seq"]
 
     # ------------------------------------------------------------ processing
     def step(self) -> int:
-        """Apply the next scored batches (if any) and snapshot when due; returns events applied."""
-        reply = self.client.xreadgroup(DETECTOR_GROUP, self.owner, {self.keys.scored: ">"}, count=16, block=self.block_ms)
-        applied = self._apply(reply[0][1]) if reply else 0
+        """Apply the next scored batches and labels (if any) and snapshot when due; returns events applied."""
+        streams = {self.keys.scored: ">", self.keys.feedback: ">"}
+        reply = self.client.xreadgroup(DETECTOR_GROUP, self.owner, streams, count=16, block=self.block_ms)
+        got = {(name.decode() if isinstance(name, bytes) else name): entries for name, entries in reply or ()}
+        applied = self._apply(got.get(self.keys.scored, []), got.get(self.keys.feedback, []))
         now = self._clock()
-        if self._unacked and (self._events_since >= self.snapshot_every_events or now - self._last_save >= self.snapshot_every_seconds):
+        due = self._events_since >= self.snapshot_every_events or now - self._last_save >= self.snapshot_every_seconds
+        if any(self._unacked.values()) and due:
             self.save()
         return applied
 
-    def _apply(self, entries: Sequence[tuple[bytes, dict]]) -> int:
-        if not entries:
+    def _apply(self, scored: Sequence[tuple[bytes, dict]], feedback: Sequence[tuple[bytes, dict]]) -> int:
+        """Scored batches first, then labels (a label can only match an event already applied)."""
+        if not scored and not feedback:
             return 0
-        applied, transitions = self._in_worker(self._apply_in_worker, entries)
-        self._publish(alerts=transitions > 0)
+        applied, transitions = self._apply_scored(scored)
+        labelled = self._apply_feedback(feedback)
+        self._publish(alerts=transitions > 0 or labelled > 0)
         return applied
 
-    def _apply_in_worker(self, entries: Sequence[tuple[bytes, dict]]) -> tuple[int, int]:
+    def _apply_scored(self, entries: Sequence[tuple[bytes, dict]]) -> tuple[int, int]:
         applied = transitions = 0
         for entry_id, fields in entries:
-            self._unacked.append(entry_id)
+            self._unacked[self.keys.scored].append(entry_id)
             position = _id_tuple(entry_id)
             if position <= self._last_entry:
                 continue  # already in the restored snapshot
@@ -193,29 +218,43 @@ class DetectorOwner:
             self._events_since += len(fresh) + len(poison)
         return applied, transitions
 
-    def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run in the service's worker thread (serialised with anything else it processes); directly once it has stopped."""
+    def _apply_feedback(self, entries: Sequence[tuple[bytes, dict]]) -> int:
+        """Labels not yet in the snapshot; returns how many were applied."""
+        labels: list[tuple[int, Feedback]] = []
+        for entry_id, fields in entries:
+            self._unacked[self.keys.feedback].append(entry_id)
+            position = _id_tuple(entry_id)
+            if position <= self._last_feedback:
+                continue
+            self._last_feedback = position
+            labels.append((len(labels), decode_feedback(fields[b"f"])))
+        if not labels:
+            return 0
+        self._events_since += len(labels)
         try:
-            future = self.service.call_in_worker(fn, *args)
-        except RuntimeError:  # the executor is shut down: nothing else can run
-            return fn(*args)
-        return future.result()
+            _statuses, invalid = self.service.observe_feedback(labels)
+        except LookupError as exc:  # the forwarders check this too; labels sent before a reconfiguration end here
+            log.warning("partition %d: %d labels ignored: %s", self.partition, len(labels), exc)
+            return 0
+        for rejection in invalid:
+            log.warning("partition %d: label ignored: %s", self.partition, rejection.error)
+        return len(labels)
 
     # ------------------------------------------------------------ snapshots and publishing
     def save(self) -> None:
         """Fenced snapshot, then acknowledge and trim what it covers."""
-        state = self._in_worker(self._state)
-        data = encode(state, self.seq + 1, time.time())
+        data = encode(self._state(), self.seq + 1, time.time())
         if not self.lease.fenced_set(self.keys.snapshot, data):
             raise LeaseLost("fenced snapshot write refused")
         self.seq += 1
         pipe = self.client.pipeline(transaction=False)
-        if self._unacked:
-            pipe.xack(self.keys.scored, DETECTOR_GROUP, *self._unacked)
-        ms, seq = self._last_entry
-        pipe.xtrim(self.keys.scored, minid=f"{ms}-{seq + 1}")
+        for stream, last in ((self.keys.scored, self._last_entry), (self.keys.feedback, self._last_feedback)):
+            if self._unacked[stream]:
+                pipe.xack(stream, DETECTOR_GROUP, *self._unacked[stream])
+            pipe.xtrim(stream, minid=f"{last[0]}-{last[1] + 1}")
         pipe.execute()
-        self._unacked, self._events_since, self._last_save = [], 0, self._clock()
+        self._unacked = {stream: [] for stream in self._unacked}
+        self._events_since, self._last_save = 0, self._clock()
         self._publish(alerts=False)
 
     def _state(self) -> dict[str, Any]:
@@ -223,6 +262,9 @@ class DetectorOwner:
             **self.service.state_dict(),
             "recent_ids": list(self._recent),
             "last_entry": self._last_entry,
+            "last_feedback": self._last_feedback,
+            "partition": self.partition,
+            "partitions": self.partitions,
             "redelivered": self.redelivered,
         }
 
@@ -230,6 +272,7 @@ class DetectorOwner:
         c = self.service.counts
         return {
             "owner": self.owner,
+            "partition": self.partition,
             "token": self.lease.token,
             "processed": c.processed,
             "judged": c.judged,
@@ -242,7 +285,7 @@ class DetectorOwner:
 
     def _publish(self, alerts: bool) -> None:
         """Counts after every batch; alerts at once on a transition, else (summaries, ``updated_at``) at most every second."""
-        if not self.lease.fenced_set(self.keys.detector_status, json.dumps(self.status()).encode()):
+        if not self.lease.fenced_set(self.keys.status, json.dumps(self.status()).encode()):
             raise LeaseLost("fenced status write refused")
         now = self._clock()
         if alerts or now - self._alerts_published >= 1.0:

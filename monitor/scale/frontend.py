@@ -5,16 +5,21 @@ balancer. Checking each id (``SET NX EX``) and appending the new events (``XADD`
 Lua script, atomically: an id is remembered if and only if its event is in the stream, so a
 client's resend after any failure is safe, and two replicas never both take the same id. The
 script also enforces the backlog bound: when the stream holds ``queue_capacity`` unprocessed
-events the request is refused whole (503, nothing taken).
+events the request is refused whole (503, nothing taken). Events stamped more than
+``max_future_skew_seconds`` after arrival are rejected, as in the embedded mode.
 
 It offers what the HTTP routes use of :class:`~monitor.pipeline.service.MonitorService`
-(``ingest``, ``status``, ``alerts``, ``alert``, ``metrics``, ...): ``/v1/status`` and
-``/v1/alerts`` answer from what the detector owner publishes, so every replica answers the same.
+(``ingest_async``, ``status``, ``alerts``, ``alert``, ``metrics``, ``observe_feedback``, ...):
+``/v1/status`` and ``/v1/alerts`` answer from what the partition owners publish
+(:class:`~monitor.scale.published.PublishedState`), so every replica answers the same, and
+feedback is forwarded to them (:class:`~monitor.scale.feedback.FeedbackForwarder`). Every Redis
+call of a request runs in a worker thread, never on the event loop: a slow Redis cannot delay
+``/healthz``.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any, Callable
 
 import redis
@@ -22,13 +27,17 @@ import redis
 from monitor.alerts.engine import Alert
 from monitor.api.deps import NotReady
 from monitor.config import Settings
+from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector
 from monitor.events import ScoredEvent
 from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.normalize import unique_events
-from monitor.ingest.parsing import ParsedBody
+from monitor.ingest.parsing import ParsedBody, Rejection, reject_future
 from monitor.pipeline.service import IngestOutcome
+from monitor.scale.feedback import FeedbackForwarder
+from monitor.scale.published import COUNTERS, PublishedState
 from monitor.scale.streams import StreamKeys, encode_event
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
+from monitor.taxonomy import load_taxonomy
 
 # KEYS[1] events stream; ARGV[1] dedup key prefix, ARGV[2] ttl, ARGV[3] capacity, then id, payload pairs.
 # Returns {0} when the backlog is full (nothing taken), else {1, new_1, new_2, ...} (1 = appended, 0 = seen).
@@ -57,8 +66,6 @@ end
 return out
 """
 
-COUNTERS = ("received", "accepted", "duplicates", "rejected", "truncated")
-
 
 class StreamFrontend:
     role = "api"
@@ -71,13 +78,20 @@ class StreamFrontend:
         # Features that listen to judged events run in the detector role; nothing is judged here.
         self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
         self._ingest = client.register_script(_INGEST)
+        self.published = PublishedState(client, self.keys, settings.detector_partitions, settings.queue_capacity)
+        self.feedback = forwarder(settings, client)
         self.metrics.queue_capacity.set(settings.queue_capacity)
         self.metrics.sampling_rate.set(1.0)
 
     # ---------------------------------------------------------------- ingest
+    async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+        """:meth:`ingest` in a worker thread: its Redis round trip never blocks the event loop."""
+        return await asyncio.to_thread(self.ingest, parsed, arrival_time)
+
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        outcome = IngestOutcome(rejected=list(parsed.rejected))
         received = len(parsed.events) + len(parsed.rejected)
+        parsed = reject_future(parsed, arrival_time + self.settings.max_future_skew_seconds)
+        outcome = IngestOutcome(rejected=list(parsed.rejected))
         candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
         args: list[Any] = [self.keys.event_id(""), self.settings.dedup_ttl_seconds, self.settings.queue_capacity]
         for event_id, event in candidates.items():
@@ -129,60 +143,44 @@ class StreamFrontend:
     def running(self) -> bool:
         return True
 
-    # ---------------------------------------------------------------- reads
-    def _detector(self) -> dict[str, Any]:
-        data = self.client.get(self.keys.detector_status)
-        return json.loads(data) if data else {}
-
+    # ---------------------------------------------------------------- reads (StoreUnavailable, a 503, while Redis is down)
     @property
     def judge_version(self) -> str:
-        return self._detector().get("judge_version", "unknown (no detector owner yet)")
+        return self.published.owners()[0].get("judge_version") or "unknown (no detector owner yet)"
 
     def status(self) -> dict[str, Any]:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.counts)
-        pipe.get(self.keys.detector_status)
-        pipe.xlen(self.keys.events)
-        counts, detector, depth = pipe.execute()
-        counts = {k.decode(): int(v) for k, v in counts.items()}
-        detector = json.loads(detector) if detector else {}
-        self.metrics.queue_depth.set(depth)
-        return {
-            "role": self.role,
-            **{name: counts.get(name, 0) for name in COUNTERS},
-            "processed": detector.get("processed", 0),
-            "judged": detector.get("judged", 0),
-            "sampled_out": 0,
-            "dropped": detector.get("dropped", {}),
-            "redelivered": detector.get("redelivered", 0),
-            "queue_depth": depth,
-            "queue_capacity": self.settings.queue_capacity,
-            "sampling": "off",
-            "sampling_rate": 1.0,
-            "event_time": detector.get("event_time"),
-            "judge_version": detector.get("judge_version"),
-            "detector_owner": detector.get("owner"),
-            "worker_running": True,
-            "latency": {},
-        }
+        status = {"role": self.role, **self.published.status()}
+        self.metrics.queue_depth.set(status["queue_depth"])
+        return status
 
     def alerts(self, status: str = "all") -> list[Alert]:
-        data = self.client.get(self.keys.alerts)
-        alerts = [Alert(**d) for d in json.loads(data)] if data else []
-        return [a for a in alerts if status == "all" or a.status == status]
+        return self.published.alerts(status)
 
     def alert(self, alert_id: str) -> Alert | None:
-        return next((a for a in self.alerts("all") if a.id == alert_id), None)
+        return self.published.alert(alert_id)
+
+    def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:
+        return self.feedback.forward(labels)
 
     # ---------------------------------------------------------------- detector-only features
     def _detector_only(self, what: str) -> NotReady:
         return NotReady(f"{what} is served by the detector role (monitor serve --role detector), not by api replicas", self.settings.retry_after_seconds)
-
-    def observe_feedback(self, labels: list) -> Any:
-        raise self._detector_only("/v1/feedback")
 
     def clusters(self, scope: str) -> Any:
         raise self._detector_only("/v1/clusters")
 
     def find_cluster(self, cluster_id: str) -> Any:
         raise self._detector_only("/v1/clusters")
+
+
+def forwarder(settings: Settings, client: redis.Redis) -> FeedbackForwarder:
+    """The feedback path of the api and detector roles."""
+    return FeedbackForwarder(
+        client,
+        StreamKeys(settings.state_key_prefix),
+        settings.detector_partitions,
+        load_taxonomy().ids,
+        enabled=FeedbackDisagreementDetector.name in settings.detectors,
+        capacity=settings.queue_capacity,
+        retry_after=settings.retry_after_seconds,
+    )

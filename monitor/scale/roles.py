@@ -3,8 +3,9 @@
 - ``all``: the embedded single process (:func:`~monitor.pipeline.builder.build_service`).
 - ``api``: :class:`~monitor.scale.frontend.StreamFrontend` behind the usual HTTP app; no model.
 - ``worker``: :class:`~monitor.scale.worker.StreamWorker`, no HTTP; as many as the traffic needs.
-- ``detector``: the usual service and HTTP app (alerts, reports, metrics of the detectors), fed by
-  :class:`~monitor.scale.detector.DetectorOwner` once it holds the lease; run two for failover.
+- ``detector``: :class:`~monitor.scale.node.DetectorNode` behind the usual HTTP app; no model. It
+  owns its share of the ``detector_partitions``, each a service of its own
+  (:func:`build_partition_service`); run two or more for failover.
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ import signal
 import socket
 import threading
 import uuid
-from typing import Callable
+from typing import Callable, Sequence
 
+from monitor.alerts.delivery import attach_delivery
 from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
-from monitor.pipeline.builder import build_scorer, build_service
+from monitor.export.metrics import MonitorMetrics
+from monitor.export.reservoir import attach_reservoir
+from monitor.judge.factory import judge_version
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.pipeline.builder import build_detectors, build_scorer
+from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
-from monitor.scale.detector import DetectorOwner, Outcome
 from monitor.scale.frontend import StreamFrontend
+from monitor.scale.node import DetectorNode
 from monitor.scale.streams import StreamKeys
 from monitor.scale.worker import StreamWorker
+from monitor.scopes import ScopeResolver
+from monitor.state.memory import MemoryStateStore
 from monitor.state.redis_store import connect
+from monitor.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ def build_worker(settings: Settings, embedder: Embedder | None = None, consumer:
         batch_size=settings.batch_size,
         claim_idle_ms=int(settings.claim_idle_seconds * 1000),
         scored_lag_limit=max(16, settings.queue_capacity // settings.batch_size),
+        partitions=settings.detector_partitions,
     )
 
 
@@ -67,36 +78,40 @@ def run_worker(settings: Settings) -> None:
     worker.run(stop)
 
 
-def _exit_process(outcome: Outcome) -> None:
-    if outcome == "lost":  # a supervisor restarts the process as a fresh standby
-        os.kill(os.getpid(), signal.SIGTERM)
+class WorkersJudge:
+    """Stands for the judge the worker processes run: the detector role needs only its version."""
+
+    categories: Sequence[str] = ()
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def judge(self, inputs: Sequence[JudgeInput]) -> list[Verdict]:
+        raise RuntimeError("the detector role judges nothing: worker processes do")
 
 
-def build_detector_service(
-    settings: Settings,
-    embedder: Embedder | None = None,
-    detectors: DetectorSuite | None = None,
-    on_exit: Callable[[Outcome], None] = _exit_process,
+def build_partition_service(
+    settings: Settings, partition: int, metrics: MonitorMetrics, version: str, detectors: Callable[[], DetectorSuite] | None = None
 ) -> MonitorService:
-    """The service of the ``detector`` role, with its lease owner running in a thread until the service stops."""
-    service = build_service(settings, embedder=embedder, detectors=detectors)
-    owner = DetectorOwner(
-        service,
-        _redis(settings),
-        StreamKeys(settings.state_key_prefix),
-        process_name(),
-        lease_ttl_ms=int(settings.lease_ttl_seconds * 1000),
-        snapshot_every_events=settings.snapshot_every_events,
-        snapshot_every_seconds=settings.snapshot_every_seconds,
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: on_exit(owner.run(stop)), name="detector-owner", daemon=True)
-    thread.start()
-
-    def stop_owner() -> None:
-        stop.set()
-        thread.join(timeout=30)
-
-    service.stop_listeners.insert(0, stop_owner)
-    service.detector_owner = owner  # type: ignore[attr-defined]
+    """One detector partition's service: its detectors, alert engine and delivery; no model
+    (``version`` is the workers' judge's). Partition 0 (``global``, every event) also keeps the
+    report reservoir and the per-event counters."""
+    scorer = Scorer(None, WorkersJudge(version), ScopeResolver(settings.models, settings.routes))
+    suite = detectors() if detectors is not None else build_detectors(settings)
+    service = MonitorService(settings, scorer, suite, metrics, MemoryStateStore(1), counts_events=partition == 0)
+    if partition == 0:
+        attach_reservoir(service)
+    attach_delivery(service, settings)
     return service
+
+
+def build_detector_node(settings: Settings, detectors: Callable[[], DetectorSuite] | None = None, name: str | None = None) -> DetectorNode:
+    """The ``detector`` role; ``detectors`` builds each partition's suite (tests use one that fires fast)."""
+    version = judge_version(settings.judge, load_taxonomy())
+    return DetectorNode(
+        settings,
+        _redis(settings),
+        lambda p, metrics: build_partition_service(settings, p, metrics, version, detectors),
+        version,
+        name or process_name(),
+    )

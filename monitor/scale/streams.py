@@ -4,22 +4,32 @@
   read by the ``workers`` consumer group. Workers trim it (``XTRIM MINID``) below the oldest
   entry still unread or unacknowledged, so its length is the backlog; the API answers 503 when
   that backlog reaches ``queue_capacity``.
-- ``<prefix>stream:scored``: one entry per worker batch: the judged events (pickled, float32
-  embeddings included, so detectors see exactly what the embedded mode sees) and the ids of the
-  source entries. Read by the ``detector`` group, which has one consumer at a time (the lease
-  owner); trimmed by the owner after each snapshot.
 - ``<prefix>counts`` (hash): the API replicas' ingest counters (received, accepted, ...).
-- ``<prefix>detector:status`` and ``<prefix>detector:alerts``: the owner's counts and alert list
-  (JSON), so ``/v1/status`` and ``/v1/alerts`` answer the same on every replica.
-- ``<prefix>snapshot:service``: the owner's snapshot, the same key the embedded mode's
-  :class:`~monitor.state.redis_store.RedisStateStore` uses, so a deployment can move between modes.
-- ``<prefix>lease:detector`` and ``<prefix>lease:fence``: the detector lease and its fencing counter.
+- ``<prefix>detector:members`` (sorted set): live detector processes, scored by when their
+  heartbeat expires; they split the partitions evenly among themselves.
+- ``<prefix>lease:fence``: the fencing counter every partition lease draws its tokens from.
+- per detector partition ``p`` (:class:`PartitionKeys`, :mod:`monitor.scale.partitions` says which
+  scopes a partition holds):
+
+  - ``stream:scored:<p>``: one entry per worker batch: that batch's judged events with a scope in
+    ``p`` (pickled, float32 embeddings included, so detectors see exactly what the embedded mode
+    sees). Read by the ``detector`` group, which has one consumer at a time (the lease owner);
+    trimmed by the owner after each snapshot.
+  - ``stream:feedback:<p>``: labels from ``POST /v1/feedback`` on any replica (JSON, one per entry).
+  - ``lease:detector:<p>``: the partition's lease; ``detector:status:<p>`` and
+    ``detector:alerts:<p>``: its owner's counts and alert list (JSON), so ``/v1/status`` and
+    ``/v1/alerts`` answer the same on every replica.
+  - the owner's snapshot: ``snapshot:service`` for partition 0, the key the embedded mode's
+    :class:`~monitor.state.redis_store.RedisStateStore` uses (a one-partition deployment can move
+    between modes), ``snapshot:partition:<p>`` for the others.
 
 >>> keys = StreamKeys("llmsafety:")
->>> keys.events, keys.lease
-('llmsafety:stream:events', 'llmsafety:lease:detector')
+>>> keys.events, keys.partition(0).lease, keys.partition(2).snapshot
+('llmsafety:stream:events', 'llmsafety:lease:detector:0', 'llmsafety:snapshot:partition:2')
 >>> e = Event("id-1", 1.5, "hi", None, "gpt-4o", None, {"team": "a"}, {"k": [1]}, True)
 >>> decode_event(encode_event(e)) == e
+True
+>>> decode_feedback(encode_feedback(Feedback("id-1", unsafe=True))) == Feedback("id-1", unsafe=True)
 True
 """
 
@@ -30,10 +40,43 @@ import pickle
 from dataclasses import asdict, dataclass
 import redis
 
+from monitor.drift.feedback import Feedback
 from monitor.events import Event, ScoredEvent
 
 WORKERS_GROUP = "workers"
 DETECTOR_GROUP = "detector"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """The keys of one detector partition."""
+
+    prefix: str
+    index: int
+
+    @property
+    def scored(self) -> str:
+        return f"{self.prefix}stream:scored:{self.index}"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}stream:feedback:{self.index}"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}lease:detector:{self.index}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}detector:status:{self.index}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}detector:alerts:{self.index}"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.prefix}snapshot:service" if self.index == 0 else f"{self.prefix}snapshot:partition:{self.index}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,32 +88,19 @@ class StreamKeys:
         return f"{self.prefix}stream:events"
 
     @property
-    def scored(self) -> str:
-        return f"{self.prefix}stream:scored"
-
-    @property
     def counts(self) -> str:
         return f"{self.prefix}counts"
 
     @property
-    def detector_status(self) -> str:
-        return f"{self.prefix}detector:status"
-
-    @property
-    def alerts(self) -> str:
-        return f"{self.prefix}detector:alerts"
-
-    @property
-    def snapshot(self) -> str:
-        return f"{self.prefix}snapshot:service"
-
-    @property
-    def lease(self) -> str:
-        return f"{self.prefix}lease:detector"
+    def members(self) -> str:
+        return f"{self.prefix}detector:members"
 
     @property
     def fence(self) -> str:
         return f"{self.prefix}lease:fence"
+
+    def partition(self, index: int) -> PartitionKeys:
+        return PartitionKeys(self.prefix, index)
 
     def event_id(self, event_id: str) -> str:
         """The dedup key; the same one :class:`~monitor.state.redis_store.RedisStateStore` uses."""
@@ -83,6 +113,14 @@ def encode_event(event: Event) -> bytes:
 
 def decode_event(data: bytes) -> Event:
     return Event(**json.loads(data))
+
+
+def encode_feedback(label: Feedback) -> bytes:
+    return json.dumps(asdict(label), separators=(",", ":")).encode()
+
+
+def decode_feedback(data: bytes) -> Feedback:
+    return Feedback(**json.loads(data))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,12 @@ acknowledged are taken over by a live worker with ``XAUTOCLAIM`` once idle for
 ``claim_idle_ms``; a stalled worker that wakes up may then publish the same events twice, which
 the detector owner drops by ``event_id``.
 
-Backpressure: while the detector has more than ``scored_lag_limit`` unread batches, workers stop
-reading, the events stream fills, and the API answers 503.
+Each batch's results are split by detector partition (:func:`~monitor.scale.partitions.split_by_partition`):
+every partition's scored stream gets the batch's events that have a scope in it, and partition 0
+(``global``, which every event has) also gets the ids of poison events.
+
+Backpressure: while any detector partition has more than ``scored_lag_limit`` unread batches,
+workers stop reading, the events stream fills, and the API answers 503.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import redis
 from monitor.events import Event
 from monitor.pipeline.scoring import Scorer
 from monitor.scale.outages import step_through_outages
+from monitor.scale.partitions import split_by_partition
 from monitor.scale.streams import (
     DETECTOR_GROUP,
     WORKERS_GROUP,
@@ -53,6 +58,7 @@ class StreamWorker:
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
         scored_lag_limit: int = 512,
+        partitions: int = 1,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -62,15 +68,18 @@ class StreamWorker:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.scored_lag_limit = scored_lag_limit
+        self.partitions = partitions
+        self._scored_streams = [keys.partition(p).scored for p in range(partitions)]
         self.processed = 0
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
-        ensure_group(client, keys.events, WORKERS_GROUP)
-        ensure_group(client, keys.scored, DETECTOR_GROUP)
+        self._groups = [(keys.events, WORKERS_GROUP)] + [(stream, DETECTOR_GROUP) for stream in self._scored_streams]
+        for stream, group in self._groups:
+            ensure_group(client, stream, group)
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; Redis outages are waited out, not fatal."""
-        groups = [(self.keys.events, WORKERS_GROUP), (self.keys.scored, DETECTOR_GROUP)]
+        groups = self._groups
         while not stop.is_set():
             step_through_outages(self.step, stop, self.client, groups, f"worker {self.consumer}", 1.0, log)
 
@@ -92,9 +101,12 @@ class StreamWorker:
                 log.exception("unreadable stream entry %s skipped", entry_id)
                 unreadable.append(entry_id)
         scored, poison, _ = self.scorer.score_isolating_poison([(e, 1.0) for e in events])
-        batch = ScoredBatch(scored, tuple(e.event_id for e in poison))
+        parts = split_by_partition(scored, self.partitions)
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.keys.scored, {b"b": encode_scored(batch)})
+        for p, stream in enumerate(self._scored_streams):
+            batch = ScoredBatch(parts.get(p, []), tuple(e.event_id for e in poison) if p == 0 else ())
+            if batch.scored or batch.poison_ids:
+                pipe.xadd(stream, {b"b": encode_scored(batch)})
         pipe.xack(self.keys.events, WORKERS_GROUP, *ids)
         if unreadable:
             pipe.hincrby(self.keys.counts, "unreadable", len(unreadable))
@@ -124,11 +136,19 @@ class StreamWorker:
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     def _detector_lag(self) -> int:
-        for group in self.client.xinfo_groups(self.keys.scored):
-            if group["name"] in (DETECTOR_GROUP, DETECTOR_GROUP.encode()):
-                lag = group.get("lag")
-                return int(lag) if lag is not None else self.client.xlen(self.keys.scored)
-        return 0
+        """Unread batches of the partition furthest behind."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self._scored_streams:
+            pipe.xinfo_groups(stream)
+            pipe.xlen(stream)
+        replies = pipe.execute()
+        worst = 0
+        for groups, length in zip(replies[::2], replies[1::2]):
+            for group in groups:
+                if group["name"] in (DETECTOR_GROUP, DETECTOR_GROUP.encode()):
+                    lag = group.get("lag")
+                    worst = max(worst, int(lag) if lag is not None else length)
+        return worst
 
     def _trim(self) -> None:
         """Drop entries every worker is done with: below the oldest pending one, or all delivered ones.

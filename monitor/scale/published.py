@@ -1,0 +1,82 @@
+"""What ``/v1/status`` and ``/v1/alerts`` answer in scale-out mode: what the API replicas count and
+what every partition's owner publishes, read from Redis, so every replica answers the same.
+
+Pipeline counts (``processed``, ``judged``, ``dropped``, event time) come from partition 0, the
+``global`` scope's, which sees every event; alerts are the union of every partition's (their
+scopes are disjoint, so their ids are too). When Redis cannot be read these raise
+:class:`~monitor.state.store.StoreUnavailable` and the app answers 503: nothing stale is served
+as if it were current.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, TypeVar
+
+import redis
+
+from monitor.alerts.engine import Alert
+from monitor.scale.streams import StreamKeys
+from monitor.state.redis_store import UNAVAILABLE_ERRORS
+from monitor.state.store import StoreUnavailable
+
+COUNTERS = ("received", "accepted", "duplicates", "rejected", "truncated")
+T = TypeVar("T")
+
+
+class PublishedState:
+    def __init__(self, client: redis.Redis, keys: StreamKeys, partitions: int, queue_capacity: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.partitions = [keys.partition(p) for p in range(partitions)]
+        self.queue_capacity = queue_capacity
+
+    def _read(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"redis: reading {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def owners(self) -> list[dict[str, Any]]:
+        """Each partition's published status ({} while it has had no owner)."""
+        raw = self._read("detector status", lambda: self.client.mget([p.status for p in self.partitions]))
+        return [json.loads(data) if data else {} for data in raw]
+
+    def status(self) -> dict[str, Any]:
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self.keys.counts)
+            pipe.xlen(self.keys.events)
+            pipe.mget([p.status for p in self.partitions])
+            return pipe.execute()
+
+        counts, depth, raw = self._read("status", read)
+        counts = {k.decode(): int(v) for k, v in counts.items()}
+        owners = [json.loads(data) if data else {} for data in raw]
+        main = owners[0]
+        return {
+            **{name: counts.get(name, 0) for name in COUNTERS},
+            "processed": main.get("processed", 0),
+            "judged": main.get("judged", 0),
+            "sampled_out": 0,
+            "dropped": main.get("dropped", {}),
+            "redelivered": main.get("redelivered", 0),
+            "queue_depth": depth,
+            "queue_capacity": self.queue_capacity,
+            "sampling": "off",
+            "sampling_rate": 1.0,
+            "event_time": main.get("event_time"),
+            "judge_version": main.get("judge_version"),
+            "detector_owners": [o.get("owner") for o in owners],
+            "worker_running": True,
+            "latency": {},
+        }
+
+    def alerts(self, status: str = "all") -> list[Alert]:
+        raw = self._read("alerts", lambda: self.client.mget([p.alerts for p in self.partitions]))
+        alerts = [Alert(**d) for data in raw if data for d in json.loads(data)]
+        alerts = [a for a in alerts if status == "all" or a.status == status]
+        return sorted(alerts, key=lambda a: (a.started_at, a.id), reverse=True)
+
+    def alert(self, alert_id: str) -> Alert | None:
+        return next((a for a in self.alerts("all") if a.id == alert_id), None)

@@ -6,6 +6,7 @@ their replacements run in this process with the session's embedding model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.events import Event
+from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.parsing import parse_body
 from monitor.pipeline.builder import build_detectors, build_service
 from monitor.scale.detector import DetectorOwner
@@ -31,11 +33,12 @@ from monitor.scale.frontend import StreamFrontend
 from monitor.scale.lease import Lease
 from monitor.scale.partitions import partition_of
 from monitor.scale.published import PublishedState
-from monitor.scale.roles import build_detector_node, build_frontend, build_worker, process_name
+from monitor.scale.roles import build_detector_node, build_frontend, build_partition_service, build_worker, process_name
 from monitor.scale.streams import DETECTOR_GROUP, WORKERS_GROUP, StreamKeys
 from monitor.state.redis_store import connect
 from tests.helpers.detectors import RecentRefusals
 from tests.helpers.redis import private_redis
+from tests.helpers.scored import scored, verdict
 from tests.helpers.server import free_port, running_server
 from tests.helpers.waiting import wait_for
 
@@ -483,3 +486,19 @@ def test_healthz_answers_at_once_while_ingest_waits_for_a_paused_redis(role, emb
             assert answer["seconds"] >= 0.8  # ingest really did wait for Redis...
             assert slowest < 0.3  # ...while /healthz answered at once
             assert answer["status"] == 202
+
+
+def test_a_partition_given_up_withdraws_its_share_of_the_processes_metrics(settings):
+    tuned = settings.model_copy(update={"detectors": ["over_refusal"], "concept_warmup_trials": 10, "concept_arl_trials": 100.0})
+    metrics = MonitorMetrics()
+    services = [build_partition_service(tuned, p, metrics, "test-judge") for p in (0, 1)]
+    for service, scope in zip(services, ("global", "model=alpha")):
+        refusals = [False] * 12 + [True] * 48
+        service.process_scored([
+            dataclasses.replace(scored(T0 + i, scopes=(scope,)), verdict=verdict(refused=r)) for i, r in enumerate(refusals)
+        ])
+    firing = lambda: sum(s.value for m in metrics.alerts_firing.collect() for s in m.samples)  # noqa: E731
+    scopes = lambda: {s.labels["scope"] for m in metrics.detector_statistic.collect() for s in m.samples}  # noqa: E731
+    assert firing() == 2 and scopes() == {"global", "model=alpha"}
+    services[1].close()  # handed back: the partition's next owner, elsewhere, exports these now
+    assert firing() == 1 and scopes() == {"global"}

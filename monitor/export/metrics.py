@@ -114,3 +114,12 @@ class MonitorMetrics:
             self.detector_statistic.labels(*labels).set(rd.statistic)
             self.detector_threshold.labels(*labels).set(rd.threshold)
             self.detector_active.labels(*labels).set(1.0 if rd.active else 0.0)
+
+    def forget_readings(self, readings: Iterable[Reading]) -> None:
+        """Drop these readings' series (a detector partition moved to another process, which exports them now)."""
+        for rd in readings:
+            for gauge in (self.detector_statistic, self.detector_threshold, self.detector_active):
+                try:
+                    gauge.remove(rd.detector, rd.scope, rd.key)
+                except KeyError:
+                    pass  # never exported

@@ -243,9 +243,20 @@ class MonitorService:
 
     def close(self) -> None:
         """Release a service that was never started (a detector partition given up): its worker
-        thread ends and its stop listeners (alert delivery) run."""
+        thread ends, its stop listeners (alert delivery) run, and its share of a shared ``metrics``
+        (firing alerts, detector readings) is withdrawn: the partition's next owner exports it."""
         self._executor.shutdown(wait=True)
         self._notify(self.stop_listeners)
+        with self._state_lock:
+            self._export_firing(CounterDict())
+            self.metrics.forget_readings(self.detectors.readings())
+            emerging = self.detectors.get(EmergingClusterDetector.name)
+            for scope in emerging.scopes() if isinstance(emerging, EmergingClusterDetector) else ():
+                for status in ("tracking", "emerging", "dormant"):
+                    try:
+                        self.metrics.emerging_clusters.remove(scope, status)
+                    except KeyError:
+                        pass  # restored but never exported
 
     def call_in_worker(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn`` in the worker thread, between batches (the detector role feeds judged events this way)."""

@@ -21,7 +21,7 @@ Three phases, counted in events of the whole stream:
    of known categories) quiet: their short and long shares agree. The alert resolves when the
    recent share or count falls below ``resolve_ratio`` of the bar.
 
-Clustering, measured on real data (``bench/emerging_clusters.py``): unseen categories such as
+Clustering, measured on real data (``bench/scenarios/emerging.py``): unseen categories such as
 AILuminate IP-violation prompts are *diffuse* (median pairwise cosine ~0.2 against ~0.05 for the
 unsafe-looking background), so they are found by averaging, not by local density. Average
 linkage judges a group by its mean pairwise similarity; on one real novelty stream it put 28 of the

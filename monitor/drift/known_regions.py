@@ -7,7 +7,7 @@ category built from the prompts the judge flagged with that category. The novelt
 quantile of the *leave-one-out* similarity of reference flagged prompts to the known centroids, so
 it is out-of-sample: about ``quantile`` of unseen known-category traffic counts as novel.
 
-On real data (``bench/emerging_clusters.py``) 64 components merged unrelated background prompts
+On real data (``bench/drift_scenarios.py``, emerging scenarios) 64 components merged unrelated background prompts
 into clusters that looked as coherent as a new category, so the detector keeps all dimensions by
 default (``n_components`` = the embedding size: centring only, distances unchanged); more
 centroids per category (k-means, 3 or 6) did not separate unseen categories any better.

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from monitor.embed.passes import plan_passes
+
 BUNDLED_PREFIX = "bundled:"
 
 
@@ -44,7 +46,14 @@ class EmbedderInfo:
 class Embedder:
     """Wraps a SentenceTransformer; ``encode`` is blocking, so callers run it off the event loop."""
 
-    def __init__(self, model: str = "bundled:all-MiniLM-L6-v2", max_seq_length: int = 256, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: str = "bundled:all-MiniLM-L6-v2",
+        max_seq_length: int = 256,
+        device: str = "auto",
+        pass_size: int = 64,
+        pass_overhead_tokens: float = 40.0,
+    ) -> None:
         # No hub access at run time: the bundled model is local, and a user-supplied name must be too.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -54,21 +63,42 @@ class Embedder:
         self._model = SentenceTransformer(resolve_model_path(model), device=self._device)
         self._model.max_seq_length = max_seq_length
         dim = self._model.get_embedding_dimension()
+        self.pass_size = pass_size
+        self.pass_overhead_tokens = pass_overhead_tokens
         self.info = EmbedderInfo(model=model, dimension=int(dim or 0), device=self._device, max_seq_length=max_seq_length)
 
     @property
     def dimension(self) -> int:
         return self.info.dimension
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Return an ``(n, d)`` float32 array of unit vectors; an empty input gives ``(0, d)``."""
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Return an ``(n, d)`` float32 array of unit vectors in input order; an empty input gives ``(0, d)``.
+
+        Texts are grouped into forward passes of at most ``batch_size`` (default ``pass_size``) by
+        their token counts, see ``monitor.embed.passes``.
+        """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        out = self._model.encode(
+        texts = list(texts)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for indices in plan_passes(self.token_lengths(texts), batch_size or self.pass_size, self.pass_overhead_tokens):
+            out[indices] = self._model.encode(
+                [texts[i] for i in indices],
+                batch_size=len(indices),
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return out
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text after truncation, special tokens included (what a pass pads to)."""
+        ids = self._model.tokenizer(
             list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(out, dtype=np.float32)
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.info.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return [len(x) for x in ids]

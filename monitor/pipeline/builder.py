@@ -92,14 +92,19 @@ def build_store(settings: Settings) -> StateStore:
 def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
     """The stateless embed-and-judge stage (the whole of a scale-out worker)."""
     taxonomy = load_taxonomy()
-    embedder = embedder or Embedder(settings.embedding_model, settings.embedding_max_seq_length, settings.embedding_device)
+    embedder = embedder or Embedder(
+        settings.embedding_model,
+        settings.embedding_max_seq_length,
+        settings.embedding_device,
+        settings.embedding_batch_size,
+        settings.embedding_pass_overhead_tokens,
+    )
     judge = build_judge(settings.judge, embedder, taxonomy)
     return Scorer(
         embedder,
         judge,
         ScopeResolver(settings.models, settings.routes),
         settings.embed_responses,
-        settings.embedding_batch_size,
         second_opinion=build_second_opinion(settings, taxonomy),
         second_opinion_deadline_s=settings.second_judge_batch_deadline_s,
     )

@@ -484,7 +484,7 @@ def test_healthz_answers_at_once_while_ingest_waits_for_a_paused_redis(role, emb
                 time.sleep(0.05)
             sender.join()
             assert answer["seconds"] >= 0.8  # ingest really did wait for Redis...
-            assert slowest < 0.3  # ...while /healthz answered at once
+            assert slowest < 0.5  # ...while /healthz answered at once (it waited the whole pause, ~1 s, before)
             assert answer["status"] == 202
 
 

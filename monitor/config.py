@@ -111,13 +111,13 @@ class Settings(BaseSettings):
         64,
         ge=1,
         description="Most texts per forward pass. Passes are planned on token counts so each pads little (see "
-        "monitor/embed/passes.py); on a GPU raise it together with embedding_pass_overhead_tokens.",
+        "monitor/embed/passes.py); on a GPU a larger value may pay.",
     )
-    embedding_pass_overhead_tokens: float = Field(
-        40.0,
+    embedding_pass_overhead_tokens: float | None = Field(
+        None,
         ge=0,
-        description="Fixed cost of one forward pass, in tokens' worth of compute, used to plan passes (about 40 for "
-        "all-MiniLM-L6-v2 on 2 CPU cores; a GPU's is in the thousands).",
+        description="Fixed cost of one forward pass, in tokens' worth of compute, used to plan passes; unset = 40 on "
+        "CPU (measured for all-MiniLM-L6-v2 on 2 cores), 2000 on a GPU (fills passes; an estimate).",
     )
     embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
     embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")

@@ -482,7 +482,7 @@ class MonitorService:
                     self.stateful[name].load_state_dict(part_state)
             self._export_firing()
             restored = [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
-        if self.event_time is not None:
+        if self.event_time is not None and self.counts_events:
             self.metrics.event_time.set(self.event_time)
         # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce
         # what is still firing, so Alertmanager does not let those alerts expire.

@@ -13,9 +13,13 @@ stream it includes, nothing is applied twice. Events published twice by workers 
 worker whose entries were taken over) are dropped by ``event_id``; the set of recent ids is part
 of the snapshot. Counts then match what the API accepted, exactly.
 
-A stalled owner that lost its lease finds out when a renewal or a fenced write fails, and
-:meth:`DetectorOwner.own` returns ``"lost"``: its in-memory state may be ahead of the snapshot and
-must not be reused, so :class:`~monitor.scale.node.DetectorNode` discards that service.
+Reads are fenced too: the owner takes new entries with ``XREADGROUP`` inside a script that first
+checks the lease, so a stalled owner that wakes up (or reconnects after a network split) cannot
+take entries the new owner will never see (they would sit pending under the stale consumer, below
+the new owner's position, and be trimmed). It finds out when a renewal, a fenced read or a
+fenced write fails, and :meth:`DetectorOwner.own` returns ``"lost"``: its in-memory state may be
+ahead of the snapshot and must not be reused, so :class:`~monitor.scale.node.DetectorNode`
+discards that service.
 """
 
 from __future__ import annotations
@@ -41,6 +45,15 @@ from monitor.state.snapshots import SnapshotError, decode, encode
 log = logging.getLogger(__name__)
 
 Outcome = Literal["stopped", "lost"]
+
+# KEYS[1] lease, KEYS[2] scored stream, KEYS[3] feedback stream; ARGV[1] lease value, ARGV[2] group,
+# ARGV[3] consumer, ARGV[4] count. -1: the lease is not this owner's (nothing read); else XREADGROUP's reply.
+_FENCED_READ = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], KEYS[3], '>', '>')
+"""
 
 
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
@@ -88,6 +101,7 @@ class DetectorOwner:
         self.redelivered = 0
         self.owning = threading.Event()
         self._groups = [(self.keys.scored, DETECTOR_GROUP), (self.keys.feedback, DETECTOR_GROUP)]
+        self._fenced_read = client.register_script(_FENCED_READ)
         for stream, group in self._groups:
             ensure_group(client, stream, group)
 
@@ -181,15 +195,30 @@ class DetectorOwner:
     # ------------------------------------------------------------ processing
     def step(self) -> int:
         """Apply the next scored batches and labels (if any) and snapshot when due; returns events applied."""
-        streams = {self.keys.scored: ">", self.keys.feedback: ">"}
-        reply = self.client.xreadgroup(DETECTOR_GROUP, self.owner, streams, count=16, block=self.block_ms)
-        got = {(name.decode() if isinstance(name, bytes) else name): entries for name, entries in reply or ()}
+        got = self._read()
         applied = self._apply(got.get(self.keys.scored, []), got.get(self.keys.feedback, []))
         now = self._clock()
         due = self._events_since >= self.snapshot_every_events or now - self._last_save >= self.snapshot_every_seconds
         if any(self._unacked.values()) and due:
             self.save()
         return applied
+
+    def _read(self) -> dict[str, list[tuple[bytes, dict]]]:
+        """New entries by stream, read only while the lease is this owner's (else ``LeaseLost``).
+        With nothing new, wait up to ``block_ms`` for an append (a plain ``XREAD``: it takes nothing)."""
+        if self.lease.value is None:
+            raise LeaseLost("lease released")
+        streams = [self.keys.lease, self.keys.scored, self.keys.feedback]
+        reply = self._fenced_read(keys=streams, args=[self.lease.value, DETECTOR_GROUP, self.owner, 16])
+        if reply == -1:
+            raise LeaseLost("fenced read refused")
+        if not reply:
+            self.client.xread({self.keys.scored: "$", self.keys.feedback: "$"}, count=1, block=self.block_ms)
+            return {}
+        return {
+            (name.decode() if isinstance(name, bytes) else name): [(entry_id, dict(zip(f[::2], f[1::2]))) for entry_id, f in entries]
+            for name, entries in reply
+        }
 
     def _apply(self, scored: Sequence[tuple[bytes, dict]], feedback: Sequence[tuple[bytes, dict]]) -> int:
         """Scored batches first, then labels (a label can only match an event already applied)."""
@@ -208,7 +237,12 @@ class DetectorOwner:
             if position <= self._last_entry:
                 continue  # already in the restored snapshot
             self._last_entry = position
-            batch = decode_scored(fields[b"b"])
+            try:
+                batch = decode_scored(fields[b"b"])
+            except Exception:  # a bug, tampering or another release's format: skip it, never crash-loop the partition on it
+                log.exception("partition %d: unreadable scored entry %r skipped", self.partition, entry_id)
+                self.service.metrics.worker_errors.inc()
+                continue
             fresh: list[ScoredEvent] = [s for s in batch.scored if self._recent.add(s.event.event_id)]
             poison = [event_id for event_id in batch.poison_ids if self._recent.add(event_id)]
             self.redelivered += len(batch.scored) + len(batch.poison_ids) - len(fresh) - len(poison)
@@ -227,7 +261,11 @@ class DetectorOwner:
             if position <= self._last_feedback:
                 continue
             self._last_feedback = position
-            labels.append((len(labels), decode_feedback(fields[b"f"])))
+            try:
+                labels.append((len(labels), decode_feedback(fields[b"f"])))
+            except Exception:  # as for scored entries: skipped, not retried forever
+                log.exception("partition %d: unreadable feedback entry %r skipped", self.partition, entry_id)
+                self.service.metrics.worker_errors.inc()
         if not labels:
             return 0
         self._events_since += len(labels)

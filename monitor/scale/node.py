@@ -162,11 +162,16 @@ class DetectorNode:
     def _take(self, p: int) -> None:
         service = self._make_service(p, self.metrics)
         s = self.settings
-        owner = DetectorOwner(
-            service, self.client, self.keys, self.name, partition=p, partitions=self.partitions, lease_ttl_ms=self._ttl_ms,
-            snapshot_every_events=s.snapshot_every_events, snapshot_every_seconds=s.snapshot_every_seconds,
-        )
-        if not owner.lease.acquire():  # another process was faster
+        try:
+            owner = DetectorOwner(
+                service, self.client, self.keys, self.name, partition=p, partitions=self.partitions, lease_ttl_ms=self._ttl_ms,
+                snapshot_every_events=s.snapshot_every_events, snapshot_every_seconds=s.snapshot_every_seconds,
+            )
+            acquired = owner.lease.acquire()
+        except BaseException:  # Redis failed midway: the next round builds a new service, so release this one
+            service.close()
+            raise
+        if not acquired:  # another process was faster
             service.close()
             return
         stop = threading.Event()

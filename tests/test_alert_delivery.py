@@ -314,3 +314,21 @@ def test_settings_build_targets_and_bad_urls_name_the_setting():
         targets_from_settings(Settings(alert_slack_webhook_urls=["ftp://x"]))
     with pytest.raises(ValueError, match="max_attempts"):
         DeliveryPolicy(max_attempts=0)
+
+
+def test_restored_firing_alerts_are_restated_to_alertmanager_only(alertmanager):
+    """A restart or detector handover must not page Slack/webhooks again for an alert already announced."""
+    engine = AlertEngine()
+    [transition] = fire(engine, key="hate", kind="judge_disagreement")
+    restored = [Transition(transition.alert, "firing")]
+    receiver = Receiver()
+    with receiver.serve() as url:
+        delivery = AlertDelivery([AlertmanagerTarget(alertmanager, "", 240.0), WebhookTarget(url, "json")], MonitorMetrics(), FAST)
+        delivery.start(firing=[transition.alert])
+        delivery.on_transitions(restored)
+        assert delivery.flush()
+        delivery.on_transitions(fire(engine, key="fraud", kind="judge_disagreement"))
+        assert delivery.flush()
+        delivery.close()
+    assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
+    assert {a["labels"]["key"] for a in am_alerts(alertmanager) if a["labels"]["kind"] == "judge_disagreement"} == {"hate", "fraud"}

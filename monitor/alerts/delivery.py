@@ -184,19 +184,27 @@ class AlertDelivery:
             metrics.alert_outbox_size.labels(label).set_function(lambda mine=mine: float(sum(len(c.outbox) for c in mine)))
 
     def start(self, firing: Iterable[Alert] = ()) -> None:
-        """Start the threads; ``firing`` (alerts restored from saved state) are announced again."""
-        self._enqueue([Notice.from_alert(a) for a in firing if a.status == "firing"])
+        """Start the threads; ``firing`` (alerts restored from saved state) are re-stated to resending targets."""
+        self._enqueue([Notice.from_alert(a) for a in firing if a.status == "firing"], restated=True)
         for channel in self._channels:
             channel.thread.start()
 
     def on_transitions(self, transitions: list[Transition]) -> None:
-        """Transition listener (worker thread): snapshot and enqueue, nothing slower."""
-        self._enqueue([Notice.from_alert(t.alert) for t in transitions if t.alert.status in DELIVERED_STATUSES])
+        """Transition listener (worker thread): snapshot and enqueue, nothing slower.
 
-    def _enqueue(self, notices: list[Notice]) -> None:
+        A transition whose status did not change (an alert restored on restart or on a detector
+        handover) is a re-statement: only targets that re-send (Alertmanager, where an alert not
+        re-sent expires) get it; webhooks and Slack heard about it when it started firing.
+        """
+        delivered = [t for t in transitions if t.alert.status in DELIVERED_STATUSES]
+        self._enqueue([Notice.from_alert(t.alert) for t in delivered if t.previous != t.alert.status])
+        self._enqueue([Notice.from_alert(t.alert) for t in delivered if t.previous == t.alert.status], restated=True)
+
+    def _enqueue(self, notices: list[Notice], restated: bool = False) -> None:
         if notices:
             for channel in self._channels:
-                channel.offer(notices)
+                if channel.target.resends or not restated:
+                    channel.offer(notices)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every outbox is empty and nothing is in flight; False on timeout."""

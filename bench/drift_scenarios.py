@@ -61,7 +61,7 @@ class Size:
 
 SIZES = {
     "quick": Size(QUICK, (120_000, 1), 100_000, (110_000, 1), 3),
-    "full": Size(FULL, (120_000, 5), 300_000, (110_000, 3), 20),
+    "full": Size(FULL, (120_000, 20), 300_000, (110_000, 3), 20),
 }
 SECTIONS = ("covariate", "concept", "emerging")
 

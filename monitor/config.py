@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         description="Detectors to run, by name: " + ", ".join(ALL_DETECTORS) + " (category_share_adwin is the river ADWIN baseline, off by default).",
     )
     share_warmup_events: int = Field(20_000, ge=100, description="Events per scope forming the category-share reference (warm-up).")
-    share_expected_run_time: float = Field(100_000, gt=1, description="Events between false alarms of the category-share detector, per scope (all keys together).")
+    share_expected_run_time: float = Field(125_000, gt=1, description="Events between false alarms of the category-share detector, per scope (all keys together).")
     share_shift_ratio: float = Field(2.0, gt=1, description="Odds ratio of a category share the category-share tests are tuned to detect.")
     adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence of the category_share_adwin baseline.")
     embedding_reference_events: int = Field(3000, ge=100, description="Events per scope forming the embedding-drift reference sample (a third fits the PCA, the rest is the reference).")

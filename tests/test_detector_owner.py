@@ -7,6 +7,7 @@ Fast, in-process tests of :class:`~monitor.scale.detector.DetectorOwner` and
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from typing import Iterator
@@ -14,12 +15,15 @@ from typing import Iterator
 import pytest
 import redis
 
+from monitor.alerts.condition import Condition
+from monitor.alerts.engine import AlertEngine
 from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite
 from monitor.export.metrics import MonitorMetrics
 from monitor.pipeline.service import MonitorService
 from monitor.scale.detector import DetectorOwner, LeaseLost
 from monitor.scale.node import DetectorNode
+from monitor.scale.published import PublishedState
 from monitor.scale.roles import build_partition_service
 from monitor.scale.streams import ScoredBatch, StreamKeys, encode_scored
 from tests.helpers.detectors import RecentRefusals
@@ -126,3 +130,12 @@ def test_a_partition_other_than_0_restores_without_setting_the_processes_event_t
     metrics.event_time.set(T0 + 50)  # partition 0's owner in this process has seen later events
     partition_service(keys, 1, metrics).load_state_dict(state)  # partition 1 handed over to this process
     assert metrics.registry.get_sample_value("llmsafety_event_time_seconds") == T0 + 50
+
+
+def test_published_alerts_with_fields_from_a_newer_release_are_still_served(client, keys):
+    """Replicas of mixed versions during a rolling upgrade: an unknown field must not turn /v1/alerts into a 500."""
+    [transition] = AlertEngine().observe([Condition("category_share", "global", "self_harm", True, T0, summary="up")])
+    published = {**transition.alert.to_dict(), "runbook_url": "https://example.org/runbook"}
+    client.set(keys.partition(0).alerts, json.dumps([published]))
+    [alert] = PublishedState(client, keys, 1, 100).alerts("firing")
+    assert (alert.id, alert.key, alert.status) == (transition.alert.id, "self_harm", "firing")

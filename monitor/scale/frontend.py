@@ -24,17 +24,16 @@ from typing import Any, Callable
 
 import redis
 
-from monitor.alerts.engine import Alert
 from monitor.api.deps import NotReady
 from monitor.config import Settings
-from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector
+from monitor.drift.feedback import FeedbackDisagreementDetector
 from monitor.events import ScoredEvent
 from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.normalize import unique_events
-from monitor.ingest.parsing import ParsedBody, Rejection, reject_future
+from monitor.ingest.parsing import ParsedBody, reject_future
 from monitor.pipeline.service import IngestOutcome
 from monitor.scale.feedback import FeedbackForwarder
-from monitor.scale.published import COUNTERS, PublishedState
+from monitor.scale.published import COUNTERS, PublishedReads, PublishedState
 from monitor.scale.streams import StreamKeys, encode_event
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.taxonomy import load_taxonomy
@@ -67,7 +66,7 @@ return out
 """
 
 
-class StreamFrontend:
+class StreamFrontend(PublishedReads):
     role = "api"
 
     def __init__(self, settings: Settings, client: redis.Redis, metrics: MonitorMetrics | None = None) -> None:
@@ -152,15 +151,6 @@ class StreamFrontend:
         status = {"role": self.role, **self.published.status()}
         self.metrics.queue_depth.set(status["queue_depth"])
         return status
-
-    def alerts(self, status: str = "all") -> list[Alert]:
-        return self.published.alerts(status)
-
-    def alert(self, alert_id: str) -> Alert | None:
-        return self.published.alert(alert_id)
-
-    def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:
-        return self.feedback.forward(labels)
 
     # ---------------------------------------------------------------- detector-only features
     def _detector_only(self, what: str) -> NotReady:

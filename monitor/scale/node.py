@@ -27,18 +27,16 @@ from typing import Any, Callable
 
 import redis
 
-from monitor.alerts.engine import Alert
 from monitor.api.deps import NotReady
 from monitor.config import Settings
 from monitor.drift.emerging import ClusterSummary
-from monitor.drift.feedback import Feedback
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.parsing import ParsedBody, Rejection
+from monitor.ingest.parsing import ParsedBody
 from monitor.pipeline.service import IngestOutcome, MonitorService
 from monitor.scale.detector import DetectorOwner
 from monitor.scale.frontend import forwarder
 from monitor.scale.partitions import partition_of
-from monitor.scale.published import PublishedState
+from monitor.scale.published import PublishedReads, PublishedState
 from monitor.scale.streams import StreamKeys
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 
@@ -77,7 +75,7 @@ class _Held:
     thread: threading.Thread
 
 
-class DetectorNode:
+class DetectorNode(PublishedReads):
     role = "detector"
 
     def __init__(
@@ -142,6 +140,8 @@ class DetectorNode:
                 self.balance()
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("detector node %s: redis unavailable, retrying: %s", self.name, exc)
+            except Exception:  # a bug must not stop balancing for good (no heartbeat, no takeovers)
+                log.exception("detector node %s: balancing round failed; retrying", self.name)
             self._stop.wait(self._ttl_ms / 3000)
 
     def balance(self) -> None:
@@ -194,15 +194,6 @@ class DetectorNode:
     # ---------------------------------------------------------------- what the HTTP routes use
     def status(self) -> dict[str, Any]:
         return {"role": self.role, "node": self.name, "partitions_owned": self.owned(), **self.published.status()}
-
-    def alerts(self, status: str = "all") -> list[Alert]:
-        return self.published.alerts(status)
-
-    def alert(self, alert_id: str) -> Alert | None:
-        return self.published.alert(alert_id)
-
-    def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:
-        return self.feedback.forward(labels)
 
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
         raise NotReady("ingest is served by the api role (monitor serve --role api), not by detector processes", self.settings.retry_after_seconds)

@@ -10,17 +10,22 @@ as if it were current.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Callable, TypeVar
 
 import redis
 
 from monitor.alerts.engine import Alert
+from monitor.drift.feedback import Feedback
+from monitor.ingest.parsing import Rejection
+from monitor.scale.feedback import FeedbackForwarder
 from monitor.scale.streams import StreamKeys
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.state.store import StoreUnavailable
 
 COUNTERS = ("received", "accepted", "duplicates", "rejected", "truncated")
+ALERT_FIELDS = frozenset(f.name for f in dataclasses.fields(Alert))
 T = TypeVar("T")
 
 
@@ -74,9 +79,27 @@ class PublishedState:
 
     def alerts(self, status: str = "all") -> list[Alert]:
         raw = self._read("alerts", lambda: self.client.mget([p.alerts for p in self.partitions]))
-        alerts = [Alert(**d) for data in raw if data for d in json.loads(data)]
+        # Fields a newer release publishes are ignored, so replicas of mixed versions keep answering.
+        alerts = [Alert(**{k: v for k, v in d.items() if k in ALERT_FIELDS}) for data in raw if data for d in json.loads(data)]
         alerts = [a for a in alerts if status == "all" or a.status == status]
         return sorted(alerts, key=lambda a: (a.started_at, a.id), reverse=True)
 
     def alert(self, alert_id: str) -> Alert | None:
         return next((a for a in self.alerts("all") if a.id == alert_id), None)
+
+
+class PublishedReads:
+    """The reads every scale-out process answers alike: alerts from what the owners publish, and
+    feedback forwarded to them (api replicas and detector processes both mix this in)."""
+
+    published: PublishedState
+    feedback: FeedbackForwarder
+
+    def alerts(self, status: str = "all") -> list[Alert]:
+        return self.published.alerts(status)
+
+    def alert(self, alert_id: str) -> Alert | None:
+        return self.published.alert(alert_id)
+
+    def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:
+        return self.feedback.forward(labels)

@@ -57,10 +57,15 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             service = await asyncio.to_thread(factory, settings)
             await service.start()
             holder["service"] = service
-            log.info("monitor ready: judge %s", service.judge_version)
         except Exception as exc:  # surfaced by /readyz; the process stays up for diagnosis
             log.exception("monitor failed to start")
             holder["error"] = f"{type(exc).__name__}: {exc}"
+            return
+        try:  # an api replica reads the version from Redis, which may be down: that is no failure to start
+            version = await asyncio.to_thread(lambda: service.judge_version)
+        except Exception as exc:
+            version = f"unknown ({type(exc).__name__})"
+        log.info("monitor ready: judge %s", version)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

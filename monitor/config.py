@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     # --- worker ---
     batch_size: int = Field(64, ge=1, description="Most events embedded and judged together.")
     batch_max_wait_ms: float = Field(50.0, ge=0, description="How long the worker waits to fill a batch.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of the worker thread and the torch threads it starts (Linux): ingest and health "
+        "checks get a CPU first when embedding saturates the cores. 0 = same priority as the HTTP server.",
+    )
 
     # --- embedder ---
     embedding_model: str = Field(

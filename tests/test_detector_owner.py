@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from typing import Iterator
 
@@ -139,3 +140,19 @@ def test_published_alerts_with_fields_from_a_newer_release_are_still_served(clie
     client.set(keys.partition(0).alerts, json.dumps([published]))
     [alert] = PublishedState(client, keys, 1, 100).alerts("firing")
     assert (alert.id, alert.key, alert.status) == (transition.alert.id, "self_harm", "firing")
+
+
+def test_idle_consumers_with_nothing_pending_are_forgotten_and_busy_ones_kept(client, keys):
+    from monitor.scale.streams import ensure_group, forget_idle_consumers
+
+    stream = keys.events
+    ensure_group(client, stream, "g")
+    client.xadd(stream, {b"e": b"1"})
+    client.xadd(stream, {b"e": b"2"})
+    client.xreadgroup("g", "holds-one", {stream: ">"}, count=1)  # read, never acknowledged
+    [[_, [(entry_id, _)]]] = client.xreadgroup("g", "done", {stream: ">"}, count=1)
+    client.xack(stream, "g", entry_id)  # read and acknowledged: holds nothing
+    assert forget_idle_consumers(client, stream, "g", idle_ms=60_000) == 0  # neither idle long enough
+    time.sleep(0.1)
+    assert forget_idle_consumers(client, stream, "g", idle_ms=50) == 1
+    assert [c["name"] for c in client.xinfo_consumers(stream, "g")] == [b"holds-one"]

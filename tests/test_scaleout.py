@@ -405,7 +405,9 @@ def test_feedback_sent_to_an_api_replica_reaches_every_partition_owner(settings,
             assert resp.json() == {"queued": 3, "rejected": [{"index": 3, "error": "category: 'not_a_category' is not a category of the taxonomy"}]}
             counts = lambda p: back.service.partition_service(p).detectors.get("feedback_disagreement").counts  # noqa: E731
             # Partition 0 (global) has every event; each model's partition only its own.
-            wait_for("the labels to be matched", lambda: counts(0)["matched"] == 2, 30, interval=0.05)
+            # Each partition's owner applies the labels in its own thread: wait for all three.
+            seen = lambda p: counts(p)["matched"] + counts(p)["unknown_event"]  # noqa: E731
+            wait_for("every partition to see the labels", lambda: all(seen(p) == 3 for p in range(3)), 30, interval=0.05)
             assert [counts(p) for p in range(3)] == [
                 {"matched": 2, "unknown_event": 1, "duplicate": 0},
                 {"matched": 1, "unknown_event": 2, "duplicate": 0},

@@ -38,7 +38,15 @@ from monitor.ingest.dedup import RecentIds
 from monitor.pipeline.service import MonitorService
 from monitor.scale.lease import Lease
 from monitor.scale.outages import step_through_outages
-from monitor.scale.streams import DETECTOR_GROUP, StreamKeys, decode_feedback, decode_scored, ensure_group
+from monitor.scale.streams import (
+    CONSUMER_IDLE_MS,
+    DETECTOR_GROUP,
+    StreamKeys,
+    decode_feedback,
+    decode_scored,
+    ensure_group,
+    forget_idle_consumers,
+)
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.state.snapshots import SnapshotError, decode, encode
 
@@ -291,6 +299,8 @@ class DetectorOwner:
                 pipe.xack(stream, DETECTOR_GROUP, *self._unacked[stream])
             pipe.xtrim(stream, minid=f"{last[0]}-{last[1] + 1}")
         pipe.execute()
+        for stream in self._unacked:  # names of earlier owners, once they hold nothing
+            forget_idle_consumers(self.client, stream, DETECTOR_GROUP, CONSUMER_IDLE_MS)
         self._unacked = {stream: [] for stream in self._unacked}
         self._events_since, self._last_save = 0, self._clock()
         self._publish(alerts=False)

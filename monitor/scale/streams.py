@@ -148,6 +148,32 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
+CONSUMER_IDLE_MS = 3_600_000  # a consumer holding nothing and silent this long is forgotten
+_FORGET_IDLE = """
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+def forget_idle_consumers(client: redis.Redis, stream: str, group: str, idle_ms: int) -> int:
+    """Delete the group's consumers idle for ``idle_ms`` that hold nothing pending; returns how many.
+
+    Every process start adds a consumer name, so without this a group grows with every restart
+    (a dead worker's pending entries are claimed by others first, and then it holds none). The
+    check and the deletion are one script, so no entry a consumer has just read is dropped from
+    the pending list; a live consumer deleted while idle comes back at its next read.
+    """
+    return int(client.eval(_FORGET_IDLE, 1, stream, group, idle_ms))
+
+
 def group_missing(exc: redis.exceptions.ResponseError) -> bool:
     """The stream or its group is gone: Redis restarted without its data (or someone deleted them)."""
     return "NOGROUP" in str(exc) or "no such key" in str(exc)

@@ -30,6 +30,7 @@ from monitor.pipeline.scoring import Scorer
 from monitor.scale.outages import step_through_outages
 from monitor.scale.partitions import split_by_partition
 from monitor.scale.streams import (
+    CONSUMER_IDLE_MS,
     DETECTOR_GROUP,
     WORKERS_GROUP,
     ScoredBatch,
@@ -37,6 +38,7 @@ from monitor.scale.streams import (
     decode_event,
     encode_scored,
     ensure_group,
+    forget_idle_consumers,
 )
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class StreamWorker:
         self.processed = 0
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self._next_forget = 0.0
         self._groups = [(keys.events, WORKERS_GROUP)] + [(stream, DETECTOR_GROUP) for stream in self._scored_streams]
         for stream, group in self._groups:
             ensure_group(client, stream, group)
@@ -164,3 +167,6 @@ class StreamWorker:
         else:
             minid = _successor(last if isinstance(last, bytes) else last.encode())
         self.client.xtrim(self.keys.events, minid=minid)
+        if time.monotonic() >= self._next_forget:  # consumers of restarted workers, once they hold nothing
+            forget_idle_consumers(self.client, self.keys.events, WORKERS_GROUP, CONSUMER_IDLE_MS)
+            self._next_forget = time.monotonic() + 60.0

@@ -1,28 +1,28 @@
 """Where the known harm categories live in embedding space, learned from reference traffic.
 
-Why: an emerging unsafe category is unsafe-looking traffic that sits far from every category the
-judge already knows. "Far" is measured after centring on the reference prompts (which removes the
-direction every MiniLM embedding shares) and an optional PCA projection, against one centroid per
-category built from the prompts the judge flagged with that category. The novelty threshold is a
-quantile of the *leave-one-out* similarity of reference flagged prompts to the known centroids, so
-it is out-of-sample: about ``quantile`` of unseen known-category traffic counts as novel.
+Why: an emerging cluster's evidence names the known category it sits nearest to, and its
+exemplars are ranked in the same space. Distances are measured after centring on the reference
+prompts (which removes the direction every MiniLM embedding shares) and an optional PCA
+projection, against one centroid per category built from the prompts the judge flagged with that
+category. Which events are new is decided elsewhere (:mod:`monitor.drift.density_gate`): on real
+data, distance to these centroids did not separate unseen categories from the judge's false
+positives.
 
 On real data (``bench/drift_scenarios.py``, emerging scenarios) 64 components merged unrelated background prompts
 into clusters that looked as coherent as a new category, so the detector keeps all dimensions by
-default (``n_components`` = the embedding size: centring only, distances unchanged); more
-centroids per category (k-means, 3 or 6) did not separate unseen categories any better.
+default (``n_components`` = the embedding size: centring only, distances unchanged).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> axes = np.eye(8, dtype=np.float32)
 >>> sample = rng.normal(size=(200, 8)).astype(np.float32)
 >>> flagged = np.repeat(axes[:2], 20, axis=0) + 0.1 * rng.normal(size=(40, 8)).astype(np.float32)
->>> regions = KnownRegions.fit(sample, flagged, ["a"] * 20 + ["b"] * 20, n_components=8, quantile=0.1)
+>>> regions = KnownRegions.fit(sample, flagged, ["a"] * 20 + ["b"] * 20, n_components=8)
 >>> regions.categories
 ('a', 'b')
->>> category, similarity = regions.nearest(regions.project(axes[[0, 5]]))
->>> regions.categories[category[0]], bool(similarity[0] > regions.threshold > similarity[1])
-('a', True)
+>>> category, similarity = regions.nearest(regions.project(axes[[0, 1]]))
+>>> [regions.categories[c] for c in category], bool(similarity.min() > 0.9)
+(['a', 'b'], True)
 """
 
 from __future__ import annotations
@@ -41,18 +41,13 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class KnownRegions:
-    """A projection plus one unit centroid per known category, and the novelty threshold.
-
-    ``threshold`` is a cosine in the projected space: an event whose best similarity to the
-    centroids is below it sits outside every known region. With no centroid (no category had
-    ``min_events`` flagged reference prompts) every event is outside, and the threshold is ``inf``.
-    """
+    """A projection plus one unit centroid per known category (none when no category had
+    ``min_events`` flagged reference prompts)."""
 
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (k, d)
     categories: tuple[str, ...]
     centroids: np.ndarray  # (n_categories, k), unit rows
-    threshold: float
 
     @classmethod
     def fit(
@@ -61,7 +56,6 @@ class KnownRegions:
         flagged: np.ndarray,
         flagged_categories: Sequence[str],
         n_components: int = 64,
-        quantile: float = 0.25,
         min_events: int = 5,
     ) -> KnownRegions:
         """Fit from reference prompt embeddings (``sample``) and the flagged ones with their category."""
@@ -72,24 +66,13 @@ class KnownRegions:
         centred = sample - mean
         # Eigen-decomposition of the d x d scatter matrix: same axes as an SVD of the sample, far cheaper.
         _, vectors = np.linalg.eigh(centred.T @ centred)
-        components = vectors[:, ::-1][:, : min(n_components, len(sample) - 1, sample.shape[1])].T
+        components = vectors[:, ::-1][:, : min(n_components, len(sample) - 1, sample.shape[1])].T  # largest first
 
         labels = np.asarray(flagged_categories, dtype=object)
         z = unit_rows((np.asarray(flagged, dtype=np.float64).reshape(len(labels), -1) - mean) @ components.T)
         names = tuple(sorted(c for c in set(labels.tolist()) if (labels == c).sum() >= min_events))
-        if not names:
-            return cls(mean, components, (), np.zeros((0, len(components))), float("inf"))
-        sums = np.stack([z[labels == c].sum(axis=0) for c in names])
-        centroids = unit_rows(sums)
-
-        # Leave-one-out: each flagged prompt is scored against its own category's centroid
-        # without itself, so the threshold reflects how unseen prompts of known categories score.
-        rows = np.flatnonzero(np.isin(labels, names))
-        own = np.searchsorted(np.asarray(names, dtype=object), labels[rows])
-        sims = z[rows] @ centroids.T
-        sims[np.arange(len(rows)), own] = np.einsum("ij,ij->i", z[rows], unit_rows(sums[own] - z[rows]))
-        threshold = float(np.quantile(sims.max(axis=1), quantile))
-        return cls(mean.astype(np.float32), components.astype(np.float32), names, centroids.astype(np.float32), threshold)
+        centroids = np.stack([z[labels == c].sum(axis=0) for c in names]) if names else np.zeros((0, len(components)))
+        return cls(mean.astype(np.float32), components.astype(np.float32), names, unit_rows(centroids).astype(np.float32))
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """Unit vectors in the projected space, ``(n, k)`` for ``(n, d)`` input."""
@@ -109,7 +92,6 @@ class KnownRegions:
             "components": self.components,
             "categories": list(self.categories),
             "centroids": self.centroids,
-            "threshold": self.threshold,
         }
 
     @classmethod
@@ -119,5 +101,4 @@ class KnownRegions:
             np.asarray(state["components"], dtype=np.float32),
             tuple(state["categories"]),
             np.asarray(state["centroids"], dtype=np.float32),
-            float(state["threshold"]),
         )

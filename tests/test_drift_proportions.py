@@ -14,7 +14,7 @@ from monitor.drift.bernoulli_cusum import average_run_length, calibrate_threshol
 from monitor.drift.proportions import SCALE, CategoryShareDetector
 from monitor.drift.reference import ShareKeys, ShareReference
 from tests.helpers.conditions import feed
-from tests.helpers.scored import category_stream, scored
+from tests.helpers.scored import category_stream
 
 CATS = ["self_harm", "privacy_violation"]
 BASE = {"self_harm": 0.05, "privacy_violation": 0.02}

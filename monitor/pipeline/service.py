@@ -67,12 +67,22 @@ class IngestOutcome:
 
 
 @dataclass(slots=True)
-class _Request:
+class IngestRequest:
     """One ingest request between its steps: validated and deduplicated within itself."""
 
     n_received: int
     outcome: IngestOutcome
     candidates: dict[str, Event]
+
+    @classmethod
+    def screen(cls, parsed: ParsedBody, arrival_time: float, settings: Settings) -> IngestRequest:
+        """The checks every ingest path makes before any state is touched: stamps too far in the
+        future become rejections, repeats within the request become duplicates."""
+        n_received = len(parsed.events) + len(parsed.rejected)
+        parsed = reject_future(parsed, arrival_time + settings.max_future_skew_seconds)
+        outcome = IngestOutcome(rejected=list(parsed.rejected))
+        candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, settings.max_text_chars)
+        return cls(n_received, outcome, candidates)
 
 
 @dataclass(slots=True)
@@ -141,7 +151,7 @@ class MonitorService:
         """Validate, deduplicate and enqueue (event loop). With an in-memory store nothing here blocks;
         routes call :meth:`ingest_async`, which keeps a networked store's round trips off the loop."""
         started = time.perf_counter()
-        request = self._prepare(parsed, arrival_time)
+        request = IngestRequest.screen(parsed, arrival_time, self.settings)
         discard = self._admit(request, self._remember(request), started)
         if discard:
             self._forget(discard)
@@ -153,20 +163,13 @@ class MonitorService:
         if self.store.backend == "memory":
             return self.ingest(parsed, arrival_time)
         started = time.perf_counter()
-        request = self._prepare(parsed, arrival_time)
+        request = IngestRequest.screen(parsed, arrival_time, self.settings)
         discard = self._admit(request, await asyncio.to_thread(self._remember, request), started)
         if discard:
             await asyncio.to_thread(self._forget, discard)
         return request.outcome
 
-    def _prepare(self, parsed: ParsedBody, arrival_time: float) -> _Request:
-        n_received = len(parsed.events) + len(parsed.rejected)
-        parsed = reject_future(parsed, arrival_time + self.settings.max_future_skew_seconds)
-        outcome = IngestOutcome(rejected=list(parsed.rejected))
-        candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
-        return _Request(n_received, outcome, candidates)
-
-    def _remember(self, request: _Request) -> list[bool] | StoreUnavailable:
+    def _remember(self, request: IngestRequest) -> list[bool] | StoreUnavailable:
         """Which candidates are new (the store's one round trip), or why the store cannot say."""
         try:
             return self.store.add_ids(list(request.candidates))
@@ -179,7 +182,7 @@ class MonitorService:
         except StoreUnavailable:  # a resend then counts as a duplicate: logged, not fatal
             log.warning("could not forget %d event ids after a full queue", len(event_ids))
 
-    def _admit(self, request: _Request, new: list[bool] | StoreUnavailable, started: float) -> list[str]:
+    def _admit(self, request: IngestRequest, new: list[bool] | StoreUnavailable, started: float) -> list[str]:
         """Sample, enqueue and count (event loop); returns the ids to forget when the queue is full."""
         n_received, outcome = request.n_received, request.outcome
         if isinstance(new, StoreUnavailable):

@@ -45,6 +45,7 @@ from monitor.scale.streams import (
     decode_feedback,
     decode_scored,
     ensure_group,
+    entry_position,
     forget_idle_consumers,
 )
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
@@ -62,12 +63,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], KEYS[3], '>', '>')
 """
-
-
-def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, seq = text.split("-")
-    return int(ms), int(seq)
 
 
 class LeaseLost(Exception):
@@ -185,7 +180,7 @@ class DetectorOwner:
             claimed += [(entry_id, fields) for entry_id, fields in entries if fields]
             if cursor in (b"0-0", "0-0"):
                 break
-        return sorted(claimed, key=lambda e: _id_tuple(e[0]))
+        return sorted(claimed, key=lambda e: entry_position(e[0]))
 
     def _restore(self, state: dict[str, Any]) -> None:
         taken = (state.get("partition", 0), state.get("partitions", 1))
@@ -241,7 +236,7 @@ class DetectorOwner:
         applied = transitions = 0
         for entry_id, fields in entries:
             self._unacked[self.keys.scored].append(entry_id)
-            position = _id_tuple(entry_id)
+            position = entry_position(entry_id)
             if position <= self._last_entry:
                 continue  # already in the restored snapshot
             self._last_entry = position
@@ -265,7 +260,7 @@ class DetectorOwner:
         labels: list[tuple[int, Feedback]] = []
         for entry_id, fields in entries:
             self._unacked[self.keys.feedback].append(entry_id)
-            position = _id_tuple(entry_id)
+            position = entry_position(entry_id)
             if position <= self._last_feedback:
                 continue
             self._last_feedback = position

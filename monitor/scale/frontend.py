@@ -29,9 +29,8 @@ from monitor.config import Settings
 from monitor.drift.feedback import FeedbackDisagreementDetector
 from monitor.events import ScoredEvent
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.normalize import unique_events
-from monitor.ingest.parsing import ParsedBody, reject_future
-from monitor.pipeline.service import IngestOutcome
+from monitor.ingest.parsing import ParsedBody
+from monitor.pipeline.service import IngestOutcome, IngestRequest
 from monitor.scale.feedback import FeedbackForwarder
 from monitor.scale.published import COUNTERS, PublishedReads, PublishedState
 from monitor.scale.streams import StreamKeys, encode_event
@@ -88,10 +87,8 @@ class StreamFrontend(PublishedReads):
         return await asyncio.to_thread(self.ingest, parsed, arrival_time)
 
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        received = len(parsed.events) + len(parsed.rejected)
-        parsed = reject_future(parsed, arrival_time + self.settings.max_future_skew_seconds)
-        outcome = IngestOutcome(rejected=list(parsed.rejected))
-        candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, self.settings.max_text_chars)
+        request = IngestRequest.screen(parsed, arrival_time, self.settings)
+        received, outcome, candidates = request.n_received, request.outcome, request.candidates
         args: list[Any] = [self.keys.event_id(""), self.settings.dedup_ttl_seconds, self.settings.queue_capacity]
         for event_id, event in candidates.items():
             args += [event_id, encode_event(event)]

@@ -139,6 +139,19 @@ def decode_scored(data: bytes) -> ScoredBatch:
     return pickle.loads(data)
 
 
+def entry_position(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a tuple that orders like Redis orders entries."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
+
+
+def next_entry_id(entry_id: bytes | str) -> str:
+    """The smallest id after ``entry_id``: an exclusive ``MINID`` for XTRIM."""
+    ms, seq = entry_position(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
     """Create the consumer group (and the stream) if missing; reading starts at the stream's beginning."""
     try:

@@ -39,14 +39,10 @@ from monitor.scale.streams import (
     encode_scored,
     ensure_group,
     forget_idle_consumers,
+    next_entry_id,
 )
 
 log = logging.getLogger(__name__)
-
-
-def _successor(entry_id: bytes) -> str:
-    ms, seq = entry_id.decode().split("-")
-    return f"{ms}-{int(seq) + 1}"
 
 
 class StreamWorker:
@@ -165,7 +161,7 @@ class StreamWorker:
         if pending["pending"]:
             minid = pending["min"].decode() if isinstance(pending["min"], bytes) else pending["min"]
         else:
-            minid = _successor(last if isinstance(last, bytes) else last.encode())
+            minid = next_entry_id(last)
         self.client.xtrim(self.keys.events, minid=minid)
         if time.monotonic() >= self._next_forget:  # consumers of restarted workers, once they hold nothing
             forget_idle_consumers(self.client, self.keys.events, WORKERS_GROUP, CONSUMER_IDLE_MS)

@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from monitor.config import Settings  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
 
 
@@ -153,7 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--short", type=int, default=2000)
     ap.add_argument("--long", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=64, help="worker batch (events)")
+    ap.add_argument("--batch-size", type=int, default=Settings().batch_size, help="worker batch (events; default: the service's)")
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--per-request", type=int, default=10)

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from throughput import Service, load_texts, service_throughput  # noqa: E402
 
+from monitor.config import Settings  # noqa: E402
 from monitor.scale.streams import StreamKeys, decode_scored  # noqa: E402
 
 
@@ -117,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--workers", default="1,2,4")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=Settings().batch_size, help="worker batch (events; default: the service's)")
     ap.add_argument("--judge", default="default")
     ap.add_argument("--port", type=int, default=8899)
     ap.add_argument("--seed", type=int, default=0)

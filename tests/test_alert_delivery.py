@@ -332,3 +332,23 @@ def test_restored_firing_alerts_are_restated_to_alertmanager_only(alertmanager):
         delivery.close()
     assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
     assert {a["labels"]["key"] for a in am_alerts(alertmanager) if a["labels"]["kind"] == "judge_disagreement"} == {"hate", "fraud"}
+
+
+def test_outbox_gauge_sums_every_delivery_on_a_shared_registry():
+    """A detector node runs one delivery per owned partition on one registry."""
+    receiver = Receiver()
+    with receiver.serve() as url:
+        metrics = MonitorMetrics()
+        first, second = (AlertDelivery([WebhookTarget(url)], metrics, FAST) for _ in range(2))
+        for delivery, keys in ((first, "ab"), (second, "cde")):  # threads not started: everything stays queued
+            engine = AlertEngine()
+            for key in keys:
+                delivery.on_transitions(fire(engine, key=key))
+        assert sample(metrics, "llmsafety_alert_outbox_size", target="webhook") == 5
+        first.start()
+        first.close()  # a partition handed back: its outbox leaves the sum
+        assert sample(metrics, "llmsafety_alert_outbox_size", target="webhook") == 3
+        second.start()
+        assert second.flush()
+        second.close()
+    assert sample(metrics, "llmsafety_alert_outbox_size", target="webhook") == 0

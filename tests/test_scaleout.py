@@ -95,10 +95,13 @@ def spawn(role: str, settings: Settings, log: Path, **env: str) -> subprocess.Po
         "MONITOR_BATCH_SIZE": str(settings.batch_size), "MONITOR_LEASE_TTL_SECONDS": str(settings.lease_ttl_seconds), "MONITOR_CLAIM_IDLE_SECONDS": "1",
         **env,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "serve", "--role", role, "--port", str(free_port()), "--log-level", "warning"],
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "serve", "--role", role, "--port", str(port), "--log-level", "warning"],
         cwd=REPO, env=variables, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
+    proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    return proc
 
 
 def kill9(proc: subprocess.Popen) -> None:
@@ -354,10 +357,15 @@ def test_two_detector_processes_split_the_partitions_and_one_takes_over_a_killed
         # Kill the owner of partition 0 (it also keeps the pipeline's counts); the other owns 1 or 2 of the rest.
         victim = next(n for n in nodes if f"-{n.pid}-" in split[0])
         survivor = next(name for name in split if f"-{victim.pid}-" not in name)
+        # A cluster id does not name its partition: a process owning only some says whom to ask.
+        resp = httpx.get(f"{victim.url}/v1/clusters/c0123", timeout=10)
+        assert resp.status_code == 503 and "ask the owners of partitions" in resp.json()["error"], resp.text
         kill9(victim)
         killed_at = time.monotonic()
         assert frontend.ingest(body(second), T0).accepted == 120
         wait_for("the survivor to own every partition", lambda: owners() == [survivor] * 3, 30, interval=0.05)
+        survivor_url = next(n.url for n in nodes if n is not victim)
+        wait_for("the survivor to serve every partition", lambda: httpx.get(f"{survivor_url}/v1/clusters/c0123", timeout=10).status_code == 404, 30, interval=0.1)
         assert time.monotonic() - killed_at < 2 * settings.lease_ttl_seconds + 1
         wait_for("every event to be applied", lambda: counts("processed") == [240, 120, 120], 120, interval=0.05)
         time.sleep(0.5)  # anything applied twice would arrive now

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -176,12 +176,13 @@ class AlertDelivery:
         self.policy = policy
         self._closing = threading.Event()
         self._channels = [_Channel(t, policy, metrics, self._closing) for t in targets]
+        self._unwatch: list[Callable[[], None]] = []
         for label in {t.label for t in targets}:
             metrics.alert_delivery_retries.labels(label)
             for outcome in OUTCOMES:
                 metrics.alert_deliveries.labels(label, outcome)
             mine = [c for c in self._channels if c.target.label == label]
-            metrics.alert_outbox_size.labels(label).set_function(lambda mine=mine: float(sum(len(c.outbox) for c in mine)))
+            self._unwatch.append(metrics.watch_outbox(label, lambda mine=mine: sum(len(c.outbox) for c in mine)))
 
     def start(self, firing: Iterable[Alert] = ()) -> None:
         """Start the threads; ``firing`` (alerts restored from saved state) are re-stated to resending targets."""
@@ -224,6 +225,8 @@ class AlertDelivery:
                 channel.cond.notify_all()
             if channel.thread.is_alive():
                 channel.thread.join(max(0.0, deadline - time.monotonic()))
+        for forget in self._unwatch:
+            forget()
 
 
 def targets_from_settings(settings: Settings) -> list[Target]:

@@ -216,12 +216,20 @@ class DetectorNode(PublishedReads):
         return service.clusters(scope)
 
     def find_cluster(self, cluster_id: str) -> ClusterSummary | None:
-        for p in self.owned():
+        """The cluster from this process's partitions; ``None`` (404) only when this process owns them
+        all, else 503 naming the owners to ask (an id does not tell its scope's partition)."""
+        owned = self.owned()
+        for p in owned:
             service = self.partition_service(p)
             found = service.find_cluster(cluster_id) if service is not None else None
             if found is not None:
                 return found
-        return None
+        elsewhere = [p for p in range(self.partitions) if p not in owned]
+        if not elsewhere:
+            return None
+        owners = self.published.owners()
+        where = ", ".join(f"{p} ({owners[p].get('owner') or 'nobody yet'})" for p in elsewhere)
+        raise NotReady(f"cluster_id: {cluster_id!r} is not in this process's partitions; ask the owners of partitions {where}", self.settings.retry_after_seconds)
 
     @property
     def batch_listeners(self) -> list[Any]:

@@ -68,6 +68,15 @@ def test_round_trip_counts_and_metrics(server):
     assert 'judge_version="prototype-' in metrics
 
 
+def test_alert_transition_series_exist_before_any_alert(server):
+    """Every configured detector's kind starts at 0, so increase() over a dashboard's window has a
+    first sample to count from when the first alert fires."""
+    transitions = metric_values(server.client.get("/metrics").text, "llmsafety_alert_transitions_total")
+    kinds = {re.search(r'kind="([^"]+)"', k).group(1) for k in transitions}
+    assert {"category_share", "embedding_drift", "emerging_category"} <= kinds
+    assert {'{kind="emerging_category",status="firing"}', '{kind="category_share",status="resolved"}'} <= transitions.keys()
+
+
 def test_resending_ids_is_accepted_but_not_counted_twice(server):
     before = server.client.get("/v1/status").json()
     resp = server.client.post("/v1/events", json=EVENTS[:3])

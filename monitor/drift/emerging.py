@@ -203,6 +203,7 @@ class EmergingClusterDetector:
     """
 
     name = "emerging_clusters"
+    alert_kind = KIND
 
     def __init__(
         self,

@@ -20,6 +20,10 @@ class DetectorSuite:
         self.detectors = list(detectors)
         self.on_error: Callable[[str], None] = lambda name: None  # the service counts failures in a metric
 
+    def alert_kinds(self) -> list[str]:
+        """The ``kind`` of the alerts each detector raises: its name, unless it names another in ``alert_kind``."""
+        return [getattr(d, "alert_kind", d.name) for d in self.detectors]
+
     def get(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
 

@@ -18,9 +18,9 @@ import time
 from collections import Counter as CounterDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
-from monitor.alerts.engine import Alert, AlertEngine, Transition
+from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
 from monitor.config import Settings
 from monitor.drift.emerging import ClusterSummary, EmergingClusterDetector
 from monitor.drift.feedback import STATUSES, Feedback, FeedbackDisagreementDetector
@@ -116,6 +116,9 @@ class MonitorService:
         self.scorer = scorer
         self.detectors = detectors
         self.metrics = metrics or MonitorMetrics()
+        for kind in detectors.alert_kinds():  # series from the start, so increase() has a zero to start from
+            for status in get_args(Status):
+                self.metrics.alert_transitions.labels(kind=kind, status=status)
         self.alert_engine = AlertEngine(settings.alert_pending_seconds, settings.alert_cooldown_seconds, settings.max_alerts_kept)
         self.counts = Counts()
         self.latency = {stage: LatencyWindow() for stage in ("ingest", "embed", "judge", "detect", "batch")}

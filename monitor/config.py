@@ -113,6 +113,14 @@ class Settings(BaseSettings):
         "checks get a CPU first when embedding saturates the cores. 0 = same priority as the HTTP server.",
     )
 
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads numpy/scipy's BLAS may use in a process that embeds (service, scale-out worker); 0 = the "
+        "library's default. The judge's and detectors' matrix products are small, and BLAS threads that spin after "
+        "each one take cores from torch: 1 gave ~5% more events/s on 2 CPU cores.",
+    )
+
     # --- embedder ---
     embedding_model: str = Field(
         "bundled:all-MiniLM-L6-v2",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from threadpoolctl import threadpool_limits
+
 from monitor.alerts.delivery import attach_delivery
 from monitor.config import ALL_DETECTORS, Settings
 from monitor.drift.adwin_baseline import AdwinShareDetector
@@ -91,6 +93,8 @@ def build_store(settings: Settings) -> StateStore:
 
 def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
     """The stateless embed-and-judge stage (the whole of a scale-out worker)."""
+    if settings.blas_threads:  # process-wide: torch's threads keep the cores (see the setting)
+        threadpool_limits(settings.blas_threads, user_api="blas")
     taxonomy = load_taxonomy()
     embedder = embedder or Embedder(
         settings.embedding_model,

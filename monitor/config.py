@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         256,
         ge=1,
         description="Most events embedded and judged together. A larger batch gives the embedder's pass planner more "
-        "texts of similar length to group: on 2 CPU cores 256 kept 106%/91% of the bare embedder's rate on short/long "
+        "texts of similar length to group: on 2 CPU cores 256 kept 106-109% / 91-97% of the bare embedder's rate on short/long "
         "texts, 64 only 83%/88% (bench/throughput.py).",
     )
     batch_max_wait_ms: float = Field(50.0, ge=0, description="How long the worker waits to fill a batch.")

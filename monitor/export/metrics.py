@@ -107,7 +107,7 @@ class MonitorMetrics:
         self.alert_delivery_retries = Counter(f"{p}alert_delivery_retries", "Delivery attempts that were retried.", ["target"], registry=r)
         self.alert_outbox_size = Gauge(f"{p}alert_outbox_size", "Alert notices waiting for delivery.", ["target"], registry=r)
         # A detector node runs one delivery per owned partition on this registry: the gauge sums them.
-        self._outboxes: dict[str, dict[int, Callable[[], int]]] = {}
+        self._outboxes: dict[str, list[Callable[[], int]]] = {}
         self._outbox_lock = threading.Lock()
         self.dropped.labels(reason="queue_full")
         self.dropped.labels(reason="poison")
@@ -115,15 +115,15 @@ class MonitorMetrics:
     def watch_outbox(self, target: str, size: Callable[[], int]) -> Callable[[], None]:
         """Count ``size()`` into ``alert_outbox_size{target}`` (summed with every other watched outbox
         of that target) until the returned function is called."""
-        token = id(size)
         with self._outbox_lock:
-            sources = self._outboxes.setdefault(target, {})
-            sources[token] = size
-            self.alert_outbox_size.labels(target).set_function(lambda: float(sum(f() for f in list(sources.values()))))
+            sources = self._outboxes.setdefault(target, [])
+            sources.append(size)
+            self.alert_outbox_size.labels(target).set_function(lambda: float(sum(f() for f in list(sources))))
 
         def forget() -> None:
             with self._outbox_lock:
-                sources.pop(token, None)
+                if size in sources:  # forgetting twice is harmless
+                    sources.remove(size)
 
         return forget
 

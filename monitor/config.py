@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     share_warmup_events: int = Field(20_000, ge=100, description="Events per scope forming the category-share reference (warm-up).")
     share_expected_run_time: float = Field(125_000, gt=1, description="Events between false alarms of the category-share detector, per scope (all keys together).")
     share_shift_ratio: float = Field(2.0, gt=1, description="Odds ratio of a category share the category-share tests are tuned to detect.")
+    share_weighting: float = Field(0.5, ge=0, le=1, description="Part of the category-share rise tests' false-alarm budget split in proportion to each key's reference share (the rest equally): more weight detects rises of common categories sooner and of rare ones later.")
     adwin_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence of the category_share_adwin baseline.")
     embedding_reference_events: int = Field(3000, ge=100, description="Events per scope forming the embedding-drift reference sample (a third fits the PCA, the rest is the reference).")
     embedding_window_events: int = Field(500, ge=10, description="Sliding window of recent events compared with the reference (a multiple of 25).")

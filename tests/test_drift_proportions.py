@@ -251,3 +251,26 @@ def test_category_absent_from_the_reference_is_watched_without_false_alarms():
     fired = [c for c in risen if c.active and c.key == "privacy_violation"]
     assert fired and fired[0].at < 41_500 + 1000
     assert fired[0].evidence["reference_share"] < 0.001
+
+
+def _rise_budget(det: CategoryShareDetector) -> dict[str, tuple[float, float]]:
+    """Per key: (target run length, threshold in nats) of its rise test, after a warm-up on BASE."""
+    feed(det, stream(13, [(20_000, BASE)]))
+    tests = det._tests["global"]
+    return {det.keys[int(tests.key_of[c])]: (float(tests.target_arl[c]), float(tests.threshold[c] / SCALE))
+            for c in range(len(tests.key_of)) if tests.rising[c]}
+
+
+def test_share_weighting_moves_rise_sensitivity_to_common_keys_within_the_same_budget():
+    equal = _rise_budget(CategoryShareDetector(CATS, warmup_events=20_000, drop_budget=0.0, share_weighting=0.0))
+    weighted = _rise_budget(CategoryShareDetector(CATS, warmup_events=20_000, drop_budget=0.0, share_weighting=1.0))
+    budget = 1.0 / 125_000
+    for rises in (equal, weighted):  # Bonferroni: the rise tests' alarm rates add up to the scope's budget
+        assert sum(1.0 / arl for arl, _ in rises.values()) == pytest.approx(budget)
+    assert len({round(arl) for arl, _ in equal.values()}) == 1
+    # in proportion to share: unsafe (7%) : self_harm (5%) : privacy_violation (2%)
+    assert weighted["self_harm"][0] / weighted["privacy_violation"][0] == pytest.approx(0.02 / 0.05, rel=0.1)
+    assert weighted["self_harm"][1] < equal["self_harm"][1]  # the commoner key: lower threshold, shorter delay
+    assert weighted["privacy_violation"][1] > equal["privacy_violation"][1]
+    with pytest.raises(ValueError, match="share_weighting"):
+        CategoryShareDetector(CATS, share_weighting=1.5)

@@ -52,7 +52,7 @@ def stationary(pools: Pools, events: int) -> Scenario:
 
 
 def category_rise(pools: Pools, before: float, after: float, pre: int = 30_000, post: int = 10_000) -> Scenario:
-    return Scenario(f"one category {before:.0%} → {after:.0%}",
+    return Scenario(f"one category {before:.1%} → {after:.1%}".replace(".0%", "%"),
                     ((pre, base_mix(pools, {RISING: before})), (post, base_mix(pools, {RISING: after}))), key=RISING)
 
 
@@ -96,7 +96,8 @@ DETECTORS: dict[str, tuple[Callable[[int], Detector], int, tuple[str, ...]]] = {
 def rows(pools: Pools, *, stationary_events: int, stationary_seeds: int, change_seeds: int) -> list[Row]:
     """Stationary false alarms and cost, then the rises and the style shift, for every detector that watches them."""
     plans = [("stationary", stationary(pools, stationary_events), range(1000, 1000 + stationary_seeds))]
-    plans += [("rise", category_rise(pools, a, b), range(change_seeds)) for a, b in ((0.05, 0.10), (0.02, 0.06))]
+    rises = ((0.05, 0.10), (0.02, 0.06), (0.002, 0.01))  # the last: a rare category, which share weighting slows
+    plans += [("rise", category_rise(pools, a, b), range(change_seeds)) for a, b in rises]
     plans.append(("topic", topic_shift(pools), range(change_seeds)))
     out: list[Row] = []
     for kind, scenario, seeds in plans:

@@ -219,6 +219,7 @@ class EmergingClusterDetector:
         window_capacity: int = 512,
         min_category_events: int = 5,
         max_reference_sample: int = 2000,
+        max_reference_candidates: int = 4000,
         buffer_size: int = 256,
         recluster_every: int = 8,
         link_similarity: float = 0.2,
@@ -254,6 +255,8 @@ class EmergingClusterDetector:
             raise ValueError(f"min_cluster_size: must be >= 2, got {min_cluster_size}")
         if max_reference_sample < 2:
             raise ValueError(f"max_reference_sample: must be >= 2, got {max_reference_sample}")
+        if max_reference_candidates < 1:
+            raise ValueError(f"max_reference_candidates: must be >= 1, got {max_reference_candidates}")
         if baseline_events <= window_events:
             raise ValueError(f"baseline_events: must be longer than window_events ({window_events}), got {baseline_events}")
         if min_growth < 1:
@@ -271,6 +274,7 @@ class EmergingClusterDetector:
         self.window_capacity = window_capacity
         self.min_category_events = min_category_events
         self.max_reference_sample = max_reference_sample
+        self.max_reference_candidates = max_reference_candidates
         self.buffer_size = buffer_size
         self.recluster_every = recluster_every
         self.link_similarity = link_similarity
@@ -421,7 +425,7 @@ class EmergingClusterDetector:
     def _collect_reference(self, scored: ScoredEvent, x: np.ndarray) -> None:
         if (self._seen - 1) % self._stride == 0:
             self._sample.append(x)  # fits the projections; its events stay out of the gate's reference density
-        elif len(self._candidates) < self.max_reference_sample:  # the density is per event of the traffic it covers
+        elif len(self._candidates) < self.max_reference_candidates:  # the density is per event of the traffic it covers
             self._candidate_events += scored.weight
             if self._is_candidate(scored):
                 self._candidates.append(x)

@@ -10,8 +10,15 @@ Calibration. Thresholds come from the exact average run length of each CUSUM at 
 rate (:mod:`monitor.drift.bernoulli_cusum`), averaged over the posterior of that rate so a
 reference estimated from few events does not inflate false alarms. Multiple testing is a weighted
 Bonferroni split of one false-alarm budget per scope, one alarm per ``expected_run_time`` events:
-the rise tests share ``1 - drop_budget`` of it equally, the fall tests share ``drop_budget``
-(falls of safety categories matter less than rises and are slow to detect anyway). A fall test
+the rise tests share ``1 - drop_budget`` of it, the fall tests share ``drop_budget`` equally
+(falls of safety categories matter less than rises and are slow to detect anyway). Of the rise
+budget, ``share_weighting`` goes to the keys in proportion to their reference share and the rest
+equally. Why: a key's delay grows with the log of its share of the budget, and what a rise costs
+is the excess harmful prompts before the alarm, which for a doubling is the same number of events
+whatever the key's share; if the key that moves is as likely to be any unit of traffic (a key
+moves in proportion to its share), weights in proportion to share minimise the expected excess.
+Half and half (the default) took the 5% -> 10% rise from a median 418 to 3xx events and a rare
+0.2% category's rise to 1% from 2,200 to 2,500 events (``bench/drift_scenarios.py``). A fall test
 runs only for keys whose reference can tell the fall apart (posterior probability under 0.1% that
 the true rate is already low enough to make the test drift up); the rises get the whole budget
 when no fall is testable.
@@ -105,7 +112,8 @@ class _ScopeTests:
     ARRAYS = ("key_of", "rising", "design", "target_arl", "step_one", "step_zero", "threshold", "stat",
               "back", "alarmed", "since_n", "since_ones", "since_at", "back_n", "back_ones", "back_at", "alarm_at")
 
-    def __init__(self, reference: ShareReference, keys: Sequence[str], ratio: float, expected_run_time: float, drop_budget: float) -> None:
+    def __init__(self, reference: ShareReference, keys: Sequence[str], ratio: float, expected_run_time: float, drop_budget: float,
+                 share_weighting: float) -> None:
         self.reference = reference
         n = reference.events
         plans: list[tuple[int, bool, float, float, float]] = []  # key index, rising, p1, step one, step zero
@@ -120,16 +128,18 @@ class _ScopeTests:
                 plans.append((j, rising, p1, one, zero))
         rises = sum(1 for p in plans if p[1])
         falls = len(plans) - rises
-        rise_share = 1.0 - drop_budget if falls else 1.0
-        arl = {True: rises * expected_run_time / rise_share, False: falls * expected_run_time / drop_budget if falls else 0.0}
+        rise_budget = (1.0 - drop_budget if falls else 1.0) / expected_run_time
+        shares = np.array([(reference.count(keys[p[0]]) + 0.5) / (n + 1.0) for p in plans if p[1]])
+        rise_weights = iter((1.0 - share_weighting) / rises + share_weighting * shares / shares.sum())
+        arl = [1.0 / (rise_budget * next(rise_weights)) if p[1] else falls * expected_run_time / drop_budget for p in plans]
         self.key_of = np.array([p[0] for p in plans], dtype=np.intp)
         self.rising = np.array([p[1] for p in plans], dtype=bool)
         self.design = np.array([p[2] for p in plans])
-        self.target_arl = np.array([arl[p[1]] for p in plans])
+        self.target_arl = np.array(arl)
         self.step_one = np.array([round(p[3] * SCALE) for p in plans], dtype=np.int64)
         self.step_zero = np.array([round(p[4] * SCALE) for p in plans], dtype=np.int64)
         self.threshold = np.array(
-            [math.ceil(calibrate_threshold(p[3], p[4], reference.count(keys[p[0]]), n, arl[p[1]]) * SCALE) for p in plans],
+            [math.ceil(calibrate_threshold(p[3], p[4], reference.count(keys[p[0]]), n, a) * SCALE) for p, a in zip(plans, arl)],
             dtype=np.int64,
         )
         c = len(plans)
@@ -276,6 +286,10 @@ class CategoryShareDetector:
         The shift the tests are tuned to: the odds of a key multiplied (rise) or divided (fall) by it.
     drop_budget
         Share of the false-alarm budget given to the fall tests (0 turns them off).
+    share_weighting
+        Part of the rise tests' budget split in proportion to each key's reference share (the rest
+        is split equally): 0 gives every key the same false-alarm rate, 1 puts sensitivity where
+        the traffic is (see the module doc).
     max_scopes
         Scopes tracked at most; events of further scopes are ignored (scopes come from configuration).
     """
@@ -291,6 +305,7 @@ class CategoryShareDetector:
         expected_run_time: float = 125_000,
         ratio: float = 2.0,
         drop_budget: float = 0.1,
+        share_weighting: float = 0.5,
         max_scopes: int = 64,
     ) -> None:
         if categories is None:
@@ -305,6 +320,8 @@ class CategoryShareDetector:
             raise ValueError(f"ratio must be > 1, got {ratio}")
         if not 0.0 <= drop_budget < 1.0:
             raise ValueError(f"drop_budget must be within [0, 1), got {drop_budget}")
+        if not 0.0 <= share_weighting <= 1.0:
+            raise ValueError(f"share_weighting must be within [0, 1], got {share_weighting}")
         if max_scopes < 1:
             raise ValueError(f"max_scopes must be at least 1, got {max_scopes}")
         self.share_keys = ShareKeys(categories)
@@ -318,6 +335,7 @@ class CategoryShareDetector:
         self.expected_run_time = float(expected_run_time)
         self.ratio = float(ratio)
         self.drop_budget = float(drop_budget)
+        self.share_weighting = float(share_weighting)
         self.max_scopes = max_scopes
         self._warmups: dict[str, ShareWarmUp] = {}
         self._tests: dict[str, _ScopeTests] = {}
@@ -359,7 +377,7 @@ class CategoryShareDetector:
         return False
 
     def _start(self, scope: str, reference: ShareReference) -> _ScopeTests:
-        tests = _ScopeTests(reference, self.keys, self.ratio, self.expected_run_time, self.drop_budget)
+        tests = _ScopeTests(reference, self.keys, self.ratio, self.expected_run_time, self.drop_budget, self.share_weighting)
         self._tests[scope] = tests
         return tests
 

@@ -47,6 +47,7 @@ def build_detectors(settings: Settings, taxonomy: Taxonomy | None = None) -> Det
             warmup_events=settings.share_warmup_events,
             expected_run_time=settings.share_expected_run_time,
             ratio=settings.share_shift_ratio,
+            share_weighting=settings.share_weighting,
         ),
         "category_share_adwin": lambda: AdwinShareDetector(harm, delta=settings.adwin_delta, warmup_events=settings.share_warmup_events),
         "embedding_drift": lambda: EmbeddingMMDDetector(

@@ -17,8 +17,9 @@ equally. Why: a key's delay grows with the log of its share of the budget, and w
 is the excess harmful prompts before the alarm, which for a doubling is the same number of events
 whatever the key's share; if the key that moves is as likely to be any unit of traffic (a key
 moves in proportion to its share), weights in proportion to share minimise the expected excess.
-Half and half (the default) took the 5% -> 10% rise from a median 418 to 3xx events and a rare
-0.2% category's rise to 1% from 2,200 to 2,500 events (``bench/drift_scenarios.py``). A fall test
+Half and half (the default) took a 5% -> 10% rise from a median 416 events to 356 and a rare
+0.2% category's rise to 1% from 1,244 to 1,320, at the same false alarms (40 seeds each,
+``bench/drift_scenarios.py``). A fall test
 runs only for keys whose reference can tell the fall apart (posterior probability under 0.1% that
 the true rate is already low enough to make the test drift up); the rises get the whole budget
 when no fall is testable.

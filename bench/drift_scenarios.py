@@ -22,7 +22,7 @@ bundled MiniLM; the cache (``--cache-dir``, ``$BENCH_CACHE``, default
 texts are a subset of the full run's::
 
     .venv/bin/python bench/drift_scenarios.py --quick   # ~3.6k texts to embed cold; minutes once cached
-    .venv/bin/python bench/drift_scenarios.py           # ~10.7k texts; long stationary streams, 20 seeds per change
+    .venv/bin/python bench/drift_scenarios.py           # ~10.7k texts; long stationary streams, 40 seeds per covariate change
     .venv/bin/python bench/drift_scenarios.py --only emerging
 
 alibi-detect's online MMD is not run as a peer: installing it downgrades numpy and transformers in
@@ -55,13 +55,15 @@ class Size:
     caps: Caps
     covariate_stationary: tuple[int, int]  # (events per stream, streams)
     concept_stationary: int
-    emerging_stationary: tuple[int, int]
-    seeds: int  # per change scenario (concept and emerging: a quarter of it, at least 2)
+    emerging_stationary: tuple[int, int]  # (events per stream after the detector's warm-up, streams)
+    seeds: int  # per covariate change scenario
+    concept_seeds: int  # per concept change scenario
+    emerging_seeds: int  # per withheld group
 
 
 SIZES = {
-    "quick": Size(QUICK, (120_000, 1), 100_000, (110_000, 1), 3),
-    "full": Size(FULL, (120_000, 20), 300_000, (110_000, 3), 20),
+    "quick": Size(QUICK, (120_000, 1), 100_000, (100_000, 1), 3, 2, 2),
+    "full": Size(FULL, (120_000, 20), 300_000, (100_000, 3), 40, 5, 8),
 }
 SECTIONS = ("covariate", "concept", "emerging")
 
@@ -70,12 +72,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller pools, fewer seeds and stationary streams")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections from: " + ", ".join(SECTIONS))
-    parser.add_argument("--seeds", type=int, help="seeds per change scenario (overrides the size's)")
+    parser.add_argument("--seeds", type=int, help="seeds per change scenario, every section (overrides the size's)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="embedding cache folder")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
-    seeds = args.seeds or size.seeds
-    few = max(2, seeds // 4)
+    seeds, concept_seeds, emerging_seeds = (args.seeds,) * 3 if args.seeds else (size.seeds, size.concept_seeds, size.emerging_seeds)
     sections = args.only.split(",")
     data_dir = default_data_dir()
     if not data_dir.is_dir():
@@ -87,13 +88,13 @@ def main() -> None:
         events, streams = size.covariate_stationary
         rows += covariate.rows(pools, stationary_events=events, stationary_seeds=streams, change_seeds=seeds)
     if "concept" in sections:
-        rows += concept.rows(stationary_events=size.concept_stationary, seeds=few, data_dir=data_dir)
+        rows += concept.rows(stationary_events=size.concept_stationary, seeds=concept_seeds, data_dir=data_dir)
     if "emerging" in sections:
         events, streams = size.emerging_stationary
-        rows += emerging.rows(pools, stationary_events=events, stationary_seeds=streams, seeds=few)
+        rows += emerging.rows(pools, stationary_events=events, stationary_seeds=streams, seeds=emerging_seeds)
     print(table(rows))
-    print(f"\n{'quick' if args.quick else 'full'} run, {seeds} seeds per covariate change, {few} per concept/emerging "
-          f"change, {time.perf_counter() - started:.0f} s wall")
+    print(f"\n{'quick' if args.quick else 'full'} run, {seeds} seeds per covariate change, {concept_seeds} per concept "
+          f"change, {emerging_seeds} per withheld group, {time.perf_counter() - started:.0f} s wall")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     embedding_reference_events: int = Field(3000, ge=100, description="Events per scope forming the embedding-drift reference sample (a third fits the PCA, the rest is the reference).")
     embedding_window_events: int = Field(500, ge=10, description="Sliding window of recent events compared with the reference (a multiple of 25).")
     embedding_expected_run_time: float = Field(200_000, gt=1, description="Events between false alarms of the embedding-drift detector, per scope.")
-    emerging_reference_events: int = Field(5000, ge=100, description="Events learning where known categories sit, before emerging-cluster detection.")
+    emerging_reference_events: int = Field(20_000, ge=100, description="Events learning where known categories sit and how dense unsafe-looking traffic is, before emerging-cluster detection (a longer reference detects sooner).")
     emerging_calibration_events: int = Field(5000, ge=100, description="Events that calibrate the emerging-cluster alert bar (no alerts meanwhile).")
     emerging_min_share: float = Field(0.003, gt=0, lt=1, description="Lowest share of recent traffic an emerging cluster needs to alert.")
     emerging_max_clusters: int = Field(32, ge=1, description="Clusters kept per scope.")

@@ -82,8 +82,11 @@ def stream(
 def detector(**overrides) -> EmergingClusterDetector:
     # The synthetic topics are random directions in 64 dimensions: no low-dimensional structure for a
     # PCA to find, and members of a topic sit at cosine ~0.4 from each other (MiniLM's in 32 PCA
-    # dimensions nearer 0.5), hence all dimensions and a wider gate radius.
-    params = dict(reference_events=2000, calibration_events=2000, n_components=DIM, gate_components=DIM, gate_radius=0.3)
+    # dimensions nearer 0.5), hence all dimensions and a wider gate radius. The short reference (1,000
+    # events of candidates against a window of 1,000) makes every count twice as likely under no
+    # change as with the default reference, hence a smaller surprise.
+    params = dict(reference_events=2000, calibration_events=2000, n_components=DIM, gate_components=DIM, gate_radius=0.3,
+                  gate_surprise=10.0)
     params.update(overrides)
     return EmergingClusterDetector(**params)
 
@@ -266,9 +269,9 @@ def test_real_embeddings_withheld_category_is_found(shared_data, embedder):
     e_new, e_known, e_benign = emb[: len(new)], emb[len(new) : len(new) + len(known)], emb[len(new) + len(known) :]
 
     rng = np.random.default_rng(0)
-    change, pending = 5000, list(rng.permutation(len(new)))
+    change, pending = 23_000, list(rng.permutation(len(new)))  # after the default reference (20,000) and 2,000 to calibrate
     events = []
-    for i in range(9000):
+    for i in range(change + 4000):
         u = rng.random()
         if i >= change and pending and u < 0.02:
             j = pending.pop()
@@ -282,12 +285,18 @@ def test_real_embeddings_withheld_category_is_found(shared_data, embedder):
             emb_i, v, text = e_benign[j], verdict(SAFE), benign[j]
         events.append(ScoredEvent(Event(f"e{i}", float(i), text), 1.0, emb_i, None, v))
 
-    det = EmergingClusterDetector(reference_events=2000, calibration_events=2000)
+    det = EmergingClusterDetector(calibration_events=2000)
     fired = [(i, c) for i, c in run(det, events) if c.active]
     assert fired and fired[0][0] >= change
     i, first = fired[0]
-    purity = np.mean([t in set(new) for t in first.evidence["exemplars"]])
-    print(f"alert after {i - change} events, exemplar purity {purity:.2f}, keywords {first.evidence['keywords']}")
-    # Measured: 2,743 events, purity 1.0. BeaverTails animal abuse (35 prompts), which this test used
-    # with the earlier centroid-distance gate, is not found by the density gate (nor on the bench, by either).
-    assert i - change <= 3500 and purity >= 0.8
+
+    def purity(condition) -> float:
+        return float(np.mean([t in set(new) for t in condition.evidence["exemplars"]]))
+
+    last = [c for _, c in fired if c.key == first.key][-1]
+    print(f"alert after {i - change} events, exemplar purity {purity(first):.2f} then {purity(last):.2f}, "
+          f"keywords {first.evidence['keywords']}")
+    # Measured: 743 events, purity 0.70 at the first alert (the other three: BeaverTails prompts about
+    # ruining a competitor's reputation, defamation in all but label), 0.90 by the end; the
+    # per-candidate gate before needed 2,743 events.
+    assert i - change <= 1500 and purity(first) >= 0.7 and purity(last) >= 0.8

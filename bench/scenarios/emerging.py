@@ -30,7 +30,9 @@ WITHHELD_CATEGORIES = ("animal_abuse",)
 GROUPS = (*WITHHELD, *WITHHELD_CATEGORIES)
 UNSAFE_SHARE = 0.05
 PREVALENCE = 0.02
-CHANGE_AT = 12_000  # after the detector's reference (5,000) and calibration (5,000) events
+_DEFAULTS = EmergingClusterDetector()
+WARMUP = _DEFAULTS.reference_events + _DEFAULTS.calibration_events  # no alert is possible before
+CHANGE_AT = WARMUP + 2_000
 AFTER = 6_000
 
 
@@ -106,7 +108,8 @@ def build_stream(judged: dict[str, Judged], known: tuple[str, ...], n: int, seed
 
 def rows(pools: Pools, *, stationary_events: int, stationary_seeds: int, seeds: int,
          groups: tuple[str, ...] = GROUPS) -> list[Row]:
-    """False alarms and cost on stationary streams, then delay and exemplar purity per withheld group."""
+    """False alarms and cost on stationary streams (``stationary_events`` after the warm-up each), then delay and
+    exemplar purity per withheld group."""
     @lru_cache(maxsize=None)
     def setup(withheld: str | None) -> tuple[tuple[str, ...], dict[str, Judged]]:
         known = tuple(c for c in pools.categories() if c != withheld)
@@ -114,14 +117,12 @@ def rows(pools: Pools, *, stationary_events: int, stationary_seeds: int, seeds: 
 
     name = "emerging_category"
     known, judged = setup(None)
-    defaults = EmergingClusterDetector()
-    warmup = defaults.reference_events + defaults.calibration_events
-    runs = [feed(EmergingClusterDetector(), build_stream(judged, known, stationary_events, 1000 + s), warmup)
+    runs = [feed(EmergingClusterDetector(), build_stream(judged, known, WARMUP + stationary_events, 1000 + s), WARMUP)
             for s in range(stationary_seeds)]
     benign_fp = float(np.mean(judged[CHAT].p_unsafe >= 0.5))
     recall = float(np.mean(np.concatenate([judged[k].p_unsafe for k in known]) >= 0.5))
     alarms = sum(len(r.activations) for r in runs)
-    out = [stationary_row(name, f"stationary, {stationary_events // 1000}k events, 5% known unsafe × {stationary_seeds}", runs,
+    out = [stationary_row(name, f"stationary, {stationary_events // 1000}k events after the warm-up, 5% known unsafe × {stationary_seeds}", runs,
                           note=f"{alarms} alarms; stand-in judge flags {benign_fp:.0%} of benign chat, {recall:.0%} of known unsafe")]
     every: list[Run] = []
     union: set[str] = set()
@@ -129,7 +130,7 @@ def rows(pools: Pools, *, stationary_events: int, stationary_seeds: int, seeds: 
         known, judged = setup(group)
         texts = set(judged[group].texts)
         flagged = float(np.mean(judged[group].p_unsafe >= 0.5))
-        group_runs = [feed(EmergingClusterDetector(), build_stream(judged, known, CHANGE_AT + AFTER, s, inject=group), warmup)
+        group_runs = [feed(EmergingClusterDetector(), build_stream(judged, known, CHANGE_AT + AFTER, s, inject=group), WARMUP)
                       for s in range(seeds)]
         every += group_runs
         union |= texts

@@ -3,19 +3,24 @@
 Why this shape: a category the judge was never trained on still tends to look unsafe (flagged, or
 in the judge's uncertain band), and it fills a region of embedding space faster than the reference
 period ever did. Unsafe-looking events (*candidates*) pass a density-ratio gate
-(:mod:`monitor.drift.density_gate`: recent neighbours against reference neighbours, a binomial
-tail test) into a bounded *novelty buffer* per scope; the buffer is clustered periodically, and a
-cluster that is young, growing and takes a share of traffic the calibration period never showed
-raises an ``emerging_category`` condition keyed by the cluster's stable id. Distance to the known
+(:mod:`monitor.drift.density_gate`: regions around the newest candidates, recent against
+reference counts, a binomial tail test). The candidates of a region that passes become a cluster
+together (or join the cluster their centroid matches); stragglers that pass alone wait in a
+bounded *novelty buffer* per scope, which is clustered periodically. A cluster that is young,
+growing and takes a share of traffic the calibration period never showed raises an
+``emerging_category`` condition keyed by the cluster's stable id. Distance to the known
 categories is evidence only: on real embeddings it did not tell a new category from the judge's
-false positives (AUROC 0.44-0.54), while the gate's recent-vs-reference neighbour count does.
+false positives (AUROC 0.44-0.54), while the gate's recent-vs-reference counts do.
 
 Three phases, counted in events of the whole stream:
 
 1. reference (``reference_events``): learn the known regions
    (:class:`~monitor.drift.known_regions.KnownRegions`: centring/projection and per-category
    centroids, for clustering and evidence) and the reference density of candidates (projected on
-   the first ``gate_components`` principal axes of the reference sample).
+   the first ``gate_components`` principal axes of the reference sample). The reference is long
+   (20,000 events by default) because the gate's power grows with it: under no change a region's
+   recent count is binomial with ``p = window / (window + reference)``, and with a 5,000-event
+   reference (``p`` ~0.23) the bench needed a median 2,591 events to alert, with 20,000 1,287.
 2. calibration (``calibration_events``): the full machinery runs but never alerts; the largest
    share of traffic a growing cluster reaches in a scope sets that scope's alert threshold
    ``max(min_share, share_margin * largest share seen)``.
@@ -28,8 +33,11 @@ Three phases, counted in events of the whole stream:
 
 Clustering, measured on real data (``bench/scenarios/emerging.py``): unseen categories such as
 AILuminate IP-violation prompts are *diffuse* (median pairwise cosine ~0.2 against ~0.05 for the
-unsafe-looking background), so once the gate has removed most of the background they are grouped
-by averaging. Average
+unsafe-looking background), so the gate's region (a ball around the group's centre) is the first
+grouping, and average linkage groups what passes alone (clustering a region's candidates again
+split diffuse groups below ``min_cluster_size``: on the bench the median delay for IP-violation
+prompts went from 1,063 to 935 events, for animal abuse from 1,543 to 1,351, when regions became
+clusters directly). Average
 linkage judges a group by its mean pairwise similarity; on one real novelty stream it put 28 of the
 42 new-category events in one cluster (purity 0.85), where river's DBSTREAM at 384 dimensions
 spread them over 13 clusters (largest 17) at 3.3 ms per novel event. Novel events join the nearest
@@ -46,8 +54,8 @@ from their own arrival, also when they join a cluster later. No wall clock is re
 Bounds per scope: ``window_capacity`` gate candidates, ``buffer_size`` waiting events,
 ``max_clusters`` clusters (dormant and quiet ones are evicted first, alerting ones never), ``2 * max_exemplars`` stored texts per cluster, each cut to
 ``max_text_chars``; at most ``max_scopes`` scopes. The reference sample (at most
-``3 * max_reference_sample`` vectors) is freed once the known regions are fitted; the gate keeps
-at most ``max_reference_sample`` projected candidates.
+``2 * max_reference_sample + max_reference_candidates`` vectors) is freed once the known regions
+are fitted; the gate keeps at most ``max_reference_candidates`` projected candidates.
 """
 
 from __future__ import annotations
@@ -208,20 +216,21 @@ class EmergingClusterDetector:
     def __init__(
         self,
         *,
-        reference_events: int = 5000,
+        reference_events: int = 20_000,
         calibration_events: int = 5000,
         n_components: int = 384,
         uncertain_min: float = 0.3,
-        gate_components: int = 32,
+        gate_components: int = 128,
         gate_radius: float = 0.5,
-        gate_surprise: float = 8.0,
+        gate_surprise: float = 12.0,
+        gate_test_every: int = 16,
         duplicate_similarity: float = 0.98,
         window_capacity: int = 512,
         min_category_events: int = 5,
         max_reference_sample: int = 2000,
         max_reference_candidates: int = 4000,
         buffer_size: int = 256,
-        recluster_every: int = 8,
+        recluster_every: int = 4,
         link_similarity: float = 0.2,
         join_similarity: float = 0.35,
         min_cluster_size: int = 5,
@@ -231,7 +240,7 @@ class EmergingClusterDetector:
         window_events: float = 1000.0,
         baseline_events: float = 10000.0,
         min_growth: float = 2.0,
-        min_recent: float = 6.0,
+        min_recent: float = 4.0,
         min_share: float = 0.003,
         share_margin: float = 1.5,
         resolve_ratio: float = 0.5,
@@ -243,7 +252,8 @@ class EmergingClusterDetector:
                   recluster_every=recluster_every, max_clusters=max_clusters, max_exemplars=max_exemplars,
                   max_text_chars=max_text_chars, window_events=window_events, baseline_events=baseline_events,
                   rate_window_seconds=rate_window_seconds, top_keywords=top_keywords, max_scopes=max_scopes,
-                  gate_components=gate_components, gate_surprise=gate_surprise, window_capacity=window_capacity)
+                  gate_components=gate_components, gate_surprise=gate_surprise, window_capacity=window_capacity,
+                  gate_test_every=gate_test_every)
         _fraction(uncertain_min=uncertain_min, min_share=min_share, resolve_ratio=resolve_ratio)
         _cosine(link_similarity=link_similarity, join_similarity=join_similarity, gate_radius=gate_radius,
                 duplicate_similarity=duplicate_similarity)
@@ -270,6 +280,7 @@ class EmergingClusterDetector:
         self.gate_components = gate_components
         self.gate_radius = gate_radius
         self.gate_surprise = gate_surprise
+        self.gate_test_every = gate_test_every
         self.duplicate_similarity = duplicate_similarity
         self.window_capacity = window_capacity
         self.min_category_events = min_category_events
@@ -351,31 +362,31 @@ class EmergingClusterDetector:
             candidate = candidates.get(i)
             if candidate is None:
                 continue
-            zd, ref_count = candidate
+            zd = candidate
             text = ev.prompt[: self.max_text_chars]
             for name, st in scopes:
                 waiting = _Member(x[i], text, ev.event_id, ev.timestamp, weight, st.clock)  # z: the raw embedding until admitted
-                for admitted in self._admit(st, zd, ref_count, waiting):
-                    self._add_novel(name, st, admitted)
+                for region in self._admit(st, zd, waiting):
+                    if len(region) < self.min_cluster_size or not self._settle(name, st, region):
+                        for member in region:
+                            self._add_novel(name, st, member)
         return [cond for name, st in touched.items() for cond in self._conditions(name, st)]
 
     def _is_candidate(self, scored: ScoredEvent) -> bool:
         return scored.verdict.prompt_flagged or scored.verdict.prompt_unsafe >= self.uncertain_min
 
-    def _candidates_of(self, batch: Sequence[ScoredEvent], x: np.ndarray,
-                       start: int) -> dict[int, tuple[np.ndarray, int]]:
-        """For each unsafe-looking event from ``start`` on: (gate-space vector, reference neighbours)."""
+    def _candidates_of(self, batch: Sequence[ScoredEvent], x: np.ndarray, start: int) -> dict[int, np.ndarray]:
+        """For each unsafe-looking event from ``start`` on: its gate-space vector."""
         if self._regions is None or self._gate is None:
             return {}
         rows = [i for i in range(start, len(batch)) if self._is_candidate(batch[i])]
         if not rows:
             return {}
         zd = self._gate.reference.project(x[rows])
-        counts = self._gate.reference.counts(zd, self.gate_radius)
         keep = zd.any(axis=1)
-        return {i: (zd[j], int(counts[j])) for j, i in enumerate(rows) if keep[j]}
+        return {i: zd[j] for j, i in enumerate(rows) if keep[j]}
 
-    def _admit(self, st: _Scope, zd: np.ndarray, ref_count: int, member: _Member) -> list[_Member]:
+    def _admit(self, st: _Scope, zd: np.ndarray, member: _Member) -> list[list[_Member]]:
         """Enter a candidate into the scope's gate window; the waiting members (it, or earlier ones) that pass now.
 
         Only admitted members are projected for clustering (a few percent of candidates), which
@@ -383,8 +394,9 @@ class EmergingClusterDetector:
         assert self._gate is not None and self._regions is not None
         if st.window is None:
             st.window = self._gate.new_window()
-        admitted = self._gate.add(st.window, zd, ref_count=ref_count, clock=st.clock, weight=member.weight, payload=member)
-        return [replace(m, z=self._regions.project(m.z[None, :])[0]) for m in admitted]
+        regions = self._gate.add(st.window, zd, clock=st.clock, weight=member.weight, payload=member)
+        return [[replace(m, z=z) for m, z in zip(region, self._regions.project(np.stack([m.z for m in region])))]
+                for region in regions]
 
     def _validated(self, batch: Sequence[ScoredEvent]) -> np.ndarray:
         """The batch's prompt embeddings as one ``(n, d)`` array; ``ValueError`` names the bad event and field."""
@@ -455,7 +467,8 @@ class EmergingClusterDetector:
 
     def _make_gate(self, reference: ReferenceDensity) -> DensityGate:
         return DensityGate(reference, radius=self.gate_radius, surprise=self.gate_surprise, window=self.window_events,
-                           duplicate_similarity=self.duplicate_similarity, capacity=self.window_capacity)
+                           duplicate_similarity=self.duplicate_similarity, capacity=self.window_capacity,
+                           test_every=self.gate_test_every)
 
     # ------------------------------------------------------------------ clustering
     def _add_novel(self, scope: str, st: _Scope, member: _Member) -> None:
@@ -487,18 +500,21 @@ class EmergingClusterDetector:
         taken: set[int] = set()
         members = list(st.buffer)
         for idx in groups.values():  # dict order = order of each group's first buffer entry
-            if len(idx) < self.min_cluster_size:
-                continue
-            centroid = unit_rows(z[idx].sum(axis=0))
-            cluster = self._matching_cluster(st, centroid) or self._new_cluster(scope, st, members[idx[0]])
-            if cluster is None:
-                continue
-            for i in idx:
-                self._absorb(st, cluster, members[i])
-            taken.update(idx)
-            self._observe(st, cluster)
+            if len(idx) >= self.min_cluster_size and self._settle(scope, st, [members[i] for i in idx]):
+                taken.update(idx)
         if taken:
             st.buffer = deque((m for i, m in enumerate(members) if i not in taken), maxlen=self.buffer_size)
+
+    def _settle(self, scope: str, st: _Scope, group: list[_Member]) -> bool:
+        """Put a group into the cluster its centroid matches, else a new one; False when no slot is free."""
+        centroid = unit_rows(np.stack([m.z for m in group]).sum(axis=0))
+        cluster = self._matching_cluster(st, centroid) or self._new_cluster(scope, st, group[0])
+        if cluster is None:
+            return False
+        for member in group:
+            self._absorb(st, cluster, member)
+        self._observe(st, cluster)
+        return True
 
     def _matching_cluster(self, st: _Scope, centroid: np.ndarray) -> _Cluster | None:
         if not st.clusters:

@@ -33,7 +33,7 @@ def _unseen(topics: np.ndarray) -> np.ndarray:
 
 def _feed(gate: DensityGate, window: RecentWindow, vectors: np.ndarray, start: int = 0, step: float = 1.0) -> list[int]:
     z = gate.reference.project(vectors)
-    return [p for i in range(len(z)) for region in gate.add(window, z[i], clock=(start + i) * step, weight=1.0, payload=start + i)
+    return [p for i in range(len(z)) for region in gate.add(window, z[i], clock=(start + i) * step, payload=start + i)
             for p in region]
 
 
@@ -51,7 +51,7 @@ def test_a_new_region_passes_once_it_has_filled_in_and_takes_its_first_members_a
     gate = DensityGate(ref, radius=0.5, surprise=8.0, window=1000, test_every=2)
     window = gate.new_window()
     z = gate.reference.project(_around(rng, _unseen(topics), 12))
-    calls = [sum(gate.add(window, z[i], clock=float(i), weight=1.0, payload=i), []) for i in range(12)]
+    calls = [sum(gate.add(window, z[i], clock=float(i), payload=i), []) for i in range(12)]
     # p = 0.2: five in a region the reference never used are needed (0.2^5 < e^-8 < 0.2^4), so the
     # round after the sixth arrival is the first to pass; it takes the first members along, oldest
     # first, and every later member passes at the next round.
@@ -64,7 +64,7 @@ def test_rounds_run_every_test_every_arrivals():
     rng, topics, ref = _world()
     gate = DensityGate(ref, radius=0.5, surprise=8.0, window=1000, test_every=5)
     window = gate.new_window()
-    passed = [gate.add(window, v, clock=float(i), weight=1.0, payload=i)
+    passed = [gate.add(window, v, clock=float(i), payload=i)
               for i, v in enumerate(gate.reference.project(_around(rng, _unseen(topics), 20)))]
     assert [i for i, p in enumerate(passed) if p] == [4, 9, 14, 19]
 
@@ -76,7 +76,7 @@ def test_a_region_as_busy_as_in_the_reference_stays_out():
     # 20 per topic per 4,000 events in the reference; the same rate now, over 8,000 events.
     rows = [(t, i * 200.0 + 20.0 * t) for i in range(40) for t in range(10)]
     z = gate.reference.project(np.vstack([_around(rng, topics[t], 1) for t, _ in rows]))
-    passed = [p for i, (_, clock) in enumerate(rows) for r in gate.add(window, z[i], clock=clock, weight=1.0, payload=i) for p in r]
+    passed = [p for i, (_, clock) in enumerate(rows) for r in gate.add(window, z[i], clock=clock, payload=i) for p in r]
     assert passed == []
 
 
@@ -92,20 +92,6 @@ def test_near_duplicates_count_once():
     gate = DensityGate(ref, radius=0.5, surprise=8.0, window=1000, test_every=1)
     same = np.repeat(_unseen(topics)[None, :], 30, axis=0)  # one prompt sent 30 times, where five distinct ones would pass
     assert _feed(gate, gate.new_window(), same) == []
-    # weights count too: the same prompt at weight 3 (sampled at a third) is still one prompt
-    window = gate.new_window()
-    z = gate.reference.project(same)
-    assert [r for i in range(30) for r in gate.add(window, z[i], clock=float(i), weight=3.0, payload=i)] == []
-
-
-def test_weights_count_as_events():
-    """An event sampled at rate 1/4 stands for four: a group of 4 at weight 4 passes where 4 at weight 1 do not."""
-    rng, topics, ref = _world()
-    gate = DensityGate(ref, radius=0.5, surprise=8.0, window=1000, test_every=4)
-    z = gate.reference.project(_around(rng, _unseen(topics), 4))
-    light, heavy = gate.new_window(), gate.new_window()
-    assert sum((gate.add(light, z[i], clock=float(i), weight=1.0, payload=i) for i in range(4)), []) == []
-    assert sum((gate.add(heavy, z[i], clock=float(i), weight=4.0, payload=i) for i in range(4)), []) == [[0, 1, 2, 3]]
 
 
 def test_candidates_older_than_the_window_do_not_count():
@@ -154,7 +140,7 @@ def test_two_new_regions_in_one_round_pass_as_two_groups():
     gate = DensityGate(ref, radius=0.5, surprise=8.0, window=1000, test_every=12)
     a, b = (unit_rows(v) for v in np.linalg.svd(topics)[2][-2:])  # orthogonal to each other and to every topic
     z = gate.reference.project(np.vstack([_around(rng, a, 6), _around(rng, b, 6)])[[0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11]])
-    calls = [gate.add(gate_window, z[i], clock=float(i), weight=1.0, payload=i)
+    calls = [gate.add(gate_window, z[i], clock=float(i), payload=i)
              for gate_window in [gate.new_window()] for i in range(12)]
     assert calls[:11] == [[]] * 11
     assert sorted(sorted(region) for region in calls[11]) == [[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -173,6 +173,23 @@ def test_a_known_category_at_its_usual_rate_stays_out_too():
     run(det, stream(12_000, seed=9, unsafe_rate=0.2))
     st = det._scopes["global"]
     assert sum(c.size for c in st.clusters.values()) + len(st.buffer) <= 20
+
+
+def test_sampled_traffic_is_gated_like_unsampled_traffic():
+    """Events judged at a sampling rate of 1/4 carry weight 4; the gate counts them as one observation each.
+
+    Counting weights on the recent side (as an earlier gate did) made a known category at its usual
+    rate look four times as dense as its reference: nearly every candidate passed."""
+    events = [replace(e, weight=4.0) for e in stream(12_000, seed=9, unsafe_rate=0.2)]
+    det = detector()
+    run(det, events)
+    st = det._scopes["global"]
+    assert sum(c.size for c in st.clusters.values()) + len(st.buffer) <= 20
+    # and a new category still emerges from sampled traffic
+    det = detector()
+    fired = [(i, c) for i, c in run(det, [replace(e, weight=4.0) for e in stream(9000, seed=1, change_at=6000)]) if c.active]
+    assert fired and 6000 <= fired[0][0] <= 7000
+    assert fired[0][1].evidence["share_of_traffic"] > 0.005  # shares stay in traffic units (weights)
 
 
 def test_save_restore_mid_stream_matches_an_uninterrupted_run():

@@ -3,10 +3,10 @@
 Why: an emerging category is not "far from the known categories" (on real MiniLM embeddings the
 prompts of a withheld category are no farther from the known centroids than the judge's false
 positives on benign chat: AUROC 0.44-0.54), it is "a region that fills faster than the reference
-ever did". Unsafe-looking events (*candidates*) enter a per-scope window of the last ``window``
-units of traffic. Every ``test_every`` arrivals the gate looks for such regions around the newest
-candidates: from each, ``steps`` mean-shift steps (the weighted mean of the window's candidates
-within cosine ``radius``) move to the centre of the local group, and the ball of that radius
+ever did". Unsafe-looking events (*candidates*) enter a per-scope window of the scope's last
+``window`` events. Every ``test_every`` arrivals the gate looks for such regions around the newest
+candidates: from each, ``steps`` mean-shift steps (the mean of the window's candidates within
+cosine ``radius``) move to the centre of the local group, and the ball of that radius
 around the centre holds ``k_recent`` window candidates (near-duplicates, cosine above
 ``duplicate_similarity``, count once: a prompt sent again is not a new category) and ``k_ref``
 candidates of the reference period. Under no change both counts are Poisson with means in the
@@ -14,6 +14,9 @@ ratio ``window : reference_events``, so given their sum ``k_recent`` is binomial
 ``p = window / (window + reference_events)`` (the conditional test for two Poisson rates, which
 also accounts for the noise of a small reference); the region passes when ``P(X >= k_recent)``
 falls below ``exp(-surprise)``, and so does every candidate inside it that has not passed yet.
+Every count, the reference's included, is of events, not of sampling weights: an event sampled
+at 1/4 stands for four in traffic shares but is one observation, and counting it four times
+would make an ordinary region look significant.
 
 Why a ball around a centre, in many axes (measured on the bench streams, ``bench/drift_scenarios.py
 --only emerging``, AILuminate IP-violation prompts flagged by the stand-in judge): in the top 128
@@ -41,10 +44,10 @@ pass, as one region, in the test rounds after each fourth arrival; twelve of a k
 >>> gate = DensityGate(ReferenceDensity.fit(np.zeros(8), axes, topics, events=4000), surprise=6.0, test_every=4)
 >>> window = gate.new_window()
 >>> new = unit_rows(axes[6] + 0.15 * rng.normal(size=(12, 8)))
->>> [gate.add(window, new[i], clock=float(i), weight=1.0, payload=i) for i in range(12)][3::4]
+>>> [gate.add(window, new[i], clock=float(i), payload=i) for i in range(12)][3::4]
 [[[0, 1, 2, 3]], [[4, 5, 6, 7]], [[8, 9, 10, 11]]]
 >>> known = unit_rows(axes[0] + 0.15 * rng.normal(size=(12, 8)))
->>> sum((gate.add(window, known[i], clock=12.0 + i, weight=1.0, payload=i) for i in range(12)), [])
+>>> sum((gate.add(window, known[i], clock=12.0 + i, payload=i) for i in range(12)), [])
 []
 """
 
@@ -61,12 +64,12 @@ from monitor.drift.known_regions import unit_rows
 
 @dataclass(frozen=True)
 class ReferenceDensity:
-    """Reference candidates in a PCA space fitted on them, and the traffic they came from."""
+    """Reference candidates in a PCA space fitted on them, and how many events they came from."""
 
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (k, d)
     points: np.ndarray  # (n, k) unit rows
-    events: float  # traffic weight of the reference period the points were drawn from
+    events: float  # events of the reference period the points were drawn from (counted once each, like the window)
 
     @classmethod
     def fit(cls, mean: np.ndarray, components: np.ndarray, candidates: np.ndarray, events: float) -> ReferenceDensity:
@@ -110,15 +113,13 @@ class ReferenceDensity:
 
 @dataclass(slots=True)
 class RecentWindow:
-    """One scope's candidates of the last ``window`` units of traffic, in ``capacity`` fixed slots (a ring).
+    """One scope's candidates of its last ``window`` events, in ``capacity`` fixed slots (a ring).
 
-    Live entries are slots ``tail .. arrivals - 1`` (mod capacity), oldest first; a free slot's
-    vector is zero, so it is never within a positive radius of anything.
+    Live entries are slots ``tail .. arrivals - 1`` (mod capacity), oldest first; only they are read.
     """
 
-    clock: np.ndarray  # (capacity,) the scope's traffic clock on arrival
+    clock: np.ndarray  # (capacity,) the scope's event count on arrival
     z: np.ndarray  # (capacity, k) projected
-    weight: np.ndarray  # (capacity,)
     passed: np.ndarray  # (capacity,) bool
     payloads: list[Any]
     arrivals: int = 0
@@ -126,15 +127,18 @@ class RecentWindow:
 
     @classmethod
     def empty(cls, dim: int, capacity: int) -> RecentWindow:
-        return cls(np.zeros(capacity), np.zeros((capacity, dim), np.float32), np.zeros(capacity), np.zeros(capacity, bool),
-                   [None] * capacity)
+        return cls(np.zeros(capacity), np.zeros((capacity, dim), np.float32), np.zeros(capacity, bool), [None] * capacity)
 
     def __len__(self) -> int:
         return self.arrivals - self.tail
 
+    @property
+    def capacity(self) -> int:
+        return len(self.payloads)
+
     def live(self) -> np.ndarray:
         """Slots of the live entries, oldest first."""
-        return (self.tail + np.arange(len(self))) % len(self.payloads)
+        return (self.tail + np.arange(len(self))) % self.capacity
 
     def state_dict(self, payload_state: Any = None) -> dict[str, Any]:
         state: dict[str, Any] = {name: getattr(self, name) for name in _ARRAYS}
@@ -148,7 +152,7 @@ class RecentWindow:
         return cls(*(np.array(state[name]) for name in _ARRAYS), payloads, int(state["arrivals"]), int(state["tail"]))
 
 
-_ARRAYS = ("clock", "z", "weight", "passed")
+_ARRAYS = ("clock", "z", "passed")
 
 
 class DensityGate:
@@ -158,8 +162,8 @@ class DensityGate:
                  duplicate_similarity: float = 0.98, capacity: int = 512, test_every: int = 16, steps: int = 1) -> None:
         if not 0 < radius < duplicate_similarity:
             raise ValueError(f"radius: must be > 0 and below duplicate_similarity ({duplicate_similarity}), got {radius}")
-        if test_every < 1 or steps < 0:
-            raise ValueError(f"test_every: must be >= 1 and steps >= 0, got {test_every} and {steps}")
+        if test_every < 1 or steps < 0 or capacity < 1:
+            raise ValueError(f"test_every and capacity: must be >= 1, steps >= 0; got {test_every}, {capacity}, {steps}")
         self.reference = reference
         self.radius, self.surprise, self.window = radius, surprise, float(window)
         self.duplicate_similarity, self.capacity = duplicate_similarity, capacity
@@ -169,23 +173,25 @@ class DensityGate:
     def new_window(self) -> RecentWindow:
         return RecentWindow.empty(self.reference.dim, self.capacity)
 
-    def add(self, window: RecentWindow, z: np.ndarray, *, clock: float, weight: float, payload: Any) -> list[list[Any]]:
-        """Enter one candidate; the regions that pass now, each as the payloads of the candidates that pass with it
-        (this one or earlier ones, oldest first)."""
-        cap = self.capacity
+    def add(self, window: RecentWindow, z: np.ndarray, *, clock: float, payload: Any) -> list[list[Any]]:
+        """Enter one candidate at ``clock`` (the scope's count of events so far); the regions that pass now, each as
+        the payloads of the candidates that pass with it (this one or earlier ones, oldest first).
+
+        Counts are of events, not of sampling weights: an event sampled at 1/4 is one observation.
+        """
+        cap = window.capacity
         while len(window) and (window.clock[window.tail % cap] <= clock - self.window or len(window) >= cap):
-            slot = window.tail % cap
-            window.z[slot], window.payloads[slot] = 0.0, None
+            window.payloads[window.tail % cap] = None
             window.tail += 1
         slot = window.arrivals % cap
-        window.clock[slot], window.z[slot], window.weight[slot], window.passed[slot] = clock, z, weight, False
+        window.clock[slot], window.z[slot], window.passed[slot] = clock, z, False
         window.payloads[slot] = payload
         window.arrivals += 1
         if window.arrivals % self.test_every:
             return []
         live = window.live()
         regions = []
-        for rows in self._dense(window.z[live], window.weight[live], seeds=min(self.test_every, len(live))):
+        for rows in self._dense(window.z[live], seeds=min(self.test_every, len(live))):
             slots = live[rows]
             slots = slots[~window.passed[slots]]
             if len(slots):
@@ -193,24 +199,23 @@ class DensityGate:
                 regions.append([window.payloads[i] for i in slots])
         return regions
 
-    def _dense(self, z: np.ndarray, weight: np.ndarray, seeds: int) -> list[np.ndarray]:
+    def _dense(self, z: np.ndarray, seeds: int) -> list[np.ndarray]:
         """Rows of ``z`` in each passing region found from the last ``seeds`` rows (regions may overlap)."""
         centres = z[-seeds:]
         for _ in range(self.steps):
-            centres = unit_rows(((z @ centres.T >= self.radius) * weight[:, None]).T.astype(np.float32) @ z)
+            centres = unit_rows((z @ centres.T >= self.radius).T.astype(np.float32) @ z)
         inside = z @ centres.T >= self.radius  # (rows, centres)
-        k_recent = weight @ inside
+        k_recent = inside.sum(axis=0)
         maybe = np.flatnonzero(k_recent >= self._needed[0])  # cannot pass with fewer, whatever the reference holds
         if not maybe.size:
             return []
-        k_ref = np.minimum(self.reference.counts(centres[maybe], self.radius), len(self._needed) - 1)
         regions: list[np.ndarray] = []
-        for j, needed in zip(maybe, self._needed[k_ref]):
+        for j, needed in zip(maybe, self._needed[self.reference.counts(centres[maybe], self.radius)]):
             if k_recent[j] < needed:
                 continue
             members = np.flatnonzero(inside[:, j])
             near = np.triu(z[members] @ z[members].T, 1) > self.duplicate_similarity
-            if weight[members][~near.any(axis=0)].sum() >= needed:  # each near-duplicate counts once
+            if np.count_nonzero(~near.any(axis=0)) >= needed:  # each near-duplicate counts once
                 regions.append(members)
         return regions
 

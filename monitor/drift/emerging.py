@@ -5,8 +5,9 @@ in the judge's uncertain band), and it fills a region of embedding space faster 
 period ever did. Unsafe-looking events (*candidates*) pass a density-ratio gate
 (:mod:`monitor.drift.density_gate`: regions around the newest candidates, recent against
 reference counts, a binomial tail test). The candidates of a region that passes become a cluster
-together (or join the cluster their centroid matches); stragglers that pass alone wait in a
-bounded *novelty buffer* per scope, which is clustered periodically. A cluster that is young,
+together (or join the cluster their centroid matches); a smaller group joins the nearest cluster
+member by member when close enough (``join_similarity``), else waits in a bounded *novelty
+buffer* per scope, which is clustered periodically. A cluster that is young,
 growing and takes a share of traffic the calibration period never showed raises an
 ``emerging_category`` condition keyed by the cluster's stable id. Distance to the known
 categories is evidence only: on real embeddings it did not tell a new category from the judge's
@@ -195,6 +196,7 @@ class _Cluster:
 class _Scope:
     buffer: deque[_Member]
     clock: float = 0.0  # cumulative event weight
+    judged: int = 0  # events seen (each once, whatever its weight): the density gate's clock
     traffic: float = 0.0  # event weight fading over ``window_events``, as of ``clock``
     baseline_traffic: float = 0.0  # the same over ``baseline_events``
     now: float = -math.inf  # latest event time seen
@@ -314,7 +316,7 @@ class EmergingClusterDetector:
         self._gate: DensityGate | None = None
         self._sample: list[np.ndarray] = []
         self._candidates: list[np.ndarray] = []  # reference candidates, for the gate's reference density
-        self._candidate_events = 0.0  # traffic weight of the reference period they were drawn from
+        self._candidate_events = 0  # events of the reference period they were drawn from (each once, whatever its weight)
         self._flagged: list[np.ndarray] = []
         self._flagged_categories: list[str] = []
         self._dim: int | None = None
@@ -349,6 +351,7 @@ class EmergingClusterDetector:
             scopes = [(n, st) for n in scored.scopes if (st := self._scopes.get(n) or self._scope(n)) is not None]
             for name, st in scopes:
                 st.clock += weight
+                st.judged += 1
                 st.traffic = st.traffic * recent_decay + weight
                 st.baseline_traffic = st.baseline_traffic * baseline_decay + weight
                 st.now = max(st.now, ev.timestamp)
@@ -387,14 +390,16 @@ class EmergingClusterDetector:
         return {i: zd[j] for j, i in enumerate(rows) if keep[j]}
 
     def _admit(self, st: _Scope, zd: np.ndarray, member: _Member) -> list[list[_Member]]:
-        """Enter a candidate into the scope's gate window; the waiting members (it, or earlier ones) that pass now.
+        """Enter a candidate into the scope's gate window; the regions of waiting members (it, or earlier ones) that pass now.
 
-        Only admitted members are projected for clustering (a few percent of candidates), which
-        saves a 384 x 384 product per candidate."""
+        The gate counts events, not weights, on both sides of its test: an event sampled at 1/4
+        stands for four in traffic shares, but it is one observation, and counting it four times
+        would make ordinary regions look significant. Only admitted members are projected for
+        clustering (a few percent of candidates), which saves a 384 x 384 product per candidate."""
         assert self._gate is not None and self._regions is not None
         if st.window is None:
             st.window = self._gate.new_window()
-        regions = self._gate.add(st.window, zd, clock=st.clock, weight=member.weight, payload=member)
+        regions = self._gate.add(st.window, zd, clock=st.judged, payload=member)
         return [[replace(m, z=z) for m, z in zip(region, self._regions.project(np.stack([m.z for m in region])))]
                 for region in regions]
 
@@ -438,7 +443,7 @@ class EmergingClusterDetector:
         if (self._seen - 1) % self._stride == 0:
             self._sample.append(x)  # fits the projections; its events stay out of the gate's reference density
         elif len(self._candidates) < self.max_reference_candidates:  # the density is per event of the traffic it covers
-            self._candidate_events += scored.weight
+            self._candidate_events += 1
             if self._is_candidate(scored):
                 self._candidates.append(x)
         verdict = scored.verdict
@@ -695,6 +700,7 @@ class EmergingClusterDetector:
                 name: {
                     "buffer": [m.to_state() for m in st.buffer],
                     "clock": st.clock,
+                    "judged": st.judged,
                     "traffic": st.traffic,
                     "baseline_traffic": st.baseline_traffic,
                     "now": st.now,
@@ -715,7 +721,7 @@ class EmergingClusterDetector:
         self._gate = self._make_gate(ReferenceDensity.from_state(density)) if density is not None else None
         self._sample = list(state["sample"])
         self._candidates = list(state["candidates"])
-        self._candidate_events = float(state["candidate_events"])
+        self._candidate_events = int(state["candidate_events"])
         self._flagged = list(state["flagged"])
         self._flagged_categories = list(state["flagged_categories"])
         self._scopes = {}
@@ -724,6 +730,7 @@ class EmergingClusterDetector:
             self._scopes[name] = _Scope(
                 buffer=deque((_Member(*m) for m in s["buffer"]), maxlen=self.buffer_size),
                 clock=s["clock"],
+                judged=int(s.get("judged", round(s["clock"]))),  # snapshots before this field: the weighted clock
                 traffic=s["traffic"],
                 baseline_traffic=s["baseline_traffic"],
                 now=s["now"],

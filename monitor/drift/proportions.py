@@ -290,7 +290,8 @@ class CategoryShareDetector:
     share_weighting
         Part of the rise tests' budget split in proportion to each key's reference share (the rest
         is split equally): 0 gives every key the same false-alarm rate, 1 puts sensitivity where
-        the traffic is (see the module doc).
+        the traffic is (see the module doc), and leaves a key absent from the reference almost
+        no budget, so that it is in effect not watched.
     max_scopes
         Scopes tracked at most; events of further scopes are ignored (scopes come from configuration).
     """

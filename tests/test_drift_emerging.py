@@ -211,6 +211,22 @@ def test_save_restore_mid_stream_matches_an_uninterrupted_run():
     assert restored.readings() == whole.readings()
 
 
+def test_a_snapshot_without_the_event_count_restores_from_the_clock():
+    """Snapshots written before scopes counted events (the gate's clock) still restore, and alert the same."""
+    events = stream(8000, seed=2, change_at=6000)
+    whole = detector()
+    expected = run(whole, events)
+    first = detector()
+    run(first, events[:6400])
+    state = first.state_dict()
+    for scope in state["scopes"].values():
+        del scope["judged"]
+    restored = detector()
+    restored.load_state_dict(pickle.loads(pickle.dumps(state)))
+    assert restored._scopes["global"].judged == 6400
+    assert [(i + 6400, c) for i, c in run(restored, events[6400:])] == [(i, c) for i, c in expected if i >= 6400]
+
+
 def test_memory_stays_bounded():
     det = detector(buffer_size=40, max_clusters=3, max_exemplars=4, max_text_chars=20, recluster_every=4)
     run(det, stream(12_000, seed=4, change_at=5000, prevalence=0.05, false_positive_rate=0.05))

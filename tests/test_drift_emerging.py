@@ -163,16 +163,14 @@ def test_judge_false_positives_at_their_usual_rate_stay_out_of_the_clusters():
     events = stream(12_000, seed=8, false_positive_rate=0.1)
     run(det, events)
     candidates = sum(1 for e in events[4000:] if e.verdict.prompt_flagged)
-    st = det._scopes["global"]
-    admitted = sum(c.size for c in st.clusters.values()) + len(st.buffer)
+    admitted = _admitted(det)
     assert candidates > 1000 and admitted <= 0.02 * candidates
 
 
 def test_a_known_category_at_its_usual_rate_stays_out_too():
     det = detector()
     run(det, stream(12_000, seed=9, unsafe_rate=0.2))
-    st = det._scopes["global"]
-    assert sum(c.size for c in st.clusters.values()) + len(st.buffer) <= 20
+    assert _admitted(det) <= 20
 
 
 def test_sampled_traffic_is_gated_like_unsampled_traffic():
@@ -183,8 +181,7 @@ def test_sampled_traffic_is_gated_like_unsampled_traffic():
     events = [replace(e, weight=4.0) for e in stream(12_000, seed=9, unsafe_rate=0.2)]
     det = detector()
     run(det, events)
-    st = det._scopes["global"]
-    assert sum(c.size for c in st.clusters.values()) + len(st.buffer) <= 20
+    assert _admitted(det) <= 20
     # and a new category still emerges from sampled traffic
     det = detector()
     fired = [(i, c) for i, c in run(det, [replace(e, weight=4.0) for e in stream(9000, seed=1, change_at=6000)]) if c.active]
@@ -192,18 +189,31 @@ def test_sampled_traffic_is_gated_like_unsampled_traffic():
     assert fired[0][1].evidence["share_of_traffic"] > 0.005  # shares stay in traffic units (weights)
 
 
-def test_save_restore_mid_stream_matches_an_uninterrupted_run():
+def _admitted(det: EmergingClusterDetector) -> int:
+    """Candidates of the global scope that passed the gate: clustered or waiting in the buffer."""
+    st = det._scopes["global"]
+    return sum(c.size for c in st.clusters.values()) + len(st.buffer)
+
+
+CUT = 6400  # inside the emergence of ``stream(8000, seed=2, change_at=6000)``, with clusters and a non-empty buffer
+
+
+def _restore_mid_stream(edit_state=lambda state: None):
+    """(uninterrupted detector and its conditions, restored detector and its conditions after ``CUT``)."""
     events = stream(8000, seed=2, change_at=6000)
-    cut = 6400  # inside the emergence, with clusters and a non-empty buffer
     whole = detector()
     expected = run(whole, events)
-
     first = detector()
-    got = run(first, events[:cut])
+    got = run(first, events[:CUT])
+    state = first.state_dict()
+    edit_state(state)
     restored = detector()
-    restored.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
-    got += [(i + cut, c) for i, c in run(restored, events[cut:])]
+    restored.load_state_dict(pickle.loads(pickle.dumps(state)))
+    return whole, expected, restored, got + [(i + CUT, c) for i, c in run(restored, events[CUT:])]
 
+
+def test_save_restore_mid_stream_matches_an_uninterrupted_run():
+    whole, expected, restored, got = _restore_mid_stream()
     assert any(c.active for _, c in expected)
     assert got == expected
     for scope in whole.scopes():
@@ -213,18 +223,13 @@ def test_save_restore_mid_stream_matches_an_uninterrupted_run():
 
 def test_a_snapshot_without_the_event_count_restores_from_the_clock():
     """Snapshots written before scopes counted events (the gate's clock) still restore, and alert the same."""
-    events = stream(8000, seed=2, change_at=6000)
-    whole = detector()
-    expected = run(whole, events)
-    first = detector()
-    run(first, events[:6400])
-    state = first.state_dict()
-    for scope in state["scopes"].values():
-        del scope["judged"]
-    restored = detector()
-    restored.load_state_dict(pickle.loads(pickle.dumps(state)))
-    assert restored._scopes["global"].judged == 6400
-    assert [(i + 6400, c) for i, c in run(restored, events[6400:])] == [(i, c) for i, c in expected if i >= 6400]
+    def drop_event_counts(state):
+        for scope in state["scopes"].values():
+            del scope["judged"]
+
+    _, expected, restored, got = _restore_mid_stream(drop_event_counts)
+    assert [c for i, c in got if i >= CUT] == [c for i, c in expected if i >= CUT]
+    assert restored._scopes["global"].judged == 8000  # 6,400 restored from the clock, 1,600 counted since
 
 
 def test_memory_stays_bounded():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ TRAIN_ARGS = ["--data", str(FIXTURES / "records.jsonl"), "--taxonomy", str(FIXTU
 def test_train_then_eval(tmp_path):
     runner = CliRunner()
     out = tmp_path / "artifact"
-    result = runner.invoke(judge_app, ["train", "--out", str(out), *TRAIN_ARGS])
+    result = runner.invoke(judge_app, ["train", "--kind", "heads", "--out", str(out), *TRAIN_ARGS])
     assert result.exit_code == 0, result.output
     judge = HeadsJudge.load(out)
     assert judge.manifest["created"] == "2025-01-01"
@@ -40,11 +41,33 @@ def test_train_then_eval(tmp_path):
     assert "seeded prompt-hash split, seed 6" in text
 
 
+@pytest.mark.slow
+def test_train_then_eval_the_encoder(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "encoder"
+    result = runner.invoke(judge_app, ["train", "--kind", "encoder", "--out", str(out), "--epochs", "1",
+                                       "--frozen-layers", "5", *TRAIN_ARGS[:-2]])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "encoder-1" and manifest["encoder"]["frozen_layers"] == 5
+    report = tmp_path / "report.md"
+    result = runner.invoke(judge_app, ["eval", "--data", str(FIXTURES / "records.jsonl"), "--artifact", str(out),
+                                       "--taxonomy", str(FIXTURES / "taxonomy-small.yaml"), "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    text = report.read_text()
+    # The shipped heads scores another taxonomy, so only the keyword and prototype baselines join here.
+    for name in (manifest["version"], "keyword-v1", "prototype-small-test-v1"):
+        assert f"| unsafe (all files) | {name} |" in text
+    assert "| FPR | AUROC | AUPRC |" in text and "ids sha256" in text
+
+
 def test_bad_options_are_named(tmp_path):
     runner = CliRunner()
     result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--data", str(tmp_path / "missing.jsonl")])
     assert result.exit_code != 0 and "data path not found" in result.output
     result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--date", "yesterday"])
     assert result.exit_code != 0 and "--date" in result.output
+    result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--kind", "forest"])
+    assert result.exit_code != 0 and "--kind" in result.output
     result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--test-fraction", "0.5", "--val-fraction", "0.5"])
     assert result.exit_code != 0 and "--val-fraction" in result.output

@@ -16,6 +16,7 @@ import numpy as np
 from monitor.embed.passes import plan_passes
 
 BUNDLED_PREFIX = "bundled:"
+DEFAULT_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"  # the one place this default is written
 
 
 def resolve_model_path(name: str) -> str:
@@ -55,7 +56,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str = "bundled:all-MiniLM-L6-v2",
+        model: str = DEFAULT_EMBEDDING_MODEL,
         max_seq_length: int = 256,
         device: str = "auto",
         pass_size: int = 64,

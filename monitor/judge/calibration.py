@@ -16,6 +16,8 @@ True
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -103,3 +105,25 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
         if mask.any():
             total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
     return float(total / len(p))
+
+
+def uncertainty(scores: Sequence[tuple[float, float]], width: float = 2.0) -> float:
+    """How close the judge's decisions are to flipping: 1 at a threshold, 0 once every calibrated
+    probability is ``width`` logits or more from its threshold (the largest over prompt and response).
+
+    Exposed on every verdict so that whoever picks events for a second look (an LLM judge, a person
+    triaging) can prefer the uncertain ones: that is where a verdict is most likely wrong.
+
+    >>> uncertainty([(0.5, 0.5)]), uncertainty([(0.999, 0.5)]), round(uncertainty([(0.62, 0.5)]), 2)
+    (1.0, 0.0, 0.76)
+    """
+    best = 0.0
+    for p, t in scores:
+        z = _logit(p) - _logit(t)
+        best = max(best, 1.0 - min(1.0, abs(z) / width))
+    return best
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -11,9 +12,13 @@ import typer
 
 from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_dir, read_records
 from monitor.judge.evaluation import evaluate, format_report, run_judge
+from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.keyword_baseline import KeywordJudge
 from monitor.judge.text_embeddings import embed_records, embedder_encoder
+from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge, save_encoder_artifact
+from monitor.judge.encoder_training import EncoderTrainConfig
+from monitor.judge.model_card import render_encoder_model_card
 from monitor.judge.training import TrainConfig, build_artifact, select_test_records
 from monitor.taxonomy import load_taxonomy
 
@@ -45,21 +50,27 @@ def _embedder(model: str, max_seq_length: int):
 @judge_app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Artifact folder to write (manifest.json, weights.npz, model_card.md)."),
+    kind: str = typer.Option("encoder", help="'encoder' (judge v2: fine-tune the encoder's top layers) or 'heads' "
+                             "(small heads on frozen embeddings)."),
     data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
-    seed: int = typer.Option(0, help="Seed for splits and sampling."),
-    cap: int = typer.Option(600, min=1, help="Most rows per (file, label combination)."),
-    safe_cap: int = typer.Option(2000, min=1, help="Most safe prompt-only rows per file (benign variety is cheap)."),
-    max_seq_length: int = typer.Option(128, min=8, help="Tokens kept per text when embedding training data."),
+    seed: int = typer.Option(0, help="Seed for splits, sampling and initialisation."),
+    cap: Optional[int] = typer.Option(None, min=1, help="Most rows per (file, label combination) [encoder 1500, heads 600]."),
+    safe_cap: Optional[int] = typer.Option(None, min=1, help="Most safe prompt-only rows per file [encoder 3000, heads 2000]."),
+    max_seq_length: int = typer.Option(128, min=8, help="heads: tokens kept per text when embedding training data."),
+    epochs: float = typer.Option(2.0, min=0.01, help="encoder: passes over the training rows."),
+    frozen_layers: int = typer.Option(4, min=0, help="encoder: lower layers kept as shipped (their outputs are cached)."),
     test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of prompts kept out for `judge eval`."),
     val_fraction: float = typer.Option(0.2, min=0.05, max=0.9, help="Share of prompts for calibration and thresholds."),
     holdout: list[str] = typer.Option(["xstest-completions-mistralinstruct"], help="File stems kept out entirely (repeatable)."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
     mappings: Optional[list[Path]] = typer.Option(None, help=MAPPINGS_HELP),
-    embedding_model: str = typer.Option("bundled:all-MiniLM-L6-v2", help="sentence-transformers model."),
+    embedding_model: str = typer.Option(DEFAULT_EMBEDDING_MODEL, help="Base (encoder) or embedding (heads) model."),
     embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
     date: Optional[str] = typer.Option(None, help="Date written in the card (YYYY-MM-DD; default today, UTC)."),
 ) -> None:
-    """Train the judge heads on labelled JSONL records and write an artifact with its model card."""
+    """Train a safety judge on labelled JSONL records and write an artifact with its model card."""
+    if kind not in ("encoder", "heads"):
+        raise typer.BadParameter(f"{kind!r} is not 'encoder' or 'heads'", param_hint="--kind")
     if test_fraction + val_fraction >= 1:
         raise typer.BadParameter("test and validation fractions must leave rows to train on", param_hint="--val-fraction")
     try:
@@ -67,26 +78,53 @@ def train(
     except ValueError:
         raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
     tax = load_taxonomy(taxonomy)
-    config = TrainConfig(seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, cap_per_stratum=cap,
-                         safe_prompt_cap=safe_cap,
-                         holdout_origins=tuple(holdout), embedding_model=embedding_model, max_seq_length=max_seq_length)
     records = _records(data)
+    if kind == "encoder":
+        _train_encoder(out, records, tax, EncoderTrainConfig(
+            seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, holdout_origins=tuple(holdout),
+            cap_per_stratum=cap or 1500, safe_prompt_cap=safe_cap or 3000, base_model=embedding_model,
+            frozen_layers=frozen_layers, epochs=epochs), day, tuple(mappings or ()))
+        return
+    config = TrainConfig(seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, cap_per_stratum=cap or 600,
+                         safe_prompt_cap=safe_cap or 2000,
+                         holdout_origins=tuple(holdout), embedding_model=embedding_model, max_seq_length=max_seq_length)
     encoder = embedder_encoder(_embedder(embedding_model, max_seq_length), embedding_cache)
     result, card = build_artifact(records, encoder, tax, config, day, progress=typer.echo,
                                   mapping_dirs=tuple(mappings or ()))
     result.judge.save(out, card)
-    typer.echo(f"wrote {out} ({result.judge.version})")
-    for r in result.reports:
+    _report_trained(out, result.judge.version, result.reports)
+
+
+def _train_encoder(out: Path, records: list[Record], tax, config: EncoderTrainConfig, day: dt.date | None,
+                   mapping_dirs: tuple[Path, ...]) -> None:
+    import torch
+
+    from monitor.embed.embedder import resolve_model_path
+    from monitor.judge.encoder_training import build_encoder_artifact
+
+    # Seeded and single-process; the thread count is recorded in the card because float sums depend on it.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    result = build_encoder_artifact(records, tax, config, resolve_model_path(config.base_model), day,
+                                    progress=typer.echo, mapping_dirs=mapping_dirs)
+    save_encoder_artifact(out, result.arrays, result.manifest, render_encoder_model_card(result.manifest))
+    _report_trained(out, result.manifest["version"], result.reports)
+
+
+def _report_trained(out: Path, version: str, reports) -> None:
+    typer.echo(f"wrote {out} ({version})")
+    for r in reports:
         typer.echo(f"  {r.name:50s} val AUROC {r.auroc if r.auroc is not None else '–'}  F1 {r.f1}  threshold {r.threshold:.3f}")
 
 
 @judge_app.command("eval")
 def eval_(
     data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
-    artifact: Path = typer.Option(DEFAULT_ARTIFACT, help="Heads artifact to evaluate (default: the shipped one)."),
+    artifact: Path = typer.Option(DEFAULT_ENCODER_ARTIFACT, help="Judge artifact to evaluate, encoder or heads "
+                                  "(default: the shipped encoder)."),
     cap: int = typer.Option(400, min=1, help="Most test rows per (file, label combination)."),
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
-    baselines: bool = typer.Option(True, help="Also score the keyword and prototype baselines."),
+    baselines: bool = typer.Option(True, help="Also score the shipped heads judge (for an encoder artifact) and the "
+                                   "keyword and prototype baselines."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
     mappings: Optional[list[Path]] = typer.Option(None, help=MAPPINGS_HELP),
     embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
@@ -94,23 +132,29 @@ def eval_(
 ) -> None:
     """Evaluate on rows the artifact never trained on: its test split plus its held-out files."""
     tax = load_taxonomy(taxonomy)
-    heads = HeadsJudge.load(artifact, tax)
-    config = TrainConfig(**{**heads.manifest["training"], "holdout_origins": tuple(heads.manifest["training"]["holdout_origins"])})
+    judge = load_encoder_judge(artifact, tax, max_seq_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
+    training = judge.manifest["training"]
+    config = TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"],
+                         val_fraction=training["val_fraction"], holdout_origins=tuple(training["holdout_origins"]))
     test = select_test_records(_records(data), config, cap)
     if not test:
         raise typer.BadParameter("none of these rows is in the artifact's test split or held-out files", param_hint="--data")
-    embedder = _embedder(heads.embedding_model, max_seq_length)
+    embedder = _embedder(judge.embedding_model, max_seq_length)
     embedded = embed_records(test, embedder_encoder(embedder, embedding_cache))
-    judges = [heads]
+    judges = [judge]
     if baselines:
         from monitor.judge.prototype import PrototypeJudge
 
+        if not isinstance(judge, HeadsJudge) and list(HeadsJudge.load(DEFAULT_ARTIFACT).categories) == tax.harm_ids:
+            judges.append(HeadsJudge.load(DEFAULT_ARTIFACT, tax))  # the v1 judge as a baseline row
         judges += [KeywordJudge(tax.harm_ids), PrototypeJudge(embedder, tax)]
     mapper = LabelMapper(tax, tuple(mappings or ()))
     evaluations = [evaluate(j.version, run_judge(j, embedded), embedded, mapper, tax.harm_ids) for j in judges]
     held = ", ".join(config.holdout_origins) or "none"
-    header = (f"Test rows: {len(test)} (seeded prompt-hash split, seed {config.seed}, {config.test_fraction:.0%}; "
-              f"whole files held out: {held}); texts embedded with {heads.embedding_model}, max_seq_length {max_seq_length}.\n")
+    rows_digest = hashlib.sha256("\n".join(sorted(r.id for r in test)).encode()).hexdigest()[:12]
+    header = (f"Test rows: {len(test)}, ids sha256 {rows_digest} (seeded prompt-hash split, seed {config.seed}, "
+              f"{config.test_fraction:.0%}; whole files held out: {held}; at most {cap} rows per file and label "
+              f"combination); max_seq_length {max_seq_length}.\n")
     report = header + "\n" + format_report(evaluations)
     typer.echo(report)
     if out:

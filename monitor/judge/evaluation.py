@@ -8,8 +8,8 @@ figure that counts).
 >>> import numpy as np
 >>> prob = np.array([0.9, 0.4, 0.6, 0.1])
 >>> m = binary_metrics(np.array([1, 1, 0, 0]), prob, prob >= 0.5)
->>> (m.tp, m.fp, m.fn, m.tn), m.f1, m.auroc
-((1, 1, 1, 1), 0.5, 0.75)
+>>> (m.tp, m.fp, m.fn, m.tn), m.f1, m.auroc, m.fpr
+((1, 1, 1, 1), 0.5, 0.75, 0.5)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from monitor.judge.calibration import expected_calibration_error
 from monitor.judge.dataset import LabelMapper
@@ -35,6 +35,7 @@ class BinaryMetrics:
     fn: int
     tn: int
     auroc: float | None
+    auprc: float | None
     ece: float | None
 
     @property
@@ -49,6 +50,11 @@ class BinaryMetrics:
     def f1(self) -> float | None:
         denom = 2 * self.tp + self.fp + self.fn
         return 2 * self.tp / denom if denom else None
+
+    @property
+    def fpr(self) -> float | None:
+        """Share of negatives flagged at the judge's own threshold (benign traffic wrongly called unsafe)."""
+        return self.fp / (self.fp + self.tn) if self.fp + self.tn else None
 
     @property
     def accuracy(self) -> float | None:
@@ -69,6 +75,7 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, flag: np.ndarray) -> BinaryM
         fn=int((~flag & y).sum()),
         tn=int((~flag & ~y).sum()),
         auroc=float(roc_auc_score(y, prob)) if both else None,
+        auprc=float(average_precision_score(y, prob)) if both else None,
         ece=expected_calibration_error(y, prob) if len(y) else None,
     )
 
@@ -112,8 +119,8 @@ def evaluate(name: str, verdicts: Sequence[Verdict], data: EmbeddedRecords, mapp
     for origin in sorted({recs[i].origin for i in rows}):
         sub = [k for k, i in enumerate(rows) if recs[i].origin == origin]
         ys = [unsafe[0][k] for k in sub]
-        if 0 < sum(ys) < len(ys):
-            add("prompt", f"unsafe [{origin}]", sub, ys, [unsafe[1][k] for k in sub], [unsafe[2][k] for k in sub])
+        # One-class files still say something: recall on all-unsafe sets, FPR on all-benign ones.
+        add("prompt", f"unsafe [{origin}]", sub, ys, [unsafe[1][k] for k in sub], [unsafe[2][k] for k in sub])
 
     known = [(i, c) for i, c in ((i, mapper.harm_categories(r)) for i, r in enumerate(recs)) if c is not None]
     for cat in categories:
@@ -152,8 +159,8 @@ def format_report(evaluations: Sequence[JudgeEvaluation]) -> str:
         if not keys:
             continue
         lines += [f"### {title}", "",
-                  "| output | judge | n (pos) | precision | recall | F1 | AUROC | ECE | accuracy | TP/FP/FN/TN |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| output | judge | n (pos) | precision | recall | F1 | FPR | AUROC | AUPRC | ECE | accuracy | TP/FP/FN/TN |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for key in keys:
             for ev in evaluations:
                 m = ev.metrics.get(key)
@@ -161,7 +168,8 @@ def format_report(evaluations: Sequence[JudgeEvaluation]) -> str:
                     continue
                 lines.append(
                     f"| {key[1]} | {ev.judge} | {m.n} ({m.positives}) | {_f(m.precision)} | {_f(m.recall)} | "
-                    f"{_f(m.f1)} | {_f(m.auroc)} | {_f(m.ece)} | {_f(m.accuracy)} | {m.tp}/{m.fp}/{m.fn}/{m.tn} |"
+                    f"{_f(m.f1)} | {_f(m.fpr)} | {_f(m.auroc)} | {_f(m.auprc)} | {_f(m.ece)} | {_f(m.accuracy)} | "
+                    f"{m.tp}/{m.fp}/{m.fn}/{m.tn} |"
                 )
         lines.append("")
     return "\n".join(lines)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from monitor.embed.embedder import Embedder
+from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.prototype import PrototypeJudge, prototype_version
 from monitor.judge.verdict import Judge
 from monitor.taxonomy import Taxonomy
 
+NAMED_ARTIFACTS = {"default": DEFAULT_ENCODER_ARTIFACT, "encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
+
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy) -> Judge:
-    """``default`` → the shipped classifier heads; ``prototype`` → nearest-prototype judge; else a path to a heads artifact."""
+    """``default``/``encoder`` → the shipped judge v2 (fine-tuned encoder); ``heads`` → the v1 heads on the drift
+    embeddings; ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
-    return HeadsJudge.load(_artifact(spec), taxonomy)
+    path = _artifact(spec)
+    if is_encoder_artifact(path):
+        return load_encoder_judge(path, taxonomy)
+    heads = HeadsJudge.load(path, taxonomy)
+    if heads.embedding_model != embedder.info.model:
+        raise ValueError(f"judge artifact {path} was trained on embeddings of {heads.embedding_model!r}, but the "
+                         f"service embeds with {embedder.info.model!r} (embedding_model): its verdicts would be "
+                         "meaningless; set embedding_model to match or train heads for this model")
+    return heads
 
 
 def judge_version(spec: str, taxonomy: Taxonomy) -> str:
@@ -23,11 +36,14 @@ def judge_version(spec: str, taxonomy: Taxonomy) -> str:
     role labels its state and metrics with the judge its workers run)."""
     if spec == "prototype":
         return prototype_version(taxonomy)
-    return HeadsJudge.load(_artifact(spec), taxonomy).version
+    path = _artifact(spec)
+    if is_encoder_artifact(path):
+        return str(json.loads((path / "manifest.json").read_text())["version"])
+    return HeadsJudge.load(path, taxonomy).version
 
 
 def _artifact(spec: str) -> Path:
-    path = DEFAULT_ARTIFACT if spec == "default" else Path(spec)
+    path = NAMED_ARTIFACTS.get(spec, Path(spec))
     if not path.is_dir():
-        raise ValueError(f"judge: {spec!r} is not 'default', 'prototype' or a judge artifact folder")
+        raise ValueError(f"judge: {spec!r} is not 'default', 'encoder', 'heads', 'prototype' or a judge artifact folder")
     return path

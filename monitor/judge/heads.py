@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from monitor.judge.calibration import platt
+from monitor.judge.calibration import platt, uncertainty
 from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.verdict import SAFE, JudgeInput, Verdict
 from monitor.taxonomy import Taxonomy
@@ -211,6 +211,8 @@ class HeadsJudge:
             refusal=float(refusal) if answered else None,
             refused=bool(refusal >= self.heads["refusal"].threshold[0]) if answered else None,
             categories=tuple(c for c, f in zip(self._categories, cat_flags) if f),
+            uncertainty=uncertainty([(float(unsafe), float(self.heads["unsafe"].threshold[0]))]
+                                    + ([(float(response), float(self.heads["response"].threshold[0]))] if answered else [])),
         )
 
     def _vector(self, index: int, value: object, field: str) -> np.ndarray:
@@ -227,16 +229,21 @@ def _has_response(x: JudgeInput) -> bool:
 
 
 def weights_blob(heads: Mapping[str, Head]) -> bytes:
-    """An ``.npz`` archive with fixed entry timestamps, so equal arrays give equal bytes."""
+    """The heads' arrays as float32 in a reproducible ``.npz`` (see :func:`deterministic_npz`)."""
+    return deterministic_npz({f"{name}.{f}": np.asarray(value, dtype=np.float32)
+                              for name in HEAD_NAMES for f, value in heads[name].arrays().items()})
+
+
+def deterministic_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An ``.npz`` archive with fixed entry timestamps, so equal arrays give equal bytes (dtypes kept)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in HEAD_NAMES:
-            for f, value in heads[name].arrays().items():
-                arr = io.BytesIO()
-                np.lib.format.write_array(arr, np.ascontiguousarray(value, dtype=np.float32))
-                info = zipfile.ZipInfo(f"{name}.{f}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(info, arr.getvalue())
+        for name, value in arrays.items():
+            arr = io.BytesIO()
+            np.lib.format.write_array(arr, np.ascontiguousarray(value))
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, arr.getvalue())
     return buf.getvalue()
 
 

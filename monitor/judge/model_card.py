@@ -32,14 +32,10 @@ def render_model_card(manifest: Mapping) -> str:
     """Markdown for ``model_card.md``; every figure comes from the manifest, so card and weights agree."""
     train = manifest["training"]
     emb = manifest["embedding"]
-    data = manifest.get("data", [])
-    nc = sorted(r["origin"] for r in data if "NC" in SOURCES.get(r["origin"], ("", ""))[0])
-    lines = [
+    what = [
         f"# Model card: safety judge heads `{manifest['version']}`",
         "",
-        f"Created {manifest['created']}. Taxonomy `{manifest['taxonomy']['name']}` v{manifest['taxonomy']['version']} "
-        f"({len(manifest['categories'])} harm categories).",
-        "",
+        *_created(manifest),
         "## What it is",
         "",
         "Small heads on frozen, L2-normalised sentence embeddings "
@@ -54,11 +50,7 @@ def render_model_card(manifest: Mapping) -> str:
         "of stock refusal phrases in the reply's first characters, which carry no topic: an embedding-only head "
         "learned that harmful topics mean refusal).",
         "",
-        "Probabilities are Platt-calibrated (scale and shift on the logit) on a validation split; each output's "
-        "threshold maximises F1 there. Calibration matches the training mix (roughly half unsafe), not live "
-        "traffic, where unsafe prompts are rarer: read probabilities as scores and let drift detectors watch "
-        "their distribution.",
-        "",
+        *_calibration_note(),
         "## Intended use and limits",
         "",
         "A cheap first-pass judge for monitoring the *mix* of traffic over time, not a gate for single requests. "
@@ -66,6 +58,72 @@ def render_model_card(manifest: Mapping) -> str:
         "Categories with few training rows (see the table) are the least reliable. Data labels come from "
         "each source's own scheme, mapped into the taxonomy by `monitor/taxonomy/mappings/*.yaml`.",
         "",
+    ]
+    command = (f"monitor judge train --data ../shared/data --out DIR --seed {train['seed']} --cap {train['cap_per_stratum']} "
+               f"--safe-cap {train['safe_prompt_cap']} --max-seq-length {emb['max_seq_length']} --date {manifest['created']}")
+    return "\n".join(what + _data_and_metrics(manifest) + _reproduce(command, "`weights.npz` bytes"))
+
+
+def render_encoder_model_card(manifest: Mapping) -> str:
+    """Model card of a judge v2 (fine-tuned encoder) artifact."""
+    train = manifest["training"]
+    enc = manifest["encoder"]
+    what = [
+        f"# Model card: safety judge encoder `{manifest['version']}`",
+        "",
+        *_created(manifest),
+        "## What it is",
+        "",
+        f"`{manifest['embedding']['model']}` with its lower {enc['frozen_layers']} transformer layers as shipped and "
+        "the layers above them fine-tuned for safety (this artifact holds only those layers, as float16, and the "
+        "heads; it loads on the base model whose weights hash to "
+        f"`{manifest['embedding']['base_weights_sha256']}`). Outputs are linear heads on the mean-pooled last layer:",
+        "",
+        f"- **prompt** (the prompt alone, up to {enc['max_prompt_tokens']} tokens): overall unsafe, and one "
+        "probability per harm category (multi-label);",
+        f"- **pair** (`prompt [SEP] reply`, cross-encoded, up to {enc['max_pair_tokens']} tokens, the longer side "
+        "truncated first): the reply is harmful given the prompt, and the reply refuses or deflects.",
+        "",
+        f"Trained {train['epochs']:g} epochs (batch {train['batch_size']}, AdamW, lr {train['lr']:g} for the layers and "
+        f"{train['head_lr']:g} for the heads, seed {train['seed']}, torch {train['torch']}, {train['threads']} threads) "
+        "with masked binary cross-entropy: a row teaches only the outputs it has labels for.",
+        "",
+        *_calibration_note(),
+        "## Intended use and limits",
+        "",
+        "A first-pass judge for monitoring the *mix* of traffic over time, not a gate for single requests. "
+        "English only. Categories with few training rows (see the table) are the least reliable; a category whose "
+        "validation rows lack positives keeps an uncalibrated sigmoid and a 0.5 threshold. Labels come from each "
+        "source's own scheme, mapped into the taxonomy by `monitor/taxonomy/mappings/*.yaml`.",
+        "",
+    ]
+    command = (f"monitor judge train --kind encoder --data ../shared/data --out DIR --seed {train['seed']} "
+               f"--cap {train['cap_per_stratum']} --safe-cap {train['safe_prompt_cap']} --epochs {train['epochs']:g} "
+               f"--date {manifest['created']}")
+    return "\n".join(what + _data_and_metrics(manifest) + _reproduce(
+        command, f"`weights.npz` bytes on the same machine kind and thread count ({train['threads']})"))
+
+
+def _created(manifest: Mapping) -> list[str]:
+    return [f"Created {manifest['created']}. Taxonomy `{manifest['taxonomy']['name']}` v{manifest['taxonomy']['version']} "
+            f"({len(manifest['categories'])} harm categories).", ""]
+
+
+def _calibration_note() -> list[str]:
+    return [
+        "Probabilities are Platt-calibrated (scale and shift on the logit) on a validation split; each output's "
+        "threshold maximises F1 there. Calibration matches the training mix (roughly half unsafe), not live "
+        "traffic, where unsafe prompts are rarer: read probabilities as scores and let drift detectors watch "
+        "their distribution.",
+        "",
+    ]
+
+
+def _data_and_metrics(manifest: Mapping) -> list[str]:
+    train = manifest["training"]
+    data = manifest.get("data", [])
+    nc = sorted(r["origin"] for r in data if "NC" in SOURCES.get(r["origin"], ("", ""))[0])
+    lines = [
         "## Training data",
         "",
         f"Split by a seeded hash of the prompt text (seed {train['seed']}): {train['test_fraction']:.0%} test "
@@ -103,20 +161,12 @@ def render_model_card(manifest: Mapping) -> str:
             f"{v['threshold']:.3f} | {_fmt(v['auroc'])} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
             f"{_fmt(v['f1'])} | {_fmt(v['ece'])} |"
         )
-    lines += [
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        f"monitor judge train --data ../shared/data --out DIR --seed {train['seed']} --cap {train['cap_per_stratum']} "
-        f"--safe-cap {train['safe_prompt_cap']} "
-        f"--max-seq-length {emb['max_seq_length']} --date {manifest['created']}",
-        "```",
-        "",
-        "Same files and options give the same `weights.npz` bytes and the same version.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+def _reproduce(command: str, what: str) -> list[str]:
+    return ["", "## Reproduce", "", "```", command, "```", "",
+            f"Same files and options give the same {what} and the same version.", ""]
 
 
 def _fmt(x: float | None) -> str:

@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.neural_network import MLPClassifier
 
+from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.calibration import best_f1_threshold, expected_calibration_error, fit_platt, platt
 from monitor.judge.dataset import LabelMapper, Record, split_of, stratified_cap
 from monitor.judge.heads import (
@@ -57,7 +58,7 @@ class TrainConfig:
     cap_per_stratum: int = 600
     safe_prompt_cap: int = 2000
     holdout_origins: tuple[str, ...] = ("xstest-completions-mistralinstruct",)
-    embedding_model: str = "bundled:all-MiniLM-L6-v2"
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
     max_seq_length: int = 128
     unsafe_hidden_units: int = 128
     mlp_alpha: float = 1e-3

@@ -28,6 +28,9 @@ class Verdict:
       ``prompt_unsafe``; ``category`` is the top harm category when the prompt is flagged, else ``safe``.
     - response harm given the prompt: ``response_unsafe`` (None when there is no response).
     - refusal: ``refusal`` (None when there is no response).
+    - ``uncertainty``: how close the prompt and response decisions are to flipping (1 at a threshold,
+      0 far from every threshold; see :func:`monitor.judge.calibration.uncertainty`); None when the
+      judge does not say.
     """
 
     judge_version: str
@@ -40,6 +43,7 @@ class Verdict:
     refusal: float | None = None
     refused: bool | None = None
     categories: tuple[str, ...] = field(default=())
+    uncertainty: float | None = None
 
     @property
     def has_response(self) -> bool:

@@ -1,0 +1,195 @@
+"""Judge v2: verdicts from the fine-tuned safety encoder (:mod:`monitor.judge.encoder_model`).
+
+The judge reads texts, not the service's drift embeddings: it runs its own encoder twice per batch, once
+over the prompts and once over the ``prompt [SEP] reply`` pairs of the events that have a reply. The
+encoder runs through :mod:`monitor.embed.backends`, so ONNX int8 speeds it up exactly as it speeds up
+the drift embedder. Heads are numpy matrix products with Platt calibration, as in the heads judge.
+
+An artifact folder holds ``manifest.json`` (format ``encoder-1``, version, base model and the hash of
+its weights, calibration), ``weights.npz`` (the fine-tuned top layers as float16, the heads as float32)
+and ``model_card.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from monitor.judge.calibration import platt, uncertainty
+from monitor.judge.encoder_model import PAIR_OUTPUTS
+from monitor.judge.verdict import SAFE, JudgeInput, Verdict
+from monitor.taxonomy import Taxonomy
+
+ENCODER_FORMAT = "encoder-1"
+DEFAULT_ENCODER_ARTIFACT = Path(__file__).with_name("artifacts") / "encoder"
+
+
+class PooledEncoder(Protocol):
+    """What the judge needs from an inference backend: mean-pooled last-layer states, in input order."""
+
+    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray: ...
+
+
+def is_encoder_artifact(path: Path) -> bool:
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("format") == ENCODER_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def read_encoder_artifact(path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest and arrays of an artifact folder, checked against the manifest's version."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        blob = (path / "weights.npz").read_bytes()
+    except FileNotFoundError as exc:
+        raise ValueError(f"judge artifact {path}: missing {Path(exc.filename).name}") from None
+    if manifest.get("format") != ENCODER_FORMAT:
+        raise ValueError(f"judge artifact {path}: format {manifest.get('format')!r}, expected {ENCODER_FORMAT!r}")
+    if manifest.get("version") != encoder_version(blob, manifest["categories"]):
+        raise ValueError(f"judge artifact {path}: weights.npz does not match the manifest's version")
+    with np.load(io.BytesIO(blob)) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return manifest, arrays
+
+
+class EncoderJudge:
+    """Implements :class:`~monitor.judge.verdict.Judge` on a :class:`PooledEncoder` and two linear heads."""
+
+    def __init__(self, encoder: PooledEncoder, arrays: Mapping[str, np.ndarray], manifest: Mapping,
+                 backend: str = "torch") -> None:
+        self.encoder = encoder
+        self.manifest = dict(manifest)
+        self._categories = tuple(manifest["categories"])
+        self._backend = backend
+        self._prompt = (np.asarray(arrays["prompt_head.weight"], np.float32).T, np.asarray(arrays["prompt_head.bias"], np.float32))
+        self._pair = (np.asarray(arrays["pair_head.weight"], np.float32).T, np.asarray(arrays["pair_head.bias"], np.float32))
+        if self._prompt[0].shape[1] != 1 + len(self._categories):
+            raise ValueError("prompt head must have one output for 'unsafe' and one per category")
+        calib = manifest["calibration"]
+        names = ["unsafe", *self._categories]
+        self._prompt_calib = tuple(np.array([calib[n][k] for n in names]) for k in ("scale", "shift", "threshold"))
+        self._pair_calib = tuple(np.array([calib[n][k] for n in PAIR_OUTPUTS]) for k in ("scale", "shift", "threshold"))
+
+    @property
+    def version(self) -> str:
+        """The artifact's content hash, plus the inference backend when it is not plain torch: int8 weights
+        move scores slightly, and a dashboard must show when that changed."""
+        base = str(self.manifest["version"])
+        return base if self._backend == "torch" else f"{base}+{self._backend}"
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self._categories
+
+    @property
+    def embedding_model(self) -> str:
+        return str(self.manifest["embedding"]["model"])
+
+    def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
+        if not batch:
+            return []
+        prompts = [x.prompt for x in batch]
+        probs = self._probs(self.encoder.pooled(prompts), self._prompt, self._prompt_calib)
+        blank = np.array([not p.strip() for p in prompts])
+        probs[blank] = 0.0
+        flags = probs >= self._prompt_calib[2]
+        answered = [i for i, x in enumerate(batch) if x.response is not None and x.response.strip()]
+        pair = np.full((len(batch), len(PAIR_OUTPUTS)), np.nan)
+        if answered:
+            pooled = self.encoder.pooled([prompts[i] for i in answered], [batch[i].response or "" for i in answered])
+            pair[answered] = self._probs(pooled, self._pair, self._pair_calib)
+        return [self._verdict(probs[i], flags[i], pair[i]) for i in range(len(batch))]
+
+    def _probs(self, pooled: np.ndarray, head: tuple[np.ndarray, np.ndarray], calib: tuple) -> np.ndarray:
+        return platt(pooled.astype(np.float32) @ head[0] + head[1], calib[0], calib[1])
+
+    def _verdict(self, prompt: np.ndarray, flags: np.ndarray, pair: np.ndarray) -> Verdict:
+        flagged = bool(flags[0])
+        cat_probs = prompt[1:]
+        answered = not np.isnan(pair[0])
+        thresholds = self._pair_calib[2]
+        return Verdict(
+            judge_version=self.version,
+            category=self._categories[int(np.argmax(cat_probs))] if flagged else SAFE,
+            category_probs=dict(zip(self._categories, cat_probs.tolist())),
+            prompt_unsafe=float(prompt[0]),
+            prompt_flagged=flagged,
+            response_unsafe=float(pair[0]) if answered else None,
+            response_flagged=bool(pair[0] >= thresholds[0]) if answered else None,
+            refusal=float(pair[1]) if answered else None,
+            refused=bool(pair[1] >= thresholds[1]) if answered else None,
+            categories=tuple(c for c, f in zip(self._categories, flags[1:]) if f),
+            uncertainty=uncertainty([(float(prompt[0]), float(self._prompt_calib[2][0]))]
+                                    + ([(float(pair[0]), float(thresholds[0]))] if answered else [])),
+        )
+
+
+def encoder_version(blob: bytes, categories: Sequence[str]) -> str:
+    """``encoder-<12 hex>``: a content hash of the shipped weights and the category order."""
+    h = hashlib.sha256(blob)
+    h.update("\x00".join(categories).encode())
+    return f"encoder-{h.hexdigest()[:12]}"
+
+
+def save_encoder_artifact(path: Path | str, arrays: Mapping[str, np.ndarray], manifest: Mapping, card: str) -> None:
+    """Write the artifact folder (the weights' bytes depend only on the arrays: reproducible)."""
+    from monitor.judge.heads import deterministic_npz
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "weights.npz").write_bytes(deterministic_npz(dict(sorted(arrays.items()))))
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (path / "model_card.md").write_text(card)
+
+
+class TorchPooled:
+    """Mean-pooled encoder outputs with plain torch, batched by length (the training-time reference)."""
+
+    def __init__(self, model, tokenizer, max_seq_length: int, batch_size: int = 64) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.max_seq_length, self.batch_size = max_seq_length, batch_size
+
+    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        import torch
+
+        from monitor.judge.encoder_model import masked_mean
+
+        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
+                             max_length=self.max_seq_length, return_token_type_ids=True)
+        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        out = np.zeros((len(texts), self.model.config.hidden_size), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in ("input_ids", "token_type_ids", "attention_mask")},
+                                           return_tensors="pt")
+                hidden = self.model(**batch).last_hidden_state
+                out[idx] = masked_mean(hidden, batch["attention_mask"]).numpy()
+        return out
+
+
+def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_seq_length: int = 256) -> EncoderJudge:
+    """Load an artifact on its base model; with ``taxonomy``, also check the categories are its harm ids."""
+    from monitor.embed.embedder import resolve_model_path
+    from monitor.judge.encoder_model import assemble, load_base
+    from monitor.judge.encoder_training import base_weights_digest
+
+    manifest, arrays = read_encoder_artifact(path)
+    if taxonomy is not None and list(manifest["categories"]) != taxonomy.harm_ids:
+        raise ValueError(f"judge artifact {path} scores categories {manifest['categories']}, "
+                         f"but taxonomy {taxonomy.name!r} has {taxonomy.harm_ids}")
+    base, tokenizer = load_base(resolve_model_path(manifest["embedding"]["model"]))
+    want = manifest["embedding"]["base_weights_sha256"]
+    if base_weights_digest(base) != want:
+        raise ValueError(f"judge artifact {path} was trained on a base model whose weights hash to {want}; "
+                         f"{manifest['embedding']['model']!r} here differs (another model or package release)")
+    layers = {k: v for k, v in arrays.items() if not k.startswith(("prompt_head.", "pair_head."))}
+    model = assemble(base, manifest["encoder"]["frozen_layers"], layers)
+    return EncoderJudge(TorchPooled(model, tokenizer, max_seq_length), arrays, manifest)

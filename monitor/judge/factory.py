@@ -12,7 +12,7 @@ from monitor.judge.prototype import PrototypeJudge, prototype_version
 from monitor.judge.verdict import Judge
 from monitor.taxonomy import Taxonomy
 
-NAMED_ARTIFACTS = {"default": DEFAULT_ENCODER_ARTIFACT, "encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
+NAMED_ARTIFACTS = {"default": DEFAULT_ARTIFACT, "encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy) -> Judge:

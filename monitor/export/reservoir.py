@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 import numpy as np
 
 from monitor.events import ScoredEvent
-from monitor.export.redaction import redact
+from monitor.privacy.redact import redact
 from monitor.export.windows import TimeWindow
 from monitor.scopes import GLOBAL, ScopeResolver
 

@@ -27,6 +27,7 @@ Placeholders (``<email>``, ``<phone>``...) are never matched again, so redaction
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -324,16 +325,24 @@ class Redactor:
     def cut(self, text: str, limit: int) -> str:
         return redact_cut(text, limit) if self.enabled else text[:limit]
 
-    def value(self, obj: Any) -> Any:
+    def cached(self, text: str) -> str:
+        """:meth:`__call__` through a bounded cache: for alert evidence, which repeats every batch while an alert is open."""
+        return _redact_cached(text) if self.enabled else text
+
+    def value(self, obj: Any, cached: bool = False) -> Any:
+        """``obj`` with every string in it redacted (dict keys too: they may be free text)."""
         if not self.enabled:
             return obj
         if isinstance(obj, str):
-            return redact(obj)
+            return _redact_cached(obj) if cached else redact(obj)
         if isinstance(obj, dict):
-            return {k: self.value(v) for k, v in obj.items()}
+            return {self.value(k, cached) if isinstance(k, str) else k: self.value(v, cached) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):
-            return type(obj)(self.value(v) for v in obj)
+            return type(obj)(self.value(v, cached) for v in obj)
         return obj
+
+
+_redact_cached = functools.lru_cache(maxsize=4096)(redact)
 
 
 REDACT_ON = Redactor("on")

@@ -61,3 +61,16 @@ def test_alerting_rules_carry_the_labels_alertmanager_routes_on():
 def test_alertmanager_config_is_valid():
     amtool = binary("amtool")
     assert "SUCCESS" in run(amtool, "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml"))
+
+
+def test_every_alert_has_a_runbook_section_and_drift_alerts_survive_a_restart():
+    """runbook_url anchors exist in docs/runbooks.md; drift rules keep firing across a monitor restart."""
+    import re
+
+    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in (DEPLOY.parent / "docs" / "runbooks.md").read_text().splitlines() if line.startswith("#")}
+    for rule in alerting_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url.split("#")[0].endswith("docs/runbooks.md") and url.split("#")[1] in headings, rule["alert"]
+        if rule["labels"]["signal"] == "drift":
+            assert rule.get("keep_firing_for") == "10m", rule["alert"]

@@ -150,6 +150,8 @@ class MonitorService:
         self.metrics.queue_capacity.set(settings.queue_capacity)
         self.metrics.sampling_rate.set(1.0)
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
+        self.metrics.set_build_info(scorer.judge.version, settings.embedding_model)
+        self.metrics.declare_alert_kinds(self.detectors.alert_kinds())
 
     # ---------------------------------------------------------------- ingest (event loop)
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:

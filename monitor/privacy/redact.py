@@ -163,6 +163,16 @@ def _phone(match: re.Match[str]) -> tuple[int, int] | None:
     return match.span()
 
 
+def _email(match: re.Match[str]) -> tuple[int, int] | None:
+    if (match.group(1) or match.group(2)) and not re.search(r"[@＠﹫]\s?[\w-]+[.．]", match.group(0)):
+        return None  # "the @decorator", "me @ home": a spaced @ needs a dotted domain
+    return match.span()
+
+
+def _ipv4(match: re.Match[str]) -> tuple[int, int] | None:
+    return match.span() if all(int(part) <= 255 for part in match.group(0).split(".")) else None
+
+
 def _not_date(match: re.Match[str]) -> tuple[int, int] | None:
     return None if _DATE.fullmatch(match.group(0)) else match.span()
 
@@ -174,22 +184,22 @@ def _person(match: re.Match[str]) -> tuple[int, int] | None:
 
 _RULES: tuple[tuple[Kind, Pattern[str], _Validator], ...] = (  # each pattern's cue: see _NEEDS
     # secrets: values after key=/token=/password=..., then known token shapes, then long mixed tokens
-    ("secret", re.compile(r"(?i)\b(?:api[_-]?key|apikey|access[_-]?key|secret(?:[_-]?key)?|token|auth[_-]?token|"
+    ("secret", re.compile(r"(?i)\b(?=[acstp])(?:api[_-]?key|apikey|access[_-]?key|secret(?:[_-]?key)?|token|auth[_-]?token|"
                           r"password|passwd|pwd|pass|client[_-]?secret|private[_-]?key)\b[\"']?\s*[:=]\s*[\"']?"
                           r"([^\s\"',;]{4,})"), _group1),
     ("secret", re.compile(r"(?i)\bbearer\s+([\w.~+/-]{12,}=*)"), _group1),
     ("secret", re.compile(r"\b(?:sk|pk|rk)-(?:[a-z]+-)?[A-Za-z0-9_-]{16,}|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|"
                           r"\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_\w{20,}|\bxox[abposre]-[A-Za-z0-9-]{10,}|"
                           r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*|\bAIza[\w-]{30,}|\bglpat-[\w-]{20,}"), _whole),
-    ("email", re.compile(r"(?<![\w.+-])[\w.+-]+[@＠﹫][\w-]+(?:[.．][\w-]+)*"), _whole),  # also user@localhost
-    ("email", re.compile(r"(?<![\w.+-])[\w.+-]+\s[@＠﹫]\s?[\w-]+(?:[.．][\w-]+)+"), _whole),  # "john @ example.com"
+    # user@example.com, user@localhost, ｊｏｅ＠ｅｘａｍｐｌｅ．ｃｏｍ, "john @ example.com" (spaced: dotted domain only)
+    ("email", re.compile(r"(?<![\w.+-])[\w.+-]+(\s?)[@＠﹫](\s?)[\w-]+(?:[.．][\w-]+)*"), _email),
     ("email", re.compile(r"(?i)(?<![\w.+-])[\w.+-]+" + _AT + r"[\w-]+(?:" + _DOT + r"[\w-]+)*" + _DOT + _TLD + r"\b"), _whole),
     ("url", re.compile(r"(?i)\b(?:https?://|www\.)\S+"), _whole),
     ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b"), _iban),
     ("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card),
-    ("ip", re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.]*\d)"), _whole),
+    ("ip", re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]*\d)"), _ipv4),
     ("ip", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ipv6),
-    ("secret", re.compile(r"(?<![\w-])[A-Fa-f0-9]{32,}(?![\w-])|[\w+/-]{24,}={0,2}"), _secret_token),
+    ("secret", re.compile(r"(?<![\w+/=-])[\w+/-]{24,}={0,2}"), _secret_token),  # keys, session ids, long hex
     ("address", re.compile(r"\b\d{1,5}[A-Za-z]?\s+(?:" + _CAP + r"\s+){1,3}(?:" + _STREET_TYPES + r")\b\.?"
                            r"(?:,?\s*(?:Apt|Apartment|Suite|Unit|Flat|#)\.?\s*[\w-]+)?"), _whole),
     ("address", re.compile(r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring)\s+\d{1,4}[a-z]?\b"), _whole),
@@ -197,7 +207,7 @@ _RULES: tuple[tuple[Kind, Pattern[str], _Validator], ...] = (  # each pattern's 
     ("phone", re.compile(r"(?i)\b" + _NUMBER_WORDS + r"(?:[\s,-]+" + _NUMBER_WORDS + r"){6,14}\b"), _whole),
     ("phone", re.compile(r"(?:\+|\b00|(?<!\w))\(?\d(?:[\s./()-]{0,3}\d){5,16}(?!\w)"), _phone),
     ("person", re.compile(r"\b" + _HONORIFIC + r"\.?\s+(" + _CAP + r"(?:\s+" + _CAP + r"){0,2})"), _group1),
-    ("person", re.compile(r"\b(?i:my name is|my name's|i am|i'm|this is|name:|dear|hi|hello|sincerely,?|regards,?|"
+    ("person", re.compile(r"\b(?=[mitndhsrcaefMITNDHSRCAEF])(?i:my name is|my name's|i am|i'm|this is|name:|dear|hi|hello|sincerely,?|regards,?|"
                           r"signed|contact|ask|tell|email|call|text|from|dox|doxx|stalk|harass)"
                           r"\s+(?!" + _HONORIFIC + r"\b)(" + _CAP + r"(?:\s+" + _CAP + r"){0,2})"), _group1),
     ("person", re.compile(r"\b(" + _CAP + r")(?:\s+(?:[A-Z]\.\s*)?" + _CAP + r"){0,2}\b"), _person),
@@ -210,7 +220,7 @@ _PERSON_CUE_FALSE = frozenset({"I", "The", "A", "An", "It", "This", "That", "The
 # and skipping those rules halves the cost per event (bench/redaction.py).
 _DIGIT_RE, _COLON_RE = re.compile(r"\d"), re.compile(r"[0-9A-Fa-f]:|:[0-9A-Fa-f]")
 _AT_RE = re.compile(r"[@＠﹫]")
-_SPELLED_AT_RE = re.compile(r"(?i)[\s\[({]at[\s\])}]")
+_SPELLED_AT_RE = re.compile(r"(?i)[\s\[({]at[\s\])}](?=.*[\s\[({]dot[\s\])}])", re.DOTALL)
 _NUMBER_WORD_RE = re.compile(r"(?i)\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b")
 
 
@@ -219,14 +229,17 @@ def _needs(pattern: Pattern[str], text: str, cues: dict[str, bool]) -> bool:
     if cue is None:
         return True
     if cue not in cues:
-        cues[cue] = _CUE_RES[cue].search(text) is not None
+        if cue == "number_word":  # a spelled-out phone number has 7+ of them; fewer than 5 cannot be one
+            cues[cue] = sum(1 for _ in zip(range(5), _NUMBER_WORD_RE.finditer(text))) == 5
+        else:
+            cues[cue] = _CUE_RES[cue].search(text) is not None
     return cues[cue]
 
 
 _CUE_RES = {"digit": _DIGIT_RE, "at": _AT_RE, "spelled_at": _SPELLED_AT_RE, "colon": _COLON_RE, "number_word": _NUMBER_WORD_RE}
 _CUES: dict[str, str] = {}
 for _kind, _pattern, _validate in _RULES:
-    if _validate in (_card, _phone, _not_date, _iban) or (_kind in ("address",) and "\\d" in _pattern.pattern) or \
+    if _validate in (_card, _phone, _not_date, _iban, _ipv4) or (_kind in ("address",) and "\\d" in _pattern.pattern) or \
             (_kind == "ip" and _validate is _whole):
         _CUES[_pattern.pattern] = "digit"
     elif _kind == "email":

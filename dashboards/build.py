@@ -8,11 +8,18 @@ Every dashboard has the variables ``model`` and ``route`` (the service's bounded
 "All" is the regex ``.*``). Detector series are per *scope* (``global``, ``model=<m>``,
 ``route=<r>``), so they are filtered with ``scope=~"global|model=$model|route=$route"``.
 Queries prefer the recording rules of deploy/prometheus/rules/llmsafety-recording.yml.
+Every query of a metric that carries model/route (or scope) labels filters on the variables; the
+metrics in ``PROCESS_WIDE`` have no such labels (alert counts per kind, the queue, the process),
+and their panels say "all models and routes" (tests/test_dashboards.py checks both).
+
+Stat panels colour by thresholds (firing alerts and a monitor that is down turn red); every
+dashboard overlays the firing ``LLMSafety*`` alerts of Prometheus as annotations on time series.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,35 @@ SEL = 'model=~"$model",route=~"$route"'
 SCOPE = 'scope=~"global|model=$model|route=$route"'
 RI = "$__rate_interval"
 TAGS = ["llm-safety"]
+
+
+PROCESS_WIDE = frozenset({
+    "llmsafety_alerts_firing", "llmsafety_alert_transitions_total", "llmsafety_judge_info", "up",
+    "instance:llmsafety_queue_fill:ratio", "llmsafety_sampling_rate", "llmsafety_event_time_seconds",
+    "llmsafety_events_received_total", "llmsafety_events_accepted_total", "llmsafety_events_processed_total",
+    "llmsafety_events_rejected_total", "llmsafety_events_duplicate_total", "llmsafety_events_sampled_out_total",
+    "llmsafety_queue_depth", "llmsafety_queue_capacity", "llmsafety_events_dropped_total", "llmsafety_worker_errors_total",
+    "llmsafety_stage_duration_seconds_bucket", "llmsafety_ingest_duration_seconds_bucket", "llmsafety_batch_size_sum",
+    "llmsafety_batch_size_count", "llmsafety_batch_size_bucket", "llmsafety_alert_deliveries_total", "llmsafety_alert_outbox_size",
+})
+ALL_SCOPES = "All models and routes (this metric has no model/route label)."
+RED_WHEN_ANY = [("green", None), ("red", 1)]
+ALERTS_ANNOTATION = {
+    "name": "LLM safety alerts",
+    "datasource": DS,
+    "enable": True,
+    "iconColor": "red",
+    "expr": 'ALERTS{alertname=~"LLMSafety.+",alertstate="firing"}',
+    "step": "60s",
+    "titleFormat": "{{alertname}}",
+    "textFormat": "{{kind}} {{severity}} {{instance}}",
+    "useValueForTime": False,
+}
+
+
+def thresholds(steps: list[tuple[str, float | None]]) -> dict[str, Any]:
+    """Grafana's absolute thresholds: ``[(colour, from value)]``, the first from -inf (None)."""
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
 
 
 def sel(*matchers: str) -> str:
@@ -47,8 +83,12 @@ def panel(
     max_value: float | None = None,
     options: dict[str, Any] | None = None,
     links: list[dict[str, Any]] | None = None,
+    steps: list[tuple[str, float | None]] | None = None,
 ) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
+    if steps:
+        defaults["thresholds"] = thresholds(steps)
+        defaults["color"] = {"mode": "thresholds"}
     if unit:
         defaults["unit"] = unit
     if max_value is not None:
@@ -147,11 +187,24 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
         "time": {"from": "now-6h", "to": "now"},
         "timezone": "browser",
         "templating": {"list": templating},
-        "annotations": {"list": []},
+        "annotations": {"list": [ALERTS_ANNOTATION]},
         "links": [{"type": "dashboards", "tags": TAGS, "asDropdown": True, "title": "LLM safety", "includeVars": True, "keepTime": True}]
         + (links or []),
-        "panels": layout(panels),
+        "panels": layout([_say_if_process_wide(p) for p in panels]),
     }
+
+
+def metrics_of(expr: str) -> set[str]:
+    """Metric names a PromQL expression reads (ours, recording rules, ``up``)."""
+    return set(re.findall(r"\b(?:[a-z_]+:)*llmsafety_[a-z_]+(?::[a-z0-9_]+)*|\bup(?=\{)", expr))
+
+
+def _say_if_process_wide(p: dict[str, Any]) -> dict[str, Any]:
+    """Panels reading only metrics without model/route labels say so: the variables do not filter them."""
+    names = {m for t in p.get("targets", []) for m in metrics_of(t["expr"])}
+    if names and names <= PROCESS_WIDE and ALL_SCOPES not in p["description"]:
+        p["description"] = (p["description"] + " " + ALL_SCOPES).strip()
+    return p
 
 
 def ratio_or_zero(numerator: str, denominator: str) -> str:
@@ -174,7 +227,7 @@ def overview() -> dict[str, Any]:
         stat("Unsafe prompt share", [q(ratio_or_zero(f"sum({unsafe_verdicts})", f"sum({verdicts})"), "unsafe")], unit="percentunit"),
         stat("Over-refusal rate", [q(ratio_or_zero(f"sum({safe_refused})", f"sum({safe_asks})"), "over-refusal")], unit="percentunit",
              description="Share of prompts the judge calls safe that the model refused."),
-        stat("Firing alerts", [q("sum(llmsafety_alerts_firing) or vector(0)", "firing")],
+        stat("Firing alerts", [q("sum(llmsafety_alerts_firing) or vector(0)", "firing")], steps=RED_WHEN_ANY, description=ALL_SCOPES,
              options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background", "graphMode": "none"}),
         row("Traffic and category mix"),
         panel("timeseries", "Judged events / s by model and route", [q(f"sum by (model, route) ({judged})", "{{model}} {{route}}")],
@@ -203,8 +256,10 @@ def overview() -> dict[str, Any]:
 def drift() -> dict[str, Any]:
     detector_var = query_var("detector", "Detector", "label_values(llmsafety_detector_statistic, detector)")
     panels = [
-        stat("Firing alerts", [q("sum(llmsafety_alerts_firing) or vector(0)", "firing")]),
-        stat("Detectors seeing drift", [q(f"count(llmsafety_detector_active{{{SCOPE}}} == 1) or vector(0)", "active")]),
+        stat("Firing alerts", [q("sum(llmsafety_alerts_firing) or vector(0)", "firing")], steps=RED_WHEN_ANY, description=ALL_SCOPES,
+             options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background", "graphMode": "none"}),
+        stat("Detectors seeing drift", [q(f"count(llmsafety_detector_active{{{SCOPE}}} == 1) or vector(0)", "active")],
+             steps=[("green", None), ("orange", 1)]),
         panel("bargauge", "Firing alerts by kind and severity", [{**q("sum by (kind, severity) (llmsafety_alerts_firing)", "{{kind}} ({{severity}})"),
                                                                  "instant": True}], w=12, h=4),
         row("Detectors"),
@@ -234,6 +289,7 @@ def emerging() -> dict[str, Any]:
     cluster_link = [{"title": "Cluster evidence: exemplars and keywords", "url": "${monitor_url}/v1/clusters", "targetBlank": True}]
     panels = [
         stat("Emerging clusters alerting", [q('sum(llmsafety_alerts_firing{kind="emerging_category"}) or vector(0)', "clusters")],
+             steps=RED_WHEN_ANY,
              links=cluster_link),
         stat("Emerging-cluster alerts opened (24h)", [q(
             'sum(increase(llmsafety_alert_transitions_total{kind="emerging_category",status="firing"}[24h])) or vector(0)', "opened")],
@@ -259,9 +315,10 @@ def emerging() -> dict[str, Any]:
 
 def pipeline() -> dict[str, Any]:
     panels = [
-        stat("Monitor up", [q('min(up{job="llmsafety-monitor"})', "up")], options={
+        stat("Monitor up", [q('min(up{job="llmsafety-monitor"})', "up")], steps=[("red", None), ("green", 1)], description=ALL_SCOPES, options={
             "reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background", "graphMode": "none"}),
-        stat("Queue fill", [q("max(instance:llmsafety_queue_fill:ratio)", "fill")], unit="percentunit"),
+        stat("Queue fill", [q("max(instance:llmsafety_queue_fill:ratio)", "fill")], unit="percentunit", description=ALL_SCOPES,
+             steps=[("green", None), ("orange", 0.8), ("red", 0.95)]),
         stat("Sampling rate", [q("min(llmsafety_sampling_rate)", "judged share")], unit="percentunit",
              description="1 = every event judged; lower under load (verdicts are weighted to stay unbiased)."),
         stat("Event-time lag", [q("time() - max(llmsafety_event_time_seconds)", "lag")], unit="s",

@@ -204,6 +204,10 @@ class Settings(BaseSettings):
     alert_delivery_max_backoff_s: float = Field(30.0, gt=0, description="Longest retry delay.")
     alert_outbox_size: int = Field(1000, ge=1, description="Notices queued per delivery target; the oldest is dropped (and counted) beyond this.")
 
+    # --- privacy ---
+    redaction: Literal["on", "off"] = Field("on", description="Mask personal data and secrets (e-mails, phones, cards, IBANs, IPs, keys, names, addresses) in every text that leaves the process: cluster exemplars and keywords, alert summaries and evidence, report texts. 'off' only for synthetic traffic.")
+    store_raw_text: bool = Field(False, description="Also keep the raw (cut) text of cluster exemplars, separately, so an admin can ask for it; off: only redacted text is ever stored.")
+
     # --- reports ---
     report_window_seconds: float = Field(3600.0, ge=60, description="Event-time length of each window of the report reservoir (windows align to multiples of it).")
     report_samples_per_window: int = Field(1000, ge=10, description="Events kept per reservoir window (uniform sample); each costs ~2 KB (two 384-d float16 embeddings) plus its texts.")

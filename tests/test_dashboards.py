@@ -60,3 +60,24 @@ def test_every_dashboard_is_provisioned_with_unique_uids():
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/llmsafety"
     datasource = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert datasource["datasources"][0]["type"] == "prometheus"
+
+
+def test_queries_filter_on_the_variables_stats_colour_and_alerts_are_annotated():
+    builder = load_builder()
+    for name, board in committed().items():
+        assert any(a["expr"].startswith("ALERTS{") and a["enable"] for a in board["annotations"]["list"]), name
+        for p in board["panels"]:
+            for t in p.get("targets", []):
+                metrics = builder.metrics_of(t["expr"])
+                assert metrics, (name, t["expr"])
+                if "$model" in t["expr"]:
+                    assert "$route" in t["expr"], (name, p["title"])
+                else:  # only metrics without model/route labels, and the panel says so
+                    assert metrics <= builder.PROCESS_WIDE, (name, p["title"], metrics)
+                    assert builder.ALL_SCOPES in p["description"], (name, p["title"])
+    stats = {p["title"]: p for board in committed().values() for p in board["panels"] if p["type"] == "stat"}
+    for title, colour_at_bad in (("Firing alerts", (1, "red")), ("Monitor up", (0, "red")), ("Emerging clusters alerting", (1, "red"))):
+        steps = stats[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        value, colour = colour_at_bad
+        applies = [s for s in steps if s["value"] is None or s["value"] <= value][-1]
+        assert applies["color"] == colour, title

@@ -75,6 +75,9 @@ def prometheus_config(target: str, alertmanager: str, workdir: Path) -> Path:
     config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager.removeprefix("http://")]}]
     [job] = config["scrape_configs"]
     job["static_configs"] = [{"targets": [target.removeprefix("http://")]}]
+    token = workdir / "read-token"  # the shipped config reads the monitor's read token from a file
+    token.write_text("test-read-token")
+    job["authorization"] = {"credentials_file": str(token)}
     path = workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path

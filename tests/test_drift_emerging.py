@@ -338,3 +338,16 @@ def test_real_embeddings_withheld_category_is_found(shared_data, embedder):
     # ruining a competitor's reputation, defamation in all but label), 0.90 by the end; the
     # per-candidate gate before needed 2,743 events. On the bench (24 streams) first-alert purity is 0.87.
     assert i - change <= 1500 and purity(first) >= 0.5 and purity(last) >= 0.8
+
+
+def test_benign_only_reference_fits_and_keeps_running():
+    """A reference period with no flagged prompt (benign-only traffic) used to raise
+    ``cannot reshape array of size 0`` on every batch from the end of the reference on."""
+    events = [replace(e, verdict=verdict(SAFE)) for e in stream(2600, seed=4, unsafe_rate=0.0, false_positive_rate=0.0)]
+    det = detector()
+    run(det, events)
+    assert det.phase == "calibration" and det.regions is not None and det.regions.categories == ()
+    # unsafe-looking traffic after it is still watched (every candidate counts as novel)
+    later = stream(600, seed=5, unsafe_rate=0.5)
+    run(det, [replace(e, event=replace(e.event, event_id="x" + e.event.event_id)) for e in later])
+    assert det.clusters() is not None

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal
 
 from monitor.alerts.condition import Condition, Severity
+from monitor.privacy.redact import REDACT_ON, Redactor
 
 Status = Literal["pending", "firing", "resolved"]
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -64,7 +65,11 @@ def _alert_id(fingerprint: str, started_at: float) -> str:
 
 
 class AlertEngine:
-    def __init__(self, pending_seconds: float = 0.0, cooldown_seconds: float = 600.0, max_resolved: int = 1000) -> None:
+    def __init__(self, pending_seconds: float = 0.0, cooldown_seconds: float = 600.0, max_resolved: int = 1000,
+                 redactor: Redactor = REDACT_ON) -> None:
+        """``redactor`` masks every summary and evidence string as it enters an alert: alerts are served
+        (``/v1/alerts``) and pushed (Alertmanager, webhooks, Slack), so no raw user text may reach them."""
+        self.redactor = redactor
         self.pending_seconds = pending_seconds
         self.cooldown_seconds = cooldown_seconds
         self.max_resolved = max_resolved
@@ -75,10 +80,15 @@ class AlertEngine:
     def observe(self, conditions: Iterable[Condition]) -> list[Transition]:
         transitions: list[Transition] = []
         for cond in conditions:
-            transition = self._observe_one(cond)
+            transition = self._observe_one(self._redacted(cond))
             if transition is not None:
                 transitions.append(transition)
         return transitions
+
+    def _redacted(self, cond: Condition) -> Condition:
+        if not self.redactor.enabled:
+            return cond
+        return replace(cond, summary=self.redactor.cached(cond.summary), evidence=self.redactor.value(cond.evidence, cached=True))
 
     def _observe_one(self, cond: Condition) -> Transition | None:
         fp = cond.fingerprint

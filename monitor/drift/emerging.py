@@ -55,7 +55,12 @@ from their own arrival, also when they join a cluster later. No wall clock is re
 
 Bounds per scope: ``window_capacity`` gate candidates, ``buffer_size`` waiting events,
 ``max_clusters`` clusters (dormant and quiet ones are evicted first, alerting ones never), ``2 * max_exemplars`` stored texts per cluster, each cut to
-``max_text_chars``; at most ``max_scopes`` scopes. The reference sample (at most
+``max_text_chars``; at most ``max_scopes`` scopes.
+
+Privacy: a candidate's text is redacted (:mod:`monitor.privacy.redact`) when its member is made,
+before anything keeps it (gate window, buffer, exemplars, snapshots), so exemplars, keywords and
+alert summaries are built from redacted text only. With ``store_raw_text`` the cut raw text is
+kept beside it, for :meth:`EmergingClusterDetector.clusters` ``(raw=True)`` (an admin's request). The reference sample (at most
 ``2 * max_reference_sample + max_reference_candidates`` vectors) is freed once the known regions
 are fitted; the gate keeps at most ``max_reference_candidates`` projected candidates.
 """
@@ -67,7 +72,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -80,6 +85,7 @@ from monitor.drift.keywords import class_tfidf_keywords
 from monitor.drift.known_regions import KnownRegions, unit_rows
 from monitor.events import ScoredEvent
 from monitor.judge.verdict import SAFE
+from monitor.privacy.redact import REDACT_ON, Redactor, strip_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +144,18 @@ class _Decaying:
 
 @dataclass(slots=True)
 class _Member:
-    """A novel event as a scope keeps it: projected vector, cut text, and where it arrived."""
+    """A novel event as a scope keeps it: projected vector, cut (redacted) text, and where it arrived."""
 
     z: np.ndarray
-    text: str
+    text: str  # redacted unless redaction is off
     event_id: str
     at: float  # event time
     weight: float
     clock: float  # the scope's traffic clock (cumulative weight) on arrival
+    raw_text: str | None = None  # the cut raw text, only with ``store_raw_text``
 
     def to_state(self) -> tuple[Any, ...]:
-        return (self.z, self.text, self.event_id, self.at, self.weight, self.clock)
+        return (self.z, self.text, self.event_id, self.at, self.weight, self.clock, self.raw_text)
 
 
 _DECAYING_FIELDS = ("recent", "baseline", "rate")
@@ -182,9 +189,9 @@ class _Cluster:
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> _Cluster:
+    def from_state(cls, state: dict[str, Any], member: Callable[[Sequence[Any]], _Member]) -> _Cluster:
         state = dict(state)
-        state["exemplars"] = [_Member(*m) for m in state["exemplars"]]
+        state["exemplars"] = [member(m) for m in state["exemplars"]]
         state["keywords"] = tuple(state["keywords"])
         for name in _DECAYING_FIELDS:
             state[name] = _Decaying(*state[name])
@@ -250,6 +257,8 @@ class EmergingClusterDetector:
         rate_window_seconds: float = 3600.0,
         top_keywords: int = 8,
         max_scopes: int = 16,
+        redactor: Redactor = REDACT_ON,
+        store_raw_text: bool = False,
     ) -> None:
         _positive(reference_events=reference_events, n_components=n_components, buffer_size=buffer_size,
                   recluster_every=recluster_every, max_clusters=max_clusters, max_exemplars=max_exemplars,
@@ -307,6 +316,8 @@ class EmergingClusterDetector:
         self.rate_window_seconds = float(rate_window_seconds)
         self.top_keywords = top_keywords
         self.max_scopes = max_scopes
+        self.redactor = redactor
+        self.store_raw_text = store_raw_text
         # The reference sample keeps every ``stride``-th event so it spans the whole reference period;
         # the gate's reference candidates come from the events in between.
         self._stride = max(2, math.ceil(reference_events / max_reference_sample))
@@ -366,9 +377,10 @@ class EmergingClusterDetector:
             zd = candidates.get(i)
             if zd is None:
                 continue
-            text = ev.prompt[: self.max_text_chars]
+            text = self.redactor.cut(ev.prompt, self.max_text_chars)  # before anything keeps it
+            raw = ev.prompt[: self.max_text_chars] if self.store_raw_text else None
             for name, st in scopes:
-                waiting = _Member(x[i], text, ev.event_id, ev.timestamp, weight, st.clock)  # z: the raw embedding until admitted
+                waiting = _Member(x[i], text, ev.event_id, ev.timestamp, weight, st.clock, raw)  # z: the raw embedding until admitted
                 for region in self._admit(st, zd, waiting):
                     if len(region) < self.min_cluster_size or not self._settle(name, st, region):
                         for member in region:
@@ -618,11 +630,12 @@ class EmergingClusterDetector:
             cluster.keywords, cluster.keywords_size = tuple(words[cid]), cluster.size
 
     def _keywords(self, st: _Scope) -> dict[str, list[str]]:
-        docs = {cid: [m.text for m in c.exemplars] for cid, c in st.clusters.items()}
-        docs[_BACKGROUND] = [m.text for m in st.buffer]
+        docs = {cid: [strip_placeholders(m.text) for m in c.exemplars] for cid, c in st.clusters.items()}
+        docs[_BACKGROUND] = [strip_placeholders(m.text) for m in st.buffer]
         return class_tfidf_keywords(docs, top_k=self.top_keywords)
 
-    def _summary(self, scope: str, st: _Scope, cluster: _Cluster, keywords: Iterable[str]) -> ClusterSummary:
+    def _summary(self, scope: str, st: _Scope, cluster: _Cluster, keywords: Iterable[str], raw: bool = False) -> ClusterSummary:
+        """``raw``: exemplars as sent where they were kept (``store_raw_text``), else redacted; for admins only."""
         centroid = cluster.centroid
         nearest: str | None = None
         distance: float | None = None
@@ -641,7 +654,7 @@ class EmergingClusterDetector:
             nearest_category=nearest,
             distance_to_nearest=distance,
             keywords=tuple(keywords),
-            exemplars=tuple(cluster.exemplars[i].text for i in order[: self.max_exemplars]),
+            exemplars=tuple(_exemplar(cluster.exemplars[i], raw) for i in order[: self.max_exemplars]),
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
             status=self._status(cluster, recent),
@@ -660,17 +673,20 @@ class EmergingClusterDetector:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def clusters(self, scope: str = "global") -> list[ClusterSummary]:
-        """Clusters of ``scope``, alerting first, then by share of traffic; keywords computed fresh."""
+    def clusters(self, scope: str = "global", raw: bool = False) -> list[ClusterSummary]:
+        """Clusters of ``scope``, alerting first, then by share of traffic; keywords computed fresh.
+
+        Exemplars are redacted; ``raw=True`` (the API layer decides who may ask) gives the raw
+        texts where ``store_raw_text`` kept them. Keywords always come from redacted texts."""
         st = self._scopes.get(scope)
         if st is None or not st.clusters:
             return []
         words = self._keywords(st)
-        out = [self._summary(scope, st, c, words[cid]) for cid, c in st.clusters.items()]
+        out = [self._summary(scope, st, c, words[cid], raw) for cid, c in st.clusters.items()]
         return sorted(out, key=lambda s: (s.status != "emerging", -s.share_of_traffic, s.id))
 
-    def cluster(self, cluster_id: str, scope: str = "global") -> ClusterSummary | None:
-        return next((c for c in self.clusters(scope) if c.id == cluster_id), None)
+    def cluster(self, cluster_id: str, scope: str = "global", raw: bool = False) -> ClusterSummary | None:
+        return next((c for c in self.clusters(scope, raw) if c.id == cluster_id), None)
 
     def scopes(self) -> list[str]:
         return list(self._scopes)
@@ -687,6 +703,7 @@ class EmergingClusterDetector:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
+            "texts": "redacted" if self.redactor.enabled else "raw",
             "seen": self._seen,
             "dim": self._dim,
             "regions": self._regions.state_dict() if self._regions is not None else None,
@@ -725,10 +742,11 @@ class EmergingClusterDetector:
         self._flagged = list(state["flagged"])
         self._flagged_categories = list(state["flagged_categories"])
         self._scopes = {}
+        member = self._member_loader(state.get("texts", "raw"))
         for name, s in state["scopes"].items():
-            clusters = [_Cluster.from_state(c) for c in s["clusters"]]
+            clusters = [_Cluster.from_state(c, member) for c in s["clusters"]]
             self._scopes[name] = _Scope(
-                buffer=deque((_Member(*m) for m in s["buffer"]), maxlen=self.buffer_size),
+                buffer=deque((member(m) for m in s["buffer"]), maxlen=self.buffer_size),
                 clock=s["clock"],
                 judged=int(s.get("judged", round(s["clock"]))),  # snapshots before this field: the weighted clock
                 traffic=s["traffic"],
@@ -737,8 +755,24 @@ class EmergingClusterDetector:
                 since_recluster=s["since_recluster"],
                 calibration_max_share=s["calibration_max_share"],
                 clusters={c.id: c for c in clusters},
-                window=RecentWindow.from_state(s["window"], lambda m: _Member(*m)) if s["window"] is not None else None,
+                window=RecentWindow.from_state(s["window"], member) if s["window"] is not None else None,
             )
+
+    def _member_loader(self, texts: str) -> Callable[[Sequence[Any]], _Member]:
+        """Members from a snapshot; one written before redaction (or with it off) is redacted now, and
+        its raw texts kept only with ``store_raw_text``."""
+        if texts == "redacted" or not self.redactor.enabled:
+            return lambda m: _Member(*m)
+
+        def load(m: Sequence[Any]) -> _Member:
+            member = _Member(*m)
+            raw = member.raw_text if member.raw_text is not None else member.text
+            return replace(member, text=self.redactor(member.text), raw_text=raw if self.store_raw_text else None)
+        return load
+
+
+def _exemplar(member: _Member, raw: bool) -> str:
+    return member.raw_text if raw and member.raw_text is not None else member.text
 
 
 def _fmt(value: float | None) -> str:

@@ -23,6 +23,8 @@ default (``n_components`` = the embedding size: centring only, distances unchang
 >>> category, similarity = regions.nearest(regions.project(axes[[0, 1]]))
 >>> [regions.categories[c] for c in category], bool(similarity.min() > 0.9)
 (['a', 'b'], True)
+>>> KnownRegions.fit(sample, np.zeros((0, 8)), [], n_components=8).categories  # benign-only reference
+()
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class KnownRegions:
         components = vectors[:, ::-1][:, : min(n_components, len(sample) - 1, sample.shape[1])].T  # largest first
 
         labels = np.asarray(flagged_categories, dtype=object)
-        z = unit_rows((np.asarray(flagged, dtype=np.float64).reshape(len(labels), -1) - mean) @ components.T)
+        # reshape to the sample's width, not -1: with no flagged prompt (benign-only reference) the
+        # array is empty and numpy cannot infer a -1 dimension of size 0
+        z = unit_rows((np.asarray(flagged, dtype=np.float64).reshape(len(labels), sample.shape[1]) - mean) @ components.T)
         names = tuple(sorted(c for c in set(labels.tolist()) if (labels == c).sum() >= min_events))
         centroids = np.stack([z[labels == c].sum(axis=0) for c in names]) if names else np.zeros((0, len(components)))
         return cls(mean.astype(np.float32), components.astype(np.float32), names, unit_rows(centroids).astype(np.float32))

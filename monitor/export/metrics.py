@@ -9,10 +9,12 @@ incremented by each judged event's sampling weight, so they estimate the full st
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector, disable_created_metrics
 
+from monitor import __version__
+from monitor.alerts.condition import Severity
 from monitor.drift.base import Reading
 
 # `_created` series double the exposition size and no dashboard or rule of ours reads them.
@@ -25,8 +27,18 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 class MonitorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """A fresh registry gets ``process_*`` (CPU, memory, open fds) and ``python_info`` too: the
+        app serves this registry, not the global one, so without them the sidecar's own resource
+        use would not be scraped."""
         self.registry = registry or CollectorRegistry()
         r, p = self.registry, PREFIX
+        if registry is None:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            f"{p}build_info", "The running build (value 1): monitor version, judge version and embedding model.",
+            ["version", "judge_version", "embedding_model"], registry=r,
+        )
         self.received = Counter(f"{p}events_received", "Events in request bodies, valid or not.", registry=r)
         self.accepted = Counter(f"{p}events_accepted", "Events accepted (valid, new, queued or sampled out).", registry=r)
         self.duplicates = Counter(f"{p}events_duplicate", "Events whose event_id was already seen (accepted, not counted again).", registry=r)
@@ -111,6 +123,18 @@ class MonitorMetrics:
         self._outbox_lock = threading.Lock()
         self.dropped.labels(reason="queue_full")
         self.dropped.labels(reason="poison")
+
+    def set_build_info(self, judge_version: str, embedding_model: str) -> None:
+        """One ``llmsafety_build_info`` series; a changed judge or model replaces it."""
+        self.build_info.clear()
+        self.build_info.labels(version=__version__, judge_version=judge_version, embedding_model=embedding_model).set(1)
+
+    def declare_alert_kinds(self, kinds: Iterable[str]) -> None:
+        """``llmsafety_alerts_firing`` at 0 for every kind and severity before the first alert: a rule
+        or panel on the series sees 0, not "no data" (which Grafana shows as blank and ``> 0`` ignores)."""
+        for kind in kinds:
+            for severity in get_args(Severity):
+                self.alerts_firing.labels(kind=kind, severity=severity)
 
     def watch_outbox(self, target: str, size: Callable[[], int]) -> Callable[[], None]:
         """Count ``size()`` into ``alert_outbox_size{target}`` (summed with every other watched outbox

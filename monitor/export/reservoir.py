@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 import numpy as np
 
 from monitor.events import ScoredEvent
-from monitor.export.redaction import redact
+from monitor.privacy.redact import REDACT_ON, Redactor
 from monitor.export.windows import TimeWindow
 from monitor.scopes import GLOBAL, ScopeResolver
 
@@ -134,6 +134,7 @@ class WindowReservoir:
         text_chars: int = 300,
         labels: Labels | None = None,
         seed: int = 0,
+        redactor: Redactor = REDACT_ON,
     ) -> None:
         if not window_seconds > 0:
             raise ValueError(f"window_seconds must be > 0, got {window_seconds}")
@@ -150,6 +151,7 @@ class WindowReservoir:
         self.text_chars = text_chars
         self.labels = labels or ScopeResolver([], []).labels
         self.seed = seed
+        self.redactor = redactor  # ``texts="redacted"`` masks with it (and keeps raw texts when it is off)
         self.late_dropped = 0
         self.newest_event_time: float | None = None
         self._rng = random.Random(seed)
@@ -199,7 +201,7 @@ class WindowReservoir:
     def _text(self, text: str | None) -> str | None:
         if text is None or self.texts == "off":
             return None
-        return (redact(text) if self.texts == "redacted" else text)[: self.text_chars]
+        return self.redactor.cut(text, self.text_chars) if self.texts == "redacted" else text[: self.text_chars]
 
     def _write(self, w: _Window, i: int, s: ScoredEvent) -> None:
         e, v = s.event, s.verdict
@@ -351,6 +353,7 @@ def attach_reservoir(service: MonitorService) -> WindowReservoir:
         text_chars=s.report_text_chars,
         labels=service.scorer.scopes.labels,
         seed=s.seed,
+        redactor=Redactor(s.redaction),
     )
     service.batch_listeners.append(reservoir)
     service.stateful["report_reservoir"] = reservoir

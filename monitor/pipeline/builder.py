@@ -13,6 +13,7 @@ from monitor.drift.base import Detector
 from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
 from monitor.drift.embedding_mmd import EmbeddingMMDDetector
 from monitor.drift.emerging import EmergingClusterDetector
+from monitor.privacy.redact import Redactor
 from monitor.drift.feedback import FeedbackDisagreementDetector
 from monitor.drift.proportions import CategoryShareDetector
 from monitor.drift.rate_change import RateChangeConfig
@@ -61,6 +62,8 @@ def build_detectors(settings: Settings, taxonomy: Taxonomy | None = None) -> Det
             calibration_events=settings.emerging_calibration_events,
             min_share=settings.emerging_min_share,
             max_clusters=settings.emerging_max_clusters,
+            redactor=Redactor(settings.redaction),
+            store_raw_text=settings.store_raw_text,
         ),
         "feedback_disagreement": lambda: FeedbackDisagreementDetector(taxonomy.ids, memory=settings.feedback_memory, config=rate),
         "judge_disagreement": lambda: SecondOpinionDisagreementDetector(rate),

@@ -32,6 +32,7 @@ from monitor.ingest.parsing import ParsedBody, Rejection, reject_future
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
 from monitor.pipeline.scoring import Scorer, StageTimes
+from monitor.privacy.redact import Redactor
 from monitor.state.memory import MemoryStateStore
 from monitor.state.store import StateStore, StoreUnavailable
 
@@ -119,7 +120,8 @@ class MonitorService:
         for kind in detectors.alert_kinds():  # series from the start, so increase() has a zero to start from
             for status in get_args(Status):
                 self.metrics.alert_transitions.labels(kind=kind, status=status)
-        self.alert_engine = AlertEngine(settings.alert_pending_seconds, settings.alert_cooldown_seconds, settings.max_alerts_kept)
+        self.alert_engine = AlertEngine(settings.alert_pending_seconds, settings.alert_cooldown_seconds, settings.max_alerts_kept,
+                                        redactor=Redactor(settings.redaction))
         self.counts = Counts()
         self.latency = {stage: LatencyWindow() for stage in ("ingest", "embed", "judge", "detect", "batch")}
         self.event_time: float | None = None
@@ -148,6 +150,8 @@ class MonitorService:
         self.metrics.queue_capacity.set(settings.queue_capacity)
         self.metrics.sampling_rate.set(1.0)
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
+        self.metrics.set_build_info(scorer.judge.version, settings.embedding_model)
+        self.metrics.declare_alert_kinds(self.detectors.alert_kinds())
 
     # ---------------------------------------------------------------- ingest (event loop)
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
@@ -546,21 +550,24 @@ class MonitorService:
         with self._state_lock:
             return self.alert_engine.get(alert_id)
 
-    def clusters(self, scope: str) -> list[ClusterSummary] | None:
-        """Clusters of one scope; None when the emerging-cluster detector is not configured."""
+    def clusters(self, scope: str, raw: bool = False) -> list[ClusterSummary] | None:
+        """Clusters of one scope; None when the emerging-cluster detector is not configured.
+
+        ``raw=True`` returns raw exemplars where ``store_raw_text`` kept them: the API layer
+        passes it only for an admin's request."""
         detector = self.detectors.get(EmergingClusterDetector.name)
         if not isinstance(detector, EmergingClusterDetector):
             return None
         with self._state_lock:
-            return detector.clusters(scope)
+            return detector.clusters(scope, raw)
 
-    def find_cluster(self, cluster_id: str) -> ClusterSummary | None:
+    def find_cluster(self, cluster_id: str, raw: bool = False) -> ClusterSummary | None:
         detector = self.detectors.get(EmergingClusterDetector.name)
         if not isinstance(detector, EmergingClusterDetector):
             return None
         with self._state_lock:
             for scope in detector.scopes():
-                found = detector.cluster(cluster_id, scope)
+                found = detector.cluster(cluster_id, scope, raw)
                 if found is not None:
                     return found
         return None

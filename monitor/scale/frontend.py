@@ -153,10 +153,10 @@ class StreamFrontend(PublishedReads):
     def _detector_only(self, what: str) -> NotReady:
         return NotReady(f"{what} is served by the detector role (monitor serve --role detector), not by api replicas", self.settings.retry_after_seconds)
 
-    def clusters(self, scope: str) -> Any:
+    def clusters(self, scope: str, raw: bool = False) -> Any:
         raise self._detector_only("/v1/clusters")
 
-    def find_cluster(self, cluster_id: str) -> Any:
+    def find_cluster(self, cluster_id: str, raw: bool = False) -> Any:
         raise self._detector_only("/v1/clusters")
 
 

@@ -207,21 +207,21 @@ class DetectorNode(PublishedReads):
             held = self._held.get(p)
         return held.owner.service if held is not None and held.owner.owning.is_set() else None
 
-    def clusters(self, scope: str) -> list[ClusterSummary] | None:
+    def clusters(self, scope: str, raw: bool = False) -> list[ClusterSummary] | None:
         p = partition_of(scope, self.partitions)
         service = self.partition_service(p)
         if service is None:
             owner = self.published.owners()[p].get("owner")
             raise NotReady(f"scope {scope!r} is in detector partition {p}, owned by {owner or 'nobody yet'}, not by this process", self.settings.retry_after_seconds)
-        return service.clusters(scope)
+        return service.clusters(scope, raw)
 
-    def find_cluster(self, cluster_id: str) -> ClusterSummary | None:
+    def find_cluster(self, cluster_id: str, raw: bool = False) -> ClusterSummary | None:
         """The cluster from this process's partitions; ``None`` (404) only when this process owns them
         all, else 503 naming the owners to ask (an id does not tell its scope's partition)."""
         owned = self.owned()
         for p in owned:
             service = self.partition_service(p)
-            found = service.find_cluster(cluster_id) if service is not None else None
+            found = service.find_cluster(cluster_id, raw) if service is not None else None
             if found is not None:
                 return found
         elsewhere = [p for p in range(self.partitions) if p not in owned]

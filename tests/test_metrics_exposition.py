@@ -1,0 +1,34 @@
+"""What /metrics shows before anything happened: build info, process metrics, alert gauges at 0."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor import __version__
+from monitor.config import Settings
+from monitor.pipeline.builder import build_detectors
+from monitor.pipeline.service import MonitorService
+
+
+def _samples(registry) -> dict[tuple[str, tuple], float]:
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_fresh_service_exports_build_info_process_metrics_and_zero_alert_gauges():
+    settings = Settings(judge="prototype")
+    scorer = SimpleNamespace(judge=SimpleNamespace(version="proto-7"))
+    detectors = build_detectors(settings)
+    service = MonitorService(settings, scorer, detectors)  # type: ignore[arg-type]
+    samples = _samples(service.metrics.registry)
+    build = {dict(k[1])["judge_version"]: (dict(k[1]), v) for k, v in samples.items() if k[0] == "llmsafety_build_info"}
+    assert build["proto-7"] == ({"version": __version__, "judge_version": "proto-7", "embedding_model": settings.embedding_model}, 1.0)
+    names = {name for name, _ in samples}
+    assert "process_cpu_seconds_total" in names and "process_resident_memory_bytes" in names and "python_info" in names
+    firing = {(dict(k[1])["kind"], dict(k[1])["severity"]): v for k, v in samples.items() if k[0] == "llmsafety_alerts_firing"}
+    kinds = set(detectors.alert_kinds())
+    assert "emerging_category" in kinds
+    assert firing == {(kind, sev): 0.0 for kind in kinds for sev in ("info", "warning", "critical")}

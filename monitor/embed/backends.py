@@ -323,6 +323,11 @@ def ensure_exported(model: str | Path | Any, kind: BackendKind, cache_dir: str |
     log.info("building the %s embedding model into %s (once; later starts load it)", kind, folder)
     try:
         export_onnx(model, tokenizer, folder, quantize=kind == "onnx-int8")
+    except PermissionError as exc:
+        raise ExportedModelError(
+            f"exported model {folder}: cannot write the model cache ({exc}); set MONITOR_MODEL_CACHE_DIR to a writable "
+            "folder, or build it where it can be written with `monitor model export --cache-dir ...`"
+        ) from None
     except OSError:
         if not folder.exists():  # another process may have finished the same export first
             raise

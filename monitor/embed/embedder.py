@@ -71,10 +71,13 @@ class Embedder:
         backend: str = "torch",
         cache_dir: str | Path | None = None,
         encoder: EncoderBackend | None = None,
+        threads: int | None = None,
     ) -> None:
         """``backend``: torch, onnx-int8, onnx-fp32 or auto (see ``make_backend``); ``encoder`` uses
-        an already built backend instead (``model`` then only names it)."""
-        self.backend: EncoderBackend = encoder or make_backend(backend, model, max_seq_length=max_seq_length, device=device, cache_dir=cache_dir)
+        an already built backend instead (``model`` then only names it); ``threads``: ONNX Runtime threads."""
+        self.backend: EncoderBackend = encoder or make_backend(
+            backend, model, max_seq_length=max_seq_length, device=device, cache_dir=cache_dir, threads=threads
+        )
         device = self.backend.device
         self.pass_size = pass_size or default_pass_size(device)
         self.pass_overhead_tokens = default_pass_overhead(device) if pass_overhead_tokens is None else pass_overhead_tokens

@@ -506,9 +506,10 @@ class MonitorService:
         they are counted as ``dropped{reason="restart"}`` (and as processed, so ``processed``
         catches up with ``accepted`` instead of waiting for events that will never come).
 
-        State taken with embeddings from another model or backend: detectors that compare
-        embeddings (``uses_embeddings``) start afresh and refit their reference from new traffic,
-        and their open alerts resolve; comparing new vectors with old ones would be a false alarm.
+        State taken with embeddings from another model or backend: detectors and components that
+        compare embeddings (``uses_embeddings``: embedding drift, emerging clusters, the report
+        reservoir) start afresh and refit their reference from new traffic, and those detectors'
+        open alerts resolve; comparing new vectors with old ones would be a false alarm.
         """
         if state["judge_version"] != self.scorer.judge.version:
             log.warning("restoring detector state built on judge %s into judge %s", state["judge_version"], self.scorer.judge.version)
@@ -516,6 +517,7 @@ class MonitorService:
         refit: list[str] = []
         if saved_embedding != self.embedding:
             refit = [d.name for d in self.detectors.detectors if getattr(d, "uses_embeddings", False)]
+            refit += [name for name, part in self.stateful.items() if getattr(part, "uses_embeddings", False)]
             if refit:
                 log.warning(
                     "snapshot embeddings came from model %s via backend %s, this process embeds with model %s via backend %s: "
@@ -535,18 +537,20 @@ class MonitorService:
             self.alert_engine.load_state_dict(state["alerts"])
             refit_kinds = {getattr(d, "alert_kind", d.name) for d in self.detectors.detectors if d.name in refit}
             stale = [
-                Condition(a.kind, a.scope, a.key, active=False, at=state["event_time"] or a.updated_at,
-                          summary=f"{a.summary} (reference refitted: embeddings now come from backend {self.embedding['backend']})")
+                Condition(a.kind, a.scope, a.key, active=False, at=state["event_time"] or a.updated_at)
                 for a in self.alert_engine.alerts("all") if a.kind in refit_kinds and a.status != "resolved"
             ]
-            self._export_transitions(self.alert_engine.observe(stale))
+            refitted = self.alert_engine.observe(stale)
+            for t in refitted:
+                t.alert.summary += f" (resolved: reference refitted, embeddings now come from backend {self.embedding['backend']})"
+            self._export_transitions(refitted)
             self.counts = counts
             self.event_time = state["event_time"]
             for name, part_state in state.get("components", {}).items():
-                if name in self.stateful:
+                if name in self.stateful and name not in refit:
                     self.stateful[name].load_state_dict(part_state)
             self._export_firing()
-            restored = [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
+            restored = refitted + [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
         if self.event_time is not None and self.counts_events:
             self.metrics.event_time.set(self.event_time)
         # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce

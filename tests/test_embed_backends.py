@@ -144,3 +144,27 @@ def test_unknown_backend_and_in_memory_model_without_tokenizer_are_refused(model
         make_backend("tensorrt", model)
     with pytest.raises(ValueError, match="tokenizer"):
         make_backend("torch", model)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread niceness is read from /proc (Linux)")
+def test_onnx_threads_started_by_the_worker_take_its_niceness(model, tokenizer, cache):
+    """ONNX Runtime starts its thread pool with each session: the worker's session is its own, so
+    those threads are children of the worker thread and inherit ``worker_nice``, as torch's do."""
+    import threading
+
+    from monitor.config import Settings
+    from monitor.pipeline.builder import build_service
+    from tests.helpers.server import running_server
+    from tests.test_worker_priority import thread_nices
+
+    embedder = Embedder(model="tiny", encoder=make_backend("onnx-int8", model, tokenizer, cache_dir=cache, threads=2))
+    before = thread_nices()
+    with running_server(Settings(judge="prototype", worker_nice=7), lambda s: build_service(s, embedder=embedder)) as srv:
+        assert srv.client.post("/v1/events", json=[{"prompt": " ".join(WORDS[i : i + 5])} for i in range(20)]).status_code == 202
+        srv.wait_processed()
+        [worker] = [t for t in threading.enumerate() if t.name.startswith("monitor-worker")]
+        after = thread_nices()
+        assert after[worker.native_id] == 7
+        started = {tid for tid in after if tid not in before and after[tid] == 7} - {worker.native_id}
+        assert len(started) >= 1  # the session's intra-op pool (2 threads: the caller and one more)
+        assert after[threading.get_native_id()] == 0

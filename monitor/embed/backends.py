@@ -291,6 +291,10 @@ def make_backend(
     ``cache_dir`` (default ``~/.cache/llm-safety-drift-monitor/models``) under a key of its weights
     and the recipe on first use, and load that export afterwards; ``threads`` sets ONNX Runtime's
     intra-op threads (default: its own, one per core).
+
+    An in-memory model is used as given by ``torch`` (put in eval mode, moved to ``device``, fp16
+    on a GPU): pass a copy if training goes on. ONNX kinds export a copy and never modify it; each
+    distinct set of weights gets its own cache folder (nothing evicts old ones).
     """
     resolved = resolve_kind(kind, device)
     in_memory = not isinstance(model, (str, Path))

@@ -6,6 +6,7 @@ The real model's parity and the service on each backend are in test_embed_backen
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,23 @@ def test_onnx_threads_started_by_the_worker_take_its_niceness(model, tokenizer, 
         started = {tid for tid in after if tid not in before and after[tid] == 7} - {worker.native_id}
         assert len(started) >= 1  # the session's intra-op pool (2 threads: the caller and one more)
         assert after[threading.get_native_id()] == 0
+
+
+def test_model_export_command_builds_the_folder_the_service_loads(model, tokenizer, tmp_path):
+    """A model folder on disk and the same weights in memory share one cache folder."""
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+
+    folder = tmp_path / "tiny-model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(app, ["model", "export", "--backend", "all", "--model", str(folder), "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    built = {kind: Path(path) for kind, path in re.findall(r"(onnx-int8|onnx-fp32): (\S+)", result.output)}
+    assert built == {kind: cache / cache_key(model, kind) for kind in ("onnx-int8", "onnx-fp32")}
+    backend = make_backend("onnx-int8", str(folder), cache_dir=cache)  # found in the cache: the folder's tokenizer, no export
+    assert backend.folder == built["onnx-int8"]
+    reference = make_backend("torch", model, tokenizer, device="cpu").pooled(TEXTS)
+    assert cosine(backend.pooled(TEXTS), reference).min() > 0.95

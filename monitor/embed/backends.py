@@ -114,6 +114,9 @@ def load_transformer(name: str, eager_attention: bool = False) -> tuple[Any, Any
     """(model, tokenizer) of a local HF / sentence-transformers folder, offline."""
     _offline()
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor progress bar in service logs says nothing
 
     path = Path(resolve_model_path(name))
     if not path.is_dir():

@@ -43,6 +43,7 @@ MANIFEST_FILE = "manifest.json"
 OPSET = 17
 REBUILD_HINT = "rebuild it with `monitor model export` (or delete the folder: the service rebuilds it on its next start)"
 
+UNUSED_PREFIXES = ("pooler.",)  # tensors that do not reach last_hidden_state
 OnnxKind = Literal["onnx-int8", "onnx-fp32"]
 
 
@@ -58,10 +59,14 @@ def weights_digest(state: Mapping[str, Any], config: Mapping[str, Any] | None = 
     """sha256 over tensor names, dtypes, shapes and bytes (sorted by name), plus the model config.
 
     Identifies the weights, not the file they came from: the same model loaded from a folder or
-    held in memory after fine-tuning hashes the same when its tensors are equal.
+    held in memory after fine-tuning hashes the same when its tensors are equal. The pooler is left
+    out: the export stops at the last hidden state, and transformers initialises a pooler missing
+    from a folder at random on every load, which would give a new key (and a new export) per start.
     """
     h = hashlib.sha256()
     for name in sorted(state):
+        if name.startswith(UNUSED_PREFIXES):
+            continue
         value = state[name]
         arr = value.detach().cpu().contiguous().numpy() if hasattr(value, "detach") else np.ascontiguousarray(value)
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}\n".encode())

@@ -185,6 +185,11 @@ def test_model_export_command_builds_the_folder_the_service_loads(model, tokeniz
     assert result.exit_code == 0, result.output
     built = {kind: Path(path) for kind, path in re.findall(r"(onnx-int8|onnx-fp32): (\S+)", result.output)}
     assert built == {kind: cache / cache_key(model, kind) for kind in ("onnx-int8", "onnx-fp32")}
+    (built["onnx-int8"] / "model.onnx").write_bytes(b"damaged")
+    with pytest.raises(ExportedModelError, match="corrupt"):
+        make_backend("onnx-int8", str(folder), cache_dir=cache)  # the service refuses a broken export...
+    repaired = CliRunner().invoke(app, ["model", "export", "--model", str(folder), "--cache-dir", str(cache)])
+    assert repaired.exit_code == 0, repaired.output  # ...and the command it names rebuilds it
     backend = make_backend("onnx-int8", str(folder), cache_dir=cache)  # found in the cache: the folder's tokenizer, no export
     assert backend.folder == built["onnx-int8"]
     reference = make_backend("torch", model, tokenizer, device="cpu").pooled(TEXTS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, get_args, runtime_checkable
@@ -314,11 +315,14 @@ def make_backend(
     return OnnxBackend(folder, tokenizer, max_seq_length, threads)
 
 
-def ensure_exported(model: str | Path | Any, kind: BackendKind, cache_dir: str | Path | None = None, tokenizer: Any | None = None) -> Path:
+def ensure_exported(
+    model: str | Path | Any, kind: BackendKind, cache_dir: str | Path | None = None, tokenizer: Any | None = None, replace_broken: bool = False
+) -> Path:
     """The cache folder of ``model`` exported as ``kind``, exporting it first if it is not there.
 
-    A folder that exists but is broken raises :class:`ExportedModelError` rather than being
-    replaced silently: something damaged it, and the message says how to rebuild it.
+    A folder that exists but is broken raises :class:`ExportedModelError` (the service does not
+    replace it silently: something damaged it, and the message says how to rebuild it), unless
+    ``replace_broken`` (``monitor model export``) asks to export it afresh.
     """
     if kind not in ("onnx-int8", "onnx-fp32"):
         raise ValueError(f"export: {kind!r} is not an ONNX backend")
@@ -328,8 +332,14 @@ def ensure_exported(model: str | Path | Any, kind: BackendKind, cache_dir: str |
         tokenizer = tokenizer or loaded_tokenizer
     folder = cache / cache_key(model, kind)
     if folder.exists():
-        check_exported(folder)
-        return folder
+        try:
+            check_exported(folder)
+            return folder
+        except ExportedModelError as exc:
+            if not replace_broken:
+                raise
+            log.warning("replacing a broken export: %s", exc)
+            shutil.rmtree(folder)
     log.info("building the %s embedding model into %s (once; later starts load it)", kind, folder)
     try:
         export_onnx(model, tokenizer, folder, quantize=kind == "onnx-int8")

@@ -16,7 +16,9 @@ import typer
 model_app = typer.Typer(help="Embedding model files (ONNX exports).", no_args_is_help=True, add_completion=False)
 
 
-@model_app.command(name="export", help="Export the embedding model to ONNX (int8 and/or fp32) into the model cache; prints each folder.")
+@model_app.command(
+    name="export", help="Export the embedding model to ONNX (int8 and/or fp32) into the model cache, replacing a broken export; prints each folder."
+)
 def export_cmd(
     backend: list[str] = typer.Option(["onnx-int8"], help="onnx-int8, onnx-fp32 (repeat for both), or 'all'."),
     model: Optional[str] = typer.Option(None, help="Model folder or bundled:... (default: the configured embedding_model)."),
@@ -38,7 +40,9 @@ def export_cmd(
         raise typer.BadParameter(f"unknown backend(s) {', '.join(unknown)}: onnx-int8, onnx-fp32 or all")
     for kind in kinds:
         try:
-            folder = ensure_exported(model or settings.embedding_model, kind, cache_dir or settings.model_cache_dir)  # type: ignore[arg-type]
+            folder = ensure_exported(
+                model or settings.embedding_model, kind, cache_dir or settings.model_cache_dir, replace_broken=True  # type: ignore[arg-type]
+            )
         except ExportedModelError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None

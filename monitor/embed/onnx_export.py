@@ -41,7 +41,7 @@ RECIPE_VERSION = "bert-eager-fused-v1"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
-REBUILD_HINT = "rebuild it with `monitor model export` (or delete the folder: the service rebuilds it on its next start)"
+REBUILD_HINT = "rebuild it with `monitor model export` (it replaces a broken folder), or delete the folder: the service rebuilds it on its next start"
 
 UNUSED_PREFIXES = ("pooler.",)  # tensors that do not reach last_hidden_state
 OnnxKind = Literal["onnx-int8", "onnx-fp32"]

@@ -29,10 +29,9 @@ def export_cmd(
     from monitor.embed.backends import ensure_exported
     from monitor.embed.onnx_export import ExportedModelError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("root", "onnx_model", "onnx_model_bert", "fusion_utils"):
-        logging.getLogger(None if noisy == "root" else noisy).setLevel(logging.WARNING)
-    logging.getLogger("monitor").setLevel(logging.INFO)
+    # WARNING at the root: onnxruntime's fusion and quantizer log every tensor at INFO; ours say what is built where.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("monitor.embed").setLevel(logging.INFO)
     settings = load_settings(config)
     kinds = ["onnx-int8", "onnx-fp32"] if "all" in backend else backend
     unknown = sorted(set(kinds) - {"onnx-int8", "onnx-fp32"})

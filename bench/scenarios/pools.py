@@ -77,8 +77,9 @@ def _prefix_sample(items: list[str], cap: int | None, seed: str) -> list[str]:
     return [items[i] for i in sorted(rng.permutation(len(items))[:cap])]
 
 
-def load_pools(data_dir: Path, cache_dir: Path, caps: Caps) -> Pools:
-    """Read, cap and embed every pool (texts missing from the cache are embedded now)."""
+def load_pools(data_dir: Path, cache_dir: Path, caps: Caps, backend: str = "torch") -> Pools:
+    """Read, cap and embed every pool (texts missing from the cache are embedded now) with the
+    embedding ``backend`` (torch, onnx-int8, onnx-fp32; each has its own cache file)."""
     mapper = LabelMapper()
     texts: dict[str, list[str]] = {CHAT: [], INSTRUCTIONS: []}
     by_category: dict[str, list[str]] = {}
@@ -118,12 +119,13 @@ def load_pools(data_dir: Path, cache_dir: Path, caps: Caps) -> Pools:
         if embedder is None:
             from monitor.embed.embedder import Embedder
 
-            embedder = Embedder(MODEL, MAX_SEQ_LENGTH, device="auto")
+            embedder = Embedder(MODEL, MAX_SEQ_LENGTH, device="auto", backend=backend)
             print(f"embedding texts missing from the cache in {cache_dir} ...", flush=True)
         t0 = time.perf_counter()
         out = embedder.encode(batch)
         print(f"  embedded {len(batch)} texts in {time.perf_counter() - t0:.0f} s", flush=True)
         return out
 
-    encoder = CachedEncoder(encode, cache_file_for(cache_dir, MODEL, MAX_SEQ_LENGTH))
+    cache_model = MODEL if backend == "torch" else f"{MODEL}@{backend}"  # torch keeps the cache file it always had
+    encoder = CachedEncoder(encode, cache_file_for(cache_dir, cache_model, MAX_SEQ_LENGTH))
     return Pools(texts, {name: encoder(items) for name, items in texts.items()})

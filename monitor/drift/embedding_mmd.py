@@ -210,6 +210,7 @@ class EmbeddingMMDDetector:
     """
 
     name = "embedding_drift"
+    uses_embeddings = True  # state is only comparable with embeddings from the same model and backend
 
     def __init__(
         self,

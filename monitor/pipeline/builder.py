@@ -95,18 +95,26 @@ def build_store(settings: Settings) -> StateStore:
     return RedisStateStore.from_url(settings.redis_url, settings.state_key_prefix, settings.dedup_ttl_seconds, settings.redis_timeout_seconds)
 
 
-def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
-    """The stateless embed-and-judge stage (the whole of a scale-out worker)."""
-    if settings.blas_threads:  # process-wide: torch's threads keep the cores (see the setting)
-        threadpool_limits(settings.blas_threads, user_api="blas")
-    taxonomy = load_taxonomy()
-    embedder = embedder or Embedder(
+def build_embedder(settings: Settings) -> Embedder:
+    """The configured model on the configured backend (an ONNX backend exports the model on first use)."""
+    return Embedder(
         settings.embedding_model,
         settings.embedding_max_seq_length,
         settings.embedding_device,
         settings.embedding_batch_size,
         settings.embedding_pass_overhead_tokens,
+        backend=settings.embedding_backend,
+        cache_dir=settings.model_cache_dir,
+        threads=settings.embedding_threads,
     )
+
+
+def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
+    """The stateless embed-and-judge stage (the whole of a scale-out worker)."""
+    if settings.blas_threads:  # process-wide: torch's threads keep the cores (see the setting)
+        threadpool_limits(settings.blas_threads, user_api="blas")
+    taxonomy = load_taxonomy()
+    embedder = embedder or build_embedder(settings)
     judge = build_judge(settings.judge, embedder, taxonomy)
     return Scorer(
         embedder,

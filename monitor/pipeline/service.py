@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, get_args
 
+from monitor.alerts.condition import Condition
 from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
 from monitor.config import Settings
 from monitor.drift.emerging import ClusterSummary, EmergingClusterDetector
@@ -53,6 +54,22 @@ def lower_thread_priority(nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         except OSError as exc:
             log.warning("could not lower the worker thread's priority: %s", exc)
+
+
+def embedding_identity(settings: Settings, scorer: Scorer) -> dict[str, str]:
+    """The model and backend this service's embeddings come from (``{"model", "backend"}``).
+
+    Embeddings of one text through two backends differ (int8 vs fp32: cosine 0.98-0.99), enough
+    for a drift detector to see drift that is not there, so detector state records it. A service
+    without an embedder (the detector role) takes it from the settings its workers share.
+    """
+    if scorer.embedder is not None:
+        return dict(scorer.embedder.info.identity)
+    return {"model": settings.embedding_model, "backend": settings.embedding_backend}
+
+
+# Snapshots written before embeddings were labelled came from the torch path (the only one then).
+LEGACY_EMBEDDING_BACKEND = "torch"
 
 
 @dataclass(slots=True)
@@ -152,6 +169,8 @@ class MonitorService:
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
         self.metrics.set_build_info(scorer.judge.version, settings.embedding_model)
         self.metrics.declare_alert_kinds(self.detectors.alert_kinds())
+        self.embedding = embedding_identity(settings, scorer)
+        self.metrics.embedding_info.labels(**self.embedding).set(1)
 
     # ---------------------------------------------------------------- ingest (event loop)
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
@@ -480,6 +499,7 @@ class MonitorService:
                 "counts": asdict(self.counts),
                 "event_time": self.event_time,
                 "judge_version": self.scorer.judge.version,
+                "embedding": dict(self.embedding),
                 "components": {name: part.state_dict() for name, part in self.stateful.items()},
             }
 
@@ -489,9 +509,26 @@ class MonitorService:
         Events accepted but still queued when the state was taken died with the old process:
         they are counted as ``dropped{reason="restart"}`` (and as processed, so ``processed``
         catches up with ``accepted`` instead of waiting for events that will never come).
+
+        State taken with embeddings from another model or backend: detectors and components that
+        compare embeddings (``uses_embeddings``: embedding drift, emerging clusters, the report
+        reservoir) start afresh and refit their reference from new traffic, and those detectors'
+        open alerts resolve; comparing new vectors with old ones would be a false alarm.
         """
         if state["judge_version"] != self.scorer.judge.version:
             log.warning("restoring detector state built on judge %s into judge %s", state["judge_version"], self.scorer.judge.version)
+        saved_embedding = state.get("embedding") or {"model": self.embedding["model"], "backend": LEGACY_EMBEDDING_BACKEND}
+        refit: list[str] = []
+        if saved_embedding != self.embedding:
+            refit = [d.name for d in self.detectors.detectors if getattr(d, "uses_embeddings", False)]
+            refit += [name for name, part in self.stateful.items() if getattr(part, "uses_embeddings", False)]
+            if refit:
+                log.warning(
+                    "snapshot embeddings came from model %s via backend %s, this process embeds with model %s via backend %s: "
+                    "refitting %s from new traffic instead of comparing the two (no drift alert from the change)",
+                    saved_embedding.get("model"), saved_embedding.get("backend"), self.embedding["model"], self.embedding["backend"],
+                    ", ".join(refit),
+                )
         saved = {k: v for k, v in state["counts"].items() if k in Counts.__dataclass_fields__}
         counts = Counts(**{**saved, "dropped": {**Counts().dropped, **saved.get("dropped", {})}})
         lost = counts.accepted - counts.processed
@@ -500,15 +537,24 @@ class MonitorService:
             counts.processed += lost
             self.metrics.dropped.labels(reason="restart").inc(lost)
         with self._state_lock:
-            self.detectors.load_state_dict(state["detectors"])
+            self.detectors.load_state_dict({k: v for k, v in state["detectors"].items() if k not in refit})
             self.alert_engine.load_state_dict(state["alerts"])
+            refit_kinds = {getattr(d, "alert_kind", d.name) for d in self.detectors.detectors if d.name in refit}
+            stale = [
+                Condition(a.kind, a.scope, a.key, active=False, at=state["event_time"] or a.updated_at)
+                for a in self.alert_engine.alerts("all") if a.kind in refit_kinds and a.status != "resolved"
+            ]
+            refitted = self.alert_engine.observe(stale)
+            for t in refitted:
+                t.alert.summary += f" (resolved: reference refitted, embeddings now come from backend {self.embedding['backend']})"
+            self._export_transitions(refitted)
             self.counts = counts
             self.event_time = state["event_time"]
             for name, part_state in state.get("components", {}).items():
-                if name in self.stateful:
+                if name in self.stateful and name not in refit:
                     self.stateful[name].load_state_dict(part_state)
             self._export_firing()
-            restored = [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
+            restored = refitted + [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
         if self.event_time is not None and self.counts_events:
             self.metrics.event_time.set(self.event_time)
         # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce
@@ -590,6 +636,7 @@ class MonitorService:
             "sampling_rate": self._sampler.current_rate,
             "event_time": self.event_time,
             "judge_version": self.scorer.judge.version,
+            "embedding_backend": self.embedding["backend"],
             "worker_running": self.running,
             "latency": {stage: w.summary() for stage, w in self.latency.items()},
         }

@@ -1,0 +1,196 @@
+"""Encoder backends on a tiny randomly initialised BERT (fast): export, cache, errors, parity, pairs.
+
+The real model's parity and the service on each backend are in test_embed_backends_real.py (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
+
+from monitor.embed.backends import EncoderBackend, OnnxBackend, make_backend  # noqa: E402
+from monitor.embed.embedder import Embedder  # noqa: E402
+from monitor.embed.onnx_export import ExportedModelError, cache_key, export_onnx  # noqa: E402
+
+WORDS = [f"w{i}" for i in range(90)]
+TEXTS = [" ".join(WORDS[(7 * i + j) % 90] for j in range(n)) for i, n in enumerate([1, 3, 12, 40, 5, 90, 2, 17])]
+PAIRS = [" ".join(WORDS[(3 * i + j) % 90] for j in range(n)) for i, n in enumerate([4, 1, 20, 2, 60, 9, 30, 1])]
+
+
+def tiny_model(seed: int = 0) -> BertModel:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> BertTokenizerFast:
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab))
+
+
+@pytest.fixture(scope="module")
+def model() -> BertModel:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_export_is_deterministic(model, tokenizer, tmp_path):
+    for quantize in (False, True):
+        first = export_onnx(model, tokenizer, tmp_path / f"a{quantize}", quantize=quantize)
+        second = export_onnx(tiny_model(), tokenizer, tmp_path / f"b{quantize}", quantize=quantize)  # same weights, new object
+        assert (first / "model.onnx").read_bytes() == (second / "model.onnx").read_bytes()
+        assert (first / "manifest.json").read_text() == (second / "manifest.json").read_text()
+    assert cache_key(model, "onnx-int8") == cache_key(tiny_model(), "onnx-int8")
+    assert cache_key(model, "onnx-int8") != cache_key(tiny_model(seed=1), "onnx-int8")  # other weights, other folder
+    assert cache_key(model, "onnx-int8") != cache_key(model, "onnx-fp32")
+
+
+def test_in_memory_model_exports_once_and_matches_torch(model, tokenizer, cache):
+    reference = make_backend("torch", model, tokenizer, device="cpu")
+    fp32 = make_backend("onnx-fp32", model, tokenizer, cache_dir=cache)
+    int8 = make_backend("onnx-int8", model, tokenizer, cache_dir=cache)
+    for backend in (reference, fp32, int8):
+        assert isinstance(backend, EncoderBackend)
+        assert backend.dimension == 32
+    assert (fp32.name, int8.name) == ("onnx-fp32", "onnx-int8")
+    expected = reference.pooled(TEXTS)
+    assert expected.shape == (len(TEXTS), 32) and expected.dtype == np.float32
+    np.testing.assert_allclose(fp32.pooled(TEXTS), expected, atol=1e-4)
+    assert cosine(int8.pooled(TEXTS), expected).min() > 0.95  # a random tiny model quantizes worse than MiniLM
+    folders = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert len(folders) == 2
+    make_backend("onnx-int8", model, tokenizer, cache_dir=cache)  # loaded from the cache, not exported again
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == folders
+
+
+def test_pairs_use_token_types_on_every_backend(model, tokenizer, cache):
+    reference = make_backend("torch", model, tokenizer, device="cpu")
+    fp32 = make_backend("onnx-fp32", model, tokenizer, cache_dir=cache)
+    paired = reference.pooled(TEXTS, PAIRS)
+    np.testing.assert_allclose(fp32.pooled(TEXTS, PAIRS), paired, atol=1e-4)
+    assert not np.allclose(paired, reference.pooled(TEXTS), atol=1e-3)
+    lengths = reference.token_lengths(TEXTS, PAIRS)
+    assert lengths == fp32.token_lengths(TEXTS, PAIRS)
+    assert lengths[0] == 1 + 4 + 3  # [CLS] w [SEP] w w w w [SEP]
+    with pytest.raises(ValueError, match="pairs"):
+        reference.pooled(TEXTS, PAIRS[:2])
+
+
+def test_embedder_normalises_and_plans_passes_on_any_backend(model, tokenizer, cache):
+    for backend in (make_backend("torch", model, tokenizer, device="cpu"), make_backend("onnx-int8", model, tokenizer, cache_dir=cache)):
+        embedder = Embedder(model="tiny", encoder=backend)
+        assert embedder.info.backend == backend.name and embedder.info.identity == {"model": "tiny", "backend": backend.name}
+        whole = embedder.encode(TEXTS, batch_size=64)
+        np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+        one_by_one = embedder.encode(TEXTS, batch_size=1)
+        if backend.name == "torch":
+            np.testing.assert_allclose(one_by_one, whole, atol=1e-5)  # grouping does not change vectors
+        else:  # int8 quantizes activations with one scale per pass: grouping moves vectors a little
+            assert cosine(one_by_one, whole).min() > 0.999
+        assert embedder.encode([]).shape == (0, 32)
+
+
+def test_missing_or_corrupt_export_names_the_path_and_the_rebuild_command(model, tokenizer, tmp_path):
+    folder = export_onnx(model, tokenizer, tmp_path / "export", quantize=True)
+    with pytest.raises(ExportedModelError, match=r"monitor model export") as missing:
+        OnnxBackend(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(missing.value)
+
+    model_file = folder / "model.onnx"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(ExportedModelError, match="corrupt") as corrupt:
+        OnnxBackend(folder)
+    assert str(model_file) in str(corrupt.value) and "monitor model export" in str(corrupt.value)
+
+    model_file.unlink()
+    with pytest.raises(ExportedModelError, match="missing") as gone:
+        OnnxBackend(folder)
+    assert str(model_file) in str(gone.value)
+
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "recipe": "old"}))
+    with pytest.raises(ExportedModelError, match="recipe"):
+        OnnxBackend(folder)
+
+
+def test_a_broken_cache_folder_is_reported_not_silently_replaced(model, tokenizer, tmp_path):
+    backend = make_backend("onnx-fp32", model, tokenizer, cache_dir=tmp_path)
+    (backend.folder / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ExportedModelError, match=str(backend.folder)):
+        make_backend("onnx-fp32", model, tokenizer, cache_dir=tmp_path)
+
+
+def test_unknown_backend_and_in_memory_model_without_tokenizer_are_refused(model):
+    with pytest.raises(ValueError, match="onnx-int8"):
+        make_backend("tensorrt", model)
+    with pytest.raises(ValueError, match="tokenizer"):
+        make_backend("torch", model)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread niceness is read from /proc (Linux)")
+def test_onnx_threads_started_by_the_worker_take_its_niceness(model, tokenizer, cache):
+    """ONNX Runtime starts its thread pool with each session: the worker's session is its own, so
+    those threads are children of the worker thread and inherit ``worker_nice``, as torch's do."""
+    import threading
+
+    from monitor.config import Settings
+    from monitor.pipeline.builder import build_service
+    from tests.helpers.server import running_server
+    from tests.test_worker_priority import thread_nices
+
+    embedder = Embedder(model="tiny", encoder=make_backend("onnx-int8", model, tokenizer, cache_dir=cache, threads=2))
+    before = thread_nices()
+    with running_server(Settings(judge="prototype", worker_nice=7), lambda s: build_service(s, embedder=embedder)) as srv:
+        assert srv.client.post("/v1/events", json=[{"prompt": " ".join(WORDS[i : i + 5])} for i in range(20)]).status_code == 202
+        srv.wait_processed()
+        [worker] = [t for t in threading.enumerate() if t.name.startswith("monitor-worker")]
+        after = thread_nices()
+        assert after[worker.native_id] == 7
+        started = {tid for tid in after if tid not in before and after[tid] == 7} - {worker.native_id}
+        assert len(started) >= 1  # the session's intra-op pool (2 threads: the caller and one more)
+        assert after[threading.get_native_id()] == 0
+
+
+def test_model_export_command_builds_the_folder_the_service_loads(model, tokenizer, tmp_path):
+    """A model folder on disk and the same weights in memory share one cache folder."""
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+
+    folder = tmp_path / "tiny-model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(app, ["model", "export", "--backend", "all", "--model", str(folder), "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    built = {kind: Path(path) for kind, path in re.findall(r"(onnx-int8|onnx-fp32): (\S+)", result.output)}
+    assert built == {kind: cache / cache_key(model, kind) for kind in ("onnx-int8", "onnx-fp32")}
+    (built["onnx-int8"] / "model.onnx").write_bytes(b"damaged")
+    with pytest.raises(ExportedModelError, match="corrupt"):
+        make_backend("onnx-int8", str(folder), cache_dir=cache)  # the service refuses a broken export...
+    repaired = CliRunner().invoke(app, ["model", "export", "--model", str(folder), "--cache-dir", str(cache)])
+    assert repaired.exit_code == 0, repaired.output  # ...and the command it names rebuilds it
+    backend = make_backend("onnx-int8", str(folder), cache_dir=cache)  # found in the cache: the folder's tokenizer, no export
+    assert backend.folder == built["onnx-int8"]
+    reference = make_backend("torch", model, tokenizer, device="cpu").pooled(TEXTS)
+    assert cosine(backend.pooled(TEXTS), reference).min() > 0.95

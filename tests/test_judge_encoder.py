@@ -106,3 +106,18 @@ def test_tampered_weights_are_refused(trained, tmp_path):
     (tmp_path / "weights.npz").write_bytes((out / "weights.npz").read_bytes()[:-10] + b"0" * 10)
     with pytest.raises(ValueError, match="weights.npz"):
         load_encoder_judge(tmp_path, tax)
+
+
+def test_the_onnx_int8_backend_agrees_with_torch_and_names_itself(trained, tmp_path):
+    out, _, tax = trained
+    texts = [JudgeInput(f"Explain how to {h}, request {i}", np.zeros(384, np.float32),
+                        "I'm sorry, but I can't help with that." if i % 2 else f"Sure, here are the steps to {h}.",
+                        np.zeros(384, np.float32)) for i, h in enumerate(BEAVERTAILS)]
+    texts.append(JudgeInput("Could you share a banana bread recipe, version 7?", np.zeros(384, np.float32)))
+    fp32 = load_encoder_judge(out, tax).judge(texts)
+    int8_judge = load_encoder_judge(out, tax, backend="onnx-int8", cache_dir=tmp_path)
+    assert int8_judge.version == f"{int8_judge.manifest['version']}+onnx-int8"  # dashboards see the change
+    int8 = int8_judge.judge(texts)
+    for a, b in zip(fp32, int8):
+        assert abs(a.prompt_unsafe - b.prompt_unsafe) < 0.05
+        assert a.response_unsafe is None or abs(a.response_unsafe - b.response_unsafe) < 0.05

@@ -98,10 +98,19 @@ class Embedder:
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        return normalise(self.pooled(texts, batch_size=batch_size))
+
+    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int | None = None) -> np.ndarray:
+        """Mean-pooled, not normalised, ``(n, d)`` float32 in input order, over passes planned on token counts;
+        ``pairs`` gives each text a second segment (a cross-encoding judge reads prompt and reply together)."""
         texts = list(texts)
+        pairs = list(pairs) if pairs is not None else None
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for indices in plan_passes(self.token_lengths(texts), batch_size or self.pass_size, self.pass_overhead_tokens):
-            out[indices] = normalise(self.backend.pooled([texts[i] for i in indices]))
+        if not texts:
+            return out
+        lengths = self.backend.token_lengths(texts, pairs)
+        for indices in plan_passes(lengths, batch_size or self.pass_size, self.pass_overhead_tokens):
+            out[indices] = self.backend.pooled([texts[i] for i in indices], [pairs[i] for i in indices] if pairs else None)
         return out
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:

@@ -149,35 +149,14 @@ def save_encoder_artifact(path: Path | str, arrays: Mapping[str, np.ndarray], ma
     (path / "model_card.md").write_text(card)
 
 
-class TorchPooled:
-    """Mean-pooled encoder outputs with plain torch, batched by length (the training-time reference)."""
-
-    def __init__(self, model, tokenizer, max_seq_length: int, batch_size: int = 64) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.max_seq_length, self.batch_size = max_seq_length, batch_size
-
-    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-        import torch
-
-        from monitor.judge.encoder_model import masked_mean
-
-        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
-                             max_length=self.max_seq_length, return_token_type_ids=True)
-        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
-        out = np.zeros((len(texts), self.model.config.hidden_size), np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in ("input_ids", "token_type_ids", "attention_mask")},
-                                           return_tensors="pt")
-                hidden = self.model(**batch).last_hidden_state
-                out[idx] = masked_mean(hidden, batch["attention_mask"]).numpy()
-        return out
-
-
-def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_seq_length: int = 256) -> EncoderJudge:
-    """Load an artifact on its base model; with ``taxonomy``, also check the categories are its harm ids."""
-    from monitor.embed.embedder import resolve_model_path
+def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_seq_length: int = 256,
+                       backend: str = "torch", device: str = "auto", cache_dir: str | Path | None = None,
+                       threads: int | None = None) -> EncoderJudge:
+    """Load an artifact on its base model and run it on ``backend`` (torch, onnx-int8, onnx-fp32, auto: the
+    ONNX kinds export the assembled encoder once into ``cache_dir``, as for the drift embedder); with
+    ``taxonomy``, also check the categories are its harm ids."""
+    from monitor.embed.backends import make_backend, resolve_model_path
+    from monitor.embed.embedder import Embedder
     from monitor.judge.encoder_model import assemble, load_base
     from monitor.judge.encoder_training import base_weights_digest
 
@@ -192,4 +171,6 @@ def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_s
                          f"{manifest['embedding']['model']!r} here differs (another model or package release)")
     layers = {k: v for k, v in arrays.items() if not k.startswith(("prompt_head.", "pair_head."))}
     model = assemble(base, manifest["encoder"]["frozen_layers"], layers)
-    return EncoderJudge(TorchPooled(model, tokenizer, max_seq_length), arrays, manifest)
+    runner = make_backend(backend, model, tokenizer, max_seq_length, device, cache_dir, threads)
+    encoder = Embedder(manifest["version"], max_seq_length, encoder=runner)  # the same pass planner as the drift embedder
+    return EncoderJudge(encoder, arrays, manifest, runner.name)

@@ -15,14 +15,17 @@ from monitor.taxonomy import Taxonomy
 NAMED_ARTIFACTS = {"default": DEFAULT_ARTIFACT, "encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
 
 
-def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy) -> Judge:
+def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
+                threads: int | None = None) -> Judge:
     """``default``/``encoder`` → the shipped judge v2 (fine-tuned encoder); ``heads`` → the v1 heads on the drift
     embeddings; ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
     path = _artifact(spec)
     if is_encoder_artifact(path):
-        return load_encoder_judge(path, taxonomy)
+        # The judge's encoder runs on the drift embedder's backend, device and model cache.
+        return load_encoder_judge(path, taxonomy, embedder.info.max_seq_length, embedder.backend.name,
+                                  embedder.backend.device, cache_dir, threads)
     heads = HeadsJudge.load(path, taxonomy)
     if heads.embedding_model != embedder.info.model:
         raise ValueError(f"judge artifact {path} was trained on embeddings of {heads.embedding_model!r}, but the "
@@ -31,14 +34,16 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy) -> Judge:
     return heads
 
 
-def judge_version(spec: str, taxonomy: Taxonomy) -> str:
+def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch") -> str:
     """The version :func:`build_judge` would give, without loading the embedding model (the detector
-    role labels its state and metrics with the judge its workers run)."""
+    role labels its state and metrics with the judge its workers run); an encoder judge's version names
+    its backend when that is not torch (``backend`` as resolved, e.g. ``onnx-int8``)."""
     if spec == "prototype":
         return prototype_version(taxonomy)
     path = _artifact(spec)
     if is_encoder_artifact(path):
-        return str(json.loads((path / "manifest.json").read_text())["version"])
+        version = str(json.loads((path / "manifest.json").read_text())["version"])
+        return version if backend == "torch" else f"{version}+{backend}"
     return HeadsJudge.load(path, taxonomy).version
 
 

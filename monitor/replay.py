@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 
 import httpx
 
+from monitor.client import bearer_headers
+
 from monitor.ingest.schema import parse_timestamp
 
 
@@ -59,10 +61,12 @@ def replay(
     on_progress: Callable[[int], None] | None = None,
     client: httpx.Client | None = None,
     max_wait_s: float = 300.0,
+    token: str | None = None,
 ) -> ReplayResult:
+    """``token``: bearer token of scope ingest (default ``$MONITOR_TOKEN``)."""
     result = ReplayResult()
     own = client is None
-    client = client or httpx.Client(timeout=30.0)
+    client = client or httpx.Client(timeout=30.0, headers=bearer_headers(token))
     endpoint = url.rstrip("/") + "/v1/events"
     first_event_t: float | None = None
     wall_start = time.monotonic()
@@ -111,14 +115,17 @@ def replay(
     return result
 
 
-def wait_until_processed(url: str, timeout_s: float = 600.0, client: httpx.Client | None = None) -> dict:
-    """Poll ``/v1/status`` until every accepted event has left the pipeline."""
+def wait_until_processed(url: str, timeout_s: float = 600.0, client: httpx.Client | None = None, token: str | None = None) -> dict:
+    """Poll ``/v1/status`` (a read token: ``token`` or ``$MONITOR_TOKEN``) until every accepted event has left the pipeline."""
     own = client is None
-    client = client or httpx.Client(timeout=10.0)
+    client = client or httpx.Client(timeout=10.0, headers=bearer_headers(token))
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            status = client.get(url.rstrip("/") + "/v1/status").json()
+            resp = client.get(url.rstrip("/") + "/v1/status")
+            if resp.status_code in (401, 403):
+                raise PermissionError(f"/v1/status answered {resp.status_code}: {resp.json().get('error')}")
+            status = resp.json()
             if status.get("ready") and status["processed"] >= status["accepted"]:
                 return status
             if time.monotonic() > deadline:

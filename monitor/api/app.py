@@ -219,7 +219,10 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         if service is None:
             return Response(b"", media_type=CONTENT_TYPE_LATEST)
         try:
-            service.metrics.queue_depth.set((await asyncio.to_thread(service.status))["queue_depth"])
+            current = await asyncio.to_thread(service.status)
+            service.metrics.queue_depth.set(current["queue_depth"])
+            if current.get("sampling_rate") is not None:  # the rate at the fill now, not at the last ingest
+                service.metrics.sampling_rate.set(current["sampling_rate"])
         except StoreUnavailable:
             pass  # Redis down (scale-out roles): gauges read from it keep their last values; this replica's counters are current
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -136,10 +136,11 @@ class Settings(BaseSettings):
         description="Bytes of events (as counted for max_event_bytes) waiting for the worker; ingest samples, then answers 503, past it.",
     )
     max_queue_delay_seconds: float = Field(
-        30.0,
+        60.0,
         gt=0,
-        description="Longest time an event should wait in the queue: once the worker's throughput is measured, the queue "
-        "bound becomes min(queue_capacity, throughput x this) and sampling sheds at ingest against it.",
+        description="Longest time an event admitted to the queue should wait there: once the worker's rate is measured "
+        "(after its first batch) the queue bound becomes min(queue_capacity, rate x this), and sampling and shedding at "
+        "ingest work against that bound (503 instead with sampling: off).",
     )
     shutdown_drain_seconds: float = Field(
         10.0, ge=0, description="On shutdown, how long the worker may work through the queue; what is left is counted dropped{reason=\"shutdown\"}."

@@ -250,7 +250,7 @@ class MonitorService:
             else:
                 admitted.append((event, weight, size))
                 admitted_bytes += size
-        if self._fill(len(admitted), admitted_bytes) > 1.0:  # sampling off: push back, take nothing
+        if not sampling and admitted and self._fill(len(admitted), admitted_bytes) > 1.0:  # sampling off: push back, take nothing
             outcome.queue_full = True
             outcome.duplicates = 0
             self._count_ingest(n_received, outcome, new=0, dropped=request.refused)

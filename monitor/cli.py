@@ -86,6 +86,7 @@ def replay_cmd(
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Ignore timestamps' gaps (default when --speed is not given)."),
     batch_size: int = typer.Option(200, min=1, help="Events per request."),
     wait: bool = typer.Option(True, help="Wait until the service has processed everything sent."),
+    pace: bool = typer.Option(False, help="Send only while the service judges every event (no sampling); needs read too."),
     token: Optional[str] = _token_option("ingest (and read, for --wait: an admin token has both)"),
 ) -> None:
     from monitor.replay import read_events, replay, wait_until_processed
@@ -94,7 +95,7 @@ def replay_cmd(
         raise typer.BadParameter("give --speed or --as-fast-as-possible, not both")
     total = sum(1 for line in file.open("rb") if line.strip())
     with typer.progressbar(length=total, label=f"replaying {file.name}") as bar:
-        result = replay(read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update, token=token)
+        result = replay(read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update, token=token, pace=pace)
     typer.echo(
         f"sent {result.sent}: accepted {result.accepted} (duplicates {result.duplicates}), "
         f"rejected {result.rejected}, 503 retries {result.retries}"
@@ -138,7 +139,7 @@ def demo(
 
     stream = demo_stream(n_events=events, seed=seed)
     with typer.progressbar(length=len(stream), label="demo stream") as bar:
-        replay(iter(stream), url, on_progress=bar.update, token=token)
+        replay(iter(stream), url, on_progress=bar.update, token=token, pace=True)  # judge every event: no sampling
     status_body = wait_until_processed(url, token=token)
     typer.echo(f"processed {status_body['processed']} events, judged {status_body['judged']}")
     alerts = httpx.get(url.rstrip("/") + "/v1/alerts", params={"status": "all"}, headers=bearer_headers(token)).json()["alerts"]

@@ -62,8 +62,11 @@ def replay(
     client: httpx.Client | None = None,
     max_wait_s: float = 300.0,
     token: str | None = None,
+    pace: bool = False,
 ) -> ReplayResult:
-    """``token``: bearer token of scope ingest (default ``$MONITOR_TOKEN``)."""
+    """``token``: bearer token of scope ingest (default ``$MONITOR_TOKEN``). ``pace``: before each
+    batch, wait until the service samples no more (``sampling_rate`` 1 in ``/v1/status``, which
+    needs scope read too), so every event is judged instead of shed under the overload bound."""
     result = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=30.0, headers=bearer_headers(token))
@@ -72,7 +75,17 @@ def replay(
     wall_start = time.monotonic()
     batch: list[dict] = []
 
+    def wait_for_room() -> None:
+        deadline = time.monotonic() + max_wait_s
+        while time.monotonic() < deadline:
+            status = client.get(url.rstrip("/") + "/v1/status").json()
+            if not status.get("ready", True) or status.get("sampling_rate", 1.0) >= 1.0:
+                return
+            time.sleep(0.2)
+
     def flush() -> None:
+        if pace:
+            wait_for_room()
         deadline = time.monotonic() + max_wait_s
         while True:
             resp = client.post(endpoint, json={"events": batch})

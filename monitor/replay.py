@@ -76,11 +76,14 @@ def replay(
     batch: list[dict] = []
 
     def wait_for_room() -> None:
-        deadline = time.monotonic() + max_wait_s
+        """Until the service samples no more; gives up after ``max_wait_s`` without progress (processed not growing)."""
+        deadline, processed = time.monotonic() + max_wait_s, -1
         while time.monotonic() < deadline:
             status = client.get(url.rstrip("/") + "/v1/status").json()
             if not status.get("ready", True) or status.get("sampling_rate", 1.0) >= 1.0:
                 return
+            if status.get("processed", 0) > processed:
+                deadline, processed = time.monotonic() + max_wait_s, status.get("processed", 0)
             time.sleep(0.2)
 
     def flush() -> None:

@@ -18,12 +18,19 @@ from monitor.judge.cli import judge_app
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+TOKEN_HELP = "Bearer token (or set MONITOR_TOKEN; never printed)."
+
+
+def _token_option(scope: str) -> Optional[str]:
+    return typer.Option(None, "--token", envvar="MONITOR_TOKEN", show_default=False, help=f"Token of scope {scope}. " + TOKEN_HELP)
 
 
 def _settings_help() -> str:
     lines = ["Every option can be set as an env var MONITOR_<NAME> or in the YAML --config file:\n"]
     for name, field in Settings.model_fields.items():
-        lines.append(f"MONITOR_{name.upper()} (default {field.default!r}): {field.description}\n")
+        default = field.get_default(call_default_factory=True)  # list options have a default_factory
+        shown = "" if default is None and "token" in name else f" (default {default!r})"
+        lines.append(f"MONITOR_{name.upper()}{shown}: {field.description}\n")
     return "\n".join(lines)
 
 
@@ -40,11 +47,14 @@ def serve(
 
     from monitor.api.app import create_app
 
+    from monitor.api.auth import AuthConfigError
+    from monitor.redact_urls import redact_urls
+
     overrides = {k: v for k, v in {"host": host, "port": port, "role": role}.items() if v is not None}
     try:
         settings = load_settings(config, **overrides)
     except ValueError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
+        typer.echo(f"configuration error: {redact_urls(str(exc))}", err=True)
         raise typer.Exit(2) from None
     if settings.role != "all" and settings.redis_url is None:
         typer.echo(f"configuration error: role {settings.role!r} needs MONITOR_REDIS_URL", err=True)
@@ -60,7 +70,13 @@ def serve(
         from monitor.scale.roles import build_detector_node, build_frontend
 
         factory = build_frontend if settings.role == "api" else build_detector_node
-    uvicorn.run(create_app(settings, service_factory=factory), host=settings.host, port=settings.port, log_level=log_level)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app_ = create_app(settings, service_factory=factory)
+    except AuthConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=log_level)
 
 
 @app.command(name="replay", help="Send a JSONL file of events to a running monitor, honouring event timestamps.")
@@ -71,6 +87,8 @@ def replay_cmd(
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Ignore timestamps' gaps (default when --speed is not given)."),
     batch_size: int = typer.Option(200, min=1, help="Events per request."),
     wait: bool = typer.Option(True, help="Wait until the service has processed everything sent."),
+    pace: bool = typer.Option(False, help="Send only while the service judges every event (no sampling); needs read too."),
+    token: Optional[str] = _token_option("ingest (and read, for --wait: an admin token has both)"),
 ) -> None:
     from monitor.replay import read_events, replay, wait_until_processed
 
@@ -78,25 +96,31 @@ def replay_cmd(
         raise typer.BadParameter("give --speed or --as-fast-as-possible, not both")
     total = sum(1 for line in file.open("rb") if line.strip())
     with typer.progressbar(length=total, label=f"replaying {file.name}") as bar:
-        result = replay(read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update)
+        result = replay(read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update, token=token, pace=pace)
     typer.echo(
         f"sent {result.sent}: accepted {result.accepted} (duplicates {result.duplicates}), "
         f"rejected {result.rejected}, 503 retries {result.retries}"
     )
     if wait:
-        status = wait_until_processed(url)
+        status = wait_until_processed(url, token=token)
         typer.echo(f"processed {status['processed']} of {status['accepted']} accepted; judged {status['judged']}")
 
 
 @app.command(help="Print the running service's status as JSON.")
-def status(url: str = typer.Option(DEFAULT_URL, help="Monitor base URL.")) -> None:
+def status(url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."), token: Optional[str] = _token_option("read")) -> None:
     import httpx
 
+    from monitor.client import bearer_headers
+
     try:
-        body = httpx.get(url.rstrip("/") + "/v1/status", timeout=5.0).json()
+        resp = httpx.get(url.rstrip("/") + "/v1/status", timeout=5.0, headers=bearer_headers(token))
+        body = resp.json()
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach the monitor at {url}: {exc}", err=True)
         raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        typer.echo(f"status failed ({resp.status_code}): {body.get('error', body)}", err=True)
+        raise typer.Exit(1)
     typer.echo(json.dumps(body, indent=2))
 
 
@@ -105,18 +129,21 @@ def demo(
     url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
     events: int = typer.Option(8000, min=200, help="Events in the demo stream (the shift starts at 70%)."),
     seed: int = typer.Option(0, help="Seed of the demo stream."),
+    token: Optional[str] = _token_option("admin (or one token with ingest and read)"),
 ) -> None:
     import httpx
+
+    from monitor.client import bearer_headers
 
     from monitor.demo import demo_stream
     from monitor.replay import replay, wait_until_processed
 
     stream = demo_stream(n_events=events, seed=seed)
     with typer.progressbar(length=len(stream), label="demo stream") as bar:
-        replay(iter(stream), url, on_progress=bar.update)
-    status_body = wait_until_processed(url)
+        replay(iter(stream), url, on_progress=bar.update, token=token, pace=True)  # judge every event: no sampling
+    status_body = wait_until_processed(url, token=token)
     typer.echo(f"processed {status_body['processed']} events, judged {status_body['judged']}")
-    alerts = httpx.get(url.rstrip("/") + "/v1/alerts", params={"status": "all"}).json()["alerts"]
+    alerts = httpx.get(url.rstrip("/") + "/v1/alerts", params={"status": "all"}, headers=bearer_headers(token)).json()["alerts"]
     if not alerts:
         typer.echo(
             "no alert yet: the detectors are still learning their reference (20,000 events by default); "

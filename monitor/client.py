@@ -12,9 +12,13 @@ JSON array to the monitor (``POST /v1/events`` by default; ``path`` picks anothe
 - Exit: ``close()`` (or the ``with`` block, or interpreter exit for the sync client) flushes what is
   buffered, waiting at most ``close_timeout`` seconds.
 
+Authentication: ``token`` (default ``$MONITOR_TOKEN``) is sent as ``Authorization: Bearer <token>``; the
+monitor's ingest routes need a token of scope ``ingest`` (or ``admin``) when its authentication is on.
+401/403 are counted as ``failed`` and never retried (a wrong token does not fix itself).
+
 Usage::
 
-    with MonitorClient("http://monitor:8000") as monitor:       # or AsyncMonitorClient in async code
+    with MonitorClient("http://monitor:8000", token=os.environ["MONITOR_TOKEN"]) as monitor:       # or AsyncMonitorClient in async code
         monitor.send({"event_id": request_id, "prompt": prompt, "response": reply, "model": "gpt-4o"})
     print(monitor.stats())  # sent, duplicates, rejected, dropped, failed, retries, pending
 """
@@ -27,6 +31,7 @@ import email.utils
 import functools
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -43,6 +48,13 @@ log = logging.getLogger(__name__)
 Item = Mapping[str, Any] | BaseModel
 
 _REJECTED = frozenset({400, 415, 422})
+_DENIED = frozenset({401, 403})
+
+
+def bearer_headers(token: str | None = None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` for ``token`` (default ``$MONITOR_TOKEN``), or ``{}`` without one."""
+    token = token if token is not None else os.environ.get("MONITOR_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 _RETRIED = frozenset({408, 429})
 
 
@@ -157,6 +169,10 @@ class _Core:
                 return self.DONE, 0.0
             if status == 413 and n > 1:
                 return self.SPLIT, 0.0
+            if status in _DENIED:
+                s.failed += n
+                log.warning("monitor refused the token for %d items (HTTP %s): %s", n, status, _error_of(reply.body))
+                return self.DONE, 0.0
             if status in _REJECTED or status == 413:
                 s.rejected += n
                 log.warning("monitor rejected %d items (HTTP %s): %s", n, status, _error_of(reply.body))
@@ -214,13 +230,15 @@ class _Client:
         max_backoff: float = 30.0,
         close_timeout: float = 5.0,
         headers: Mapping[str, str] | None = None,
+        token: str | None = None,
         seed: int | None = None,
     ) -> None:
+        """``token``: bearer token (default ``$MONITOR_TOKEN``); ``headers`` add to or override the defaults."""
         self.endpoint = url.rstrip("/") + path
         self.flush_interval = flush_interval
         self.close_timeout = close_timeout
         self._core = _Core(max_buffer, batch_size, RetryPolicy(max_retries, backoff, max_backoff), seed)
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        self._headers = {"Content-Type": "application/json", **bearer_headers(token), **(headers or {})}
         self._timeout = timeout
         self._flush_now = False
         self._closing = False

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -72,6 +72,51 @@ class Settings(BaseSettings):
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")
 
+    max_event_bytes: int = Field(
+        128 * 1024,
+        ge=1024,
+        description="Largest event kept, counting its (truncated) texts, labels and metadata as UTF-8 JSON bytes; a "
+        "larger one is rejected (per-event 422 naming the field). Bounds what one event can hold in memory.",
+    )
+    max_json_depth: int = Field(64, ge=4, le=500, description="Deepest JSON nesting accepted in a body (400 above, before parsing).")
+    max_int_digits: int = Field(1000, ge=20, le=4000, description="Longest run of digits in a JSON number accepted (400 above, checked before parsing: Python refuses integers over 4,300 digits and converts long ones in quadratic time).")
+
+    # --- authentication (see README, Security) ---
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="on: every data endpoint needs a bearer token; off: none does (a warning is logged); auto: on when "
+        "any token is configured, else off when the host is loopback and a refusal to start when it is not.",
+    )
+    ingest_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Tokens of scope ingest (events, LiteLLM, traces), comma-separated, each NAME:SECRET (the name is "
+        "what logs and feedback sources show) or a bare secret (named by a hash prefix).",
+    )
+    read_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Tokens of scope read (status, alerts, clusters, reports), as ingest_tokens."
+    )
+    admin_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Tokens of scope admin (feedback; implies read and ingest), as ingest_tokens."
+    )
+    ingest_tokens_file: Path | None = Field(None, description="File of ingest tokens, one NAME:SECRET per line (# comments).")
+    read_tokens_file: Path | None = Field(None, description="File of read tokens, one NAME:SECRET per line.")
+    admin_tokens_file: Path | None = Field(None, description="File of admin tokens, one NAME:SECRET per line.")
+    open_endpoints: Annotated[list[Literal["healthz", "readyz", "metrics"]], NoDecode] = Field(
+        default_factory=lambda: ["healthz", "readyz", "metrics"],
+        description="Probe endpoints served without a token; one left out needs a read token.",
+    )
+    feedback_rate_per_source: float = Field(
+        50.0, gt=0, description="Labels per second one feedback source may send (token bucket; 429 above)."
+    )
+    feedback_burst_per_source: int = Field(2000, ge=1, description="Labels one feedback source may send at once (token bucket size).")
+    feedback_max_source_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Most of a category's concept-shift trials one feedback source may supply (once the category has "
+        "concept_warmup_trials trials): labels past it are counted capped and not tested, so one client cannot flip the detector.",
+    )
+
     # --- integrations (LiteLLM, OpenTelemetry) ---
     litellm_labels: list[Literal["team", "key_alias", "org", "project", "end_user"]] = Field(
         ["team", "key_alias", "end_user"],
@@ -87,13 +132,35 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Events stamped more than this after their arrival are rejected (event time must not jump ahead)."
     )
     queue_capacity: int = Field(20_000, ge=1, description="Events waiting for the worker; ingest answers 503 when full.")
+    queue_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of events (as counted for max_event_bytes) waiting for the worker; ingest samples, then answers 503, past it.",
+    )
+    max_queue_delay_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest time an event admitted to the queue should wait there: once the worker's rate is measured "
+        "(after its first batch) the queue bound becomes min(queue_capacity, rate x this), and sampling and shedding at "
+        "ingest work against that bound (503 instead with sampling: off).",
+    )
+    shutdown_drain_seconds: float = Field(
+        10.0, ge=0, description="On shutdown, how long the worker may work through the queue; what is left is counted dropped{reason=\"shutdown\"}."
+    )
     sampling: Literal["auto", "off"] = Field(
         "auto",
         description="auto: when the queue fills past sampling_start_fill, embed and judge only a random "
         "subset (weighted so shares stay unbiased); off: judge every event and push back with 503.",
     )
     sampling_start_fill: float = Field(0.25, gt=0, lt=1, description="Queue fill fraction where sampling starts.")
-    sampling_min_rate: float = Field(0.01, gt=0, le=1, description="Lowest sampling rate under overload.")
+    sampling_min_rate: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Lowest sampling rate of the ramp. When even that overfills the queue bound (offered load above "
+        "1/min_rate x the worker's rate) events beyond the bound are shed at ingest: accepted (202), not judged, counted "
+        "dropped{reason=\"overload\"}.",
+    )
     dedup_capacity: int = Field(500_000, ge=1, description="How many recent event ids are remembered for idempotency.")
     retry_after_seconds: int = Field(1, ge=1, description="Retry-After sent with 503.")
     seed: int = Field(0, description="Seed for every random choice (sampling, reservoirs, projections).")
@@ -233,6 +300,9 @@ class Settings(BaseSettings):
     report_text_chars: int = Field(300, ge=0, description="Characters of each kept text.")
     report_max_rows: int = Field(5000, ge=100, description="Most events per side a report analyses; larger windows are sampled uniformly and the report says so.")
     report_embedding_method: Literal["model", "mmd", "distance"] = Field("model", description="Evidently embedding-drift method: model (domain classifier ROC AUC), mmd (bootstrap, upper 95% tail; O(n^2), capped at 2000 rows) or distance (cosine between means, bootstrap).")
+    report_max_concurrent: int = Field(1, ge=1, description="Reports built at once; more requests get 503 with Retry-After (a report takes seconds of CPU).")
+    report_cache_seconds: float = Field(60.0, ge=0, description="How long a built report is served again for the same windows, scope and format (0 = no cache).")
+    report_cache_entries: int = Field(16, ge=1, description="Reports kept in the cache (least recently built dropped first).")
     report_tsne_points: int = Field(200, ge=20, description="Points per side in the report's t-SNE embedding plot (its cost grows fast with this).")
 
     # --- state ---
@@ -288,7 +358,10 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(ALL_DETECTORS)}")
         return value
 
-    @field_validator("models", "routes", "detectors", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls", mode="before")
+    @field_validator(
+        "models", "routes", "detectors", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls",
+        "ingest_tokens", "read_tokens", "admin_tokens", "open_endpoints", mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 
 import httpx
 
+from monitor.client import bearer_headers
+
 from monitor.ingest.schema import parse_timestamp
 
 
@@ -59,16 +61,34 @@ def replay(
     on_progress: Callable[[int], None] | None = None,
     client: httpx.Client | None = None,
     max_wait_s: float = 300.0,
+    token: str | None = None,
+    pace: bool = False,
 ) -> ReplayResult:
+    """``token``: bearer token of scope ingest (default ``$MONITOR_TOKEN``). ``pace``: before each
+    batch, wait until the service samples no more (``sampling_rate`` 1 in ``/v1/status``, which
+    needs scope read too), so every event is judged instead of shed under the overload bound."""
     result = ReplayResult()
     own = client is None
-    client = client or httpx.Client(timeout=30.0)
+    client = client or httpx.Client(timeout=30.0, headers=bearer_headers(token))
     endpoint = url.rstrip("/") + "/v1/events"
     first_event_t: float | None = None
     wall_start = time.monotonic()
     batch: list[dict] = []
 
+    def wait_for_room() -> None:
+        """Until the service samples no more; gives up after ``max_wait_s`` without progress (processed not growing)."""
+        deadline, processed = time.monotonic() + max_wait_s, -1
+        while time.monotonic() < deadline:
+            status = client.get(url.rstrip("/") + "/v1/status").json()
+            if not status.get("ready", True) or status.get("sampling_rate", 1.0) >= 1.0:
+                return
+            if status.get("processed", 0) > processed:
+                deadline, processed = time.monotonic() + max_wait_s, status.get("processed", 0)
+            time.sleep(0.2)
+
     def flush() -> None:
+        if pace:
+            wait_for_room()
         deadline = time.monotonic() + max_wait_s
         while True:
             resp = client.post(endpoint, json={"events": batch})
@@ -111,14 +131,17 @@ def replay(
     return result
 
 
-def wait_until_processed(url: str, timeout_s: float = 600.0, client: httpx.Client | None = None) -> dict:
-    """Poll ``/v1/status`` until every accepted event has left the pipeline."""
+def wait_until_processed(url: str, timeout_s: float = 600.0, client: httpx.Client | None = None, token: str | None = None) -> dict:
+    """Poll ``/v1/status`` (a read token: ``token`` or ``$MONITOR_TOKEN``) until every accepted event has left the pipeline."""
     own = client is None
-    client = client or httpx.Client(timeout=10.0)
+    client = client or httpx.Client(timeout=10.0, headers=bearer_headers(token))
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            status = client.get(url.rstrip("/") + "/v1/status").json()
+            resp = client.get(url.rstrip("/") + "/v1/status")
+            if resp.status_code in (401, 403):
+                raise PermissionError(f"/v1/status answered {resp.status_code}: {resp.json().get('error')}")
+            status = resp.json()
             if status.get("ready") and status["processed"] >= status["accepted"]:
                 return status
             if time.monotonic() > deadline:

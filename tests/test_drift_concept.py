@@ -237,7 +237,7 @@ STEADY_WRONG = {SAFE: 0.0, "self_harm": 0.05, "privacy_violation": 0.10, "child_
 def test_feedback_quiet_on_a_stationary_stream():
     det = FeedbackDisagreementDetector(HARM)
     assert feed_labelled(det, labelled_stream(random.Random(11), 0, 100_000, STEADY_WRONG)) == []
-    assert det.counts == {"matched": 100_000, "unknown_event": 0, "duplicate": 0}
+    assert det.counts == {"matched": 100_000, "unknown_event": 0, "duplicate": 0, "corrected": 0, "capped": 0}
 
 
 def test_feedback_catches_the_judge_missing_one_category():
@@ -269,7 +269,7 @@ def test_feedback_for_unknown_evicted_or_already_labelled_events_is_counted_not_
     assert det.observe(Feedback("never-seen", unsafe=True)) == ("unknown_event", [])
     assert det.observe(Feedback("evt-120", category="self_harm"))[0] == "matched"
     assert det.observe(Feedback("evt-120", unsafe=False)) == ("duplicate", [])
-    assert det.counts == {"matched": 1, "unknown_event": 2, "duplicate": 1}
+    assert det.counts == {"matched": 1, "unknown_event": 2, "duplicate": 1, "corrected": 0, "capped": 0}
     assert len(det.state_dict()["judged"]) == 100
 
 

@@ -419,9 +419,9 @@ def test_feedback_sent_to_an_api_replica_reaches_every_partition_owner(settings,
             seen = lambda p: counts(p)["matched"] + counts(p)["unknown_event"]  # noqa: E731
             wait_for("every partition to see the labels", lambda: all(seen(p) == 3 for p in range(3)), 30, interval=0.05)
             assert [counts(p) for p in range(3)] == [
-                {"matched": 2, "unknown_event": 1, "duplicate": 0},
-                {"matched": 1, "unknown_event": 2, "duplicate": 0},
-                {"matched": 1, "unknown_event": 2, "duplicate": 0},
+                {"matched": 2, "unknown_event": 1, "duplicate": 0, "corrected": 0, "capped": 0},
+                {"matched": 1, "unknown_event": 2, "duplicate": 0, "corrected": 0, "capped": 0},
+                {"matched": 1, "unknown_event": 2, "duplicate": 0, "corrected": 0, "capped": 0},
             ]
             # Sent again (a client retry) to the detector replica: counted as duplicates, not as new trials.
             assert back.client.post("/v1/feedback", json=labels[:2]).json()["queued"] == 2

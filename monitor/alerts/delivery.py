@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -36,6 +37,7 @@ from monitor.alerts.targets import (
 )
 from monitor.config import Settings
 from monitor.export.metrics import MonitorMetrics
+from monitor.redact_urls import redact_urls
 from monitor.pipeline.service import MonitorService
 
 log = logging.getLogger(__name__)
@@ -147,13 +149,13 @@ class _Channel:
             outcome = "sent"
         except RetryableDeliveryError as exc:
             outcome = "failed"
-            log.warning("alert delivery to %s failed after retries: %s (%d notices dropped)", label, exc, len(batch))
+            log.warning("alert delivery to %s failed after retries: %s (%d notices dropped)", label, redact_urls(str(exc)), len(batch))
         except RejectedDeliveryError as exc:
             outcome = "rejected"
-            log.error("alert delivery to %s rejected: %s (%d notices dropped)", label, exc, len(batch))
-        except Exception:  # a bug in a target must not kill its thread
-            outcome = "failed"
-            log.exception("alert delivery to %s raised", label)
+            log.error("alert delivery to %s rejected: %s (%d notices dropped)", label, redact_urls(str(exc)), len(batch))
+        except Exception as exc:  # a bug in a target must not kill its thread
+            outcome = "failed"  # webhook URLs are secrets (Slack): the traceback is logged with them cut to scheme://host
+            log.error("alert delivery to %s raised:\n%s", label, redact_urls("".join(traceback.format_exception(exc))))
         self.metrics.alert_deliveries.labels(label, outcome).inc(len(batch))
 
     def _retried(self, state: RetryCallState) -> None:

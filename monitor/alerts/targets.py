@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol, Sequence
 import httpx
 
 from monitor.alerts.notice import SOURCE, Notice, iso_utc
+from monitor.redact_urls import redact_urls
 
 WebhookFormat = Literal["json", "slack"]
 
@@ -51,7 +52,7 @@ def check_url(field: str, url: str) -> str:
     """A clear error naming the setting when a URL is not absolute http(s)."""
     parsed = httpx.URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{field}: {url!r} is not an absolute http(s) URL")
+        raise ValueError(f"{field}: {redact_urls(url)!r} is not an absolute http(s) URL")
     return url
 
 

@@ -8,8 +8,10 @@ compressed body cannot expand without bound.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
+from typing import Any, Callable, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -20,6 +22,27 @@ from monitor.integrations.adapted import Adapted
 from monitor.pipeline.service import IngestOutcome, MonitorService
 
 _ENCODINGS = {"", "identity", "gzip", "x-gzip", "zlib", "deflate"}
+#: Bodies larger than this are parsed in a worker thread: a multi-megabyte json.loads on the event
+#: loop would hold up /healthz and every other request for its duration.
+OFF_LOOP_BYTES = 64 * 1024
+
+T = TypeVar("T")
+
+
+async def parse_off_loop(body: bytes, parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``parse(*args, **kwargs)``: inline for a small ``body``, in a worker thread for a large one."""
+    if len(body) <= OFF_LOOP_BYTES:
+        return parse(*args, **kwargs)
+    return await asyncio.to_thread(parse, *args, **kwargs)
+
+
+def single_rejection(outcome: IngestOutcome, single: bool) -> JSONResponse | None:
+    """A single-item body the service rejected (an event over ``max_event_bytes``: 413; a stamp from the
+    future: 422), answered with the field named; None otherwise (a batch answers 202 with per-item errors)."""
+    if not single or outcome.accepted or not outcome.rejected:
+        return None
+    first = outcome.rejected[0]
+    return error_response(first.status, first.error, rejected=[{"index": first.index, "error": first.error}])
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Literal
 
@@ -19,15 +20,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports
-from monitor.api.adapter_ingest import busy_response, read_body
+from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection
+from monitor.api.auth import AuthError, Authenticator, require, require_unless_open
 from monitor.api.deps import NotReady, error_response, get_service
+from monitor.api.responses import AUTH, BODY, IngestOut, errors
 from monitor.alerts.engine import Alert
 from monitor.alerts.links import evidence_links
 from monitor.config import Settings
 from monitor.ingest.parsing import BodyError, parse_body
+from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import EventIn
 from monitor.pipeline.builder import build_service
 from monitor.pipeline.service import MonitorService
+from monitor.redact_urls import redact_urls
 from monitor.state.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,9 +53,11 @@ A body that is unusable as a whole gets 400 (not JSON/UTF-8, empty), 413 (too la
 
 
 def create_app(settings: Settings | None = None, service_factory: Callable[[Settings], MonitorService] | None = None) -> FastAPI:
+    """The app; raises :class:`~monitor.api.auth.AuthConfigError` when it would serve the network without tokens."""
     settings = settings or Settings()
     factory = service_factory or build_service
     holder: dict[str, Any] = {"service": None, "error": None}
+    auth = Authenticator(settings)
 
     async def load() -> None:
         try:
@@ -58,8 +65,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             await service.start()
             holder["service"] = service
         except Exception as exc:  # surfaced by /readyz; the process stays up for diagnosis
-            log.exception("monitor failed to start")
-            holder["error"] = f"{type(exc).__name__}: {exc}"
+            # URLs in the message (a malformed second_judge_url with credentials) are cut to scheme://host.
+            log.error("monitor failed to start:\n%s", redact_urls("".join(traceback.format_exception(exc))))
+            holder["error"] = redact_urls(f"{type(exc).__name__}: {exc}")
             return
         try:  # an api replica reads the version from Redis, which may be down: that is no failure to start
             version = await asyncio.to_thread(lambda: service.judge_version)
@@ -83,6 +91,11 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     )
     app.state.holder = holder
     app.state.settings = settings
+    app.state.auth = auth
+
+    @app.exception_handler(AuthError)
+    async def _unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.headers(), required_scope=exc.scope)
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
@@ -91,7 +104,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         # Scale-out reads (status, alerts, feedback) while Redis is down: say so, never a 500.
-        return error_response(503, f"state store unavailable: {exc}; retry later", {"Retry-After": str(settings.retry_after_seconds)})
+        return error_response(
+            503, redact_urls(f"state store unavailable: {exc}; retry later"), {"Retry-After": str(settings.retry_after_seconds)}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validationerror_response(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -104,6 +119,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         status_code=202,
         summary="Ingest events",
         description=INGEST_DOC,
+        dependencies=[Depends(require("ingest"))],
+        response_model=IngestOut,
+        responses=errors(*BODY, *AUTH, 503),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -127,7 +145,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         started = time.perf_counter()
         try:
             body = await read_body(request, settings.max_body_bytes)
-            parsed = parse_body(body, request.headers.get("content-type"), settings.max_events_per_request)
+            parsed = await parse_off_loop(
+                body, parse_body, body, request.headers.get("content-type"), settings.max_events_per_request, limits=JsonLimits.of(settings)
+            )
         except BodyError as exc:
             return error_response(exc.status, exc.message)
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
@@ -140,48 +160,88 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         busy = busy_response(outcome, settings.retry_after_seconds)
         if busy is not None:
             return busy
+        refused = single_rejection(outcome, parsed.single)
+        if refused is not None:
+            return refused
         rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]
         return JSONResponse(
             {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected}, status_code=202
         )
 
-    @app.get("/v1/status", summary="Counters, queue, sampling and stage latencies")
+    @app.get(
+        "/v1/status",
+        summary="Counters, queue, sampling and stage latencies",
+        dependencies=[Depends(require("read"))],
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **errors(*AUTH)},
+    )
     async def status() -> Response:
         service = holder["service"]
         if service is None:
             return JSONResponse({"ready": False, "error": holder["error"]}, status_code=200)
         return JSONResponse({"ready": True, **(await asyncio.to_thread(service.status))})
 
-    @app.get("/v1/alerts", summary="Alerts (firing, pending, resolved)")
+    @app.get(
+        "/v1/alerts",
+        summary="Alerts (firing, pending, resolved)",
+        dependencies=[Depends(require("read"))],
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **errors(*AUTH, 422, 503)},
+    )
     async def alerts(
         status: Literal["firing", "pending", "resolved", "all"] = Query("all"), service: MonitorService = Depends(get_service)
     ) -> Response:
         found = await asyncio.to_thread(service.alerts, status)  # the state lock, or Redis in scale-out: off the event loop
         return JSONResponse({"alerts": [_alert_json(a) for a in found]})
 
-    @app.get("/v1/alerts/{alert_id}", summary="One alert with its evidence")
+    @app.get(
+        "/v1/alerts/{alert_id}",
+        summary="One alert with its evidence",
+        dependencies=[Depends(require("read"))],
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **errors(*AUTH, 404, 503)},
+    )
     async def alert(alert_id: str, service: MonitorService = Depends(get_service)) -> Response:
         found = await asyncio.to_thread(service.alert, alert_id)
         if found is None:
             return error_response(404, f"alert_id: no alert {alert_id!r}")
         return JSONResponse(_alert_json(found))
 
-    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (text exposition format)",
+        dependencies=[Depends(require_unless_open("metrics"))],
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}, "description": "Prometheus text format."},
+            **errors(*AUTH),
+        },
+    )
     async def metrics() -> Response:
         service = holder["service"]
         if service is None:
             return Response(b"", media_type=CONTENT_TYPE_LATEST)
         try:
-            service.metrics.queue_depth.set((await asyncio.to_thread(service.status))["queue_depth"])
+            current = await asyncio.to_thread(service.status)
+            service.metrics.queue_depth.set(current["queue_depth"])
+            if current.get("sampling_rate") is not None:  # the rate at the fill now, not at the last ingest
+                service.metrics.sampling_rate.set(current["sampling_rate"])
         except StoreUnavailable:
             pass  # Redis down (scale-out roles): gauges read from it keep their last values; this replica's counters are current
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get(
+        "/healthz",
+        summary="Liveness: answers from the event loop alone (no worker, store or lock), so overload never fails it",
+        dependencies=[Depends(require_unless_open("healthz"))],
+        responses=errors(*AUTH),
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: model loaded and worker running")
+    @app.get(
+        "/readyz",
+        summary="Readiness: model loaded and worker running",
+        dependencies=[Depends(require_unless_open("readyz"))],
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **errors(*AUTH, 503)},
+    )
     async def readyz() -> Response:
         service = holder["service"]
         if service is None or not service.running:
@@ -202,7 +262,8 @@ def _alert_json(alert: Alert) -> dict[str, Any]:
 
 
 def _register_schema(app: FastAPI) -> None:
-    """Put ``EventIn`` into the OpenAPI components (the ingest route reads the raw body)."""
+    """Put the request bodies (``EventIn``, ``FeedbackIn``, LiteLLM payloads) into the OpenAPI components:
+    the ingest routes read the raw body, so FastAPI cannot see them."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -214,6 +275,8 @@ def _register_schema(app: FastAPI) -> None:
         )
         defs = schema["components"]["schemas"]["EventIn"].pop("$defs", {})
         schema["components"]["schemas"].update(defs)
+        schema["components"]["schemas"]["FeedbackIn"] = feedback.FeedbackIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema["components"]["schemas"]["LiteLLMPayload"] = litellm.PAYLOAD_SCHEMA
         app.openapi_schema = schema
         return schema
 

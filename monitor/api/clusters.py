@@ -7,13 +7,23 @@ import asyncio
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
+from monitor.api.auth import require
 from monitor.api.deps import error_response, get_service
+from monitor.api.responses import AUTH, errors
 from monitor.pipeline.service import MonitorService
 
 router = APIRouter()
 
 
-@router.get("/v1/clusters", summary="Emerging clusters with evidence (size, growth, share, keywords, exemplars)")
+_OBJECT = {200: {"content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+@router.get(
+    "/v1/clusters",
+    summary="Emerging clusters with evidence (size, growth, share, keywords, exemplars)",
+    dependencies=[Depends(require("read"))],
+    responses={**_OBJECT, **errors(*AUTH, 409, 422, 503)},
+)
 async def clusters(scope: str = Query("global", max_length=300), service: MonitorService = Depends(get_service)) -> Response:
     found = await asyncio.to_thread(service.clusters, scope)  # waits for the worker's state lock: off the event loop
     if found is None:
@@ -21,7 +31,12 @@ async def clusters(scope: str = Query("global", max_length=300), service: Monito
     return JSONResponse({"scope": scope, "clusters": [c.to_dict() for c in found]})
 
 
-@router.get("/v1/clusters/{cluster_id}", summary="One cluster (ids are stable across restarts)")
+@router.get(
+    "/v1/clusters/{cluster_id}",
+    summary="One cluster (ids are stable across restarts)",
+    dependencies=[Depends(require("read"))],
+    responses={**_OBJECT, **errors(*AUTH, 404, 503)},
+)
 async def cluster(cluster_id: str, service: MonitorService = Depends(get_service)) -> Response:
     found = await asyncio.to_thread(service.find_cluster, cluster_id)
     if found is None:

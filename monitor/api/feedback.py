@@ -8,17 +8,21 @@ detector compares it with what the judge said. Labels in another label set (for 
 from __future__ import annotations
 
 import asyncio
-
+import math
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from monitor.api.adapter_ingest import read_body
+from monitor.api.adapter_ingest import parse_off_loop, read_body
+from monitor.api.auth import Principal, require
 from monitor.api.deps import error_response, get_service
+from monitor.api.rate_limit import SourceLimiter
+from monitor.api.responses import AUTH, BODY, FeedbackOut, errors
 from monitor.drift.feedback import Feedback
 from monitor.ingest.parsing import BodyError, Rejection, parse_body
+from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import parse_timestamp
 from monitor.pipeline.service import MonitorService
 from monitor.taxonomy.mapping import get_mapping
@@ -30,10 +34,14 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=256, description="The judged event this label is for.")
-    unsafe: bool | None = Field(None, description="Whether the prompt is unsafe.")
+    unsafe: StrictBool | None = Field(None, description="Whether the prompt is unsafe (true or false: not \"yes\", not 0).")
     category: str | None = Field(None, max_length=128, description="Taxonomy category id (or a label of `label_set`).")
     label_set: str | None = Field(None, max_length=128, description="Map `category` from this label set into the taxonomy.")
-    source: str | None = Field(None, max_length=128, description="Who labelled it (free text; never a metric label).")
+    source: str | None = Field(
+        None,
+        max_length=128,
+        description="Who labelled it (free text, kept as a note after the token's name: the token decides the source).",
+    )
     timestamp: float | str | None = Field(None, description="When it was labelled (RFC 3339 or epoch s); the event's time when absent.")
 
     @field_validator("timestamp", mode="before")
@@ -41,7 +49,8 @@ class FeedbackIn(BaseModel):
     def _timestamp(cls, value: Any) -> float | None:
         return parse_timestamp(value)
 
-    def to_feedback(self) -> Feedback:
+    def to_feedback(self, source: str = "") -> Feedback:
+        """The label, its source the sending token's name (``source`` as given is only a note after it)."""
         category = self.category
         if self.label_set is not None and category is not None:
             try:
@@ -51,28 +60,84 @@ class FeedbackIn(BaseModel):
             if category not in mapping:
                 raise ValueError(f"category: label {category!r} of label set {self.label_set!r} has no mapping")
             category = mapping[category]
-        return Feedback(self.event_id, self.unsafe, category, self.source, self.timestamp)  # type: ignore[arg-type]
+        return Feedback(self.event_id, self.unsafe, category, source or self.source, self.timestamp)  # type: ignore[arg-type]
+
+
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/FeedbackIn"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackIn"}},
+                    {"type": "object", "properties": {"feedback": {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackIn"}}}, "required": ["feedback"]},
+                ]
+            }
+        },
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one FeedbackIn JSON object per line"}},
+    },
+}
+
+
+def _limiter(request: Request) -> SourceLimiter:
+    state = request.app.state
+    limiter = getattr(state, "feedback_limiter", None)
+    if limiter is None:
+        s = state.settings
+        limiter = state.feedback_limiter = SourceLimiter(s.feedback_rate_per_source, s.feedback_burst_per_source)
+    return limiter
 
 
 @router.post(
     "/v1/feedback",
     status_code=202,
-    summary="Labels for judged events",
+    summary="Labels for judged events (admin tokens only)",
     description="One label, an array, `{\"feedback\": [...]}` or NDJSON. Answers 202 with counts by status "
-    "(`matched`, `unknown_event`: not judged yet or forgotten, `duplicate`: already labelled) and per-item rejections.",
+    "(`matched`, `unknown_event`: not judged yet or forgotten, `duplicate`: already labelled by this source, "
+    "`corrected`: relabelled by another source, `capped`: this source already supplies `feedback_max_source_share` "
+    "of the category's trials) and per-item rejections. Each label's source is the sending token's name. "
+    "**429** with `Retry-After` past `feedback_rate_per_source` labels per second per source (nothing taken).",
+    response_model=FeedbackOut,
+    responses=errors(*BODY, *AUTH, 409, 429, 503),
+    openapi_extra={"requestBody": REQUEST_BODY},
 )
-async def feedback(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+async def feedback(
+    request: Request, principal: Principal = Depends(require("admin")), service: MonitorService = Depends(get_service)
+) -> Response:
     settings = request.app.state.settings
     try:
         body = await read_body(request, settings.max_body_bytes)
-        parsed = parse_body(body, request.headers.get("content-type"), settings.max_events_per_request, FeedbackIn, "feedback")
+        parsed = await parse_off_loop(
+            body,
+            parse_body,
+            body,
+            request.headers.get("content-type"),
+            settings.max_events_per_request,
+            FeedbackIn,
+            "feedback",
+            JsonLimits.of(settings),
+        )
     except BodyError as exc:
         return error_response(exc.status, exc.message)
+    if len(parsed.events) > settings.feedback_burst_per_source:
+        return error_response(
+            413, f"feedback: {len(parsed.events)} labels in one request exceed feedback_burst_per_source={settings.feedback_burst_per_source}; split the batch"
+        )
+    wait = _limiter(request).take(principal.name, len(parsed.events))
+    if wait is not None:
+        return error_response(
+            429,
+            f"feedback: source {principal.name!r} sent more than feedback_rate_per_source={settings.feedback_rate_per_source:g} "
+            f"labels/s (burst {settings.feedback_burst_per_source}); nothing from this request was taken",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    source = principal.name if request.app.state.auth.enabled else ""
     rejected = list(parsed.rejected)
     labels: list[tuple[int, Feedback]] = []
     for index, item in parsed.events:
         try:
-            labels.append((index, item.to_feedback()))
+            labels.append((index, item.to_feedback(source)))
         except ValueError as exc:
             rejected.append(Rejection(index, str(exc)))
     try:

@@ -7,9 +7,12 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from monitor.api.adapter_ingest import busy_response, read_body, submit
+from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection, submit
+from monitor.api.auth import require
 from monitor.api.deps import error_response, get_service
+from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
+from monitor.ingest.safejson import JsonLimits
 from monitor.integrations.litellm import LiteLLMAdapter, split_body
 from monitor.pipeline.service import MonitorService
 
@@ -26,13 +29,62 @@ that generate no text (embeddings, images). **400** when the body holds no Stand
 """
 
 
-@router.post("/v1/ingest/litellm", status_code=202, summary="Ingest LiteLLM logs", description=DOC)
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/LiteLLMPayload"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/LiteLLMPayload"}},
+                ]
+            }
+        },
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one LiteLLMPayload JSON object per line"}},
+    },
+}
+
+#: The StandardLoggingPayload fields the monitor reads (others are allowed and ignored).
+PAYLOAD_SCHEMA = {
+    "type": "object",
+    "description": "LiteLLM StandardLoggingPayload (only the fields read are listed; others are ignored).",
+    "required": ["messages"],
+    "anyOf": [{"required": ["id"]}, {"required": ["litellm_call_id"]}, {"required": ["call_type"]}],
+    "properties": {
+        "id": {"type": "string"},
+        "litellm_call_id": {"type": "string"},
+        "call_type": {"type": "string"},
+        "messages": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "response": {"oneOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]},
+        "model": {"type": "string"},
+        "model_group": {"type": "string"},
+        "startTime": {"type": "number"},
+        "endTime": {"type": "number"},
+        "metadata": {"type": "object"},
+        "end_user": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+@router.post(
+    "/v1/ingest/litellm",
+    status_code=202,
+    summary="Ingest LiteLLM logs",
+    description=DOC,
+    dependencies=[Depends(require("ingest"))],
+    response_model=LiteLLMIngestOut,
+    responses=errors(*BODY, *AUTH, 503),
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
 async def ingest_litellm(request: Request, service: MonitorService = Depends(get_service)) -> Response:
     arrival = time.time()
     settings = service.settings
     try:
         body = await read_body(request, settings.max_body_bytes)
-        items, single = split_body(body, request.headers.get("content-type"), settings.max_events_per_request)
+        items, single = await parse_off_loop(
+            body, split_body, body, request.headers.get("content-type"), settings.max_events_per_request, JsonLimits.of(settings)
+        )
     except BodyError as exc:
         return error_response(exc.status, exc.message)
     adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt).adapt(items, single=single)
@@ -44,6 +96,10 @@ async def ingest_litellm(request: Request, service: MonitorService = Depends(get
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy
+    refused = single_rejection(outcome, single)
+    if refused is not None:
+        return refused
+    rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]  # the adapter's and the service's
     return JSONResponse(
         {
             "accepted": outcome.accepted,

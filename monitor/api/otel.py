@@ -7,9 +7,12 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from monitor.api.adapter_ingest import busy_response, read_body, submit
+from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, submit
+from monitor.api.auth import require
 from monitor.api.deps import error_response, get_service
+from monitor.api.responses import AUTH, BODY, errors
 from monitor.ingest.parsing import BodyError, media_type
+from monitor.ingest.safejson import JsonLimits
 from monitor.integrations.otel import JSON_TYPE, OtelAdapter, encode_response, parse_request
 from monitor.pipeline.service import MonitorService
 
@@ -26,14 +29,44 @@ Answers **200** with an `ExportTraceServiceResponse` in the request's encoding, 
 """
 
 
-@router.post("/v1/traces", summary="Receive OTLP traces", description=DOC)
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "OTLP/JSON ExportTraceServiceRequest",
+                "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
+            }
+        },
+        "application/x-protobuf": {"schema": {"type": "string", "format": "binary", "description": "OTLP protobuf ExportTraceServiceRequest"}},
+    },
+}
+RESPONSE = {
+    "description": "ExportTraceServiceResponse (partial_success counts LLM spans that could not become events).",
+    "content": {
+        "application/json": {"schema": {"type": "object", "properties": {"partialSuccess": {"type": "object"}}}},
+        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+@router.post(
+    "/v1/traces",
+    summary="Receive OTLP traces",
+    description=DOC,
+    dependencies=[Depends(require("ingest"))],
+    response_class=Response,
+    responses={200: RESPONSE, **errors(*BODY, *AUTH, 503)},
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
 async def receive_traces(request: Request, service: MonitorService = Depends(get_service)) -> Response:
     arrival = time.time()
     settings = service.settings
     content_type = request.headers.get("content-type")
     try:
         body = await read_body(request, settings.max_body_bytes)
-        traces = parse_request(body, content_type)
+        traces = await parse_off_loop(body, parse_request, body, content_type, JsonLimits.of(settings))
     except BodyError as exc:
         return error_response(exc.status, exc.message)
     adapted = OtelAdapter(settings.end_user_hash_salt).adapt(traces)
@@ -46,5 +79,5 @@ async def receive_traces(request: Request, service: MonitorService = Depends(get
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy
-    content, kind = encode_response([r.error for r in adapted.rejected], as_json=media_type(content_type) == JSON_TYPE)
+    content, kind = encode_response([r.error for r in outcome.rejected], as_json=media_type(content_type) == JSON_TYPE)  # adapter and service rejections
     return Response(content, media_type=kind)

@@ -8,8 +8,17 @@ when every input-side signal is quiet.
 Labels arrive long after the event, so ``update`` remembers the judge's answer for the most
 recently judged ``memory`` events (an LRU map, the only state that grows, and bounded), and
 ``observe`` matches a label against it. A label for an event no longer remembered (or never
-seen) is counted as ``unknown_event``, not an error; a second label for the same event is
-counted as ``duplicate`` and ignored, so a client retrying a POST cannot double-count.
+seen) is counted as ``unknown_event``, not an error. A second label for the same event from the
+same source is counted as ``duplicate`` and ignored, so a client retrying a POST cannot
+double-count; one from another source (every source is an admin token: a reviewer correcting an
+earlier label) is counted ``corrected`` and tested as a trial of its own (a sequential test cannot
+take back the earlier trial, so the first label's evidence stays).
+
+One source must not be able to flip the detector alone when others label too: once a key has
+``share_warmup`` trials from two or more sources, a label whose source already supplied
+``max_source_share`` of that key's trials is counted ``capped`` and not tested. (A key labelled by
+one source only is not capped: that source is all the ground truth there is.) Sources are token
+names, so a bounded set.
 
 Each matched label is one trial per scope of the event for two keys: the label's category (the
 judge's category when the label has none) and ``""``, all categories pooled, which starts
@@ -30,8 +39,9 @@ from monitor.drift.rate_change import RateChange, RateChangeConfig
 from monitor.events import ScoredEvent
 from monitor.judge.verdict import SAFE
 
-FeedbackStatus = Literal["matched", "unknown_event", "duplicate"]
-STATUSES: tuple[FeedbackStatus, ...] = ("matched", "unknown_event", "duplicate")
+FeedbackStatus = Literal["matched", "unknown_event", "duplicate", "corrected", "capped"]
+STATUSES: tuple[FeedbackStatus, ...] = ("matched", "unknown_event", "duplicate", "corrected", "capped")
+TESTED: frozenset[str] = frozenset({"matched", "corrected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,21 +129,38 @@ class FeedbackDisagreementDetector:
     []
     >>> det.observe(Feedback("e3", unsafe=False))[0], det.observe(Feedback("e1", unsafe=True))[0]
     ('matched', 'unknown_event')
-    >>> det.observe(Feedback("e3", unsafe=True))[0], det.counts
-    ('duplicate', {'matched': 1, 'unknown_event': 1, 'duplicate': 1})
+    >>> det.observe(Feedback("e3", unsafe=True))[0], det.observe(Feedback("e3", unsafe=True, source="lead"))[0]
+    ('duplicate', 'corrected')
+    >>> det.counts
+    {'matched': 1, 'unknown_event': 1, 'duplicate': 1, 'corrected': 1, 'capped': 0}
     """
 
     name = "feedback_disagreement"
 
-    def __init__(self, categories: Iterable[str], *, memory: int = 100_000, config: RateChangeConfig = RateChangeConfig()) -> None:
+    def __init__(
+        self,
+        categories: Iterable[str],
+        *,
+        memory: int = 100_000,
+        config: RateChangeConfig = RateChangeConfig(),
+        max_source_share: float = 1.0,
+        share_warmup: int | None = None,
+    ) -> None:
         if not isinstance(memory, int) or memory < 1:
             raise ValueError(f"memory must be a positive integer, got {memory!r}")
+        if not 0 < max_source_share <= 1:
+            raise ValueError(f"max_source_share must be in (0, 1], got {max_source_share!r}")
+        self.max_source_share = max_source_share
+        self.share_warmup = config.warmup if share_warmup is None else share_warmup
+        # key ("" pooled, or a category) -> source -> tested trials; sources are token names (bounded)
+        self._by_source: dict[str, dict[str, int]] = {}
         self.categories = frozenset(categories) | {SAFE}
         self.memory = memory
         self.rates = RateChange(self.name, "judge/label disagreement rate", config, direction="rise")
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        # event_id -> (judge categories (top first), prompt flagged, scopes, event time, labelled)
-        self._judged: OrderedDict[str, tuple[tuple[str, ...], bool, tuple[str, ...], float, bool]] = OrderedDict()
+        # event_id -> (judge categories (top first), prompt flagged, scopes, event time, source of its label:
+        # None = not labelled; True = labelled before sources were recorded)
+        self._judged: OrderedDict[str, tuple[tuple[str, ...], bool, tuple[str, ...], float, str | bool | None]] = OrderedDict()
 
     def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
         """Remember the judge's answers; conditions come from labels, so none are returned here."""
@@ -143,7 +170,7 @@ class FeedbackDisagreementDetector:
             event_id = scored.event.event_id
             if event_id in judged:
                 del judged[event_id]  # judged again: now the most recent
-            judged[event_id] = ((v.category, *v.categories), v.prompt_flagged, scored.scopes, scored.event.timestamp, False)
+            judged[event_id] = ((v.category, *v.categories), v.prompt_flagged, scored.scopes, scored.event.timestamp, None)
         while len(judged) > self.memory:
             judged.popitem(last=False)
         return []
@@ -151,25 +178,58 @@ class FeedbackDisagreementDetector:
     def observe(self, feedback: Feedback) -> tuple[FeedbackStatus, list[Condition]]:
         """Match one label against the remembered verdict; ``ValueError`` names a category outside the taxonomy."""
         check_category(feedback, self.categories)
+        source = feedback.source or ""
         entry = self._judged.get(feedback.event_id)
-        status: FeedbackStatus = "unknown_event" if entry is None else "duplicate" if entry[4] else "matched"
+        status: FeedbackStatus
+        if entry is None:
+            status = "unknown_event"
+        elif entry[4] is None or entry[4] is False:
+            status = "matched"
+        elif entry[4] == source or entry[4] is True and not source:
+            status = "duplicate"
+        else:
+            status = "corrected"
+        if status in TESTED:
+            judge_categories, flagged, scopes, event_time, _ = entry  # type: ignore[misc]
+            key = feedback.category if feedback.category is not None else judge_categories[0]
+            self._judged[feedback.event_id] = (judge_categories, flagged, scopes, event_time, source)
+            if self._capped(source, key):
+                status = "capped"
         self.counts[status] += 1
-        if status != "matched":
+        if status not in TESTED:
             return status, []
-        judge_categories, flagged, scopes, event_time, _ = entry
-        self._judged[feedback.event_id] = (judge_categories, flagged, scopes, event_time, True)
+        for k in ("", key):
+            counts = self._by_source.setdefault(k, {})
+            counts[source] = counts.get(source, 0) + 1
         outcome = disagrees(flagged, judge_categories, feedback)
-        key = feedback.category if feedback.category is not None else judge_categories[0]
         at = feedback.timestamp if feedback.timestamp is not None else event_time
         return status, self.rates.update([(scope, k, outcome, at) for scope in scopes for k in ("", key)])
+
+    def _capped(self, source: str, key: str) -> bool:
+        """Whether ``source`` already supplies ``max_source_share`` of the trials of ``key`` or of all keys pooled."""
+        if self.max_source_share >= 1:
+            return False
+        for k in ("", key):
+            counts = self._by_source.get(k, {})
+            total = sum(counts.values())
+            others = any(n for name, n in counts.items() if name != source)
+            if others and total >= self.share_warmup and counts.get(source, 0) + 1 > self.max_source_share * (total + 1):
+                return True
+        return False
 
     def readings(self) -> list[Reading]:
         return self.rates.readings(self.name)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"judged": list(self._judged.items()), "counts": dict(self.counts), "rates": self.rates.state_dict()}
+        return {
+            "judged": list(self._judged.items()),
+            "counts": dict(self.counts),
+            "rates": self.rates.state_dict(),
+            "by_source": {k: dict(v) for k, v in self._by_source.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._judged = OrderedDict(state["judged"][-self.memory :])
-        self.counts = dict(state["counts"])
+        self.counts = {**dict.fromkeys(STATUSES, 0), **state["counts"]}
+        self._by_source = {k: dict(v) for k, v in state.get("by_source", {}).items()}
         self.rates.load_state_dict(state["rates"])

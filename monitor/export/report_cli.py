@@ -19,16 +19,19 @@ def report(
     scope: str = typer.Option("global", help="global, model=NAME or route=NAME."),
     url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
     timeout: float = typer.Option(600.0, min=1.0, help="Seconds to wait for the report (building one takes seconds)."),
+    token: Optional[str] = typer.Option(None, envvar="MONITOR_TOKEN", show_default=False, help="Bearer token of scope read (or set MONITOR_TOKEN)."),
 ) -> None:
     """Build an Evidently drift report comparing two windows and save it."""
     import httpx
+
+    from monitor.client import bearer_headers
 
     fmt = format or ("json" if out.suffix.lower() == ".json" else "html")
     if fmt not in ("html", "json"):
         raise typer.BadParameter(f"must be html or json, got {fmt!r}", param_hint="--format")
     params = {"reference": reference, "current": current, "format": fmt, "scope": scope}
     try:
-        resp = httpx.get(url.rstrip("/") + "/v1/reports", params=params, timeout=timeout)
+        resp = httpx.get(url.rstrip("/") + "/v1/reports", params=params, timeout=timeout, headers=bearer_headers(token))
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach the monitor at {url}: {exc}", err=True)
         raise typer.Exit(1) from None

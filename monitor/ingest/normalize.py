@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from typing import Iterable
+from typing import Any, Iterable
 
 from monitor.events import Event
 from monitor.ingest.schema import EventIn
@@ -43,3 +44,34 @@ def unique_events(items: Iterable[EventIn], arrival_time: float, max_text_chars:
         else:
             events[event.event_id] = event
     return events, repeated
+
+
+def _json_bytes(value: Any) -> int:
+    if value is None:
+        return 0
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
+
+
+def event_sizes(event: Event) -> dict[str, int]:
+    """UTF-8 bytes each part of ``event`` holds; their sum is what ``max_event_bytes`` and ``queue_max_bytes`` count.
+
+    >>> event_sizes(Event("id", 0.0, "héllo", metadata={"k": 1}))
+    {'prompt': 6, 'response': 0, 'labels': 0, 'metadata': 8, 'other': 2}
+    """
+    return {
+        "prompt": len(event.prompt.encode("utf-8", "surrogatepass")),
+        "response": len(event.response.encode("utf-8", "surrogatepass")) if event.response else 0,
+        "labels": sum(len(k) + len(v) for k, v in event.labels.items()),
+        "metadata": _json_bytes(event.metadata),
+        "other": len(event.event_id) + len(event.model or "") + len(event.route or ""),
+    }
+
+
+def oversize(event: Event, max_bytes: int) -> tuple[int, str | None]:
+    """(bytes of ``event``, an error naming its largest part when it exceeds ``max_bytes``, else None)."""
+    sizes = event_sizes(event)
+    total = sum(sizes.values())
+    if total <= max_bytes:
+        return total, None
+    part = max(sizes, key=lambda k: sizes[k])
+    return total, f"{part}: the event is {total} bytes ({part} {sizes[part]}); the limit is max_event_bytes={max_bytes}"

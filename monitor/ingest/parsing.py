@@ -9,11 +9,12 @@ never sinks the batch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from monitor.ingest.safejson import JsonLimitError, JsonLimits, check_text, lone_surrogate
 from monitor.ingest.schema import EventIn
 
 Item = TypeVar("Item", bound=BaseModel)
@@ -35,6 +36,7 @@ class BodyError(Exception):
 class Rejection:
     index: int
     error: str
+    status: int = field(default=422, repr=False, compare=False)  # what a single-item body answers: 413 for an oversize event
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,15 @@ def media_type(content_type: str | None) -> str:
 
 
 def parse_body(
-    body: bytes, content_type: str | None, max_events: int, model: type[Item] = EventIn, envelope: str = "events"  # type: ignore[assignment]
+    body: bytes,
+    content_type: str | None,
+    max_events: int,
+    model: type[Item] = EventIn,  # type: ignore[assignment]
+    envelope: str = "events",
+    limits: JsonLimits = JsonLimits(),
 ) -> ParsedBody[Item]:
-    """Parse and validate ``body`` into ``model`` items; ``envelope`` is the list key of the wrapped form."""
+    """Parse and validate ``body`` into ``model`` items; ``envelope`` is the list key of the wrapped form.
+    Nesting depth and number length are checked on the raw text first (``limits``): never a RecursionError."""
     kind = media_type(content_type)
     if kind not in JSON_TYPES | NDJSON_TYPES:
         raise BodyError(
@@ -66,9 +74,12 @@ def parse_body(
     if not text.strip():
         raise BodyError(400, "body is empty: send one event, an array of events, or NDJSON")
     if kind in NDJSON_TYPES:
-        return _validate_items(_ndjson_items(text, max_events), single=False, model=model)
+        return _validate_items(_ndjson_items(text, max_events, limits), single=False, model=model)
     try:
+        check_text(text, limits.depth, limits.digits)
         data = json.loads(text)
+    except JsonLimitError as exc:
+        raise BodyError(400, str(exc)) from None
     except json.JSONDecodeError as exc:
         raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # e.g. an integer longer than Python's int-parsing limit
@@ -97,13 +108,16 @@ def _check_count(n: int, max_events: int) -> None:
         raise BodyError(413, f"body: {n} items in one request exceeds the limit of {max_events}; split the batch")
 
 
-def _ndjson_items(text: str, max_events: int) -> list[tuple[int, Any, str | None]]:
+def _ndjson_items(text: str, max_events: int, limits: JsonLimits) -> list[tuple[int, Any, str | None]]:
     lines = [line for line in text.splitlines() if line.strip()]
     _check_count(len(lines), max_events)
     out: list[tuple[int, Any, str | None]] = []
     for i, line in enumerate(lines):
         try:
+            check_text(line, limits.depth, limits.digits, where=f"line {i + 1}")
             out.append((i, json.loads(line), None))
+        except JsonLimitError as exc:
+            out.append((i, None, str(exc)))
         except json.JSONDecodeError as exc:
             out.append((i, None, f"line {i + 1}: not valid JSON: {exc.msg}"))
         except ValueError as exc:  # e.g. an integer longer than Python's int-parsing limit
@@ -120,6 +134,10 @@ def _validate_items(items: list[tuple[int, Any, str | None]], single: bool, mode
             continue
         if not isinstance(item, dict):
             rejected.append(Rejection(index, f"item: must be a JSON object, got {type(item).__name__}"))
+            continue
+        surrogate = lone_surrogate(item)
+        if surrogate is not None:  # the tokenizer (and any UTF-8 encoder) would raise on it later
+            rejected.append(Rejection(index, surrogate))
             continue
         try:
             events.append((index, model.model_validate(item)))

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from monitor.ingest.safejson import lone_surrogate
+
 MAX_ID_CHARS = 256
 MAX_LABELS = 16
 MAX_LABEL_CHARS = 128
@@ -61,24 +63,36 @@ class Message(BaseModel):
         return ""
 
 
+def _prompt_required(schema: dict[str, Any]) -> None:
+    """The schema says what validation enforces: ``prompt`` (a string) or ``input_messages`` (a list) must be given."""
+    props = schema["properties"]
+    for name, kind in (("prompt", "string"), ("input_messages", "array")):
+        options = [o for o in props[name].pop("anyOf", []) if o.get("type") != "null"]
+        props[name].update(options[0] if options else {"type": kind})
+        props[name].pop("default", None)
+    schema["anyOf"] = [{"required": ["prompt"]}, {"required": ["input_messages"]}]
+    schema["examples"] = _EXAMPLES
+
+
+_EXAMPLES = [
+    {
+        "event_id": "req-0001",
+        "timestamp": "2026-11-25T12:00:00Z",
+        "prompt": "How do I reset my password?",
+        "response": "Open Settings, then Security...",
+        "model": "gpt-4o",
+        "route": "/chat",
+        "labels": {"team": "support"},
+    }
+]
+
+
 class EventIn(BaseModel):
     """One prompt/response pair. Give ``prompt`` or ``input_messages`` (the last user message is the prompt)."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "req-0001",
-                    "timestamp": "2026-11-25T12:00:00Z",
-                    "prompt": "How do I reset my password?",
-                    "response": "Open Settings, then Security...",
-                    "model": "gpt-4o",
-                    "route": "/chat",
-                    "labels": {"team": "support"},
-                }
-            ]
-        },
+        json_schema_extra=_prompt_required,
     )
 
     event_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="Idempotency key; generated when absent.")
@@ -91,6 +105,15 @@ class EventIn(BaseModel):
     route: str | None = Field(None, max_length=MAX_ID_CHARS)
     labels: dict[str, str] = Field(default_factory=dict, description=f"Small string map (≤ {MAX_LABELS} entries).")
     metadata: Any = Field(None, description="Free JSON, stored with exemplars, never used as a metric label.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """A lone UTF-16 surrogate (``"\\ud800"`` in JSON) passes JSON parsing but makes the tokenizer raise."""
+        found = lone_surrogate(data) if isinstance(data, dict) else None
+        if found is not None:
+            raise ValueError(found)
+        return data
 
     @field_validator("timestamp", mode="before")
     @classmethod

@@ -39,7 +39,9 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping, Sequence
 
+from monitor.ingest import safejson
 from monitor.ingest.parsing import JSON_TYPES, NDJSON_TYPES, BodyError, media_type
+from monitor.ingest.safejson import JsonLimitError, JsonLimits
 from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.messages import completion_text, last_user_text
@@ -88,12 +90,15 @@ EXPECTED = (
 )
 
 
-def split_body(body: bytes, content_type: str | None, max_items: int) -> tuple[list[tuple[int, Any]], bool]:
+def split_body(
+    body: bytes, content_type: str | None, max_items: int, limits: JsonLimits = JsonLimits()
+) -> tuple[list[tuple[int, Any]], bool]:
     """``(index, item)`` pairs of a ``generic_api`` body in any ``log_format``, and whether it was one object.
 
     LiteLLM posts NDJSON with ``Content-Type: application/json``, so a JSON body that has more
     after its first value is read as NDJSON. An unparsable NDJSON line becomes an :class:`ItemError`
-    item (rejected alone); a body with no StandardLoggingPayload in it at all is a 400.
+    item (rejected alone); a body with no StandardLoggingPayload in it at all is a 400. Nesting depth
+    and number lengths are checked on the raw text first (``limits``).
     """
     if media_type(content_type) not in JSON_TYPES | NDJSON_TYPES:
         raise BodyError(415, f"Content-Type {media_type(content_type) or '(missing)'!r} not supported: send application/json or application/x-ndjson")
@@ -105,14 +110,18 @@ def split_body(body: bytes, content_type: str | None, max_items: int) -> tuple[l
         raise BodyError(400, f"body is empty: send {EXPECTED}")
     single = False
     if media_type(content_type) in NDJSON_TYPES:
-        items = _ndjson(text)
+        items = _ndjson(text, limits)
     else:
         try:
-            data = json.loads(text)
+            data = safejson.loads(text, limits)
+        except JsonLimitError as exc:
+            raise BodyError(400, str(exc)) from None
         except json.JSONDecodeError as exc:
             if exc.msg != "Extra data":
                 raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-            items = _ndjson(text)
+            items = _ndjson(text, limits)
+        except ValueError as exc:
+            raise BodyError(400, f"body is not usable JSON: {exc}") from None
         else:
             single = isinstance(data, dict)
             items = [data] if single else data if isinstance(data, list) else [data]
@@ -123,13 +132,17 @@ def split_body(body: bytes, content_type: str | None, max_items: int) -> tuple[l
     return list(enumerate(items)), single
 
 
-def _ndjson(text: str) -> list[Any]:
+def _ndjson(text: str, limits: JsonLimits) -> list[Any]:
     items: list[Any] = []
     for number, line in enumerate((line for line in text.splitlines() if line.strip()), start=1):
         try:
-            items.append(json.loads(line))
+            items.append(safejson.loads(line, limits, where=f"line {number}"))
+        except JsonLimitError as exc:
+            items.append(ItemError(str(exc)))
         except json.JSONDecodeError as exc:
             items.append(ItemError(f"line {number}: not valid JSON: {exc.msg}"))
+        except ValueError as exc:
+            items.append(ItemError(f"line {number}: not usable JSON: {exc}"))
     return items
 
 
@@ -160,6 +173,8 @@ class LiteLLMAdapter:
             kind = type(payload).__name__ if not isinstance(payload, dict) else "object without 'messages' and 'id'"
             raise ItemError(f"item: expected a LiteLLM StandardLoggingPayload (keys id, call_type, messages, response), got {kind}")
         call_type = payload.get("call_type")
+        if call_type is not None and not isinstance(call_type, str):
+            raise ItemError(f"call_type: must be a string, got {type(call_type).__name__}")
         if call_type is not None and call_type not in TEXT_CALL_TYPES:
             return Skip.IGNORED
         prompt = last_user_text(payload.get("messages"))

@@ -5,7 +5,8 @@ Register it in the LiteLLM proxy ``config.yaml`` (``MONITOR_URL`` names the moni
     litellm_settings:
       callbacks: ["monitor.integrations.litellm_logger.monitor_logger"]
 
-or in code: ``litellm.callbacks = [MonitorLogger("http://monitor:8000")]``.
+or in code: ``litellm.callbacks = [MonitorLogger("http://monitor:8000", token=...)]``. The token (default
+``$MONITOR_TOKEN``, a token of scope ``ingest``) is sent as ``Authorization: Bearer``.
 
 Each hook (async and sync, success and failure) only appends the call's ``StandardLoggingPayload``,
 slimmed to the fields the monitor reads, to a bounded buffer; a background thread posts batches to
@@ -34,7 +35,7 @@ INGEST_PATH = "/v1/ingest/litellm"
 
 
 class MonitorLogger(CustomLogger):
-    """``url`` defaults to ``$MONITOR_URL``; other keyword arguments go to LiteLLM's ``CustomLogger``."""
+    """``url`` defaults to ``$MONITOR_URL``, ``token`` to ``$MONITOR_TOKEN``; other keyword arguments go to LiteLLM's ``CustomLogger``."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class MonitorLogger(CustomLogger):
         timeout: float = 5.0,
         dedup_capacity: int = 10_000,
         headers: dict[str, str] | None = None,
+        token: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -57,6 +59,7 @@ class MonitorLogger(CustomLogger):
             flush_interval=flush_interval,
             timeout=timeout,
             headers=headers,
+            token=token,
         )
         self._seen = RecentIds(dedup_capacity)
         self._lock = threading.Lock()

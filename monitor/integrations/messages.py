@@ -26,6 +26,11 @@ TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 REPLY_ROLES = frozenset({"assistant", "model"})  # "model": Gemini's name for the assistant
 
 
+def _is(value: Any, names: frozenset[str]) -> bool:
+    """``value in names`` for a string; False for anything else (a list or an object is unhashable: never a 500)."""
+    return isinstance(value, str) and value in names
+
+
 def content_text(content: Any) -> str | None:
     """A string as is; a list of parts (or strings) joined by newlines; anything else None."""
     if isinstance(content, str):
@@ -38,7 +43,7 @@ def content_text(content: Any) -> str | None:
     for part in content:
         if isinstance(part, str):
             texts.append(part)
-        elif isinstance(part, dict) and part.get("type", "text") in TEXT_PART_TYPES:
+        elif isinstance(part, dict) and _is(part.get("type", "text"), TEXT_PART_TYPES):
             text = part.get("text", part.get("content"))
             if isinstance(text, str):
                 texts.append(text)
@@ -75,7 +80,7 @@ def reply_text(messages: Any) -> str | None:
     texts = [
         text
         for message in messages
-        if isinstance(message, dict) and message.get("role", "assistant") in REPLY_ROLES
+        if isinstance(message, dict) and _is(message.get("role", "assistant"), REPLY_ROLES)
         for text in [message_text(message)]
         if text
     ]

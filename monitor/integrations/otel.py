@@ -58,17 +58,21 @@ from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.litellm import REDACTED_MARKER, TEXT_CALL_TYPES
 from monitor.integrations.messages import completion_text, content_text, last_user_text, reply_text
+from monitor.ingest import safejson
+from monitor.ingest.safejson import JsonLimitError, JsonLimits
 from monitor.integrations.privacy import hash_id
 
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 JSON_TYPE = "application/json"
 GENERATION_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"}) | TEXT_CALL_TYPES
 MAX_ERROR_CHARS = 500
+_ATTRIBUTE_LIMITS = JsonLimits()
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
-def parse_request(body: bytes, content_type: str | None) -> ExportTraceServiceRequest:
-    """An OTLP/HTTP trace body (protobuf or JSON) → the request message; :class:`BodyError` otherwise."""
+def parse_request(body: bytes, content_type: str | None, limits: JsonLimits = JsonLimits()) -> ExportTraceServiceRequest:
+    """An OTLP/HTTP trace body (protobuf or JSON) → the request message; :class:`BodyError` otherwise.
+    A JSON body's nesting and number lengths are checked before parsing (``limits``)."""
     kind = media_type(content_type)
     request = ExportTraceServiceRequest()
     if kind in PROTOBUF_TYPES:
@@ -80,14 +84,18 @@ def parse_request(body: bytes, content_type: str | None) -> ExportTraceServiceRe
     if kind != JSON_TYPE:
         raise BodyError(415, f"Content-Type {kind or '(missing)'!r} not supported: send application/x-protobuf or application/json (OTLP/HTTP)")
     try:
-        data = json.loads(body)
+        data = safejson.loads(body, limits)
+    except JsonLimitError as exc:
+        raise BodyError(400, str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BodyError(400, f"body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # e.g. a number json cannot convert
+        raise BodyError(400, f"body is not usable JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("resourceSpans", []), list):
         raise BodyError(400, 'body: expected an OTLP/JSON ExportTraceServiceRequest {"resourceSpans": [...]}')
     try:
         json_format.ParseDict(_ids_to_base64(data), request, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:  # any shape protobuf refuses: a 400
         raise BodyError(400, f"body: not an OTLP/JSON ExportTraceServiceRequest: {str(exc)[:300]}") from None
     return request
 
@@ -223,8 +231,8 @@ def _json(value: Any) -> Any:
     """Attribute values that hold JSON documents arrive as strings; other values pass through."""
     if isinstance(value, str) and value[:1] in ("[", "{", '"'):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return safejson.loads(value, _ATTRIBUTE_LIMITS)  # a string attribute may nest 100,000 deep too
+        except ValueError:  # not JSON, or over the limits: the text as it is
             return value
     return value
 

@@ -65,7 +65,9 @@ def build_detectors(settings: Settings, taxonomy: Taxonomy | None = None) -> Det
             redactor=Redactor(settings.redaction),
             store_raw_text=settings.store_raw_text,
         ),
-        "feedback_disagreement": lambda: FeedbackDisagreementDetector(taxonomy.ids, memory=settings.feedback_memory, config=rate),
+        "feedback_disagreement": lambda: FeedbackDisagreementDetector(
+            taxonomy.ids, memory=settings.feedback_memory, config=rate, max_source_share=settings.feedback_max_source_share
+        ),
         "judge_disagreement": lambda: SecondOpinionDisagreementDetector(rate),
         "unsafe_response_rate": lambda: UnsafeResponseRateDetector(rate),
         "over_refusal": lambda: OverRefusalDetector(rate),

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter as CounterDict
+from collections import Counter as CounterDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, get_args
@@ -28,7 +28,7 @@ from monitor.drift.feedback import STATUSES, Feedback, FeedbackDisagreementDetec
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.normalize import unique_events
+from monitor.ingest.normalize import oversize, to_event
 from monitor.ingest.parsing import ParsedBody, Rejection, reject_future
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
@@ -91,16 +91,35 @@ class IngestRequest:
     n_received: int
     outcome: IngestOutcome
     candidates: dict[str, Event]
+    sizes: dict[str, int] = field(default_factory=dict)  # event id -> bytes (normalize.event_sizes)
 
     @classmethod
     def screen(cls, parsed: ParsedBody, arrival_time: float, settings: Settings) -> IngestRequest:
         """The checks every ingest path makes before any state is touched: stamps too far in the
-        future become rejections, repeats within the request become duplicates."""
+        future and events over ``max_event_bytes`` become rejections, repeats within the request
+        become duplicates."""
         n_received = len(parsed.events) + len(parsed.rejected)
         parsed = reject_future(parsed, arrival_time + settings.max_future_skew_seconds)
         outcome = IngestOutcome(rejected=list(parsed.rejected))
-        candidates, outcome.duplicates = unique_events((item for _, item in parsed.events), arrival_time, settings.max_text_chars)
-        return cls(n_received, outcome, candidates)
+        candidates: dict[str, Event] = {}
+        sizes: dict[str, int] = {}
+        for index, item in parsed.events:
+            event = to_event(item, arrival_time, settings.max_text_chars)
+            size, error = oversize(event, settings.max_event_bytes)
+            if error is not None:
+                outcome.rejected.append(Rejection(index, error, status=413))
+            elif event.event_id in candidates:
+                outcome.duplicates += 1
+            else:
+                candidates[event.event_id] = event
+                sizes[event.event_id] = size
+        outcome.rejected.sort(key=lambda r: r.index)
+        return cls(n_received, outcome, candidates, sizes)
+
+    @property
+    def refused(self) -> int:
+        """Items lost when the whole request is refused (503): everything not rejected, repeats included."""
+        return self.n_received - len(self.outcome.rejected)
 
 
 @dataclass(slots=True)
@@ -113,7 +132,7 @@ class Counts:
     judged: int = 0
     sampled_out: int = 0
     truncated: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "poison": 0})
+    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "poison": 0, "overload": 0, "shutdown": 0})
 
 
 class MonitorService:
@@ -154,6 +173,9 @@ class MonitorService:
             settings.sampling_start_fill, settings.sampling_min_rate, seed=settings.seed, enabled=settings.sampling == "auto"
         )
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=settings.queue_capacity)
+        self._sizes: deque[int] = deque()  # bytes of each queued event, in queue order (one consumer: FIFO)
+        self._queued_bytes = 0
+        self._throughput: float | None = None  # events/s the worker processes while busy (EWMA); None until measured
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="monitor-worker", initializer=lower_thread_priority, initargs=(settings.worker_nice,)
         )
@@ -208,42 +230,71 @@ class MonitorService:
         except StoreUnavailable:  # a resend then counts as a duplicate: logged, not fatal
             log.warning("could not forget %d event ids after a full queue", len(event_ids))
 
+    def queue_bound(self) -> int:
+        """Most events the queue may hold now: ``queue_capacity``, or fewer once the worker's rate is
+        measured, so that no event waits longer than ``max_queue_delay_seconds`` (at that rate)."""
+        rate = self._throughput
+        if rate is None:
+            return self.settings.queue_capacity
+        by_delay = int(rate * self.settings.max_queue_delay_seconds)
+        return max(1, min(self.settings.queue_capacity, max(2 * self.settings.batch_size, by_delay)))
+
+    def _fill(self, extra_events: int = 0, extra_bytes: int = 0) -> float:
+        by_count = (self._queue.qsize() + extra_events) / self.queue_bound()
+        by_bytes = (self._queued_bytes + extra_bytes) / self.settings.queue_max_bytes
+        return max(by_count, by_bytes)
+
     def _admit(self, request: IngestRequest, new: list[bool] | StoreUnavailable, started: float) -> list[str]:
-        """Sample, enqueue and count (event loop); returns the ids to forget when the queue is full."""
+        """Sample, enqueue and count (event loop); returns the ids to forget when the request is refused.
+
+        Sampling sheds before the queue: the admission rate falls from 1 to ``sampling_min_rate`` as
+        the queue fills towards its bound, and events that would overfill it are accepted but not
+        judged (``dropped{reason="overload"}``); only ``sampling: off`` answers a full queue with 503.
+        """
         n_received, outcome = request.n_received, request.outcome
         if isinstance(new, StoreUnavailable):
             outcome.unavailable, outcome.duplicates = str(new), 0
-            self._count_ingest(n_received, outcome, new=0, dropped=len(request.candidates), reason="store_unavailable")
+            self._count_ingest(n_received, outcome, new=0, dropped=request.refused, reason="store_unavailable")
             return []
         fresh = [event for event, is_new in zip(request.candidates.values(), new) if is_new]
         outcome.duplicates += len(request.candidates) - len(fresh)
 
-        admitted: list[QueueItem] = []
-        sampled_out = 0
-        capacity = self.settings.queue_capacity
+        admitted: list[tuple[Event, float, int]] = []
+        sampled_out = shed = 0
+        admitted_bytes = 0
+        sampling = self.settings.sampling == "auto"
         for event in fresh:
-            weight = self._sampler.admit((self._queue.qsize() + len(admitted)) / capacity)
+            size = request.sizes.get(event.event_id, 0)
+            weight = self._sampler.admit(self._fill(len(admitted), admitted_bytes))
             if weight is None:
                 sampled_out += 1
+            elif sampling and self._fill(len(admitted) + 1, admitted_bytes + size) > 1.0:
+                shed += 1  # past the bound even at the lowest rate: shed here, never queued
             else:
-                admitted.append((event, weight))
-        if self._queue.qsize() + len(admitted) > capacity:
+                admitted.append((event, weight, size))
+                admitted_bytes += size
+        if not sampling and admitted and self._fill(len(admitted), admitted_bytes) > 1.0:  # sampling off: push back, take nothing
             outcome.queue_full = True
             outcome.duplicates = 0
-            self._count_ingest(n_received, outcome, new=0, dropped=len(fresh))
+            self._count_ingest(n_received, outcome, new=0, dropped=request.refused)
             return [e.event_id for e in fresh]
 
-        for event, weight in admitted:
+        for event, weight, size in admitted:
             self._queue.put_nowait((event, weight))
+            self._sizes.append(size)
+        self._queued_bytes += admitted_bytes
         truncated = sum(1 for e in fresh if e.truncated)
         outcome.accepted = len(fresh) + outcome.duplicates
         c = self.counts
         c.sampled_out += sampled_out
-        c.processed += sampled_out
+        c.processed += sampled_out + shed
         c.truncated += truncated
         self.metrics.sampled_out.inc(sampled_out)
-        self.metrics.processed.inc(sampled_out)
+        self.metrics.processed.inc(sampled_out + shed)
         self.metrics.truncated.inc(truncated)
+        if shed:
+            c.dropped["overload"] += shed
+            self.metrics.dropped.labels(reason="overload").inc(shed)
         self._count_ingest(n_received, outcome, new=len(fresh), dropped=0)
         self.latency["ingest"].add(time.perf_counter() - started)
         return []
@@ -261,30 +312,43 @@ class MonitorService:
         m.rejected.inc(len(outcome.rejected))
         m.dropped.labels(reason=reason).inc(dropped)
         m.queue_depth.set(self._queue.qsize())
-        m.sampling_rate.set(self._sampler.current_rate)
+        m.sampling_rate.set(self.sampling_rate())
+
+    def sampling_rate(self) -> float:
+        """The admission rate at the queue's fill now (not at the last ingest: it recovers as the queue drains)."""
+        return self._sampler.rate(self._fill())
 
     # ---------------------------------------------------------------- worker
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="monitor-worker")
 
-    async def stop(self, drain_timeout: float = 30.0) -> None:
-        """Process what is queued (up to ``drain_timeout`` seconds), then stop the worker."""
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Process what is queued for up to ``drain_timeout`` seconds (``shutdown_drain_seconds``), then
+        stop the worker. Events still queued then are lost with the process: counted as
+        ``dropped{reason="shutdown"}`` (and as processed, so the counts add up), never only logged."""
         if self._task is None:
             return
+        drain_timeout = self.settings.shutdown_drain_seconds if drain_timeout is None else drain_timeout
         deadline = time.monotonic() + drain_timeout
         # Wait until nothing is queued and the worker holds no batch (one taken off the queue but not yet processed).
         while (not self._queue.empty() or self._holding) and time.monotonic() < deadline and not self._task.done():
             await asyncio.sleep(0.05)
-        if self._holding or not self._queue.empty():
-            log.warning("stopping with %d events unprocessed after the %.0f s drain timeout", self._queue.qsize(), drain_timeout)
         self._task.cancel()
         try:
             await self._task
         except asyncio.CancelledError:
             pass
         self._task = None
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)  # a batch in flight finishes: only queued events are lost
+        lost = self._queue.qsize()
+        while not self._queue.empty():
+            self._take(self._queue.get_nowait())
+        if lost:
+            log.warning("stopping with %d events unprocessed after the %.0f s drain: counted dropped{reason=\"shutdown\"}", lost, drain_timeout)
+            self.counts.dropped["shutdown"] = self.counts.dropped.get("shutdown", 0) + lost
+            self.counts.processed += lost
+            self.metrics.dropped.labels(reason="shutdown").inc(lost)
         self._notify(self.stop_listeners)
 
     def close(self) -> None:
@@ -316,20 +380,24 @@ class MonitorService:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def _take(self, item: QueueItem) -> QueueItem:
+        self._queued_bytes -= self._sizes.popleft() if self._sizes else 0
+        return item
+
     async def _next_batch(self) -> list[QueueItem]:
-        batch = [await self._queue.get()]
+        batch = [self._take(await self._queue.get())]
         self._holding = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_max_wait_ms / 1000.0
         while len(batch) < self.settings.batch_size:
             if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                batch.append(self._take(self._queue.get_nowait()))
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(self._take(await asyncio.wait_for(self._queue.get(), remaining)))
             except TimeoutError:
                 break
         return batch
@@ -339,13 +407,22 @@ class MonitorService:
         while True:
             batch = await self._next_batch()
             self.metrics.queue_depth.set(self._queue.qsize())
+            busy_since = time.perf_counter()
             try:
                 await loop.run_in_executor(self._executor, self.process_batch, batch)
+                self._measure(len(batch), time.perf_counter() - busy_since)
             except Exception:  # process_batch isolates failures; this is a last line of defence
                 log.exception("worker batch failed unexpectedly")
                 self.metrics.worker_errors.inc()
             finally:
                 self._holding = False
+
+    def _measure(self, n: int, seconds: float) -> None:
+        """Fold one batch into the worker's measured rate (events per busy second), which bounds the queue."""
+        if seconds <= 0:
+            return
+        rate = n / seconds
+        self._throughput = rate if self._throughput is None else 0.8 * self._throughput + 0.2 * rate
 
     def process_batch(self, batch: list[QueueItem]) -> list[Transition]:
         """Score, detect and alert on one batch (worker thread). Public so benchmarks can drive it."""
@@ -632,8 +709,11 @@ class MonitorService:
             "dropped": dict(c.dropped),
             "queue_depth": self._queue.qsize(),
             "queue_capacity": self.settings.queue_capacity,
+            "queue_bound": self.queue_bound(),
+            "queue_bytes": self._queued_bytes,
+            "worker_events_per_second": round(self._throughput, 2) if self._throughput is not None else None,
             "sampling": self.settings.sampling,
-            "sampling_rate": self._sampler.current_rate,
+            "sampling_rate": self.sampling_rate(),
             "event_time": self.event_time,
             "judge_version": self.scorer.judge.version,
             "embedding_backend": self.embedding["backend"],

@@ -96,11 +96,11 @@ class StreamFrontend(PublishedReads):
             reply = self._ingest(keys=[self.keys.events], args=args) if candidates else [1]
         except UNAVAILABLE_ERRORS as exc:
             outcome.unavailable, outcome.duplicates = f"redis: appending events failed: {type(exc).__name__}: {exc}", 0
-            self._count(received, outcome, new=0, truncated=0, dropped=("store_unavailable", len(candidates)))
+            self._count(received, outcome, new=0, truncated=0, dropped=("store_unavailable", request.refused))
             return outcome
         if reply[0] == 0:
             outcome.queue_full, outcome.duplicates = True, 0
-            self._count(received, outcome, new=0, truncated=0, dropped=("queue_full", len(candidates)))
+            self._count(received, outcome, new=0, truncated=0, dropped=("queue_full", request.refused))
             return outcome
         appended = [e for e, flag in zip(candidates.values(), reply[1:]) if flag]
         outcome.duplicates += len(candidates) - len(appended)

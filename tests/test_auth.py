@@ -1,0 +1,232 @@
+"""Authentication over HTTP: every endpoint without a token, with a wrong one, and with each scope;
+secrets never in logs, ``serve --help`` or ``/v1/status``; when the service refuses to start."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitor.api.app import create_app
+from monitor.api.auth import AuthConfigError, Authenticator, parse_token
+from monitor.config import Settings
+from monitor.pipeline.builder import build_service
+from tests.helpers.server import running_server
+
+SECRETS = {"ingest": "ingest-secret-0123456789", "read": "read-secret-0123456789", "admin": "admin-secret-0123456789"}
+NAMES = {"ingest": "gateway", "read": "grafana", "admin": "ops"}
+WRONG = "wrong-secret-0123456789"
+
+# (method, path, body, scope needed)
+ENDPOINTS = [
+    ("POST", "/v1/events", [{"prompt": "auth table hello"}], "ingest"),
+    ("POST", "/v1/ingest/litellm", {"id": "auth-1", "call_type": "completion", "messages": "auth table hi"}, "ingest"),
+    ("POST", "/v1/traces", {"resourceSpans": []}, "ingest"),
+    ("GET", "/v1/status", None, "read"),
+    ("GET", "/v1/alerts", None, "read"),
+    ("GET", "/v1/alerts/no-such-alert", None, "read"),
+    ("GET", "/v1/clusters", None, "read"),
+    ("GET", "/v1/clusters/no-such-cluster", None, "read"),
+    ("GET", "/v1/reports?reference=last:1h&current=last:1h&format=json", None, "read"),
+    ("POST", "/v1/feedback", {"event_id": "never-judged", "unsafe": True}, "admin"),
+]
+GRANTED = {"ingest": {"ingest"}, "read": {"read"}, "admin": {"ingest", "read", "admin"}}
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def token_settings(**extra) -> Settings:
+    return Settings(
+        judge="prototype",
+        ingest_tokens=f"{NAMES['ingest']}:{SECRETS['ingest']}",
+        read_tokens=f"{NAMES['read']}:{SECRETS['read']}",
+        admin_tokens=f"{NAMES['admin']}:{SECRETS['admin']}",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def logs():
+    capture = _Capture()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    yield capture
+    root.removeHandler(capture)
+    root.setLevel(old_level)
+
+
+@pytest.fixture(scope="module")
+def server(embedder, logs):
+    with running_server(token_settings(), lambda s: build_service(s, embedder=embedder)) as srv:
+        yield srv
+
+
+def call(server, method: str, path: str, body, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return server.client.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize("method, path, body, scope", ENDPOINTS)
+def test_no_token_is_401_naming_the_scope(server, method, path, body, scope):
+    resp = call(server, method, path, body, None)
+    assert resp.status_code == 401
+    assert resp.json()["required_scope"] == scope
+    assert "missing bearer token" in resp.json()["error"]
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer ") and f'scope="{scope}"' in resp.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("method, path, body, scope", ENDPOINTS)
+def test_wrong_token_is_401_invalid_token(server, method, path, body, scope):
+    resp = call(server, method, path, body, WRONG)
+    assert resp.status_code == 401
+    assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    assert "unknown token" in resp.json()["error"]
+    basic = server.client.request(method, path, json=body, headers={"Authorization": f"Basic {SECRETS['admin']}"})
+    assert basic.status_code == 401  # only the Bearer scheme counts
+
+
+@pytest.mark.parametrize("held", ["ingest", "read", "admin"])
+@pytest.mark.parametrize("method, path, body, scope", ENDPOINTS)
+def test_each_scope_reaches_exactly_its_endpoints(server, method, path, body, scope, held):
+    resp = call(server, method, path, body, SECRETS[held])
+    if scope in GRANTED[held]:
+        assert resp.status_code not in (401, 403) and resp.status_code < 500, resp.text
+    else:
+        assert resp.status_code == 403, resp.text
+        assert resp.json() == {"error": f"authorization: token {NAMES[held]!r} lacks scope {scope!r}", "required_scope": scope}
+        assert 'error="insufficient_scope"' in resp.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])
+def test_probes_are_open_by_default(server, path):
+    assert server.client.get(path).status_code == 200
+
+
+def test_probes_can_require_a_read_token(embedder):
+    settings = token_settings(open_endpoints=["healthz"])
+    app = create_app(settings, service_factory=lambda s: build_service(s, embedder=embedder))
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        for path in ("/readyz", "/metrics"):
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers={"Authorization": f"Bearer {SECRETS['ingest']}"}).status_code == 403
+            assert client.get(path, headers={"Authorization": f"Bearer {SECRETS['read']}"}).status_code in (200, 503)
+
+
+def test_feedback_source_is_the_token_name(server):
+    """The label's source comes from the token, whatever the body's free-text `source` claims."""
+    resp = call(server, "POST", "/v1/feedback", {"event_id": "src-1", "unsafe": True, "source": "someone-else"}, SECRETS["admin"])
+    assert resp.status_code == 202
+    # never judged, so unknown_event; the source shows in the per-source bucket the limiter keeps
+    assert set(server.app.state.feedback_limiter._buckets) == {NAMES["admin"]}
+
+
+def test_secrets_never_in_status_logs_or_help(server, logs):
+    status = call(server, "GET", "/v1/status", None, SECRETS["read"]).text
+    joined = "\n".join(logs.lines)
+    assert "authentication on" in joined and NAMES["admin"] in joined
+    env = {f"MONITOR_{scope.upper()}_TOKENS": f"{NAMES[scope]}:{secret}" for scope, secret in SECRETS.items()}
+    from monitor.cli import app as cli
+
+    help_text = CliRunner().invoke(cli, ["serve", "--help"], env=env).output
+    assert "MONITOR_ADMIN_TOKENS" in help_text
+    for secret in SECRETS.values():
+        assert secret not in status
+        assert secret not in joined
+        assert secret not in help_text
+    assert "PydanticUndefined" not in help_text
+    assert "['healthz', 'readyz', 'metrics']" in help_text  # list options show their default_factory's value
+
+
+# ---------------------------------------------------------------- start-up decisions (no server)
+
+
+def test_auto_is_off_on_loopback_without_tokens(caplog):
+    with caplog.at_level(logging.INFO):
+        assert Authenticator(Settings()).enabled is False
+    assert "authentication off" in caplog.text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])
+def test_auto_refuses_a_network_host_without_tokens(host):
+    with pytest.raises(AuthConfigError, match="MONITOR_AUTH=off"):
+        create_app(Settings(host=host))
+
+
+def test_off_is_loud_and_on_needs_tokens(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert Authenticator(Settings(host="0.0.0.0", auth="off")).enabled is False
+    assert "AUTHENTICATION IS OFF" in caplog.text
+    with pytest.raises(AuthConfigError, match="no token is configured"):
+        Authenticator(Settings(auth="on"))
+    assert Authenticator(Settings(host="0.0.0.0", read_tokens="r:" + "x" * 16)).enabled is True
+
+
+def test_tokens_from_files_and_their_names(tmp_path: Path):
+    path = tmp_path / "admin.tokens"
+    path.write_text("# ops team\nops:" + "a" * 20 + "\n\n" + "b" * 20 + "\n")
+    auth = Authenticator(Settings(admin_tokens_file=path))
+    assert auth.table.lookup("a" * 20).name == "ops"
+    bare = auth.table.lookup("b" * 20)
+    assert bare.name.startswith("token-") and "b" * 20 not in bare.name
+    assert bare.scopes == {"admin", "read", "ingest"}
+    assert auth.table.lookup("c" * 20) is None
+
+
+def test_weak_or_missing_token_files_are_refused(tmp_path: Path):
+    with pytest.raises(AuthConfigError, match="shorter than 16"):
+        parse_token("ops:short", "admin_tokens")
+    with pytest.raises(AuthConfigError, match="cannot read"):
+        Authenticator(Settings(read_tokens_file=tmp_path / "missing"))
+
+
+def test_serve_refuses_to_start_on_a_network_host_without_tokens(monkeypatch):
+    import uvicorn
+
+    from monitor.cli import app as cli
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(True))
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"], env={"MONITOR_AUTH": "auto"})
+    assert result.exit_code == 2 and not started
+    assert "no token is configured" in result.output
+    result = CliRunner().invoke(cli, ["serve"], env={"MONITOR_AUTH": "auto"})  # README's fresh-machine start: loopback
+    assert result.exit_code == 0 and started == [True]
+
+
+def test_clients_send_the_token(server):
+    """MonitorClient, the LiteLLM logger and replay put the token in the Authorization header."""
+    from monitor.client import MonitorClient
+    from monitor.replay import replay, wait_until_processed
+
+    with MonitorClient(server.url, token=SECRETS["ingest"], flush_interval=0.05) as client:
+        client.send({"prompt": "client token check"})
+    assert client.stats().sent == 1 and client.stats().failed == 0
+    with MonitorClient(server.url, token=WRONG, flush_interval=0.05, max_retries=0) as denied:
+        denied.send({"prompt": "wrong token"})
+    assert denied.stats().failed == 1 and denied.stats().retries == 0
+
+    from monitor.integrations.litellm_logger import MonitorLogger
+
+    logger = MonitorLogger(server.url, token=SECRETS["ingest"], flush_interval=0.05)
+    logger.enqueue({"standard_logging_object": {"id": "logger-token-1", "call_type": "completion", "messages": "logged with a token"}})
+    assert logger.close(timeout=10)["sent"] == 1
+
+    result = replay(iter([{"prompt": "replayed with a token"}]), server.url, token=SECRETS["admin"])
+    assert result.accepted == 1
+    assert wait_until_processed(server.url, token=SECRETS["read"], timeout_s=60)["ready"]
+    with pytest.raises(RuntimeError, match="401"):
+        replay(iter([{"prompt": "no token"}]), server.url, token="")

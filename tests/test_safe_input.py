@@ -1,0 +1,232 @@
+"""Hostile or careless input over HTTP: a clear 4xx naming the field, never a 500; bounded bytes;
+nothing lost without a counter; no secret-bearing URL echoed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+
+import pytest
+from prometheus_client import generate_latest
+
+from monitor.config import Settings
+from monitor.ingest.parsing import parse_body
+from monitor.pipeline.builder import build_service
+from tests.helpers.judges import SlowJudge
+from tests.helpers.server import running_server
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+POSTS = ["/v1/events", "/v1/ingest/litellm", "/v1/traces", "/v1/feedback"]
+
+
+@pytest.fixture(scope="module")
+def server(embedder):
+    with running_server(Settings(judge="prototype", max_event_bytes=64 * 1024), lambda s: build_service(s, embedder=embedder)) as srv:
+        yield srv
+
+
+def post_raw(server, path: str, body: bytes, content_type: str = "application/json"):
+    return server.client.post(path, content=body, headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_deep_nesting_is_a_400_before_parsing(server, path):
+    resp = post_raw(server, path, DEEP)
+    assert resp.status_code == 400, resp.text
+    assert "max_json_depth" in resp.json()["error"]
+    wrapped = b'{"prompt": "x", "metadata": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    assert post_raw(server, path, wrapped).status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/ingest/litellm", "/v1/feedback"])
+def test_a_deep_ndjson_line_is_rejected_alone(server, path):
+    good = {"/v1/events": {"prompt": "ndjson ok"}, "/v1/ingest/litellm": {"id": "nd-ok", "call_type": "completion", "messages": "ndjson ok"},
+            "/v1/feedback": {"event_id": "nd-ok", "unsafe": True}}[path]
+    body = json.dumps(good).encode() + b"\n" + b"[" * 5000 + b"]" * 5000 + b"\n"
+    resp = post_raw(server, path, body, "application/x-ndjson")
+    assert resp.status_code == 202, resp.text
+    assert [r["index"] for r in resp.json()["rejected"]] == [1]
+    assert "max_json_depth" in resp.json()["rejected"][0]["error"]
+
+
+@pytest.mark.parametrize("path", ["/v1/ingest/litellm", "/v1/traces", "/v1/events"])
+def test_integers_over_python_limit_are_a_400(server, path):
+    body = b'{"id": "big", "call_type": "completion", "messages": "hi", "startTime": ' + b"9" * 5000 + b"}"
+    resp = post_raw(server, path, body)
+    assert resp.status_code == 400 and "max_int_digits" in resp.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"id": "u1", "call_type": ["x"], "messages": "hi"}, "call_type"),
+        ({"id": "u2", "call_type": "completion", "messages": [{"role": "user", "content": [{"type": ["text"], "text": "hi"}]}]}, "messages"),
+        ({"id": "u3", "call_type": "responses", "messages": "hi", "response": {"output": [{"type": "message", "role": {"a": 1}, "content": "x"}]}}, None),
+        ({"id": "u4", "call_type": "completion", "messages": [{"role": ["user"], "content": "hi"}]}, "messages"),
+    ],
+)
+def test_unhashable_values_in_litellm_payloads_are_never_a_500(server, payload, field):
+    resp = server.client.post("/v1/ingest/litellm", json=payload)
+    assert resp.status_code in (202, 422), resp.text
+    if field is not None:
+        assert resp.status_code == 422 and resp.json()["error"].startswith(field)
+
+
+def test_lone_surrogates_are_a_422_naming_the_field(server):
+    resp = post_raw(server, "/v1/events", b'{"prompt": "a\\ud800b"}')
+    assert resp.status_code == 422 and resp.json()["error"].startswith("prompt: contains a lone UTF-16 surrogate")
+    resp = post_raw(server, "/v1/events", b'{"prompt": "ok", "labels": {"team": "\\udc00"}}')
+    assert resp.status_code == 422 and resp.json()["error"].startswith("labels.team")
+    resp = post_raw(server, "/v1/ingest/litellm", b'{"id": "s1", "call_type": "completion", "messages": "a\\ud800b"}')
+    assert resp.status_code == 422 and "surrogate" in resp.json()["error"]
+    pair = post_raw(server, "/v1/events", b'{"prompt": "emoji \\ud83d\\ude00 ok"}')  # a valid pair is text
+    assert pair.status_code == 202
+
+
+def test_oversize_event_is_413_alone_and_rejected_in_a_batch(server):
+    big = {"prompt": "big", "metadata": {"blob": "x" * 80_000}}
+    resp = server.client.post("/v1/events", json=big)
+    assert resp.status_code == 413 and resp.json()["error"].startswith("metadata:") and "max_event_bytes" in resp.json()["error"]
+    resp = server.client.post("/v1/events", json=[{"prompt": "small"}, big])
+    assert resp.status_code == 202
+    assert resp.json()["accepted"] == 1 and resp.json()["rejected"][0]["index"] == 1
+
+
+def test_feedback_booleans_are_strict(server):
+    for value in ("yes", 0, 1, "true"):
+        resp = server.client.post("/v1/feedback", json={"event_id": "strict-1", "unsafe": value})
+        assert resp.status_code == 422 and resp.json()["error"].startswith("unsafe"), (value, resp.text)
+
+
+def test_event_needs_prompt_or_messages_in_schema_and_validation(server):
+    assert server.client.post("/v1/events", json={"prompt": None, "input_messages": None}).status_code == 422
+    schema = server.client.get("/openapi.json").json()
+    event = schema["components"]["schemas"]["EventIn"]
+    assert event["anyOf"] == [{"required": ["prompt"]}, {"required": ["input_messages"]}]
+    assert event["properties"]["prompt"]["type"] == "string"
+    assert "LiteLLMPayload" in schema["components"]["schemas"] and "FeedbackIn" in schema["components"]["schemas"]
+    assert list(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    for path, ops in schema["paths"].items():
+        for op in ops.values():
+            assert {"401", "403"} <= set(op["responses"]), path
+
+
+# ---------------------------------------------------------------- queue bytes, refused duplicates, sampling rate
+
+
+def gated(embedder, gate: threading.Event):
+    def factory(settings: Settings):
+        service = build_service(settings, embedder=embedder)
+        service.scorer.judge = SlowJudge(service.scorer.judge, gate=gate)
+        return service
+
+    return factory
+
+
+def ingest_counts_add_up(status: dict) -> bool:
+    dropped = sum(v for k, v in status["dropped"].items() if k in ("queue_full", "store_unavailable"))
+    return status["received"] == status["accepted"] + status["duplicates"] + status["rejected"] + dropped
+
+
+def test_queued_bytes_are_bounded_and_refused_duplicates_counted(embedder):
+    gate = threading.Event()
+    settings = Settings(judge="prototype", sampling="off", queue_max_bytes=1024 * 1024, batch_size=1, max_event_bytes=128 * 1024)
+    with running_server(settings, gated(embedder, gate)) as srv:
+        codes = []
+        for i in range(40):
+            resp = srv.client.post("/v1/events", json=[{"event_id": f"b{i}", "prompt": "p", "metadata": {"blob": "y" * 60_000}}])
+            codes.append(resp.status_code)
+            status = srv.client.get("/v1/status").json()
+            assert status["queue_bytes"] <= settings.queue_max_bytes
+        assert 202 in codes and codes.count(503) >= 20
+        before = srv.client.get("/v1/status").json()
+        resp = srv.client.post("/v1/events", json=[{"event_id": "dup", "prompt": "a", "metadata": "z" * 60_000}] * 2 + [{"event_id": "d2", "prompt": "b"}])
+        assert resp.status_code == 503
+        after = srv.client.get("/v1/status").json()
+        assert after["dropped"]["queue_full"] - before["dropped"]["queue_full"] == 3  # the repeated id too
+        assert ingest_counts_add_up(after)
+        gate.set()
+        final = srv.wait_processed()
+        assert final["queue_bytes"] == 0 and ingest_counts_add_up(final)
+
+
+def test_sampling_rate_recovers_when_the_queue_drains(embedder):
+    gate = threading.Event()
+    settings = Settings(judge="prototype", sampling="auto", queue_capacity=40, sampling_start_fill=0.25, batch_size=4)
+    with running_server(settings, gated(embedder, gate)) as srv:
+        for i in range(8):
+            srv.client.post("/v1/events", json=[{"prompt": f"rate {i} {j}"} for j in range(5)])
+        assert srv.client.get("/v1/status").json()["sampling_rate"] < 1.0
+        gate.set()
+        srv.wait_processed()
+        assert srv.client.get("/v1/status").json()["sampling_rate"] == 1.0
+        assert 'llmsafety_sampling_rate 1.0' in srv.client.get("/metrics").text
+
+
+# ---------------------------------------------------------------- shutdown loss, secret URLs
+
+
+def test_events_left_at_shutdown_are_counted(embedder):
+    settings = Settings(judge="prototype", sampling="off", batch_size=2, batch_max_wait_ms=0)
+    service = build_service(settings, embedder=embedder)
+    service.scorer.judge = SlowJudge(service.scorer.judge, seconds=0.3)
+    body = json.dumps([{"prompt": f"shutdown {i}"} for i in range(30)]).encode()
+
+    async def scenario() -> None:
+        await service.start()
+        assert service.ingest(parse_body(body, "application/json", 100), time.time()).accepted == 30
+        await asyncio.sleep(0.1)
+        await service.stop(drain_timeout=0.2)
+
+    asyncio.run(scenario())
+    status = service.status()
+    lost = status["dropped"]["shutdown"]
+    assert 0 < lost < 30
+    assert status["judged"] + lost == 30 and status["processed"] == status["accepted"] == 30
+    metrics = generate_latest(service.metrics.registry).decode()
+    assert f'llmsafety_events_dropped_total{{reason="shutdown"}} {float(lost)}' in metrics
+
+
+def test_secret_bearing_urls_are_cut_to_scheme_and_host(caplog):
+    settings = Settings(judge="prototype", second_judge_url="ftp://user:pw-hunter2@judge.example:2121/v1?key=abc")
+    with caplog.at_level(logging.ERROR), _failing(settings) as srv:
+        status = srv.client.get("/v1/status").json()
+        ready = srv.client.get("/readyz")
+    assert ready.status_code == 503
+    for text in (json.dumps(status), ready.text, caplog.text):
+        assert "hunter2" not in text and "user" not in text and "key=abc" not in text
+    assert "ftp://judge.example:2121" in status["error"] and "ftp://judge.example:2121" in ready.json()["error"]
+    assert "ftp://judge.example:2121" in caplog.text
+
+
+class _failing:
+    """The real app whose service fails to build (no model needed): /readyz and /v1/status report why."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self):
+        from fastapi.testclient import TestClient
+
+        from monitor.api.app import create_app
+        from monitor.pipeline.builder import build_scorer
+
+        app = create_app(self.settings, service_factory=lambda s: build_scorer(s, None))
+        self.client_cm = TestClient(app)
+        client = self.client_cm.__enter__()
+        deadline = time.monotonic() + 120
+        while app.state.holder["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        class Srv:
+            pass
+
+        srv = Srv()
+        srv.client = client
+        return srv
+
+    def __exit__(self, *exc):
+        return self.client_cm.__exit__(*exc)

@@ -126,6 +126,17 @@ def test_probes_can_require_a_read_token(embedder):
             assert client.get(path, headers={"Authorization": f"Bearer {SECRETS['read']}"}).status_code in (200, 503)
 
 
+def test_raw_exemplars_need_admin_and_store_raw_text(server):
+    """Redacted by default; `raw=true` is refused to a read token, and refused to an admin too while
+    store_raw_text is off (nothing raw was kept)."""
+    assert call(server, "GET", "/v1/clusters", None, SECRETS["read"]).status_code == 200
+    refused = call(server, "GET", "/v1/clusters?raw=true", None, SECRETS["read"])
+    assert refused.status_code == 403 and refused.json()["error"].startswith("raw:")
+    assert call(server, "GET", "/v1/clusters/some-id?raw=true", None, SECRETS["read"]).status_code == 403
+    off = call(server, "GET", "/v1/clusters?raw=true", None, SECRETS["admin"])
+    assert off.status_code == 409 and "store_raw_text" in off.json()["error"]
+
+
 def test_feedback_source_is_the_token_name(server):
     """The label's source comes from the token, whatever the body's free-text `source` claims."""
     resp = call(server, "POST", "/v1/feedback", {"event_id": "src-1", "unsafe": True, "source": "someone-else"}, SECRETS["admin"])

@@ -20,7 +20,7 @@ def _samples(registry) -> dict[tuple[str, tuple], float]:
 
 def test_fresh_service_exports_build_info_process_metrics_and_zero_alert_gauges():
     settings = Settings(judge="prototype")
-    scorer = SimpleNamespace(judge=SimpleNamespace(version="proto-7"))
+    scorer = SimpleNamespace(judge=SimpleNamespace(version="proto-7"), embedder=None)
     detectors = build_detectors(settings)
     service = MonitorService(settings, scorer, detectors)  # type: ignore[arg-type]
     samples = _samples(service.metrics.registry)

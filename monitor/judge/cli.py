@@ -97,13 +97,9 @@ def train(
 
 def _train_encoder(out: Path, records: list[Record], tax, config: EncoderTrainConfig, day: dt.date | None,
                    mapping_dirs: tuple[Path, ...]) -> None:
-    import torch
-
     from monitor.embed.embedder import resolve_model_path
     from monitor.judge.encoder_training import build_encoder_artifact
 
-    # Seeded and single-process; the thread count is recorded in the card because float sums depend on it.
-    torch.use_deterministic_algorithms(True, warn_only=True)
     result = build_encoder_artifact(records, tax, config, resolve_model_path(config.base_model), day,
                                     progress=typer.echo, mapping_dirs=mapping_dirs)
     save_encoder_artifact(out, result.arrays, result.manifest, render_encoder_model_card(result.manifest))
@@ -114,6 +110,25 @@ def _report_trained(out: Path, version: str, reports) -> None:
     typer.echo(f"wrote {out} ({version})")
     for r in reports:
         typer.echo(f"  {r.name:50s} val AUROC {r.auroc if r.auroc is not None else '–'}  F1 {r.f1}  threshold {r.threshold:.3f}")
+
+
+@judge_app.command("export")
+def export(
+    artifact: Path = typer.Option(DEFAULT_ENCODER_ARTIFACT, help="Encoder judge artifact (default: the shipped one)."),
+    backend: list[str] = typer.Option(["onnx-int8"], help="onnx-int8, onnx-fp32 (repeat for both)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Model cache folder (default: the configured model_cache_dir)."),
+) -> None:
+    """Build the ONNX copies of an encoder judge ahead of time (image build), as `monitor model export` does for
+    the embedding model; the service otherwise builds them on its first start."""
+    from monitor.config import load_settings
+
+    if not is_encoder_artifact(artifact):
+        raise typer.BadParameter(f"{artifact} is not an encoder judge artifact", param_hint="--artifact")
+    for kind in backend:
+        if kind not in ("onnx-int8", "onnx-fp32"):
+            raise typer.BadParameter(f"{kind!r} is not onnx-int8 or onnx-fp32", param_hint="--backend")
+        judge = load_encoder_judge(artifact, backend=kind, cache_dir=cache_dir or load_settings().model_cache_dir)
+        typer.echo(f"{kind}: {judge.version} ready in {judge.encoder.backend.folder}")
 
 
 @judge_app.command("eval")

@@ -183,6 +183,14 @@ def _lookup(table: dict[str, str], label: str) -> str | None:
         label = label.rsplit("/", 1)[0]
 
 
+def record_split(record: Record, seed: int, test_fraction: float, val_fraction: float,
+                 holdout_origins: Sequence[str] = ()) -> Split:
+    """A record's split: whole held-out files are test; otherwise its prompt's hash decides (:func:`split_of`)."""
+    if record.origin in holdout_origins:
+        return "test"
+    return split_of(record.prompt, seed, test_fraction, val_fraction)
+
+
 def split_of(key: str, seed: int, test_fraction: float, val_fraction: float) -> Split:
     """Deterministic split for a key (the prompt text): same key, seed and fractions, same split."""
     digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()

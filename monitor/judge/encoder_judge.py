@@ -12,7 +12,6 @@ and ``model_card.md``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from monitor.judge.artifact import check_categories, content_version, deterministic_npz, read_artifact, write_artifact
 from monitor.judge.calibration import platt, uncertainty
 from monitor.judge.encoder_model import PAIR_OUTPUTS
 from monitor.judge.verdict import SAFE, JudgeInput, Verdict
@@ -44,19 +44,9 @@ def is_encoder_artifact(path: Path) -> bool:
 
 def read_encoder_artifact(path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
     """The manifest and arrays of an artifact folder, checked against the manifest's version."""
-    path = Path(path)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-        blob = (path / "weights.npz").read_bytes()
-    except FileNotFoundError as exc:
-        raise ValueError(f"judge artifact {path}: missing {Path(exc.filename).name}") from None
-    if manifest.get("format") != ENCODER_FORMAT:
-        raise ValueError(f"judge artifact {path}: format {manifest.get('format')!r}, expected {ENCODER_FORMAT!r}")
-    if manifest.get("version") != encoder_version(blob, manifest["categories"]):
-        raise ValueError(f"judge artifact {path}: weights.npz does not match the manifest's version")
+    manifest, blob = read_artifact(path, ENCODER_FORMAT, "encoder")
     with np.load(io.BytesIO(blob)) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return manifest, arrays
+        return manifest, {k: npz[k] for k in npz.files}
 
 
 class EncoderJudge:
@@ -133,20 +123,11 @@ class EncoderJudge:
 
 def encoder_version(blob: bytes, categories: Sequence[str]) -> str:
     """``encoder-<12 hex>``: a content hash of the shipped weights and the category order."""
-    h = hashlib.sha256(blob)
-    h.update("\x00".join(categories).encode())
-    return f"encoder-{h.hexdigest()[:12]}"
+    return content_version("encoder", blob, categories)
 
 
 def save_encoder_artifact(path: Path | str, arrays: Mapping[str, np.ndarray], manifest: Mapping, card: str) -> None:
-    """Write the artifact folder (the weights' bytes depend only on the arrays: reproducible)."""
-    from monitor.judge.heads import deterministic_npz
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "weights.npz").write_bytes(deterministic_npz(dict(sorted(arrays.items()))))
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    (path / "model_card.md").write_text(card)
+    write_artifact(path, deterministic_npz(dict(sorted(arrays.items()))), manifest, card)
 
 
 def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_seq_length: int = 256,
@@ -161,9 +142,7 @@ def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_s
     from monitor.judge.encoder_training import base_weights_digest
 
     manifest, arrays = read_encoder_artifact(path)
-    if taxonomy is not None and list(manifest["categories"]) != taxonomy.harm_ids:
-        raise ValueError(f"judge artifact {path} scores categories {manifest['categories']}, "
-                         f"but taxonomy {taxonomy.name!r} has {taxonomy.harm_ids}")
+    check_categories(path, manifest["categories"], taxonomy)
     base, tokenizer = load_base(resolve_model_path(manifest["embedding"]["model"]))
     want = manifest["embedding"]["base_weights_sha256"]
     if base_weights_digest(base) != want:

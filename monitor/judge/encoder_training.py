@@ -31,10 +31,10 @@ from torch import nn
 
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.calibration import best_f1_threshold, expected_calibration_error, fit_platt, platt
-from monitor.judge.dataset import LabelMapper, Record, split_of, stratified_cap
+from monitor.judge.dataset import LabelMapper, Record, record_split, stratified_cap
 from monitor.judge.encoder_judge import ENCODER_FORMAT, encoder_version
 from monitor.judge.encoder_model import PAIR_OUTPUTS, TrainableTop, bottom_of, layer_arrays, load_base
-from monitor.judge.heads import deterministic_npz
+from monitor.judge.artifact import deterministic_npz
 from monitor.judge.training import OutputReport, _auroc, summarise_data
 from monitor.taxonomy import Taxonomy
 
@@ -58,9 +58,7 @@ class EncoderTrainConfig:
     category_weight: float = 1.0
 
     def split(self, record: Record) -> str:
-        if record.origin in self.holdout_origins:
-            return "test"
-        return split_of(record.prompt, self.seed, self.test_fraction, self.val_fraction)
+        return record_split(record, self.seed, self.test_fraction, self.val_fraction, self.holdout_origins)
 
 
 @dataclass

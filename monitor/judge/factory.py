@@ -17,8 +17,8 @@ NAMED_ARTIFACTS = {"default": DEFAULT_ARTIFACT, "encoder": DEFAULT_ENCODER_ARTIF
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
                 threads: int | None = None) -> Judge:
-    """``default``/``encoder`` → the shipped judge v2 (fine-tuned encoder); ``heads`` → the v1 heads on the drift
-    embeddings; ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
+    """``default``/``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned
+    encoder, opt-in); ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
     path = _artifact(spec)

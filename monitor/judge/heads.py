@@ -23,16 +23,14 @@ refusal verdicts: not applicable, never guessed. A blank prompt carries no harm:
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from monitor.judge.artifact import check_categories, content_version, deterministic_npz, read_artifact, write_artifact
 from monitor.judge.calibration import platt, uncertainty
 from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.verdict import SAFE, JudgeInput, Verdict
@@ -135,36 +133,19 @@ class HeadsJudge:
     @classmethod
     def load(cls, path: Path | str = DEFAULT_ARTIFACT, taxonomy: Taxonomy | None = None) -> HeadsJudge:
         """Load an artifact folder; with ``taxonomy``, also check the categories are its harm ids."""
-        path = Path(path)
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-            blob = (path / "weights.npz").read_bytes()
-        except FileNotFoundError as exc:
-            raise ValueError(f"judge artifact {path}: missing {Path(exc.filename).name}") from None
-        if manifest.get("format") != ARTIFACT_FORMAT:
-            raise ValueError(f"judge artifact {path}: format {manifest.get('format')!r}, expected {ARTIFACT_FORMAT}")
-        if manifest.get("version") != version_of(blob, manifest["categories"]):
-            raise ValueError(f"judge artifact {path}: weights.npz does not match the manifest's version")
+        manifest, blob = read_artifact(path, ARTIFACT_FORMAT, "heads")
         with np.load(io.BytesIO(blob)) as arrays:
             heads = {
                 name: Head(**{f: arrays[f"{name}.{f}"] for f in _FIELDS + _HIDDEN if f"{name}.{f}" in arrays})
                 for name in HEAD_NAMES
             }
         judge = cls(heads, manifest["categories"], manifest)
-        if taxonomy is not None and list(judge.categories) != taxonomy.harm_ids:
-            raise ValueError(
-                f"judge artifact {path} scores categories {list(judge.categories)}, "
-                f"but taxonomy {taxonomy.name!r} has {taxonomy.harm_ids}"
-            )
+        check_categories(path, judge.categories, taxonomy)
         return judge
 
     def save(self, path: Path | str, model_card: str) -> None:
         """Write the artifact folder (weights bytes depend only on the arrays: reproducible)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "weights.npz").write_bytes(weights_blob(self.heads))
-        (path / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
-        (path / "model_card.md").write_text(model_card)
+        write_artifact(path, weights_blob(self.heads), self.manifest, model_card)
 
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         if not batch:
@@ -234,21 +215,6 @@ def weights_blob(heads: Mapping[str, Head]) -> bytes:
                               for name in HEAD_NAMES for f, value in heads[name].arrays().items()})
 
 
-def deterministic_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """An ``.npz`` archive with fixed entry timestamps, so equal arrays give equal bytes (dtypes kept)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, value in arrays.items():
-            arr = io.BytesIO()
-            np.lib.format.write_array(arr, np.ascontiguousarray(value))
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, arr.getvalue())
-    return buf.getvalue()
-
-
 def version_of(blob: bytes, categories: Sequence[str]) -> str:
     """``heads-<12 hex>``: a content hash of the weights and category order, so it names what judges."""
-    h = hashlib.sha256(blob)
-    h.update("\x00".join(categories).encode())
-    return f"heads-{h.hexdigest()[:12]}"
+    return content_version("heads", blob, categories)

@@ -31,7 +31,7 @@ from sklearn.neural_network import MLPClassifier
 
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.calibration import best_f1_threshold, expected_calibration_error, fit_platt, platt
-from monitor.judge.dataset import LabelMapper, Record, split_of, stratified_cap
+from monitor.judge.dataset import LabelMapper, Record, record_split, stratified_cap
 from monitor.judge.heads import (
     ARTIFACT_FORMAT,
     Head,
@@ -64,9 +64,7 @@ class TrainConfig:
     mlp_alpha: float = 1e-3
 
     def split(self, record: Record) -> str:
-        if record.origin in self.holdout_origins:
-            return "test"
-        return split_of(record.prompt, self.seed, self.test_fraction, self.val_fraction)
+        return record_split(record, self.seed, self.test_fraction, self.val_fraction, self.holdout_origins)
 
 
 @dataclass

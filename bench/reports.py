@@ -36,7 +36,8 @@ from monitor.events import Event, ScoredEvent  # noqa: E402
 from monitor.export.report import build_report  # noqa: E402
 from monitor.export.reservoir import WindowReservoir  # noqa: E402
 from monitor.export.windows import TimeWindow  # noqa: E402
-from monitor.judge.verdict import SAFE, Verdict  # noqa: E402
+from monitor.judge.verdict import Verdict  # noqa: E402
+from monitor.taxonomy import SAFE
 
 T0 = 1767225600.0
 HOUR = 3600.0

@@ -10,14 +10,14 @@ from typing import Optional
 
 import typer
 
-from monitor.config import Settings, load_settings
+from monitor.client import DEFAULT_URL
+from monitor.config import TOPIC_STARTS, Settings, load_settings
 from monitor.export import report_cli
 from monitor.embed.cli import model_app
 from monitor.judge.cli import judge_app
 
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TOKEN_HELP = "Bearer token (or set MONITOR_TOKEN; never printed)."
 
 
@@ -28,6 +28,8 @@ def _token_option(scope: str) -> Optional[str]:
 def _settings_help() -> str:
     lines = ["Every option can be set as an env var MONITOR_<NAME> or in the YAML --config file:\n"]
     for name, field in Settings.model_fields.items():
+        if name in TOPIC_STARTS:
+            lines.append(f"[{TOPIC_STARTS[name]}]\n")
         default = field.get_default(call_default_factory=True)  # list options have a default_factory
         shown = "" if default is None and "token" in name else f" (default {default!r})"
         lines.append(f"MONITOR_{name.upper()}{shown}: {field.description}\n")

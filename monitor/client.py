@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Item = Mapping[str, Any] | BaseModel
 
+# Where a monitor listens by default (`monitor serve`): the CLI, the report command and the LiteLLM logger.
+DEFAULT_URL = "http://127.0.0.1:8000"
 _REJECTED = frozenset({400, 415, 422})
 _DENIED = frozenset({401, 403})
 

@@ -37,6 +37,19 @@ ALL_DETECTORS = (
 )
 DEFAULT_DETECTORS = tuple(d for d in ALL_DETECTORS if d != "category_share_adwin")
 
+# Settings are declared topic by topic; each topic starts at the field named here (``serve --help`` groups by it).
+TOPIC_STARTS = {
+    "host": "Server and request limits",
+    "auth": "Security: tokens",
+    "feedback_rate_per_source": "Feedback and integrations",
+    "max_future_skew_seconds": "Queue, sampling and worker",
+    "embedding_model": "Models: embedding and judges",
+    "models": "Scopes and detectors",
+    "alert_pending_seconds": "Alerts and delivery",
+    "redaction": "Privacy and reports",
+    "redis_url": "State and scale-out",
+}
+
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by ``MONITOR_CONFIG`` (or passed to :func:`load_settings`)."""

@@ -11,7 +11,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.alerts.delivery import AlertDelivery, DeliveryPolicy, targets_from_settings
 from monitor.alerts.engine import AlertEngine, Transition
 from monitor.alerts.targets import AlertmanagerTarget, WebhookTarget

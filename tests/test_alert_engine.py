@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.alerts.engine import AlertEngine
 
 

@@ -52,3 +52,18 @@ def test_cross_field_rules_are_checked_at_start(monkeypatch):
         Settings(embedding_window_events=110)
     with pytest.raises(ValidationError, match="embedding_expected_run_time"):
         Settings(embedding_window_events=500, embedding_expected_run_time=400)
+
+
+def test_serve_help_groups_every_option_under_a_topic_with_its_real_default():
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+    from monitor.config import TOPIC_STARTS
+
+    fields = list(Settings.model_fields)
+    assert fields[0] in TOPIC_STARTS and set(TOPIC_STARTS) <= set(fields)
+    text = " ".join(CliRunner().invoke(app, ["serve", "--help"], terminal_width=400).output.split())
+    positions = [text.index(f"[{title}]") for title in TOPIC_STARTS.values()]
+    assert positions == sorted(positions)
+    assert "PydanticUndefined" not in text
+    assert "MONITOR_DETECTORS (default ['category_share', 'embedding_drift'" in text

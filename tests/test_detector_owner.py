@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 import redis
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.alerts.engine import AlertEngine
 from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite

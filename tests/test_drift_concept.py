@@ -13,14 +13,15 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.drift.base import Detector
 from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
 from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector
 from monitor.drift.rate_change import RateChangeConfig
 from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementDetector
 from monitor.events import Event, ScoredEvent
-from monitor.judge.verdict import SAFE, Verdict
+from monitor.judge.verdict import Verdict
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
 from tests.helpers.conditions import feed, opened
 from tests.helpers.scored import verdict

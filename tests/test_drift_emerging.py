@@ -12,7 +12,7 @@ import pytest
 from monitor.drift.base import Detector
 from monitor.drift.emerging import KIND, EmergingClusterDetector
 from monitor.events import Event, ScoredEvent
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 from tests.helpers.scored import verdict
 
 DIM = 64

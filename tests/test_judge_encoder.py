@@ -15,7 +15,8 @@ from monitor.judge.dataset import Record
 from monitor.judge.encoder_judge import EncoderJudge, load_encoder_judge, read_encoder_artifact, save_encoder_artifact
 from monitor.judge.encoder_training import EncoderTrainConfig, build_encoder_artifact
 from monitor.judge.model_card import render_encoder_model_card
-from monitor.judge.verdict import SAFE, Judge, JudgeInput
+from monitor.judge.verdict import Judge, JudgeInput
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
 
 SMALL_TAXONOMY = Path(__file__).parent / "fixtures" / "judge" / "taxonomy-small.yaml"

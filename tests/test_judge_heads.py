@@ -9,7 +9,8 @@ import pytest
 
 from monitor.judge.heads import Head, HeadsJudge, version_of, weights_blob
 from monitor.judge.refusal_phrases import PhraseFeatures
-from monitor.judge.verdict import SAFE, Judge, JudgeInput
+from monitor.judge.verdict import Judge, JudgeInput
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
 
 DIM = 8

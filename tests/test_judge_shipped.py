@@ -12,7 +12,8 @@ import pytest
 
 from monitor.judge.dataset import read_records
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
-from monitor.judge.verdict import SAFE, Judge, JudgeInput
+from monitor.judge.verdict import Judge, JudgeInput
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
 
 FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "records.jsonl"

@@ -16,7 +16,8 @@ from monitor.judge.llm_guard import (
     guard_prompt,
     parse_guard_output,
 )
-from monitor.judge.verdict import SAFE, JudgeInput
+from monitor.judge.verdict import JudgeInput
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
 from monitor.taxonomy.mapping import get_mapping
 from tests.fakes.openai_chat_server import FakeChatServer

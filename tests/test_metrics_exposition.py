@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import __version__
 from monitor.config import Settings
-from monitor.pipeline.builder import build_detectors
+from monitor.drift.registry import build_detectors
 from monitor.pipeline.service import MonitorService
 
 

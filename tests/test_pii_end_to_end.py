@@ -80,7 +80,7 @@ def test_alert_payloads_carry_no_pii(emerged):
 
 def test_alert_engine_redacts_evidence_from_any_detector():
     """Defence in depth: a detector that forgets to redact still cannot push raw text to receivers."""
-    from monitor.alerts.condition import Condition
+    from monitor.signals import Condition
 
     cond = Condition("emerging_category", "global", "c1", True, at=1.0, summary="Dear Maria Lopez, mail maria@example.com",
                      evidence={"exemplars": ["call 555/123/4567"]})

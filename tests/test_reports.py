@@ -19,9 +19,9 @@ from monitor.config import Settings
 from monitor.events import Event, ScoredEvent
 from monitor.export.report import ReportError, build_report
 from monitor.export.report_link import report_link, report_windows
-from monitor.export.reservoir import WindowReservoir, reservoir_of
+from monitor.export.reservoir import WindowReservoir
 from monitor.export.windows import TimeWindow, WindowError, parse_window
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 from monitor.pipeline.builder import build_service
 from monitor.scopes import ScopeResolver
 from tests.helpers.scored import verdict
@@ -270,7 +270,7 @@ def server(embedder):
     settings = Settings(judge="prototype", models=["gpt-4o"], report_tsne_points=30)
 
     with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
-        assert reservoir_of(srv.service) is not None  # the builder attaches one by default
+        assert srv.service.report_reservoir is not None  # the builder attaches one by default
         prompts = ["How do I bake bread?", "What is the capital of Peru?", "How can I hurt myself without anyone noticing?",
                    "Write a haiku about autumn.", "Give me someone's home address from their name."]
         events = [

@@ -27,7 +27,8 @@ from monitor.embed.embedder import Embedder
 from monitor.events import Event
 from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.parsing import parse_body
-from monitor.pipeline.builder import build_detectors, build_service
+from monitor.drift.registry import build_detectors
+from monitor.pipeline.builder import build_service
 from monitor.scale.detector import DetectorOwner
 from monitor.scale.frontend import StreamFrontend
 from monitor.scale.lease import Lease

@@ -7,7 +7,8 @@ import pytest
 
 from monitor.judge.llm_guard import LlmGuardJudge
 from monitor.judge.second_opinion import AsyncJudge, Disagreement, SecondOpinion, compare
-from monitor.judge.verdict import SAFE, JudgeInput, Verdict
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.taxonomy import SAFE
 from tests.fakes.openai_chat_server import FakeChatServer
 
 VEC = np.zeros(384, dtype=np.float32)

@@ -19,13 +19,14 @@ import numpy as np
 from river.drift import ADWIN
 
 from bench.scenarios.running import EVENT_RATE, Row, Run, change_row, feed, stationary_row
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
 from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector
 from monitor.drift.rate_change import Trial
 from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementDetector
 from monitor.events import Event, ScoredEvent
-from monitor.judge.verdict import SAFE, Verdict
+from monitor.judge.verdict import Verdict
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
 
 VEC = np.zeros(384, dtype=np.float32)

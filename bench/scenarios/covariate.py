@@ -19,7 +19,8 @@ from monitor.drift.base import Detector
 from monitor.drift.embedding_mmd import EmbeddingMMDDetector
 from monitor.drift.proportions import CategoryShareDetector
 from monitor.events import Event, ScoredEvent
-from monitor.judge.verdict import SAFE, Verdict
+from monitor.judge.verdict import Verdict
+from monitor.taxonomy import SAFE
 
 RISING = "violence_aiding_and_abetting_incitement"
 WARMUP = 20_000

@@ -24,7 +24,8 @@ from bench.scenarios.pools import CHAT, WITHHELD, Pools
 from bench.scenarios.running import EVENT_RATE, Row, Run, change_row, feed, stationary_row
 from monitor.drift.emerging import EmergingClusterDetector
 from monitor.events import Event, ScoredEvent
-from monitor.judge.verdict import SAFE, Verdict
+from monitor.judge.verdict import Verdict
+from monitor.taxonomy import SAFE
 
 WITHHELD_CATEGORIES = ("animal_abuse",)
 GROUPS = (*WITHHELD, *WITHHELD_CATEGORIES)

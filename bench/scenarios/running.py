@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.drift.base import Detector
 from monitor.drift.feedback import Feedback
 from monitor.events import ScoredEvent

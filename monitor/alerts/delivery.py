@@ -38,7 +38,6 @@ from monitor.alerts.targets import (
 from monitor.config import Settings
 from monitor.export.metrics import MonitorMetrics
 from monitor.redact_urls import redact_urls
-from monitor.pipeline.service import MonitorService
 
 log = logging.getLogger(__name__)
 
@@ -248,18 +247,3 @@ def policy_from_settings(settings: Settings) -> DeliveryPolicy:
         max_backoff_s=settings.alert_delivery_max_backoff_s,
         outbox_size=settings.alert_outbox_size,
     )
-
-
-def attach_delivery(service: MonitorService, settings: Settings) -> AlertDelivery | None:
-    """Deliver ``service``'s alerts to the configured targets (and flush them when it stops).
-
-    Firing alerts restored from saved state are announced again. ``None`` when no target is configured.
-    """
-    targets = targets_from_settings(settings)
-    if not targets:
-        return None
-    delivery = AlertDelivery(targets, service.metrics, policy_from_settings(settings))
-    delivery.start(service.alerts("firing"))
-    service.transition_listeners.append(delivery.on_transitions)
-    service.stop_listeners.append(delivery.close)
-    return delivery

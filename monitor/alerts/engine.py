@@ -7,7 +7,7 @@ resolves it. An alert that becomes active again within ``cooldown_seconds`` of e
 its resolution is re-opened (same id) instead of creating a new alert, so a flapping detector
 does not page twice. All times are event times.
 
->>> from monitor.alerts.condition import Condition
+>>> from monitor.signals import Condition
 >>> engine = AlertEngine(pending_seconds=0, cooldown_seconds=60)
 >>> _ = engine.observe([Condition("category_share", "global", "self_harm", True, at=100.0, summary="up")])
 >>> [(a.status, a.started_at) for a in engine.alerts("firing")]
@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal
 
-from monitor.alerts.condition import Condition, Severity
+from monitor.signals import Condition, Severity
 from monitor.privacy.redact import REDACT_ON, Redactor
 
 Status = Literal["pending", "firing", "resolved"]

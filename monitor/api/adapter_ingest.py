@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from monitor.api.deps import error_response
 from monitor.ingest.parsing import BodyError
 from monitor.integrations.adapted import Adapted
-from monitor.pipeline.service import IngestOutcome, MonitorService
+from monitor.ingest.request import IngestOutcome
+from monitor.backend import MonitorBackend
 
 _ENCODINGS = {"", "identity", "gzip", "x-gzip", "zlib", "deflate"}
 #: Bodies larger than this are parsed in a worker thread: a multi-megabyte json.loads on the event
@@ -83,7 +84,7 @@ def _inflate(body: bytes, max_bytes: int, wbits: int) -> bytes:
     return out
 
 
-async def submit(service: MonitorService, adapted: Adapted, arrival: float, source: str) -> IngestOutcome:
+async def submit(service: MonitorBackend, adapted: Adapted, arrival: float, source: str) -> IngestOutcome:
     """Ingest the adapted events; count redacted and ignored items once the request is taken."""
     started = time.perf_counter()
     outcome = await service.ingest_async(adapted.parsed_body(), arrival) if adapted.events or adapted.rejected else IngestOutcome()

@@ -22,7 +22,8 @@ from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open
-from monitor.api.deps import NotReady, error_response, get_service
+from monitor.api.deps import error_response, get_service
+from monitor.backend import MonitorBackend, NotReady
 from monitor.api.responses import AUTH, BODY, IngestOut, errors
 from monitor.alerts.engine import Alert
 from monitor.alerts.links import evidence_links
@@ -31,7 +32,6 @@ from monitor.ingest.parsing import BodyError, parse_body
 from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import EventIn
 from monitor.pipeline.builder import build_service
-from monitor.pipeline.service import MonitorService
 from monitor.redact_urls import redact_urls
 from monitor.state.store import StoreUnavailable
 
@@ -52,7 +52,7 @@ A body that is unusable as a whole gets 400 (not JSON/UTF-8, empty), 413 (too la
 """
 
 
-def create_app(settings: Settings | None = None, service_factory: Callable[[Settings], MonitorService] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, service_factory: Callable[[Settings], MonitorBackend] | None = None) -> FastAPI:
     """The app; raises :class:`~monitor.api.auth.AuthConfigError` when it would serve the network without tokens."""
     settings = settings or Settings()
     factory = service_factory or build_service
@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             }
         },
     )
-    async def ingest(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+    async def ingest(request: Request, service: MonitorBackend = Depends(get_service)) -> Response:
         arrival = time.time()
         started = time.perf_counter()
         try:
@@ -187,7 +187,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **errors(*AUTH, 422, 503)},
     )
     async def alerts(
-        status: Literal["firing", "pending", "resolved", "all"] = Query("all"), service: MonitorService = Depends(get_service)
+        status: Literal["firing", "pending", "resolved", "all"] = Query("all"), service: MonitorBackend = Depends(get_service)
     ) -> Response:
         found = await asyncio.to_thread(service.alerts, status)  # the state lock, or Redis in scale-out: off the event loop
         return JSONResponse({"alerts": [_alert_json(a) for a in found]})
@@ -198,7 +198,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         dependencies=[Depends(require("read"))],
         responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **errors(*AUTH, 404, 503)},
     )
-    async def alert(alert_id: str, service: MonitorService = Depends(get_service)) -> Response:
+    async def alert(alert_id: str, service: MonitorBackend = Depends(get_service)) -> Response:
         found = await asyncio.to_thread(service.alert, alert_id)
         if found is None:
             return error_response(404, f"alert_id: no alert {alert_id!r}")

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from monitor.api.auth import Principal, require
 from monitor.api.deps import error_response, get_service
 from monitor.api.responses import AUTH, errors
-from monitor.pipeline.service import MonitorService
+from monitor.backend import MonitorBackend
 
 router = APIRouter()
 
@@ -38,7 +38,7 @@ _OBJECT = {200: {"content": {"application/json": {"schema": {"type": "object"}}}
     responses={**_OBJECT, **errors(*AUTH, 409, 422, 503)},
 )
 async def clusters(request: Request, scope: str = Query("global", max_length=300), raw: bool = Query(False, description=RAW_HELP),
-                   who: Principal = Depends(require("read")), service: MonitorService = Depends(get_service)) -> Response:
+                   who: Principal = Depends(require("read")), service: MonitorBackend = Depends(get_service)) -> Response:
     refused = _raw_refused(request, raw, who)
     if refused is not None:
         return refused
@@ -54,7 +54,7 @@ async def clusters(request: Request, scope: str = Query("global", max_length=300
     responses={**_OBJECT, **errors(*AUTH, 404, 409, 503)},
 )
 async def cluster(request: Request, cluster_id: str, raw: bool = Query(False, description=RAW_HELP),
-                  who: Principal = Depends(require("read")), service: MonitorService = Depends(get_service)) -> Response:
+                  who: Principal = Depends(require("read")), service: MonitorBackend = Depends(get_service)) -> Response:
     refused = _raw_refused(request, raw, who)
     if refused is not None:
         return refused

@@ -1,4 +1,4 @@
-"""Shared route helpers: error bodies and access to the running service."""
+"""Shared route helpers: error bodies and access to the running backend."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from monitor.pipeline.service import MonitorService
+from monitor.backend import MonitorBackend, NotReady
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -15,16 +15,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-class NotReady(Exception):
-    """Raised by :func:`get_service` before the model is loaded; the app answers 503 with Retry-After."""
-
-    def __init__(self, reason: str, retry_after: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-def get_service(request: Request) -> MonitorService:
+def get_service(request: Request) -> MonitorBackend:
     """FastAPI dependency: the running service, or 503 while it loads."""
     holder = request.app.state.holder
     service = holder["service"]

@@ -24,7 +24,7 @@ from monitor.drift.feedback import Feedback
 from monitor.ingest.parsing import BodyError, Rejection, parse_body
 from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import parse_timestamp
-from monitor.pipeline.service import MonitorService
+from monitor.backend import MonitorBackend
 from monitor.taxonomy.mapping import get_mapping
 
 router = APIRouter()
@@ -103,7 +103,7 @@ def _limiter(request: Request) -> SourceLimiter:
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def feedback(
-    request: Request, principal: Principal = Depends(require("admin")), service: MonitorService = Depends(get_service)
+    request: Request, principal: Principal = Depends(require("admin")), service: MonitorBackend = Depends(get_service)
 ) -> Response:
     settings = request.app.state.settings
     try:

@@ -14,7 +14,7 @@ from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
 from monitor.ingest.safejson import JsonLimits
 from monitor.integrations.litellm import LiteLLMAdapter, split_body
-from monitor.pipeline.service import MonitorService
+from monitor.backend import MonitorBackend
 
 router = APIRouter()
 
@@ -77,7 +77,7 @@ PAYLOAD_SCHEMA = {
     responses=errors(*BODY, *AUTH, 503),
     openapi_extra={"requestBody": REQUEST_BODY},
 )
-async def ingest_litellm(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get_service)) -> Response:
     arrival = time.time()
     settings = service.settings
     try:

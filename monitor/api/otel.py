@@ -14,7 +14,7 @@ from monitor.api.responses import AUTH, BODY, errors
 from monitor.ingest.parsing import BodyError, media_type
 from monitor.ingest.safejson import JsonLimits
 from monitor.integrations.otel import JSON_TYPE, OtelAdapter, encode_response, parse_request
-from monitor.pipeline.service import MonitorService
+from monitor.backend import MonitorBackend
 
 router = APIRouter()
 
@@ -60,7 +60,7 @@ RESPONSE = {
     responses={200: RESPONSE, **errors(*BODY, *AUTH, 503)},
     openapi_extra={"requestBody": REQUEST_BODY},
 )
-async def receive_traces(request: Request, service: MonitorService = Depends(get_service)) -> Response:
+async def receive_traces(request: Request, service: MonitorBackend = Depends(get_service)) -> Response:
     arrival = time.time()
     settings = service.settings
     content_type = request.headers.get("content-type")

@@ -13,9 +13,9 @@ from monitor.api.deps import error_response, get_service
 from monitor.api.report_gate import Busy, gate_for
 from monitor.api.responses import AUTH, errors
 from monitor.export.report import DriftReport, ReportError, build_report
-from monitor.export.reservoir import reservoir_of, scope_filter
+from monitor.export.reservoir import scope_filter
 from monitor.export.windows import TimeWindow, WindowError, parse_window
-from monitor.pipeline.service import MonitorService
+from monitor.backend import MonitorBackend
 
 router = APIRouter()
 
@@ -52,9 +52,9 @@ async def report(
     current: str = Query(..., description=WINDOW_DOC, examples=["last:1h"]),
     format: Literal["html", "json"] = Query("html", description="html (for people) or json (summary + Evidently's results)."),
     scope: str = Query("global", description="global, model=NAME or route=NAME (names as in metric labels)."),
-    service: MonitorService = Depends(get_service),
+    service: MonitorBackend = Depends(get_service),
 ) -> Response:
-    reservoir = reservoir_of(service)
+    reservoir = service.report_reservoir
     if reservoir is None:
         return error_response(404, "reports: this service keeps no event reservoir, so it has no windows to report on")
     try:

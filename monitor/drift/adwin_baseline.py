@@ -39,8 +39,8 @@ from typing import Any, Sequence
 import numpy as np
 from river.drift import ADWIN
 
-from monitor.alerts.condition import Condition
-from monitor.drift.base import Reading
+from monitor.signals import Condition
+from monitor.signals import Reading
 from monitor.drift.rate_change import wilson_interval
 from monitor.drift.reference import ShareKeys, ShareReference, ShareWarmUp, rows_by_scope
 from monitor.events import ScoredEvent
@@ -75,6 +75,7 @@ class AdwinShareDetector:
     """
 
     name = "category_share_adwin"
+    alert_kind = name
 
     def __init__(
         self,

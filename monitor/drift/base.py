@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition, Reading
 from monitor.events import ScoredEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A detector's statistic next to its threshold, exported as metrics.
-
-    Labels stay bounded: ``detector`` and ``scope`` come from code and configuration, ``key`` is a
-    taxonomy category id (or "" for single-key detectors), never raw text or an unbounded id.
-    """
-
-    detector: str
-    scope: str
-    key: str
-    statistic: float
-    threshold: float
-    active: bool
 
 
 @runtime_checkable
@@ -36,6 +19,7 @@ class Detector(Protocol):
     """
 
     name: str
+    alert_kind: str  # the ``kind`` of the alerts it raises (usually its name)
 
     def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]: ...
 
@@ -44,3 +28,20 @@ class Detector(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class ClusterQueries(Protocol):
+    """A detector that keeps clusters a person can look at (``/v1/clusters``, cluster metrics).
+
+    The service finds it by this capability, not by class, so another clustering detector can
+    serve the same routes. Callers hold the service's state lock.
+    """
+
+    def scopes(self) -> list[str]: ...
+
+    def status_counts(self) -> dict[tuple[str, str], int]: ...
+
+    def clusters(self, scope: str, raw: bool = False) -> Any: ...
+
+    def cluster(self, cluster_id: str, scope: str, raw: bool = False) -> Any: ...

@@ -46,8 +46,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from monitor.alerts.condition import Condition
-from monitor.drift.base import Reading
+from monitor.signals import Condition
+from monitor.signals import Reading
 from monitor.drift.reference import rows_by_scope
 from monitor.events import ScoredEvent
 
@@ -210,6 +210,7 @@ class EmbeddingMMDDetector:
     """
 
     name = "embedding_drift"
+    alert_kind = name
     uses_embeddings = True  # state is only comparable with embeddings from the same model and backend
 
     def __init__(

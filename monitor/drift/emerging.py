@@ -78,13 +78,13 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from monitor.alerts.condition import Condition
-from monitor.drift.base import Reading
+from monitor.signals import Condition
+from monitor.signals import Reading
 from monitor.drift.density_gate import DensityGate, RecentWindow, ReferenceDensity
 from monitor.drift.keywords import class_tfidf_keywords
 from monitor.drift.known_regions import KnownRegions, unit_rows
 from monitor.events import ScoredEvent
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 from monitor.privacy.redact import REDACT_ON, Redactor, strip_placeholders
 
 log = logging.getLogger(__name__)

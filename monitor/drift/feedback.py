@@ -33,11 +33,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
-from monitor.alerts.condition import Condition
-from monitor.drift.base import Reading
+from monitor.signals import Condition
+from monitor.signals import Reading
 from monitor.drift.rate_change import RateChange, RateChangeConfig
 from monitor.events import ScoredEvent
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 
 FeedbackStatus = Literal["matched", "unknown_event", "duplicate", "corrected", "capped"]
 STATUSES: tuple[FeedbackStatus, ...] = ("matched", "unknown_event", "duplicate", "corrected", "capped")
@@ -136,6 +136,7 @@ class FeedbackDisagreementDetector:
     """
 
     name = "feedback_disagreement"
+    alert_kind = name
 
     def __init__(
         self,

@@ -65,8 +65,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from scipy.stats import beta
 
-from monitor.alerts.condition import Condition, Severity
-from monitor.drift.base import Reading
+from monitor.signals import Condition, Severity
+from monitor.signals import Reading
 from monitor.drift.bernoulli_cusum import calibrate_threshold, llr_steps, neutral_rate, odds_shift
 from monitor.drift.rate_change import wilson_interval
 from monitor.drift.reference import ShareKeys, ShareReference, ShareWarmUp, UNSAFE, rows_by_scope
@@ -297,6 +297,7 @@ class CategoryShareDetector:
     """
 
     name = "category_share"
+    alert_kind = name
 
     def __init__(
         self,

@@ -46,8 +46,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
-from monitor.alerts.condition import Condition, Severity
-from monitor.drift.base import Reading
+from monitor.signals import Condition, Severity
+from monitor.signals import Reading
 from monitor.drift.bernoulli_cusum import average_run_length, llr_steps, odds_shift
 from monitor.events import ScoredEvent
 
@@ -130,39 +130,71 @@ class _Test:
         return self.bound, self.p1, self.h
 
 
-class _KeyState:
-    """Everything one key remembers: counts, statistics, and its two tests (None while untested)."""
+class _Side:
+    """One direction's CUSUM (rise or drop): its statistic, the trials and 1s since it left zero,
+    when it left zero, and its test (None while untested)."""
 
-    __slots__ = (
-        "trials", "ref_n", "ref_k", "basis_n", "basis_k", "active", "alarm_at",
-        "s_up", "n_up", "k_up", "since_up", "s_down", "n_down", "k_down", "since_down", "up", "down",
-    )
+    __slots__ = ("s", "n", "k", "since", "test")
+
+    def __init__(self) -> None:
+        self.s = 0.0
+        self.n = self.k = 0
+        self.since: float | None = None
+        self.test: _Test | None = None
+
+    def step(self, outcome: bool, at: float) -> bool:
+        """Add one trial; True when the statistic reaches its threshold (where it is then held)."""
+        test = self.test
+        if test is None:
+            return False
+        if self.s == 0.0:
+            self.since = at
+        s = self.s + (test.inc_success if outcome else test.inc_failure)
+        if s <= 0.0:
+            self.s, self.n, self.k = 0.0, 0, 0
+            return False
+        fires = s >= test.h
+        self.s = test.h if fires else s
+        self.n += 1
+        if outcome:
+            self.k += 1
+        return fires
+
+
+class _KeyState:
+    """Everything one key remembers: counts, and its rise and drop sides."""
+
+    __slots__ = ("trials", "ref_n", "ref_k", "basis_n", "basis_k", "active", "alarm_at", "up", "down")
     _NUMBERS = __slots__[:-2]
+    _SIDE = ("s", "n", "k", "since")  # saved per side, rise then drop, after _NUMBERS (the layout snapshots keep)
 
     def __init__(self) -> None:
         self.trials = self.ref_n = self.ref_k = self.basis_n = self.basis_k = 0
         self.active: str | None = None  # "rise", "drop" or None
         self.alarm_at: float | None = None
-        self.s_up = self.s_down = 0.0  # the rise and the drop statistic
-        self.n_up = self.k_up = self.n_down = self.k_down = 0  # trials and 1s since each statistic left zero
-        self.since_up: float | None = None  # event time each statistic left zero
-        self.since_down: float | None = None
-        self.up: _Test | None = None
-        self.down: _Test | None = None
+        self.up = _Side()
+        self.down = _Side()
 
     def saved(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f) for f in self._NUMBERS) + tuple(
-            None if t is None else t.saved() for t in (self.up, self.down)
+        sides = (self.up, self.down)
+        return (
+            tuple(getattr(self, f) for f in self._NUMBERS)
+            + tuple(getattr(side, f) for side in sides for f in self._SIDE)
+            + tuple(None if side.test is None else side.test.saved() for side in sides)
         )
 
     @classmethod
     def restore(cls, values: Sequence[Any]) -> _KeyState:
         st = cls()
-        *numbers, up, down = values
+        *rest, up, down = values
+        numbers, sides = rest[: len(cls._NUMBERS)], rest[len(cls._NUMBERS):]
         for field, value in zip(cls._NUMBERS, numbers, strict=True):
             setattr(st, field, value)
-        st.up = None if up is None else _Test(*up)
-        st.down = None if down is None else _Test(*down)
+        for i, side in enumerate((st.up, st.down)):
+            for field, value in zip(cls._SIDE, sides[i * 4:(i + 1) * 4], strict=True):
+                setattr(side, field, value)
+        st.up.test = None if up is None else _Test(*up)
+        st.down.test = None if down is None else _Test(*down)
         return st
 
     def next_refresh(self, warmup: int) -> int:
@@ -269,8 +301,8 @@ class RateChange:
                 st = keys[sk] = _KeyState()
             touched[sk] = at
             st.trials += 1
-            s_up, s_down = st.s_up, st.s_down
-            if s_up == 0.0 and s_down == 0.0:
+            up, down = st.up, st.down
+            if up.s == 0.0 and down.s == 0.0:
                 st.ref_n += 1
                 if outcome:
                     st.ref_k += 1
@@ -278,38 +310,14 @@ class RateChange:
                     self._derive(st)
                 if st.basis_n == 0:
                     continue  # still warming up
-            up, down = st.up, st.down
-            up_fires = down_fires = False
-            if up is not None:
-                if s_up == 0.0:
-                    st.since_up = at
-                s_up += up.inc_success if outcome else up.inc_failure
-                if s_up <= 0.0:
-                    st.s_up, st.n_up, st.k_up = 0.0, 0, 0
-                else:
-                    up_fires = s_up >= up.h
-                    st.s_up = up.h if up_fires else s_up
-                    st.n_up += 1
-                    if outcome:
-                        st.k_up += 1
-            if down is not None:
-                if s_down == 0.0:
-                    st.since_down = at
-                s_down += down.inc_success if outcome else down.inc_failure
-                if s_down <= 0.0:
-                    st.s_down, st.n_down, st.k_down = 0.0, 0, 0
-                else:
-                    down_fires = s_down >= down.h
-                    st.s_down = down.h if down_fires else s_down
-                    st.n_down += 1
-                    if outcome:
-                        st.k_down += 1
+            up_fires = up.step(outcome, at)
+            down_fires = down.step(outcome, at)
             was = st.active
             if up_fires:
                 now = "rise"
             elif down_fires:
                 now = "drop"
-            elif (was == "rise" and s_up <= 0.0) or (was == "drop" and s_down <= 0.0):
+            elif (was == "rise" and up.s <= 0.0) or (was == "drop" and down.s <= 0.0):
                 now = None
             else:
                 continue
@@ -329,8 +337,8 @@ class RateChange:
         """Take the reference sample as the new basis and re-derive both tests from it."""
         st.basis_n, st.basis_k = n, k = st.ref_n, st.ref_k
         lo, hi = wilson_interval(k, n, self.config.reference_z)
-        st.up = self._test(hi, odds_shift(hi, self.config.ratio)) if self.direction != "drop" and hi < 1.0 else None
-        st.down = self._test(lo, odds_shift(lo, 1.0 / self.config.ratio)) if self.direction != "rise" and lo > 0.0 else None
+        st.up.test = self._test(hi, odds_shift(hi, self.config.ratio)) if self.direction != "drop" and hi < 1.0 else None
+        st.down.test = self._test(lo, odds_shift(lo, 1.0 / self.config.ratio)) if self.direction != "rise" and lo > 0.0 else None
 
     def _test(self, bound: float, p1: float) -> _Test:
         one, zero = llr_steps(bound, p1)
@@ -344,10 +352,9 @@ class RateChange:
         Field names follow the category-share detector's, with trials for events and rates for shares.
         """
         st = self._keys[(scope, key)]
-        direction = direction or st.active or ("drop" if st.s_down > st.s_up else "rise")
-        rise = direction == "rise"
-        test = st.up if rise else st.down
-        n, k, since, stat = (st.n_up, st.k_up, st.since_up, st.s_up) if rise else (st.n_down, st.k_down, st.since_down, st.s_down)
+        direction = direction or st.active or ("drop" if st.down.s > st.up.s else "rise")
+        side = st.up if direction == "rise" else st.down
+        test, n, k, since, stat = side.test, side.n, side.k, side.since, side.s
         return {
             "direction": direction,
             "reference_rate": st.basis_k / st.basis_n if st.basis_n else None,
@@ -384,7 +391,7 @@ class RateChange:
         """One reading per tested key: the test nearer its threshold (the active one while active)."""
         out = []
         for (scope, key), st in self._keys.items():
-            tests = [(s, t.h) for s, t in ((st.s_up, st.up), (st.s_down, st.down)) if t is not None]
+            tests = [(side.s, side.test.h) for side in (st.up, st.down) if side.test is not None]
             if tests:
                 statistic, threshold = max(tests, key=lambda pair: pair[0] / pair[1])
                 out.append(Reading(detector, scope, key, statistic, threshold, st.active is not None))
@@ -412,6 +419,10 @@ class RateDetector(abc.ABC):
 
     name: str
     rates: RateChange
+
+    @property
+    def alert_kind(self) -> str:
+        return self.name
 
     @abc.abstractmethod
     def trials(self, batch: Sequence[ScoredEvent]) -> Iterable[Trial]:

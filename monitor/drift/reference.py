@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from monitor.events import ScoredEvent
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 
 UNSAFE = "unsafe"
 

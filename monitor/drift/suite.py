@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
-from monitor.alerts.condition import Condition
-from monitor.drift.base import Detector, Reading
+from monitor.drift.base import ClusterQueries, Detector
 from monitor.events import ScoredEvent
+from monitor.signals import Condition, Reading
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,15 @@ class DetectorSuite:
         self.on_error: Callable[[str], None] = lambda name: None  # the service counts failures in a metric
 
     def alert_kinds(self) -> list[str]:
-        """The ``kind`` of the alerts each detector raises: its name, unless it names another in ``alert_kind``."""
-        return [getattr(d, "alert_kind", d.name) for d in self.detectors]
+        """The ``kind`` of the alerts each detector raises."""
+        return [d.alert_kind for d in self.detectors]
 
     def get(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
+
+    def cluster_queries(self) -> ClusterQueries | None:
+        """The detector that answers cluster queries, if one runs."""
+        return next((d for d in self.detectors if isinstance(d, ClusterQueries)), None)
 
     def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
         """Conditions from every detector; one detector raising is logged and counted, the others still run."""

@@ -14,8 +14,8 @@ from typing import Callable, Iterable, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector, disable_created_metrics
 
 from monitor import __version__
-from monitor.alerts.condition import Severity
-from monitor.drift.base import Reading
+from monitor.signals import Severity
+from monitor.signals import Reading
 
 # `_created` series double the exposition size and no dashboard or rule of ours reads them.
 disable_created_metrics()

@@ -38,7 +38,7 @@ import numpy as np
 
 from monitor.export.reservoir import WindowSample
 from monitor.export.windows import TimeWindow, format_time
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 
 EmbeddingMethod = Literal["model", "mmd", "distance"]
 EMBEDDING_METHODS: tuple[str, ...] = ("model", "mmd", "distance")

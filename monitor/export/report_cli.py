@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from monitor.client import DEFAULT_URL
+
 WINDOW_HELP = "Event-time window: START/END (ISO-8601, epoch seconds, now, now-2h) or last:DURATION (last:1h)."
 
 

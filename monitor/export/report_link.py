@@ -16,16 +16,29 @@ http://monitor:8000/v1/reports?reference=2025-12-31T19%3A00%3A00Z%2F2026-01-01T0
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Protocol
 from urllib.parse import urlencode
 
-from monitor.alerts.engine import Alert
 from monitor.export.windows import TimeWindow
 from monitor.scopes import GLOBAL
 
 REPORT_PATH = "/v1/reports"
 
 
-def report_windows(alert: Alert, span_seconds: float = 3600.0, reference_seconds: float = 6 * 3600.0) -> tuple[TimeWindow, TimeWindow]:
+class CoveredAlert(Protocol):
+    """What a report link needs of an alert (:class:`monitor.alerts.engine.Alert` has it)."""
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def scope(self) -> str: ...
+
+    @property
+    def evidence(self) -> Mapping[str, Any]: ...
+
+
+def report_windows(alert: CoveredAlert, span_seconds: float = 3600.0, reference_seconds: float = 6 * 3600.0) -> tuple[TimeWindow, TimeWindow]:
     """(reference, current) windows of the report that covers ``alert``."""
     current = TimeWindow(alert.started_at - span_seconds, alert.started_at + span_seconds)
     start, end = alert.evidence.get("reference_start"), alert.evidence.get("reference_end")
@@ -35,7 +48,7 @@ def report_windows(alert: Alert, span_seconds: float = 3600.0, reference_seconds
 
 
 def report_link(
-    alert: Alert,
+    alert: CoveredAlert,
     base_url: str = "",
     span_seconds: float = 3600.0,
     reference_seconds: float = 6 * 3600.0,

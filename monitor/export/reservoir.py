@@ -34,7 +34,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -43,8 +43,6 @@ from monitor.privacy.redact import REDACT_ON, Redactor
 from monitor.export.windows import TimeWindow
 from monitor.scopes import GLOBAL, ScopeResolver
 
-if TYPE_CHECKING:
-    from monitor.pipeline.service import MonitorService
 
 TextPolicy = Literal["off", "redacted", "full"]
 Labels = Callable[[str | None, str | None], tuple[str, str]]
@@ -342,26 +340,3 @@ def _gather(chosen: list[tuple[_Window, np.ndarray]], dim: int) -> dict[str, np.
         parts = [w.embeddings[name][rows].astype(np.float32) for w, rows in chosen]
         columns[name] = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     return columns
-
-
-def attach_reservoir(service: MonitorService) -> WindowReservoir:
-    """Create the reservoir from the service's settings and register it as a batch listener."""
-    s = service.settings
-    reservoir = WindowReservoir(
-        window_seconds=s.report_window_seconds,
-        per_window=s.report_samples_per_window,
-        max_windows=s.report_windows_kept,
-        texts=s.report_texts,
-        text_chars=s.report_text_chars,
-        labels=service.scorer.scopes.labels,
-        seed=s.seed,
-        redactor=Redactor(s.redaction),
-    )
-    service.batch_listeners.append(reservoir)
-    service.stateful["report_reservoir"] = reservoir
-    return reservoir
-
-
-def reservoir_of(service: MonitorService) -> WindowReservoir | None:
-    """The reservoir registered on ``service`` (reports are off when there is none)."""
-    return next((x for x in service.batch_listeners if isinstance(x, WindowReservoir)), None)

@@ -14,7 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from monitor.ingest.safejson import JsonLimitError, JsonLimits, check_text, lone_surrogate
+from monitor.ingest import safejson
+from monitor.ingest.safejson import JsonLimitError, JsonLimits, lone_surrogate
 from monitor.ingest.schema import EventIn
 
 Item = TypeVar("Item", bound=BaseModel)
@@ -50,6 +51,43 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def read_text(body: bytes, content_type: str | None, accepted: str, expected: str) -> tuple[str, str]:
+    """``(media type, text)`` of a JSON or NDJSON body: 415 for another type, 400 for bytes that are
+    not UTF-8 or for an empty body (``accepted``/``expected`` say what to send instead)."""
+    kind = media_type(content_type)
+    if kind not in JSON_TYPES | NDJSON_TYPES:
+        raise BodyError(415, f"Content-Type {kind or '(missing)'!r} not supported: send {accepted}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise BodyError(400, f"body is empty: send {expected}")
+    return kind, text
+
+
+def json_error(exc: ValueError, where: str = "body") -> str:
+    """What is wrong with JSON text that :func:`safejson.loads` refused, naming ``where`` it is."""
+    if isinstance(exc, JsonLimitError):
+        return str(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        if where == "body":
+            return f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        return f"{where}: not valid JSON: {exc.msg}"
+    return f"{where}: not usable JSON: {exc}" if where != "body" else f"body is not usable JSON: {exc}"
+
+
+def ndjson_values(text: str, limits: JsonLimits) -> list[tuple[Any, str | None]]:
+    """Each non-blank line's value, or why it is unusable: one bad line rejects only itself."""
+    out: list[tuple[Any, str | None]] = []
+    for number, line in enumerate((line for line in text.splitlines() if line.strip()), start=1):
+        try:
+            out.append((safejson.loads(line, limits, where=f"line {number}"), None))
+        except ValueError as exc:
+            out.append((None, json_error(exc, f"line {number}")))
+    return out
+
+
 def parse_body(
     body: bytes,
     content_type: str | None,
@@ -60,30 +98,19 @@ def parse_body(
 ) -> ParsedBody[Item]:
     """Parse and validate ``body`` into ``model`` items; ``envelope`` is the list key of the wrapped form.
     Nesting depth and number length are checked on the raw text first (``limits``): never a RecursionError."""
-    kind = media_type(content_type)
-    if kind not in JSON_TYPES | NDJSON_TYPES:
-        raise BodyError(
-            415,
-            f"Content-Type {kind or '(missing)'!r} not supported: send application/json "
-            "(one event, an array, or {\"events\": [...]}) or application/x-ndjson",
-        )
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BodyError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
-    if not text.strip():
-        raise BodyError(400, "body is empty: send one event, an array of events, or NDJSON")
+    kind, text = read_text(
+        body, content_type,
+        accepted="application/json (one event, an array, or {\"events\": [...]}) or application/x-ndjson",
+        expected="one event, an array of events, or NDJSON",
+    )
     if kind in NDJSON_TYPES:
-        return _validate_items(_ndjson_items(text, max_events, limits), single=False, model=model)
+        lines = ndjson_values(text, limits)
+        _check_count(len(lines), max_events)
+        return _validate_items([(i, value, error) for i, (value, error) in enumerate(lines)], single=False, model=model)
     try:
-        check_text(text, limits.depth, limits.digits)
-        data = json.loads(text)
-    except JsonLimitError as exc:
-        raise BodyError(400, str(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's int-parsing limit
-        raise BodyError(400, f"body is not usable JSON: {exc}") from None
+        data = safejson.loads(text, limits)
+    except ValueError as exc:  # JsonLimitError, JSONDecodeError, or an integer past Python's int-parsing limit
+        raise BodyError(400, json_error(exc)) from None
     if isinstance(data, dict) and envelope in data:
         if set(data) != {envelope}:
             raise BodyError(422, f"envelope: only the key '{envelope}' is allowed next to the list")
@@ -106,23 +133,6 @@ def _check_count(n: int, max_events: int) -> None:
         raise BodyError(422, "body: the batch is empty")
     if n > max_events:
         raise BodyError(413, f"body: {n} items in one request exceeds the limit of {max_events}; split the batch")
-
-
-def _ndjson_items(text: str, max_events: int, limits: JsonLimits) -> list[tuple[int, Any, str | None]]:
-    lines = [line for line in text.splitlines() if line.strip()]
-    _check_count(len(lines), max_events)
-    out: list[tuple[int, Any, str | None]] = []
-    for i, line in enumerate(lines):
-        try:
-            check_text(line, limits.depth, limits.digits, where=f"line {i + 1}")
-            out.append((i, json.loads(line), None))
-        except JsonLimitError as exc:
-            out.append((i, None, str(exc)))
-        except json.JSONDecodeError as exc:
-            out.append((i, None, f"line {i + 1}: not valid JSON: {exc.msg}"))
-        except ValueError as exc:  # e.g. an integer longer than Python's int-parsing limit
-            out.append((i, None, f"line {i + 1}: not usable JSON: {exc}"))
-    return out
 
 
 def _validate_items(items: list[tuple[int, Any, str | None]], single: bool, model: type[Item]) -> ParsedBody[Item]:

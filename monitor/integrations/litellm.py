@@ -40,8 +40,8 @@ import json
 from typing import Any, Iterable, Mapping, Sequence
 
 from monitor.ingest import safejson
-from monitor.ingest.parsing import JSON_TYPES, NDJSON_TYPES, BodyError, media_type
-from monitor.ingest.safejson import JsonLimitError, JsonLimits
+from monitor.ingest.parsing import NDJSON_TYPES, BodyError, json_error, ndjson_values, read_text
+from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.messages import completion_text, last_user_text
@@ -100,28 +100,19 @@ def split_body(
     item (rejected alone); a body with no StandardLoggingPayload in it at all is a 400. Nesting depth
     and number lengths are checked on the raw text first (``limits``).
     """
-    if media_type(content_type) not in JSON_TYPES | NDJSON_TYPES:
-        raise BodyError(415, f"Content-Type {media_type(content_type) or '(missing)'!r} not supported: send application/json or application/x-ndjson")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BodyError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
-    if not text.strip():
-        raise BodyError(400, f"body is empty: send {EXPECTED}")
+    kind, text = read_text(body, content_type, accepted="application/json or application/x-ndjson", expected=EXPECTED)
     single = False
-    if media_type(content_type) in NDJSON_TYPES:
+    if kind in NDJSON_TYPES:
         items = _ndjson(text, limits)
     else:
         try:
             data = safejson.loads(text, limits)
-        except JsonLimitError as exc:
-            raise BodyError(400, str(exc)) from None
         except json.JSONDecodeError as exc:
             if exc.msg != "Extra data":
-                raise BodyError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+                raise BodyError(400, json_error(exc)) from None
             items = _ndjson(text, limits)
-        except ValueError as exc:
-            raise BodyError(400, f"body is not usable JSON: {exc}") from None
+        except ValueError as exc:  # JsonLimitError, or an integer past Python's int-parsing limit
+            raise BodyError(400, json_error(exc)) from None
         else:
             single = isinstance(data, dict)
             items = [data] if single else data if isinstance(data, list) else [data]
@@ -133,17 +124,7 @@ def split_body(
 
 
 def _ndjson(text: str, limits: JsonLimits) -> list[Any]:
-    items: list[Any] = []
-    for number, line in enumerate((line for line in text.splitlines() if line.strip()), start=1):
-        try:
-            items.append(safejson.loads(line, limits, where=f"line {number}"))
-        except JsonLimitError as exc:
-            items.append(ItemError(str(exc)))
-        except json.JSONDecodeError as exc:
-            items.append(ItemError(f"line {number}: not valid JSON: {exc.msg}"))
-        except ValueError as exc:
-            items.append(ItemError(f"line {number}: not usable JSON: {exc}"))
-    return items
+    return [ItemError(error) if error is not None else value for value, error in ndjson_values(text, limits)]
 
 
 def slim(payload: Mapping[str, Any]) -> dict[str, Any]:

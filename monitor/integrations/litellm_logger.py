@@ -26,11 +26,10 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from monitor.client import MonitorClient
+from monitor.client import DEFAULT_URL, MonitorClient
 from monitor.ingest.dedup import RecentIds
 from monitor.integrations.litellm import slim
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 INGEST_PATH = "/v1/ingest/litellm"
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy, load_taxonomy
 from monitor.taxonomy.mapping import get_mapping
 

@@ -22,7 +22,8 @@ import numpy as np
 from monitor.judge.artifact import check_categories, content_version, deterministic_npz, read_artifact, write_artifact
 from monitor.judge.calibration import platt, uncertainty
 from monitor.judge.encoder_model import PAIR_OUTPUTS
-from monitor.judge.verdict import SAFE, JudgeInput, Verdict
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy
 
 ENCODER_FORMAT = "encoder-1"

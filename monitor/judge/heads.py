@@ -33,7 +33,8 @@ import numpy as np
 from monitor.judge.artifact import check_categories, content_version, deterministic_npz, read_artifact, write_artifact
 from monitor.judge.calibration import platt, uncertainty
 from monitor.judge.refusal_phrases import PhraseFeatures
-from monitor.judge.verdict import SAFE, JudgeInput, Verdict
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy
 
 DEFAULT_ARTIFACT = Path(__file__).with_name("artifacts") / "default"

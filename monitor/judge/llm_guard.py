@@ -27,7 +27,8 @@ from typing import Any, Literal, Mapping, Sequence
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from monitor.judge.verdict import SAFE, JudgeInput, Verdict
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy, load_taxonomy
 from monitor.taxonomy.mapping import get_mapping
 

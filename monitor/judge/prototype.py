@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from monitor.embed.embedder import Embedder
-from monitor.judge.verdict import SAFE, JudgeInput, Verdict
+from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy
 
 REFUSAL_EXAMPLES = (
@@ -80,7 +81,6 @@ class PrototypeJudge:
         out = []
         for item, unsafe_p, p in zip(batch, unsafe_all, probs):
             unsafe = float(unsafe_p)
-            flagged = unsafe >= 0.5
             harm = {cid: float(p[i]) for i, cid in enumerate(self._harm)}
             top = max(harm, key=harm.__getitem__)
             response_unsafe = refusal = None
@@ -89,18 +89,5 @@ class PrototypeJudge:
                 response_unsafe = float(self._scores(r)[0][0])
                 refusal_sims = (r @ self._refusal.T)[0]
                 refusal = float(_sigmoid((refusal_sims[0] - refusal_sims[1]) / self._temperature))
-            out.append(
-                Verdict(
-                    judge_version=self.version,
-                    category=top if flagged else SAFE,
-                    category_probs=harm,
-                    prompt_unsafe=unsafe,
-                    prompt_flagged=flagged,
-                    response_unsafe=response_unsafe,
-                    response_flagged=None if response_unsafe is None else response_unsafe >= 0.5,
-                    refusal=refusal,
-                    refused=None if refusal is None else refusal >= 0.5,
-                    categories=(top,) if flagged else (),
-                )
-            )
+            out.append(Verdict.at_half(self.version, harm, unsafe, (top,) if unsafe >= 0.5 else (), response_unsafe, refusal))
         return out

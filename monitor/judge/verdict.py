@@ -7,7 +7,7 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-SAFE = "safe"
+from monitor.taxonomy import SAFE
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,39 @@ class Verdict:
     @property
     def has_response(self) -> bool:
         return self.response_unsafe is not None
+
+    @classmethod
+    def at_half(
+        cls,
+        judge_version: str,
+        category_probs: Mapping[str, float],
+        prompt_unsafe: float,
+        categories: tuple[str, ...],
+        response_unsafe: float | None = None,
+        refusal: float | None = None,
+    ) -> Verdict:
+        """A verdict from scores with no calibrated thresholds (the keyword and prototype judges):
+        every decision at 0.5; ``category`` is the most likely harm category when the prompt is flagged.
+
+        >>> v = Verdict.at_half("kw", {"self_harm": 0.75, "privacy_violation": 0.5}, 0.75, ("self_harm",), 0.2, 0.9)
+        >>> (v.category, v.prompt_flagged, v.response_flagged, v.refused)
+        ('self_harm', True, False, True)
+        >>> Verdict.at_half("kw", {"self_harm": 0.1}, 0.1, ()).category
+        'safe'
+        """
+        flagged = prompt_unsafe >= 0.5
+        return cls(
+            judge_version=judge_version,
+            category=max(category_probs, key=category_probs.__getitem__) if flagged and category_probs else SAFE,
+            category_probs=category_probs,
+            prompt_unsafe=prompt_unsafe,
+            prompt_flagged=flagged,
+            response_unsafe=response_unsafe,
+            response_flagged=None if response_unsafe is None else response_unsafe >= 0.5,
+            refusal=refusal,
+            refused=None if refusal is None else refusal >= 0.5,
+            categories=categories,
+        )
 
 
 @runtime_checkable

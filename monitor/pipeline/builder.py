@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from threadpoolctl import threadpool_limits
 
-from monitor.alerts.delivery import attach_delivery
-from monitor.config import ALL_DETECTORS, Settings
-from monitor.drift.adwin_baseline import AdwinShareDetector
-from monitor.drift.base import Detector
-from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
-from monitor.drift.embedding_mmd import EmbeddingMMDDetector
-from monitor.drift.emerging import EmergingClusterDetector
+from monitor.alerts.delivery import AlertDelivery, policy_from_settings, targets_from_settings
+from monitor.config import Settings
 from monitor.privacy.redact import Redactor
-from monitor.drift.feedback import FeedbackDisagreementDetector
-from monitor.drift.proportions import CategoryShareDetector
-from monitor.drift.rate_change import RateChangeConfig
-from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementDetector
+from monitor.drift.registry import build_detectors
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
-from monitor.export.reservoir import attach_reservoir
+from monitor.export.reservoir import WindowReservoir
 from monitor.judge.factory import build_judge
 from monitor.judge.llm_guard import LlmGuardJudge
 from monitor.judge.second_opinion import SecondOpinion
@@ -33,46 +23,6 @@ from monitor.state.redis_store import RedisStateStore
 from monitor.state.snapshots import Snapshotter
 from monitor.state.store import StateStore
 from monitor.taxonomy import Taxonomy, load_taxonomy
-
-
-def build_detectors(settings: Settings, taxonomy: Taxonomy | None = None) -> DetectorSuite:
-    """The detectors named in ``settings.detectors``, in a fixed order (the order conditions reach the alert engine)."""
-    taxonomy = taxonomy or load_taxonomy()
-    harm = taxonomy.harm_ids
-    rate = RateChangeConfig(
-        warmup=settings.concept_warmup_trials, arl=settings.concept_arl_trials, ratio=settings.concept_shift_ratio
-    )
-    factories: dict[str, Callable[[], Detector]] = {
-        "category_share": lambda: CategoryShareDetector(
-            harm,
-            warmup_events=settings.share_warmup_events,
-            expected_run_time=settings.share_expected_run_time,
-            ratio=settings.share_shift_ratio,
-            share_weighting=settings.share_weighting,
-        ),
-        "category_share_adwin": lambda: AdwinShareDetector(harm, delta=settings.adwin_delta, warmup_events=settings.share_warmup_events),
-        "embedding_drift": lambda: EmbeddingMMDDetector(
-            reference_events=settings.embedding_reference_events,
-            window_events=settings.embedding_window_events,
-            expected_run_time=settings.embedding_expected_run_time,
-            seed=settings.seed,
-        ),
-        "emerging_clusters": lambda: EmergingClusterDetector(
-            reference_events=settings.emerging_reference_events,
-            calibration_events=settings.emerging_calibration_events,
-            min_share=settings.emerging_min_share,
-            max_clusters=settings.emerging_max_clusters,
-            redactor=Redactor(settings.redaction),
-            store_raw_text=settings.store_raw_text,
-        ),
-        "feedback_disagreement": lambda: FeedbackDisagreementDetector(
-            taxonomy.ids, memory=settings.feedback_memory, config=rate, max_source_share=settings.feedback_max_source_share
-        ),
-        "judge_disagreement": lambda: SecondOpinionDisagreementDetector(rate),
-        "unsafe_response_rate": lambda: UnsafeResponseRateDetector(rate),
-        "over_refusal": lambda: OverRefusalDetector(rate),
-    }
-    return DetectorSuite([factories[name]() for name in ALL_DETECTORS if name in settings.detectors])
 
 
 def build_second_opinion(settings: Settings, taxonomy: Taxonomy) -> SecondOpinion | None:
@@ -139,7 +89,52 @@ def build_service(
     attach_reservoir(service)
     # Snapshots only where they outlive the process (Redis); the detector role's owner snapshots under its lease instead.
     if settings.role == "all" and settings.redis_url is not None:
-        Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()
+        attach_snapshots(service, store, settings)
     service.stop_listeners.append(store.close)
     attach_delivery(service, settings)
     return service
+
+
+# Wiring: what listens to the service's judged batches, transitions and stop. Kept here, above the
+# service and the features, so that no lower layer reaches into the service's listener lists.
+
+
+def attach_reservoir(service: MonitorService) -> WindowReservoir:
+    """Keep a sample of judged events per window for ``/v1/reports`` (``service.report_reservoir``)."""
+    s = service.settings
+    reservoir = WindowReservoir(
+        window_seconds=s.report_window_seconds,
+        per_window=s.report_samples_per_window,
+        max_windows=s.report_windows_kept,
+        texts=s.report_texts,
+        text_chars=s.report_text_chars,
+        labels=service.scorer.scopes.labels,
+        seed=s.seed,
+        redactor=Redactor(s.redaction),
+    )
+    service.batch_listeners.append(reservoir)
+    service.stateful["report_reservoir"] = reservoir
+    service.report_reservoir = reservoir
+    return reservoir
+
+
+def attach_delivery(service: MonitorService, settings: Settings) -> AlertDelivery | None:
+    """Deliver ``service``'s alerts to the configured targets (and flush them when it stops).
+
+    Firing alerts restored from saved state are announced again. ``None`` when no target is configured.
+    """
+    targets = targets_from_settings(settings)
+    if not targets:
+        return None
+    delivery = AlertDelivery(targets, service.metrics, policy_from_settings(settings))
+    delivery.start(service.alerts("firing"))
+    service.transition_listeners.append(delivery.on_transitions)
+    service.stop_listeners.append(delivery.close)
+    return delivery
+
+
+def attach_snapshots(service: MonitorService, store: StateStore, settings: Settings) -> Snapshotter:
+    """Restore the latest snapshot (waiting for the store), then save after batches and on stop."""
+    snapshots = Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds)
+    snapshots.attach()
+    return snapshots

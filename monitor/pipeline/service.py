@@ -20,16 +20,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, get_args
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
 from monitor.config import Settings
-from monitor.drift.emerging import ClusterSummary, EmergingClusterDetector
+from monitor.drift.emerging import ClusterSummary
 from monitor.drift.feedback import STATUSES, Feedback, FeedbackDisagreementDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics
-from monitor.ingest.normalize import oversize, to_event
-from monitor.ingest.parsing import ParsedBody, Rejection, reject_future
+from monitor.export.reservoir import WindowReservoir
+from monitor.ingest.parsing import ParsedBody, Rejection
+from monitor.ingest.request import IngestOutcome, IngestRequest
 from monitor.ingest.sampling import AdaptiveSampler
 from monitor.pipeline.latency import LatencyWindow
 from monitor.pipeline.scoring import Scorer, StageTimes
@@ -73,56 +74,6 @@ LEGACY_EMBEDDING_BACKEND = "torch"
 
 
 @dataclass(slots=True)
-class IngestOutcome:
-    """What one request did. ``queue_full`` or ``unavailable`` (the state store's error) means
-    nothing of it was taken: answer 503, client resends."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    queue_full: bool = False
-    unavailable: str | None = None
-
-
-@dataclass(slots=True)
-class IngestRequest:
-    """One ingest request between its steps: validated and deduplicated within itself."""
-
-    n_received: int
-    outcome: IngestOutcome
-    candidates: dict[str, Event]
-    sizes: dict[str, int] = field(default_factory=dict)  # event id -> bytes (normalize.event_sizes)
-
-    @classmethod
-    def screen(cls, parsed: ParsedBody, arrival_time: float, settings: Settings) -> IngestRequest:
-        """The checks every ingest path makes before any state is touched: stamps too far in the
-        future and events over ``max_event_bytes`` become rejections, repeats within the request
-        become duplicates."""
-        n_received = len(parsed.events) + len(parsed.rejected)
-        parsed = reject_future(parsed, arrival_time + settings.max_future_skew_seconds)
-        outcome = IngestOutcome(rejected=list(parsed.rejected))
-        candidates: dict[str, Event] = {}
-        sizes: dict[str, int] = {}
-        for index, item in parsed.events:
-            event = to_event(item, arrival_time, settings.max_text_chars)
-            size, error = oversize(event, settings.max_event_bytes)
-            if error is not None:
-                outcome.rejected.append(Rejection(index, error, status=413))
-            elif event.event_id in candidates:
-                outcome.duplicates += 1
-            else:
-                candidates[event.event_id] = event
-                sizes[event.event_id] = size
-        outcome.rejected.sort(key=lambda r: r.index)
-        return cls(n_received, outcome, candidates, sizes)
-
-    @property
-    def refused(self) -> int:
-        """Items lost when the whole request is refused (503): everything not rejected, repeats included."""
-        return self.n_received - len(self.outcome.rejected)
-
-
-@dataclass(slots=True)
 class Counts:
     received: int = 0
     accepted: int = 0
@@ -162,6 +113,7 @@ class MonitorService:
         self.latency = {stage: LatencyWindow() for stage in ("ingest", "embed", "judge", "detect", "batch")}
         self.event_time: float | None = None
         # Extension points, called in the worker thread after each batch (keep them fast; never raise).
+        self.report_reservoir: WindowReservoir | None = None  # set by builder.attach_reservoir; reports are off without one
         self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
         self.transition_listeners: list[Callable[[list[Transition]], None]] = []
         # Listeners with state of their own (e.g. the report reservoir) register here to be snapshotted with the rest.
@@ -360,8 +312,8 @@ class MonitorService:
         with self._state_lock:
             self._export_firing(CounterDict())
             self.metrics.forget_readings(self.detectors.readings())
-            emerging = self.detectors.get(EmergingClusterDetector.name)
-            for scope in emerging.scopes() if isinstance(emerging, EmergingClusterDetector) else ():
+            clustering = self.detectors.cluster_queries()
+            for scope in clustering.scopes() if clustering is not None else ():
                 for status in ("tracking", "emerging", "dormant"):
                     try:
                         self.metrics.emerging_clusters.remove(scope, status)
@@ -536,8 +488,8 @@ class MonitorService:
         self._export_transitions(transitions)
 
     def _export_cluster_counts(self) -> None:
-        detector = self.detectors.get(EmergingClusterDetector.name)
-        if not isinstance(detector, EmergingClusterDetector):
+        detector = self.detectors.cluster_queries()
+        if detector is None:
             return
         with self._state_lock:
             counts = detector.status_counts()
@@ -616,7 +568,7 @@ class MonitorService:
         with self._state_lock:
             self.detectors.load_state_dict({k: v for k, v in state["detectors"].items() if k not in refit})
             self.alert_engine.load_state_dict(state["alerts"])
-            refit_kinds = {getattr(d, "alert_kind", d.name) for d in self.detectors.detectors if d.name in refit}
+            refit_kinds = {d.alert_kind for d in self.detectors.detectors if d.name in refit}
             stale = [
                 Condition(a.kind, a.scope, a.key, active=False, at=state["event_time"] or a.updated_at)
                 for a in self.alert_engine.alerts("all") if a.kind in refit_kinds and a.status != "resolved"
@@ -678,15 +630,15 @@ class MonitorService:
 
         ``raw=True`` returns raw exemplars where ``store_raw_text`` kept them: the API layer
         passes it only for an admin's request."""
-        detector = self.detectors.get(EmergingClusterDetector.name)
-        if not isinstance(detector, EmergingClusterDetector):
+        detector = self.detectors.cluster_queries()
+        if detector is None:
             return None
         with self._state_lock:
             return detector.clusters(scope, raw)
 
     def find_cluster(self, cluster_id: str, raw: bool = False) -> ClusterSummary | None:
-        detector = self.detectors.get(EmergingClusterDetector.name)
-        if not isinstance(detector, EmergingClusterDetector):
+        detector = self.detectors.cluster_queries()
+        if detector is None:
             return None
         with self._state_lock:
             for scope in detector.scopes():

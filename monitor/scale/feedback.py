@@ -16,10 +16,10 @@ from typing import Sequence
 
 import redis
 
-from monitor.api.deps import NotReady
+from monitor.backend import NotReady
 from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector, check_category
 from monitor.ingest.parsing import Rejection
-from monitor.judge.verdict import SAFE
+from monitor.taxonomy import SAFE
 from monitor.scale.streams import StreamKeys, encode_feedback
 from monitor.state.redis_store import UNAVAILABLE_ERRORS
 from monitor.state.store import StoreUnavailable

@@ -20,17 +20,16 @@ call of a request runs in a worker thread, never on the event loop: a slow Redis
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
-from monitor.api.deps import NotReady
+from monitor.backend import NotReady
 from monitor.config import Settings
 from monitor.drift.feedback import FeedbackDisagreementDetector
-from monitor.events import ScoredEvent
 from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.parsing import ParsedBody
-from monitor.pipeline.service import IngestOutcome, IngestRequest
+from monitor.ingest.request import IngestOutcome, IngestRequest
 from monitor.scale.feedback import FeedbackForwarder
 from monitor.scale.published import COUNTERS, PublishedReads, PublishedState
 from monitor.scale.streams import StreamKeys, encode_event
@@ -73,8 +72,8 @@ class StreamFrontend(PublishedReads):
         self.client = client
         self.keys = StreamKeys(settings.state_key_prefix)
         self.metrics = metrics or MonitorMetrics()
-        # Features that listen to judged events run in the detector role; nothing is judged here.
-        self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
+        # Reports come from the detector role's reservoir; nothing is judged here.
+        self.report_reservoir = None
         self._ingest = client.register_script(_INGEST)
         self.published = PublishedState(client, self.keys, settings.detector_partitions, settings.queue_capacity)
         self.feedback = forwarder(settings, client)

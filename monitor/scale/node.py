@@ -27,12 +27,14 @@ from typing import Any, Callable
 
 import redis
 
-from monitor.api.deps import NotReady
+from monitor.backend import NotReady
 from monitor.config import Settings
 from monitor.drift.emerging import ClusterSummary
 from monitor.export.metrics import MonitorMetrics
+from monitor.export.reservoir import WindowReservoir
 from monitor.ingest.parsing import ParsedBody
-from monitor.pipeline.service import IngestOutcome, MonitorService
+from monitor.ingest.request import IngestOutcome
+from monitor.pipeline.service import MonitorService
 from monitor.scale.detector import DetectorOwner
 from monitor.scale.frontend import forwarder
 from monitor.scale.partitions import partition_of
@@ -232,7 +234,7 @@ class DetectorNode(PublishedReads):
         raise NotReady(f"cluster_id: {cluster_id!r} is not in this process's partitions; ask the owners of partitions {where}", self.settings.retry_after_seconds)
 
     @property
-    def batch_listeners(self) -> list[Any]:
-        """Partition 0's (its reservoir sees every event, so reports come from there); none elsewhere."""
+    def report_reservoir(self) -> WindowReservoir | None:
+        """Partition 0's (it sees every event, so reports come from there); none when another process owns it."""
         service = self.partition_service(0)
-        return service.batch_listeners if service is not None else []
+        return service.report_reservoir if service is not None else None

@@ -18,15 +18,14 @@ import threading
 import uuid
 from typing import Callable, Sequence
 
-from monitor.alerts.delivery import attach_delivery
 from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
-from monitor.export.reservoir import attach_reservoir
 from monitor.judge.factory import judge_version
 from monitor.judge.verdict import JudgeInput, Verdict
-from monitor.pipeline.builder import build_detectors, build_scorer
+from monitor.drift.registry import build_detectors
+from monitor.pipeline.builder import attach_delivery, attach_reservoir, build_scorer
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.scale.frontend import StreamFrontend

@@ -30,15 +30,13 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from prometheus_client import Counter, Gauge
 
 from monitor.events import ScoredEvent
 from monitor.state.store import StateStore, StoreUnavailable
 
-if TYPE_CHECKING:
-    from monitor.pipeline.service import MonitorService
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +64,25 @@ def decode(data: bytes) -> dict[str, Any]:
     return state
 
 
+class SnapshotHost(Protocol):
+    """What a snapshotter needs of the service it saves: its state, its metrics registry, and the
+    hooks it saves from (after judged batches, on stop)."""
+
+    metrics: Any  # has ``.registry``
+    batch_listeners: list[Callable[[list[ScoredEvent]], None]]
+    stop_listeners: list[Callable[[], Any]]
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class Snapshotter:
     """Saves ``service.state_dict()`` into ``store`` now and then; :meth:`attach` restores and hooks in."""
 
     def __init__(
         self,
-        service: MonitorService,
+        service: SnapshotHost,
         store: StateStore,
         every_events: int = 10_000,
         every_seconds: float = 60.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from monitor.alerts.condition import Condition
+from monitor.signals import Condition
 
 
 def feed(detector: Any, items: Sequence[Any], batch: int = 64) -> list[Condition]:

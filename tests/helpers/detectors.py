@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Sequence
 
-from monitor.alerts.condition import Condition
-from monitor.drift.base import Reading
+from monitor.signals import Condition
+from monitor.signals import Reading
 from monitor.events import ScoredEvent
 
 
@@ -19,6 +19,7 @@ class RecentRefusals:
     """Active while at least ``threshold`` of the last ``window`` responses were refusals (scope "global")."""
 
     name = "recent_refusals"
+    alert_kind = name
 
     def __init__(self, window: int = 10, threshold: int = 6) -> None:
         self.window, self.threshold = window, threshold

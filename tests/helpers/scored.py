@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from monitor.events import Event, ScoredEvent
-from monitor.judge.verdict import SAFE, Verdict
+from monitor.judge.verdict import Verdict
+from monitor.taxonomy import SAFE
 
 
 def verdict(category: str = SAFE, *, response_unsafe: bool | None = None, refused: bool | None = None) -> Verdict:

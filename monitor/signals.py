@@ -1,4 +1,8 @@
-"""What a detector tells the alert engine about one alert key at one moment of event time."""
+"""What detectors say, in types both the detectors and the alert engine speak.
+
+Neutral ground between ``drift`` (which produces readings and conditions) and ``alerts``/``export``
+(which turn them into alerts and metrics), so neither imports the other.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +34,19 @@ class Condition:
     @property
     def fingerprint(self) -> str:
         return f"{self.kind}/{self.scope}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A detector's statistic next to its threshold, exported as metrics.
+
+    Labels stay bounded: ``detector`` and ``scope`` come from code and configuration, ``key`` is a
+    taxonomy category id (or "" for single-key detectors), never raw text or an unbounded id.
+    """
+
+    detector: str
+    scope: str
+    key: str
+    statistic: float
+    threshold: float
+    active: bool

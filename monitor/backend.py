@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from monitor.alerts.engine import Alert
     from monitor.config import Settings
-    from monitor.drift.emerging import ClusterSummary
-    from monitor.drift.feedback import Feedback
+    from monitor.drift.emerging_clusters import ClusterSummary
+    from monitor.drift.feedback_disagreement import Feedback
     from monitor.export.metrics import MonitorMetrics
     from monitor.export.reservoir import WindowReservoir
     from monitor.ingest.parsing import ParsedBody, Rejection

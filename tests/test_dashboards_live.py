@@ -24,9 +24,10 @@ import yaml
 
 from monitor.config import Settings
 from monitor.demo import demo_stream
-from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
-from monitor.drift.emerging import EmergingClusterDetector
-from monitor.drift.proportions import CategoryShareDetector
+from monitor.drift.over_refusal import OverRefusalDetector
+from monitor.drift.unsafe_response_rate import UnsafeResponseRateDetector
+from monitor.drift.emerging_clusters import EmergingClusterDetector
+from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.rate_change import RateChangeConfig
 from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.builder import build_service

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from monitor.drift.base import Detector
-from monitor.drift.embedding_mmd import EmbeddingMMDDetector
+from monitor.drift.embedding_drift import EmbeddingMMDDetector
 from tests.helpers.conditions import feed
 from tests.helpers.scored import scored
 

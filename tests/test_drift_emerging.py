@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor.drift.base import Detector
-from monitor.drift.emerging import KIND, EmergingClusterDetector
+from monitor.drift.emerging_clusters import KIND, EmergingClusterDetector
 from monitor.events import Event, ScoredEvent
 from monitor.taxonomy import SAFE
 from tests.helpers.scored import verdict

@@ -8,10 +8,10 @@ import pickle
 import numpy as np
 import pytest
 
-from monitor.drift.adwin_baseline import AdwinShareDetector
+from monitor.drift.category_share_adwin import AdwinShareDetector
 from monitor.drift.base import Detector
 from monitor.drift.bernoulli_cusum import average_run_length, calibrate_threshold, llr_steps, odds_shift
-from monitor.drift.proportions import SCALE, CategoryShareDetector
+from monitor.drift.category_share import SCALE, CategoryShareDetector
 from monitor.drift.reference import ShareKeys, ShareReference
 from tests.helpers.conditions import feed
 from tests.helpers.scored import category_stream

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from monitor.config import Settings
-from monitor.drift.embedding_mmd import EmbeddingMMDDetector
+from monitor.drift.embedding_drift import EmbeddingMMDDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from monitor.config import Settings
-from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector
+from monitor.drift.feedback_disagreement import Feedback, FeedbackDisagreementDetector
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import Verdict
 from monitor.pipeline.builder import build_service

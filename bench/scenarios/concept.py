@@ -20,10 +20,11 @@ from river.drift import ADWIN
 
 from bench.scenarios.running import EVENT_RATE, Row, Run, change_row, feed, stationary_row
 from monitor.signals import Condition
-from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
-from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector
+from monitor.drift.over_refusal import OverRefusalDetector
+from monitor.drift.unsafe_response_rate import UnsafeResponseRateDetector
+from monitor.drift.feedback_disagreement import Feedback, FeedbackDisagreementDetector
 from monitor.drift.rate_change import Trial
-from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementDetector
+from monitor.drift.judge_disagreement import SecondOpinionDisagreementDetector
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import Verdict
 from monitor.taxonomy import SAFE

@@ -14,10 +14,10 @@ import numpy as np
 
 from bench.scenarios.pools import CHAT, INSTRUCTIONS, Pools
 from bench.scenarios.running import EVENT_RATE, Row, Run, change_row, feed, stationary_row
-from monitor.drift.adwin_baseline import AdwinShareDetector
+from monitor.drift.category_share_adwin import AdwinShareDetector
 from monitor.drift.base import Detector
-from monitor.drift.embedding_mmd import EmbeddingMMDDetector
-from monitor.drift.proportions import CategoryShareDetector
+from monitor.drift.embedding_drift import EmbeddingMMDDetector
+from monitor.drift.category_share import CategoryShareDetector
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import Verdict
 from monitor.taxonomy import SAFE

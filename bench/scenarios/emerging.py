@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.scenarios.pools import CHAT, WITHHELD, Pools
 from bench.scenarios.running import EVENT_RATE, Row, Run, change_row, feed, stationary_row
-from monitor.drift.emerging import EmergingClusterDetector
+from monitor.drift.emerging_clusters import EmergingClusterDetector
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import Verdict
 from monitor.taxonomy import SAFE

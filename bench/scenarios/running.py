@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from monitor.signals import Condition
 from monitor.drift.base import Detector
-from monitor.drift.feedback import Feedback
+from monitor.drift.feedback_disagreement import Feedback
 from monitor.events import ScoredEvent
 
 EVENT_RATE = 10.0  # events per second of event time

@@ -20,7 +20,7 @@ from monitor.api.auth import Principal, require
 from monitor.api.deps import error_response, get_service
 from monitor.api.rate_limit import SourceLimiter
 from monitor.api.responses import AUTH, BODY, FeedbackOut, errors
-from monitor.drift.feedback import Feedback
+from monitor.drift.feedback_disagreement import Feedback
 from monitor.ingest.parsing import BodyError, Rejection, parse_body
 from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import parse_timestamp

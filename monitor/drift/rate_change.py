@@ -10,7 +10,7 @@ test both run). (river's DDM/EDDM/HDDM watch a binary error rate too, but their 
 confidences per test, not a false-alarm rate per stream.)
 
 Sparse keys. Unlike category shares, where every event is a trial for every key
-(:mod:`monitor.drift.proportions` runs those as arrays), the trials here reach one key at a time
+(:mod:`monitor.drift.category_share` runs those as arrays), the trials here reach one key at a time
 and most keys see few of them: a category's feedback, a category's responses. So the reference is
 per key and starts small, and two things keep a small reference from false-alarming:
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 from typing import Callable
 
 from monitor.config import ALL_DETECTORS, Settings
-from monitor.drift.adwin_baseline import AdwinShareDetector
+from monitor.drift.category_share_adwin import AdwinShareDetector
 from monitor.drift.base import Detector
-from monitor.drift.behaviour import OverRefusalDetector, UnsafeResponseRateDetector
-from monitor.drift.embedding_mmd import EmbeddingMMDDetector
-from monitor.drift.emerging import EmergingClusterDetector
-from monitor.drift.feedback import FeedbackDisagreementDetector
-from monitor.drift.proportions import CategoryShareDetector
+from monitor.drift.over_refusal import OverRefusalDetector
+from monitor.drift.unsafe_response_rate import UnsafeResponseRateDetector
+from monitor.drift.embedding_drift import EmbeddingMMDDetector
+from monitor.drift.emerging_clusters import EmergingClusterDetector
+from monitor.drift.feedback_disagreement import FeedbackDisagreementDetector
+from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.rate_change import RateChangeConfig
-from monitor.drift.second_opinion_disagreement import SecondOpinionDisagreementDetector
+from monitor.drift.judge_disagreement import SecondOpinionDisagreementDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.privacy.redact import Redactor
 from monitor.taxonomy import Taxonomy, load_taxonomy

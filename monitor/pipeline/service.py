@@ -23,8 +23,8 @@ from typing import Any, Callable, get_args
 from monitor.signals import Condition
 from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
 from monitor.config import Settings
-from monitor.drift.emerging import ClusterSummary
-from monitor.drift.feedback import STATUSES, Feedback, FeedbackDisagreementDetector
+from monitor.drift.emerging_clusters import ClusterSummary
+from monitor.drift.feedback_disagreement import STATUSES, Feedback, FeedbackDisagreementDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
 from monitor.export.metrics import MonitorMetrics

@@ -32,7 +32,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import redis
 
-from monitor.drift.feedback import Feedback
+from monitor.drift.feedback_disagreement import Feedback
 from monitor.events import ScoredEvent
 from monitor.ingest.dedup import RecentIds
 from monitor.pipeline.service import MonitorService

@@ -17,7 +17,7 @@ from typing import Sequence
 import redis
 
 from monitor.backend import NotReady
-from monitor.drift.feedback import Feedback, FeedbackDisagreementDetector, check_category
+from monitor.drift.feedback_disagreement import Feedback, FeedbackDisagreementDetector, check_category
 from monitor.ingest.parsing import Rejection
 from monitor.taxonomy import SAFE
 from monitor.scale.streams import StreamKeys, encode_feedback

@@ -26,7 +26,7 @@ import redis
 
 from monitor.backend import NotReady
 from monitor.config import Settings
-from monitor.drift.feedback import FeedbackDisagreementDetector
+from monitor.drift.feedback_disagreement import FeedbackDisagreementDetector
 from monitor.export.metrics import MonitorMetrics
 from monitor.ingest.parsing import ParsedBody
 from monitor.ingest.request import IngestOutcome, IngestRequest

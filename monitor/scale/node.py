@@ -29,7 +29,7 @@ import redis
 
 from monitor.backend import NotReady
 from monitor.config import Settings
-from monitor.drift.emerging import ClusterSummary
+from monitor.drift.emerging_clusters import ClusterSummary
 from monitor.export.metrics import MonitorMetrics
 from monitor.export.reservoir import WindowReservoir
 from monitor.ingest.parsing import ParsedBody

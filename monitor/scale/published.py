@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 import redis
 
 from monitor.alerts.engine import Alert
-from monitor.drift.feedback import Feedback
+from monitor.drift.feedback_disagreement import Feedback
 from monitor.ingest.parsing import Rejection
 from monitor.scale.feedback import FeedbackForwarder
 from monitor.scale.streams import StreamKeys

@@ -40,7 +40,7 @@ import pickle
 from dataclasses import asdict, dataclass
 import redis
 
-from monitor.drift.feedback import Feedback
+from monitor.drift.feedback_disagreement import Feedback
 from monitor.events import Event, ScoredEvent
 
 WORKERS_GROUP = "workers"

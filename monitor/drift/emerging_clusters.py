@@ -10,8 +10,8 @@ member by member when close enough (``join_similarity``), else waits in a bounde
 buffer* per scope, which is clustered periodically. A cluster that is young,
 growing and takes a share of traffic the calibration period never showed raises an
 ``emerging_category`` condition keyed by the cluster's stable id. Distance to the known
-categories is evidence only: on real embeddings it did not tell a new category from the judge's
-false positives (AUROC 0.44-0.54), while the gate's recent-vs-reference counts do.
+categories is evidence only (it did not separate new categories from the judge's false positives;
+the gate's recent-vs-reference counts do).
 
 Three phases, counted in events of the whole stream:
 
@@ -20,9 +20,8 @@ Three phases, counted in events of the whole stream:
    centroids, for clustering and evidence) and the reference density of candidates (projected on
    the first ``gate_components`` principal axes of the reference sample). The reference is long
    (20,000 events by default) because the gate's power grows with it: under no change a region's
-   recent count is binomial with ``p = window / (window + reference)``; with the per-candidate
-   gate this one replaced, a 5,000-event reference (``p`` ~0.23) needed a median 2,591 events to
-   alert on the bench, a 20,000-event one 1,287.
+   recent count is binomial with ``p = window / (window + reference)`` (measured delays:
+   docs/emerging_clusters.md).
 2. calibration (``calibration_events``): the full machinery runs but never alerts; the largest
    share of traffic a growing cluster reaches in a scope sets that scope's alert threshold
    ``max(min_share, share_margin * largest share seen)``.
@@ -33,20 +32,13 @@ Three phases, counted in events of the whole stream:
    of known categories) quiet: their short and long shares agree. The alert resolves when the
    recent share or count falls below ``resolve_ratio`` of the bar.
 
-Clustering, measured on real data (``bench/scenarios/emerging.py``): unseen categories such as
-AILuminate IP-violation prompts are *diffuse* (median pairwise cosine ~0.2 against ~0.05 for the
-unsafe-looking background), so the gate's region (a ball around the group's centre) is the first
-grouping, and average linkage groups what passes alone (clustering a region's candidates again
-split diffuse groups below ``min_cluster_size``: on the bench, with two mean-shift steps and
-``gate_surprise`` 14, the median delay for IP-violation prompts went from 1,063 to 935 events, for
-animal abuse from 1,543 to 1,351, when regions became clusters directly). Average
-linkage judges a group by its mean pairwise similarity; on one real novelty stream it put 28 of the
-42 new-category events in one cluster (purity 0.85), where river's DBSTREAM at 384 dimensions
-spread them over 13 clusters (largest 17) at 3.3 ms per novel event. Novel events join the nearest
-cluster when their cosine to its centroid reaches ``join_similarity``; the rest wait in the
-buffer, which is re-clustered (average linkage, cosine, cut at ``link_similarity``) every
-``recluster_every`` new entries. A group that matches an existing centroid merges into it, so
-cluster ids stay stable: ``"c"`` plus a hash of the scope and the cluster's first event id.
+Clustering: unseen categories are *diffuse* in embedding space, so the gate's region (a ball
+around the group's centre) is the first grouping, and average linkage (cosine, cut at
+``link_similarity``, every ``recluster_every`` new buffer entries) groups what passes alone;
+novel events join the nearest cluster when their cosine to its centroid reaches
+``join_similarity``. A group that matches an existing centroid merges into it, so cluster ids stay
+stable: ``"c"`` plus a hash of the scope and the cluster's first event id. Why these choices, with
+the bench figures behind them (DBSTREAM, re-clustering regions): docs/emerging_clusters.md.
 
 Rates: ``share_of_traffic`` is a cluster's exponentially decayed weight over the scope's decayed
 traffic, both fading per unit of traffic weight, so shares do not move with diurnal volume;

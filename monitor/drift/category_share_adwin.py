@@ -1,6 +1,6 @@
 """Baseline category-share detector: river's ADWIN on each key's 0/1 stream, per scope.
 
-It is the yardstick the calibrated CUSUM (:mod:`monitor.drift.proportions`) is measured against
+It is the yardstick the calibrated CUSUM (:mod:`monitor.drift.category_share`) is measured against
 (bench/drift_scenarios.py), watching the same keys with the same indicators. ADWIN keeps an
 adaptive window and reports when two sub-windows differ, at confidence ``delta`` per check; it
 has no notion of a reference or of a false-alarm rate per stream, and needs about 660 events to

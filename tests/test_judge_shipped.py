@@ -1,4 +1,5 @@
-"""The shipped default artifact: loads, matches the default taxonomy, and judges real embeddings sensibly.
+"""The shipped judges (v1 heads, the default; v2 fine-tuned encoder): load, match the default taxonomy, and judge
+real texts sensibly.
 
 Also the bad inputs a gateway sends: empty strings, very long texts, non-English text, no response.
 """
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from monitor.judge.dataset import read_records
-from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
+from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT
+from monitor.judge.factory import build_judge, judge_version
+from monitor.judge.heads import DEFAULT_ARTIFACT
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
@@ -20,9 +23,17 @@ FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "records.jsonl"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def judge() -> HeadsJudge:
-    return HeadsJudge.load(DEFAULT_ARTIFACT, load_taxonomy())
+SHIPPED = {"heads": (DEFAULT_ARTIFACT, 400_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 8_000_000)}
+
+
+# Fewest fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
+# compliance for refusal (README, "Safety judge"), which is why the hybrid takes refusal from the heads.
+REFUSAL_MISSES = {"heads": 1, "hybrid": 1, "encoder": 3}
+
+
+@pytest.fixture(scope="module", params=sorted(REFUSAL_MISSES))
+def judge(request, embedder) -> Judge:
+    return build_judge(request.param, embedder, load_taxonomy())
 
 
 def inputs(embedder, pairs: list[tuple[str, str | None]]) -> list[JudgeInput]:
@@ -33,11 +44,13 @@ def inputs(embedder, pairs: list[tuple[str, str | None]]) -> list[JudgeInput]:
     return out
 
 
-def test_shipped_artifact_is_small_and_documented():
-    files = {p.name: p.stat().st_size for p in DEFAULT_ARTIFACT.iterdir()}
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_artifact_is_small_and_documented(name):
+    folder, budget = SHIPPED[name]
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
     assert set(files) == {"manifest.json", "weights.npz", "model_card.md"}
-    assert sum(files.values()) < 400_000
-    card = (DEFAULT_ARTIFACT / "model_card.md").read_text()
+    assert sum(files.values()) < budget
+    card = (folder / "model_card.md").read_text()
     assert "CC-BY-NC-4.0" in card and "BeaverTails" in card and "ToxicChat" in card
 
 
@@ -47,7 +60,7 @@ def test_loads_for_the_default_taxonomy(judge):
     assert judge.embedding_model == "bundled:all-MiniLM-L6-v2"
 
 
-def test_scores_the_fixtures(judge, embedder):
+def test_scores_the_fixtures(judge, embedder, request):
     records = read_records(FIXTURE)
     verdicts = judge.judge(inputs(embedder, [(r.prompt, r.response) for r in records]))
     unsafe = np.array([r.unsafe for r in records])
@@ -59,7 +72,7 @@ def test_scores_the_fixtures(judge, embedder):
     assert by_id["fx-self-1"].category == "self_harm"
     assert by_id["fx-safe-3"].category == SAFE
     refusals = [(r.refusal, v.refused) for r, v in zip(records, verdicts) if r.refusal is not None]
-    assert sum(a == b for a, b in refusals) >= len(refusals) - 1
+    assert sum(a == b for a, b in refusals) >= len(refusals) - REFUSAL_MISSES[request.node.callspec.params["judge"]]
     harmful = [(r.response_unsafe, v.response_unsafe) for r, v in zip(records, verdicts) if r.response_unsafe is not None]
     assert min(p for y, p in harmful if y) > np.median([p for y, p in harmful if not y])
     assert all(v.judge_version == judge.version for v in verdicts)
@@ -77,3 +90,15 @@ def test_bad_inputs_get_valid_verdicts(judge, embedder):
         assert (v.refusal is not None) == answered and (v.response_unsafe is not None) == answered
     assert verdicts[0].category == SAFE and verdicts[0].prompt_unsafe == 0.0
     assert not verdicts[3].prompt_flagged and not verdicts[4].prompt_flagged
+
+
+def test_the_hybrid_takes_prompt_and_refusal_from_the_heads_and_response_harm_from_the_encoder(embedder):
+    taxonomy = load_taxonomy()
+    heads, encoder, hybrid = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder", "hybrid"))
+    assert hybrid.version == f"{heads.version}+{encoder.version}" == judge_version("hybrid", taxonomy)
+    records = read_records(FIXTURE)
+    batch = inputs(embedder, [(r.prompt, r.response) for r in records])
+    for h, e, x in zip(heads.judge(batch), encoder.judge(batch), hybrid.judge(batch)):
+        assert (x.prompt_unsafe, x.category, x.categories, x.refusal) == (h.prompt_unsafe, h.category, h.categories, h.refusal)
+        assert (x.response_unsafe, x.response_flagged) == (e.response_unsafe, e.response_flagged)
+        assert x.judge_version == hybrid.version and 0.0 <= (x.uncertainty or 0.0) <= 1.0

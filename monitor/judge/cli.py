@@ -137,6 +137,7 @@ def eval_(
     artifact: Path = typer.Option(DEFAULT_ENCODER_ARTIFACT, help="Judge artifact to evaluate, encoder or heads "
                                   "(default: the shipped encoder)."),
     cap: int = typer.Option(400, min=1, help="Most test rows per (file, label combination)."),
+    split: str = typer.Option("test", help="test (report it once) or val (the validation rows: where choices are made)."),
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
     baselines: bool = typer.Option(True, help="Also score the shipped heads judge (for an encoder artifact) and the "
                                    "keyword and prototype baselines."),
@@ -146,14 +147,16 @@ def eval_(
     out: Optional[Path] = typer.Option(None, help="Also write the report (markdown) to this file."),
 ) -> None:
     """Evaluate on rows the artifact never trained on: its test split plus its held-out files."""
+    if split not in ("test", "val"):
+        raise typer.BadParameter(f"{split!r} is not test or val", param_hint="--split")
     tax = load_taxonomy(taxonomy)
     judge = load_encoder_judge(artifact, tax, max_seq_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
     training = judge.manifest["training"]
     config = TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"],
                          val_fraction=training["val_fraction"], holdout_origins=tuple(training["holdout_origins"]))
-    test = select_test_records(_records(data), config, cap)
+    test = select_test_records(_records(data), config, cap, "val" if split == "val" else "test")
     if not test:
-        raise typer.BadParameter("none of these rows is in the artifact's test split or held-out files", param_hint="--data")
+        raise typer.BadParameter(f"none of these rows is in the artifact's {split} split", param_hint="--data")
     embedder = _embedder(judge.embedding_model, max_seq_length)
     embedded = embed_records(test, embedder_encoder(embedder, embedding_cache))
     judges = [judge]
@@ -167,9 +170,11 @@ def eval_(
     evaluations = [evaluate(j.version, run_judge(j, embedded), embedded, mapper, tax.harm_ids) for j in judges]
     held = ", ".join(config.holdout_origins) or "none"
     rows_digest = hashlib.sha256("\n".join(sorted(r.id for r in test)).encode()).hexdigest()[:12]
-    header = (f"Test rows: {len(test)}, ids sha256 {rows_digest} (seeded prompt-hash split, seed {config.seed}, "
-              f"{config.test_fraction:.0%}; whole files held out: {held}; at most {cap} rows per file and label "
-              f"combination); max_seq_length {max_seq_length}.\n")
+    share = config.test_fraction if split == "test" else config.val_fraction
+    header = (f"{'Test' if split == 'test' else 'Validation'} rows: {len(test)}, ids sha256 {rows_digest} (seeded "
+              f"prompt-hash split, seed {config.seed}, {share:.0%}"
+              + (f"; whole files held out: {held}" if split == "test" else "")
+              + f"; at most {cap} rows per file and label combination); max_seq_length {max_seq_length}.\n")
     report = header + "\n" + format_report(evaluations)
     typer.echo(report)
     if out:

@@ -91,12 +91,24 @@ class EncoderJudge:
         blank = np.array([not p.strip() for p in prompts])
         probs[blank] = 0.0
         flags = probs >= self._prompt_calib[2]
+        pair = self.pair_probs(batch)
+        return [self._verdict(probs[i], flags[i], pair[i]) for i in range(len(batch))]
+
+    def pair_probs(self, batch: Sequence[JudgeInput]) -> np.ndarray:
+        """Calibrated (response harm, refusal) per input from the cross-encoded ``prompt [SEP] reply``
+        pass; a row of NaN where there is no reply. The only pass a judge that borrows this one's
+        response verdict pays for."""
         answered = [i for i, x in enumerate(batch) if x.response is not None and x.response.strip()]
         pair = np.full((len(batch), len(PAIR_OUTPUTS)), np.nan)
         if answered:
-            pooled = self.encoder.pooled([prompts[i] for i in answered], [batch[i].response or "" for i in answered])
+            pooled = self.encoder.pooled([batch[i].prompt for i in answered], [batch[i].response or "" for i in answered])
             pair[answered] = self._probs(pooled, self._pair, self._pair_calib)
-        return [self._verdict(probs[i], flags[i], pair[i]) for i in range(len(batch))]
+        return pair
+
+    @property
+    def pair_thresholds(self) -> np.ndarray:
+        """Decision thresholds of (response harm, refusal), chosen on the validation split."""
+        return np.asarray(self._pair_calib[2])
 
     def _probs(self, pooled: np.ndarray, head: tuple[np.ndarray, np.ndarray], calib: tuple) -> np.ndarray:
         return platt(pooled.astype(np.float32) @ head[0] + head[1], calib[0], calib[1])

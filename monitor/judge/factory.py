@@ -6,26 +6,41 @@ import json
 from pathlib import Path
 
 from monitor.embed.embedder import Embedder
-from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge
+from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, EncoderJudge, is_encoder_artifact, load_encoder_judge
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
+from monitor.judge.hybrid import HybridJudge, hybrid_version
 from monitor.judge.prototype import PrototypeJudge, prototype_version
 from monitor.judge.verdict import Judge
 from monitor.taxonomy import Taxonomy
 
-NAMED_ARTIFACTS = {"default": DEFAULT_ARTIFACT, "encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
+NAMED_ARTIFACTS = {"encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
+# What ``judge=default`` runs (README "Safety judge" says why).
+DEFAULT_JUDGE = "heads"
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
                 threads: int | None = None) -> Judge:
-    """``default``/``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned
-    encoder, opt-in); ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
+    """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
+    ``hybrid`` → heads with the encoder's response-harm verdict; ``default`` → :data:`DEFAULT_JUDGE`;
+    ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
+    spec = DEFAULT_JUDGE if spec == "default" else spec
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
+    if spec == "hybrid":
+        return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy), _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads))
     path = _artifact(spec)
     if is_encoder_artifact(path):
-        # The judge's encoder runs on the drift embedder's backend, device and model cache.
-        return load_encoder_judge(path, taxonomy, embedder.info.max_seq_length, embedder.backend.name,
-                                  embedder.backend.device, cache_dir, threads)
+        return _encoder(path, embedder, taxonomy, cache_dir, threads)
+    return _heads(path, embedder, taxonomy)
+
+
+def _encoder(path: Path, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None) -> EncoderJudge:
+    # The judge's encoder runs on the drift embedder's backend, device and model cache.
+    return load_encoder_judge(path, taxonomy, embedder.info.max_seq_length, embedder.backend.name,
+                              embedder.backend.device, cache_dir, threads)
+
+
+def _heads(path: Path, embedder: Embedder, taxonomy: Taxonomy) -> HeadsJudge:
     heads = HeadsJudge.load(path, taxonomy)
     if heads.embedding_model != embedder.info.model:
         raise ValueError(f"judge artifact {path} was trained on embeddings of {heads.embedding_model!r}, but the "
@@ -38,17 +53,24 @@ def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch") -> str:
     """The version :func:`build_judge` would give, without loading the embedding model (the detector
     role labels its state and metrics with the judge its workers run); an encoder judge's version names
     its backend when that is not torch (``backend`` as resolved, e.g. ``onnx-int8``)."""
+    spec = DEFAULT_JUDGE if spec == "default" else spec
     if spec == "prototype":
         return prototype_version(taxonomy)
+    if spec == "hybrid":
+        return hybrid_version(HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend))
     path = _artifact(spec)
     if is_encoder_artifact(path):
-        version = str(json.loads((path / "manifest.json").read_text())["version"])
-        return version if backend == "torch" else f"{version}+{backend}"
+        return _encoder_version(path, backend)
     return HeadsJudge.load(path, taxonomy).version
+
+
+def _encoder_version(path: Path, backend: str) -> str:
+    version = str(json.loads((path / "manifest.json").read_text())["version"])
+    return version if backend == "torch" else f"{version}+{backend}"
 
 
 def _artifact(spec: str) -> Path:
     path = NAMED_ARTIFACTS.get(spec, Path(spec))
     if not path.is_dir():
-        raise ValueError(f"judge: {spec!r} is not 'default', 'encoder', 'heads', 'prototype' or a judge artifact folder")
+        raise ValueError(f"judge: {spec!r} is not 'default', 'heads', 'encoder', 'hybrid', 'prototype' or a judge artifact folder")
     return path

@@ -131,6 +131,11 @@ class HeadsJudge:
         """The embedding model the heads were trained on; serving with another one is meaningless."""
         return str(self.manifest["embedding"]["model"])
 
+    @property
+    def prompt_threshold(self) -> float:
+        """The prompt-unsafe decision threshold (chosen on the validation split)."""
+        return float(self.heads["unsafe"].threshold[0])
+
     @classmethod
     def load(cls, path: Path | str = DEFAULT_ARTIFACT, taxonomy: Taxonomy | None = None) -> HeadsJudge:
         """Load an artifact folder; with ``taxonomy``, also check the categories are its harm ids."""
@@ -157,7 +162,7 @@ class HeadsJudge:
         blank = np.array([not x.prompt.strip() for x in batch])
         unsafe[blank] = 0.0
         cat_probs[blank] = 0.0
-        flagged = unsafe >= self.heads["unsafe"].threshold[0]
+        flagged = unsafe >= self.prompt_threshold
         cat_flags = cat_probs >= self.heads["categories"].threshold
 
         answered = [i for i, x in enumerate(batch) if _has_response(x)]
@@ -193,7 +198,7 @@ class HeadsJudge:
             refusal=float(refusal) if answered else None,
             refused=bool(refusal >= self.heads["refusal"].threshold[0]) if answered else None,
             categories=tuple(c for c, f in zip(self._categories, cat_flags) if f),
-            uncertainty=uncertainty([(float(unsafe), float(self.heads["unsafe"].threshold[0]))]
+            uncertainty=uncertainty([(float(unsafe), self.prompt_threshold)]
                                     + ([(float(response), float(self.heads["response"].threshold[0]))] if answered else [])),
         )
 

@@ -105,9 +105,10 @@ def select_training_records(records: Sequence[Record], config: TrainConfig) -> l
     return stratified_cap(usable, config.cap_per_stratum, config.seed, config.safe_prompt_cap)
 
 
-def select_test_records(records: Sequence[Record], config: TrainConfig, cap: int) -> list[Record]:
-    """The rows training never saw: the test split plus whole held-out files, capped per stratum."""
-    return stratified_cap([r for r in records if config.split(r) == "test" and _labelled(r)], cap, config.seed)
+def select_test_records(records: Sequence[Record], config: TrainConfig, cap: int, split: str = "test") -> list[Record]:
+    """The rows training never saw, capped per stratum: the test split plus whole held-out files, or
+    (``split="val"``) the validation rows that chose thresholds and are where design choices are made."""
+    return stratified_cap([r for r in records if config.split(r) == split and _labelled(r)], cap, config.seed)
 
 
 def _labelled(r: Record) -> bool:

@@ -1,12 +1,12 @@
 """The shipped judge's metrics on each embedding backend: is int8 within tolerance of fp32?
 
-The judge heads were trained on torch fp32 embeddings; a service on ``onnx-int8`` feeds them int8
-embeddings. This runs the same evaluation as ``monitor judge eval`` (the artifact's test split plus
+The judges were trained on torch fp32 encoders; a service on ``onnx-int8`` feeds the heads int8
+embeddings and runs the fine-tuned encoder (``--judge encoder`` or ``hybrid``) in int8. This runs the same evaluation as ``monitor judge eval`` (the artifact's test split plus
 its held-out files, from ../shared/data) once per backend and prints, per output, AUROC and FPR
 (false positives / negatives at the judge's own thresholds) side by side with the difference to
 the first backend. The target of issue 15: AUROC within 0.01 of fp32.
 
-Run: ``.venv/bin/python bench/judge_backends.py [--backend torch --backend onnx-int8] [--cap 400]``
+Run: ``.venv/bin/python bench/judge_backends.py [--judge heads|encoder|hybrid] [--backend torch --backend onnx-int8] [--cap 400]``
 (``--cap 20`` checks the script quickly; figures then mean little).
 """
 
@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import LabelMapper, default_data_dir, read_records  # noqa: E402
 from monitor.judge.evaluation import evaluate, run_judge  # noqa: E402
+from monitor.judge.factory import build_judge  # noqa: E402
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge  # noqa: E402
 from monitor.judge.text_embeddings import embed_records  # noqa: E402
 from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
@@ -34,7 +35,7 @@ from monitor.taxonomy import load_taxonomy  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", action="append", choices=["torch", "onnx-fp32", "onnx-int8"], help="repeatable (default: onnx-fp32, onnx-int8)")
-    ap.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    ap.add_argument("--judge", default="heads", help="as MONITOR_JUDGE: heads, encoder, hybrid, or an artifact folder")
     ap.add_argument("--cap", type=int, default=400, help="most test rows per (file, label combination), as judge eval")
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--model-cache-dir", type=Path, default=None)
@@ -42,8 +43,9 @@ def main() -> None:
     backends = args.backend or ["onnx-fp32", "onnx-int8"]
 
     tax = load_taxonomy()
-    heads = HeadsJudge.load(args.artifact, tax)
-    config = TrainConfig(**{**heads.manifest["training"], "holdout_origins": tuple(heads.manifest["training"]["holdout_origins"])})
+    # Both shipped artifacts were trained on the same seeded split, so the heads' test rows are every judge's.
+    training = HeadsJudge.load(DEFAULT_ARTIFACT, tax).manifest["training"]
+    config = TrainConfig(**{**training, "holdout_origins": tuple(training["holdout_origins"])})
     records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
     mapper = LabelMapper(tax)
     test, skipped = [], set()
@@ -58,13 +60,14 @@ def main() -> None:
     results = {}
     for backend in backends:
         started = time.perf_counter()
-        embedder = Embedder(heads.embedding_model, args.max_seq_length, device="cpu", backend=backend, cache_dir=args.model_cache_dir)
+        embedder = Embedder(max_seq_length=args.max_seq_length, device="cpu", backend=backend, cache_dir=args.model_cache_dir)
+        judge = build_judge(args.judge, embedder, tax, args.model_cache_dir)
         embedded = embed_records(test, embedder.encode)
-        results[backend] = evaluate(backend, run_judge(heads, embedded), embedded, mapper, tax.harm_ids).metrics
+        results[backend] = evaluate(backend, run_judge(judge, embedded), embedded, mapper, tax.harm_ids).metrics
         print(f"{backend}: {len(test)} rows embedded and judged in {time.perf_counter() - started:.0f} s", flush=True)
 
     base = backends[0]
-    print(f"\njudge {heads.version} on {len(test)} test rows; differences are to {base}\n")
+    print(f"\njudge {args.judge} on {len(test)} test rows; differences are to {base}\n")
     header = "| section | output | n (pos) | " + " | ".join(f"AUROC {b} | FPR {b}" for b in backends) + " | max ΔAUROC |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))

@@ -32,3 +32,22 @@ def test_fresh_service_exports_build_info_process_metrics_and_zero_alert_gauges(
     kinds = set(detectors.alert_kinds())
     assert "emerging_category" in kinds
     assert firing == {(kind, sev): 0.0 for kind in kinds for sev in ("info", "warning", "critical")}
+
+
+def test_detector_series_are_read_at_scrape_time_and_leave_with_their_suite():
+    from monitor.export.metrics import DetectorView, MonitorMetrics
+    from monitor.signals import Reading
+
+    metrics = MonitorMetrics()
+    shown = {"a": DetectorView((Reading("over_refusal", "global", "", 1.5, 4.0, False),), {("global", "emerging"): 2})}
+    forget_a = metrics.detectors.watch(lambda: shown["a"])
+    metrics.detectors.watch(lambda: DetectorView((Reading("over_refusal", "model=m", "", 5.0, 4.0, True),)))
+    samples = _samples(metrics.registry)
+    assert samples[("llmsafety_detector_statistic", (("detector", "over_refusal"), ("key", ""), ("scope", "global")))] == 1.5
+    assert samples[("llmsafety_detector_active", (("detector", "over_refusal"), ("key", ""), ("scope", "model=m")))] == 1.0
+    assert samples[("llmsafety_emerging_clusters", (("scope", "global"), ("status", "emerging")))] == 2.0
+    shown["a"] = DetectorView((Reading("over_refusal", "global", "", 4.5, 4.0, True),))  # the next batch
+    assert _samples(metrics.registry)[("llmsafety_detector_active", (("detector", "over_refusal"), ("key", ""), ("scope", "global")))] == 1.0
+    forget_a()  # its partition moved to another process
+    scopes = {dict(k[1]).get("scope") for k in _samples(metrics.registry) if k[0].startswith("llmsafety_detector_")}
+    assert scopes == {"model=m"}

@@ -9,18 +9,22 @@ incremented by each judged event's sampling weight, so they estimate the full st
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, get_args
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from monitor import __version__
-from monitor.signals import Severity
-from monitor.signals import Reading
+from monitor.ingest.request import IngestOutcome
+from monitor.signals import Reading, Severity
 
 # `_created` series double the exposition size and no dashboard or rule of ours reads them.
 disable_created_metrics()
 
 PREFIX = "llmsafety_"
+CLUSTER_STATUSES = ("tracking", "emerging", "dormant")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -104,16 +108,10 @@ class MonitorMetrics:
         self.detector_errors = Counter(
             f"{p}detector_errors", "Batches a detector raised on (logged; the other detectors still ran).", ["detector"], registry=r
         )
-        self.emerging_clusters = Gauge(
-            f"{p}emerging_clusters", "Clusters of novel unsafe traffic by scope and status (tracking, emerging, dormant).",
-            ["scope", "status"], registry=r,
-        )
         self.feedback = Counter(
             f"{p}feedback", "Labels received on /v1/feedback by status (matched, unknown_event, duplicate).", ["status"], registry=r
         )
-        self.detector_statistic = Gauge(f"{p}detector_statistic", "Detector statistic.", ["detector", "scope", "key"], registry=r)
-        self.detector_threshold = Gauge(f"{p}detector_threshold", "Detector threshold.", ["detector", "scope", "key"], registry=r)
-        self.detector_active = Gauge(f"{p}detector_active", "1 while the detector sees drift.", ["detector", "scope", "key"], registry=r)
+        self.detectors = DetectorCollector(registry=r)
         self.alerts_firing = Gauge(f"{p}alerts_firing", "Firing alerts by kind and severity.", ["kind", "severity"], registry=r)
         self.alert_transitions = Counter(f"{p}alert_transitions", "Alert status changes.", ["kind", "status"], registry=r)
         # --- alert delivery (target: alertmanager|webhook|slack; outcome: sent|failed|rejected|dropped) ---
@@ -140,6 +138,18 @@ class MonitorMetrics:
             for severity in get_args(Severity):
                 self.alerts_firing.labels(kind=kind, severity=severity)
 
+    def count_request(self, received: int, outcome: IngestOutcome, new: int, truncated: int, dropped: tuple[str, int] | None) -> None:
+        """One ingest request's counts (every ingest path: the embedded service and the scale-out
+        frontend): items received, events new to the queue, repeats, rejections, truncated texts,
+        and ``dropped`` (reason, events) when the whole request was refused."""
+        self.received.inc(received)
+        self.accepted.inc(new)
+        self.duplicates.inc(outcome.duplicates)
+        self.rejected.inc(len(outcome.rejected))
+        self.truncated.inc(truncated)
+        if dropped is not None:
+            self.dropped.labels(reason=dropped[0]).inc(dropped[1])
+
     def watch_outbox(self, target: str, size: Callable[[], int]) -> Callable[[], None]:
         """Count ``size()`` into ``alert_outbox_size{target}`` (summed with every other watched outbox
         of that target) until the returned function is called."""
@@ -155,18 +165,71 @@ class MonitorMetrics:
 
         return forget
 
-    def export_readings(self, readings: Iterable[Reading]) -> None:
-        for rd in readings:
-            labels = (rd.detector, rd.scope, rd.key)
-            self.detector_statistic.labels(*labels).set(rd.statistic)
-            self.detector_threshold.labels(*labels).set(rd.threshold)
-            self.detector_active.labels(*labels).set(1.0 if rd.active else 0.0)
 
-    def forget_readings(self, readings: Iterable[Reading]) -> None:
-        """Drop these readings' series (a detector partition moved to another process, which exports them now)."""
-        for rd in readings:
-            for gauge in (self.detector_statistic, self.detector_threshold, self.detector_active):
-                try:
-                    gauge.remove(rd.detector, rd.scope, rd.key)
-                except KeyError:
-                    pass  # never exported
+@dataclass(frozen=True, slots=True)
+class DetectorView:
+    """What one detector suite shows on a scrape: its readings, and its clusters per (scope, status)
+    (every scope with all three statuses, zeros included; empty without a clustering detector)."""
+
+    readings: tuple[Reading, ...] = ()
+    clusters: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+class DetectorCollector(Collector):
+    """``detector_statistic``/``_threshold``/``_active`` and ``emerging_clusters``, read at scrape time.
+
+    Why a collector: gauges the worker set after each batch had to be removed by hand whenever a
+    key, scope or whole detector partition went away (a partition handed to another process).
+    Here each running detector suite registers a view of its latest state and withdraws it when it
+    stops, so a scrape shows exactly what the running suites hold. Views are snapshots the worker
+    publishes after each batch, so a scrape never waits for the worker's state lock.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._views: dict[int, Callable[[], DetectorView]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        if registry is not None:
+            registry.register(self)
+
+    def watch(self, view: Callable[[], DetectorView]) -> Callable[[], None]:
+        """Show ``view()`` on every scrape until the returned function is called."""
+        with self._lock:
+            key, self._next = self._next, self._next + 1
+            self._views[key] = view
+
+        def forget() -> None:
+            with self._lock:
+                self._views.pop(key, None)  # forgetting twice is harmless
+
+        return forget
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            views = [view() for view in self._views.values()]
+        statistic, threshold, active, clusters = self._families()
+        for view in views:
+            for rd in view.readings:
+                labels = [rd.detector, rd.scope, rd.key]
+                statistic.add_metric(labels, rd.statistic)
+                threshold.add_metric(labels, rd.threshold)
+                active.add_metric(labels, 1.0 if rd.active else 0.0)
+            for (scope, status), count in view.clusters.items():
+                clusters.add_metric([scope, status], count)
+        yield from (statistic, threshold, active, clusters)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        labels = ["detector", "scope", "key"]
+        return (
+            GaugeMetricFamily(f"{PREFIX}detector_statistic", "Detector statistic.", labels=labels),
+            GaugeMetricFamily(f"{PREFIX}detector_threshold", "Detector threshold.", labels=labels),
+            GaugeMetricFamily(f"{PREFIX}detector_active", "1 while the detector sees drift.", labels=labels),
+            GaugeMetricFamily(
+                f"{PREFIX}emerging_clusters", "Clusters of novel unsafe traffic by scope and status (tracking, emerging, dormant).",
+                labels=["scope", "status"],
+            ),
+        )

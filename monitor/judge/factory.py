@@ -15,7 +15,7 @@ from monitor.taxonomy import Taxonomy
 
 NAMED_ARTIFACTS = {"encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
 # What ``judge=default`` runs (README "Safety judge" says why).
-DEFAULT_JUDGE = "heads"
+DEFAULT_JUDGE = "hybrid"
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,

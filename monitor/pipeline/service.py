@@ -27,7 +27,7 @@ from monitor.drift.emerging_clusters import ClusterSummary
 from monitor.drift.feedback_disagreement import STATUSES, Feedback, FeedbackDisagreementDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.events import Event, ScoredEvent
-from monitor.export.metrics import MonitorMetrics
+from monitor.export.metrics import CLUSTER_STATUSES, DetectorView, MonitorMetrics
 from monitor.export.reservoir import WindowReservoir
 from monitor.ingest.parsing import ParsedBody, Rejection
 from monitor.ingest.request import IngestOutcome, IngestRequest
@@ -143,6 +143,8 @@ class MonitorService:
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
         self.metrics.set_build_info(scorer.judge.version, settings.embedding_model)
         self.metrics.declare_alert_kinds(self.detectors.alert_kinds())
+        self._shown = DetectorView()  # what a scrape shows of the detectors: replaced after each batch
+        self._unwatch_detectors = self.metrics.detectors.watch(lambda: self._shown)
         self.embedding = embedding_identity(settings, scorer)
         self.metrics.embedding_info.labels(**self.embedding).set(1)
 
@@ -240,31 +242,28 @@ class MonitorService:
         c = self.counts
         c.sampled_out += sampled_out
         c.processed += sampled_out + shed
-        c.truncated += truncated
         self.metrics.sampled_out.inc(sampled_out)
         self.metrics.processed.inc(sampled_out + shed)
-        self.metrics.truncated.inc(truncated)
         if shed:
             c.dropped["overload"] += shed
             self.metrics.dropped.labels(reason="overload").inc(shed)
-        self._count_ingest(n_received, outcome, new=len(fresh), dropped=0)
+        self._count_ingest(n_received, outcome, new=len(fresh), truncated=truncated)
         self.latency["ingest"].add(time.perf_counter() - started)
         return []
 
-    def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, dropped: int, reason: str = "queue_full") -> None:
-        c, m = self.counts, self.metrics
+    def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, truncated: int = 0,
+                      dropped: int = 0, reason: str = "queue_full") -> None:
+        """The request's counts, in the service's own tallies (status, snapshots) and in Prometheus."""
+        c = self.counts
         c.received += received
         c.accepted += new
         c.duplicates += outcome.duplicates
         c.rejected += len(outcome.rejected)
+        c.truncated += truncated
         c.dropped[reason] = c.dropped.get(reason, 0) + dropped
-        m.received.inc(received)
-        m.accepted.inc(new)
-        m.duplicates.inc(outcome.duplicates)
-        m.rejected.inc(len(outcome.rejected))
-        m.dropped.labels(reason=reason).inc(dropped)
-        m.queue_depth.set(self._queue.qsize())
-        m.sampling_rate.set(self.sampling_rate())
+        self.metrics.count_request(received, outcome, new, truncated, (reason, dropped))
+        self.metrics.queue_depth.set(self._queue.qsize())
+        self.metrics.sampling_rate.set(self.sampling_rate())
 
     def sampling_rate(self) -> float:
         """The admission rate at the queue's fill now (not at the last ingest: it recovers as the queue drains)."""
@@ -311,14 +310,7 @@ class MonitorService:
         self._notify(self.stop_listeners)
         with self._state_lock:
             self._export_firing(CounterDict())
-            self.metrics.forget_readings(self.detectors.readings())
-            clustering = self.detectors.cluster_queries()
-            for scope in clustering.scopes() if clustering is not None else ():
-                for status in ("tracking", "emerging", "dormant"):
-                    try:
-                        self.metrics.emerging_clusters.remove(scope, status)
-                    except KeyError:
-                        pass  # restored but never exported
+            self._unwatch_detectors()
 
     def call_in_worker(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn`` in the worker thread, between batches (the detector role feeds judged events this way)."""
@@ -483,19 +475,17 @@ class MonitorService:
             m.event_time.set(self.event_time)
         m.stage_seconds.labels(stage="detect").observe(detect_seconds)
         self.latency["detect"].add(detect_seconds)
-        m.export_readings(readings)
-        self._export_cluster_counts()
+        self._shown = DetectorView(tuple(readings), self._cluster_counts())
         self._export_transitions(transitions)
 
-    def _export_cluster_counts(self) -> None:
+    def _cluster_counts(self) -> dict[tuple[str, str], int]:
         detector = self.detectors.cluster_queries()
         if detector is None:
-            return
+            return {}
         with self._state_lock:
             counts = detector.status_counts()
-        for scope in detector.scopes():
-            for status in ("tracking", "emerging", "dormant"):
-                self.metrics.emerging_clusters.labels(scope=scope, status=status).set(counts.get((scope, status), 0))
+            scopes = detector.scopes()
+        return {(scope, status): counts.get((scope, status), 0) for scope in scopes for status in CLUSTER_STATUSES}
 
     def _export_transitions(self, transitions: list[Transition]) -> None:
         m = self.metrics

@@ -108,14 +108,8 @@ class StreamFrontend(PublishedReads):
         return outcome
 
     def _count(self, received: int, outcome: IngestOutcome, new: int, truncated: int, dropped: tuple[str, int] | None) -> None:
-        m = self.metrics
-        m.received.inc(received)
-        m.accepted.inc(new)
-        m.duplicates.inc(outcome.duplicates)
-        m.rejected.inc(len(outcome.rejected))
-        m.truncated.inc(truncated)
+        self.metrics.count_request(received, outcome, new, truncated, dropped)
         if dropped is not None:
-            m.dropped.labels(reason=dropped[0]).inc(dropped[1])
             return  # Redis refused or is down: the shared counters need not (cannot) hear of it
         values = dict(zip(COUNTERS, (received, new, outcome.duplicates, len(outcome.rejected), truncated)))
         pipe = self.client.pipeline(transaction=False)

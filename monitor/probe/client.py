@@ -43,7 +43,7 @@ class Target:
         >>> Target.parse("gpt-4o@http://gateway:4000/v1/")
         Target(name='gpt-4o', base_url='http://gateway:4000/v1', model='gpt-4o')
         """
-        model, sep, url = spec.strip().rpartition("@")
+        model, sep, url = spec.strip().partition("@")
         if not sep or not model:
             raise ValueError(f"probe target {spec!r}: expected MODEL@URL, e.g. gpt-4o@http://gateway:4000/v1")
         parts = urlsplit(url)

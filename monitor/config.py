@@ -378,6 +378,14 @@ class Settings(BaseSettings):
             raise ValueError(f"each model may be probed once, got {names}")
         return value
 
+    @model_validator(mode="after")
+    def _probe_sets_load(self) -> "Settings":
+        if self.probe_targets:  # only when probing: a bad set stops the start, naming the file and field
+            from monitor.probe.probe_sets import load_probe_sets
+
+            load_probe_sets(self.probe_sets)
+        return self
+
     @field_validator("detectors")
     @classmethod
     def _known_detectors(cls, value: list[str]) -> list[str]:

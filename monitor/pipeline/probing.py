@@ -9,7 +9,7 @@ nothing of the service.
 from __future__ import annotations
 
 import logging
-from typing import Sequence, get_args
+from typing import Callable, Sequence, get_args
 
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
@@ -21,7 +21,7 @@ from monitor.judge.verdict import Verdict
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.privacy.redact import Redactor
-from monitor.probe.client import Target
+from monitor.probe.client import ChatClient, Target
 from monitor.probe.detector import ALERT_KINDS, ProbeDetector
 from monitor.probe.metrics import ProbeMetrics
 from monitor.probe.prober import ProbeJudge, Prober, ProbeSettings
@@ -54,8 +54,10 @@ def scorer_judge(scorer: Scorer) -> ProbeJudge:
     return judge
 
 
-def build_prober(settings: Settings, judge: ProbeJudge, registry: CollectorRegistry, targets: Sequence[Target] | None = None) -> Prober:
-    """A prober over ``targets`` (default: ``probe_targets``) and ``probe_sets``, tuned by the ``probe_*`` settings."""
+def build_prober(settings: Settings, judge: ProbeJudge, registry: CollectorRegistry, targets: Sequence[Target] | None = None,
+                 client_factory: Callable[..., ChatClient] = ChatClient) -> Prober:
+    """A prober over ``targets`` (default: ``probe_targets``) and ``probe_sets``, tuned by the ``probe_*`` settings;
+    ``client_factory`` replaces the HTTP client (bench/probe_cost.py measures the monitor's side only)."""
     return Prober(
         targets if targets is not None else [Target.parse(spec) for spec in settings.probe_targets],
         load_probe_sets(settings.probe_sets),
@@ -74,6 +76,7 @@ def build_prober(settings: Settings, judge: ProbeJudge, registry: CollectorRegis
         ),
         api_key=probe_api_key(settings),
         redactor=Redactor(settings.redaction),
+        client_factory=client_factory,
     )
 
 

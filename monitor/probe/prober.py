@@ -116,10 +116,13 @@ class Prober:
         asked = [(ps, probe) for ps in self.probe_sets for probe in self.pick(ps, index)]
         answered: list[tuple[Target, ProbeSet, Probe, Reply]] = []
         for target in self.targets:
-            replies = await self._ask_all(target, asked, at, result.failures)
+            failures: Counter[str] = Counter()
+            replies = await self._ask_all(target, asked, at, failures)
             answered += [(target, ps, probe, reply) for (ps, probe), reply in zip(asked, replies) if reply is not None]
+            result.failures.update(failures)
             self.metrics.rounds.labels(target=target.name).inc()
-            self.metrics.up.labels(target=target.name).set(1 if any(r is not None for r in replies) or not asked else 0)
+            if len(asked) > failures["budget"]:  # a round the budget skipped whole says nothing about the target
+                self.metrics.up.labels(target=target.name).set(1 if any(r is not None for r in replies) else 0)
             self.metrics.budget_remaining.labels(target=target.name).set(self._budgets[target.name].remaining(at))
         if answered:
             result.observations = await self._judge(answered, index, at)
@@ -158,10 +161,9 @@ class Prober:
             on_retry=lambda reason: retries.labels(target=target.name, reason=reason).inc(),
         ) as client:
             replies = await asyncio.gather(*(one(client, probe) for _, probe in asked))
-        failed = sum(r is None for r in replies)
-        if failed:
-            log.warning("probe target %s: %d of %d questions got no answer (%s)", target.name, failed, len(asked),
-                        ", ".join(f"{k} {v}" for k, v in sorted(failures.items()) if k != "ok"))
+        if failures:
+            log.warning("probe target %s: %d of %d questions got no answer (%s)", target.name, sum(failures.values()), len(asked),
+                        ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
         return list(replies)
 
     def _count(self, target: Target, outcome: str, failures: Counter[str]) -> None:

@@ -39,6 +39,7 @@ def gateway(backend_url: str) -> Starlette:
         model_list=[{"model_name": "canary", "litellm_params": {
             "model": "openai/canary-backend", "api_base": backend_url, "api_key": "sk-backend", "max_retries": 0}}],
         num_retries=0,
+        disable_cooldowns=True,  # one deployment: a scripted 429 must not take it out of rotation
     )
 
     async def chat(request: Request) -> JSONResponse:
@@ -54,8 +55,8 @@ def gateway(backend_url: str) -> Starlette:
 
 
 def small_sets() -> list[ProbeSet]:
-    """Ten probes of each built-in set keep the rounds through LiteLLM short."""
-    return [s.model_copy(update={"probes": s.probes[:10]}) for s in builtin_sets()]
+    """Twenty probes of each built-in set keep the rounds through LiteLLM short (and 6 flips of 20 detectable in a round)."""
+    return [s.model_copy(update={"probes": s.probes[:20]}) for s in builtin_sets()]
 
 
 def test_probes_through_a_litellm_router_gateway_alert_and_count_failures():

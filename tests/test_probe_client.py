@@ -96,3 +96,19 @@ def test_a_redirect_is_not_followed_to_another_address():
 def test_target_specs_are_checked(spec):
     with pytest.raises(ValueError, match="probe target"):
         Target.parse(spec)
+
+
+def test_probes_name_themselves_and_the_litellm_integration_ignores_them():
+    """A probe through a LiteLLM gateway is logged by the gateway too: that copy is ignored (counted), not ingested."""
+    from monitor.integrations.litellm import LiteLLMAdapter
+    from monitor.integrations.adapted import Skip
+    from monitor.probe import PROBE_END_USER
+
+    with FakeChatServer(lambda m: "ok") as server:
+        ask(server)
+    assert server.requests[0]["user"] == PROBE_END_USER
+    payload = {"id": "c1", "call_type": "acompletion", "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+               "response": {"choices": [{"message": {"content": "ok"}}]}, "end_user": PROBE_END_USER}
+    adapter = LiteLLMAdapter()
+    assert adapter.convert(payload) is Skip.IGNORED
+    assert adapter.convert({**payload, "end_user": "alice"}) is not Skip.IGNORED

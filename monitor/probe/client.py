@@ -3,7 +3,9 @@
 Why this is strict: the prober sends requests on its own, on a schedule, with an API key. It
 posts only to ``<base_url>/chat/completions`` of a target the operator configured, follows no
 redirect (a 3xx is a failure, not a new address), sends ``temperature: 0`` and a fixed ``seed`` so
-a deterministic model answers the same way every round, and caps the answer with ``max_tokens``.
+a deterministic model answers the same way every round, caps the answer with ``max_tokens``, and
+names itself as the end user :data:`~monitor.probe.PROBE_END_USER` (so the gateway's own logging
+of the call is not taken for user traffic).
 
 Every failure has a reason from :data:`FAILURES` (a metric label): ``timeout``, ``rate_limited``
 (429), ``server_error`` (5xx), ``client_error`` (other 4xx, 3xx), ``transport`` and ``malformed``
@@ -24,6 +26,7 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from monitor.openai_chat import MalformedReply, message_content, retry_after_s, retryable
+from monitor.probe import PROBE_END_USER
 
 FAILURES = ("timeout", "rate_limited", "server_error", "client_error", "transport", "malformed")
 
@@ -122,6 +125,7 @@ class ChatClient:
             "seed": self.seed,
             "max_tokens": self.max_tokens,
             "stream": False,
+            "user": PROBE_END_USER,
         }
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),

@@ -53,8 +53,8 @@ class ProbeSettings:
     concurrency: int = 4
     timeout_s: float = 30.0
     max_retries: int = 2
-    max_tokens: int = 256
-    daily_tokens: int = 200_000
+    max_tokens: int = 128
+    daily_tokens: int = 500_000
     answer_chars: int = 500
     seed: int = 0
 
@@ -140,10 +140,10 @@ class Prober:
 
         async def one(client: ChatClient, probe: Probe) -> Reply | None:
             reserve = len(probe.prompt) // 4 + 1 + s.max_tokens
-            if not budget.reserve(reserve, at):
-                self._count(target, "budget", failures)
-                return None
-            async with limit:
+            async with limit:  # reserve when the question is about to go out, not for the whole round at once
+                if not budget.reserve(reserve, at):
+                    self._count(target, "budget", failures)
+                    return None
                 try:
                     reply = await client.ask(probe.prompt)
                 except ProbeCallError as exc:

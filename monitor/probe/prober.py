@@ -130,6 +130,10 @@ class Prober:
             result.conditions = self.detector.observe_round(result.observations, at)
             readings = self.detector.readings()
         self.metrics.export_readings(readings)
+        for c in result.conditions:
+            if not c.active and c.evidence["flipped"]:  # evidence below the alert bar: on record, not paged
+                log.info("probe set %s of %s: %d probe(s) flipped (%s), no rate change yet", c.key, c.evidence["target"],
+                         c.evidence["flipped_count"], ", ".join(f["probe_id"] for f in c.evidence["flipped"]))
         return result
 
     async def _ask_all(self, target: Target, asked: list[tuple[ProbeSet, Probe]], at: float, failures: Counter[str]) -> list[Reply | None]:

@@ -68,9 +68,11 @@ def test_unsafe_compliance_after_a_model_update_alerts_within_3_rounds():
 
 
 def quiet_rounds(model: CanaryModel, rounds: int = 200) -> tuple[int, int]:
+    """``rounds`` rounds of 5 probes per set (rotating): a full round (69 questions) costs ~0.7 s of
+    HTTP on 2 loaded cores; the detector's quiet over 200 full rounds is tested in test_probe_detector."""
     with FakeChatServer(model) as server:
         judge = RecordingKeywordJudge()
-        prober = make_prober(server.base_url, judge=judge, sets=model_sets)
+        prober = make_prober(server.base_url, judge=judge, sets=model_sets, per_round=5)
         alarms = sum(
             any(c.active for c in run_round(prober, START + t * INTERVAL).conditions) for t in range(rounds)
         )
@@ -82,14 +84,14 @@ model_sets = builtin_sets()
 
 def test_quiet_over_200_rounds_of_unchanged_deterministic_answers():
     alarms, judged = quiet_rounds(CanaryModel(model_sets))
-    assert alarms == 0 and judged == 200 * 69
+    assert alarms == 0 and judged == 200 * 10
 
 
 def test_quiet_over_200_rounds_of_a_model_noisy_at_a_fixed_rate():
     model = CanaryModel(model_sets, seed=3)
     model.noise = 0.05
     alarms, judged = quiet_rounds(model)
-    assert alarms == 0 and judged == 200 * 69
+    assert alarms == 0 and judged == 200 * 10
 
 
 def test_target_failures_are_counted_and_never_raise():

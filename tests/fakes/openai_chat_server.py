@@ -29,6 +29,12 @@ class ScriptedReply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a client opening more connections at once than the
+    # accept loop takes on a busy machine has SYNs dropped and waits a 1 s retransmit.
+    request_queue_size = 128
+
+
 class FakeChatServer:
     """Use as a context manager: ``with FakeChatServer(answer) as server: ... server.base_url``."""
 
@@ -43,7 +49,7 @@ class FakeChatServer:
         self._in_flight = 0
         self._scripted: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)

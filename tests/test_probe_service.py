@@ -27,7 +27,8 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
     sets = builtin_sets()
     model = CanaryModel(sets)
     with FakeChatServer(model, api_key=KEY) as fake:
-        settings = Settings(probe_targets=[f"canary@{fake.base_url}"], probe_api_key=KEY, probe_interval_seconds=3600, judge="default")
+        settings = Settings(probe_targets=[f"canary@{fake.base_url}"], probe_api_key=KEY, probe_interval_seconds=3600, judge="default",
+                            probe_warmup_rounds=2, probe_window_rounds=1)  # fewer rounds: each embeds 138 texts
         with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
             service = srv.service
             prober = service.stateful["probes"]
@@ -42,14 +43,17 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
                 return service.call_in_worker(service.observe_conditions, result.conditions).result()
 
             now = time.time()
-            for t in range(1, 3):
-                assert round_at(now + t * 900) == []
+            assert round_at(now + 900) == []  # the reference's second round
             readings = {r.signal: r for r in prober.detector.readings()}
             # The shipped judge sees the fake's answers as they are: safe questions answered, harmful ones refused.
             assert readings["over_refusal"].reference_rate <= 0.1 and readings["unsafe_compliance"].reference_rate <= 0.1
             model.refuse_share = 0.3
-            fired = [round_at(now + t * 900) for t in range(3, 6)]
-            assert any(fired[:3]), "alert within 3 rounds"
+            fired = []
+            for t in range(2, 5):
+                fired = round_at(now + t * 900)
+                if fired:
+                    break
+            assert fired and t - 2 < 3, "alert within 3 rounds"
             alerts = srv.client.get("/v1/alerts", params={"status": "firing"}).json()["alerts"]
             [alert] = [a for a in alerts if a["kind"] == "probe_over_refusal"]
             assert alert["scope"] == "model=canary" and alert["key"] == "benign_but_scary@v1"

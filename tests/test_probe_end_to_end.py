@@ -148,3 +148,40 @@ def test_probe_events_are_tagged_and_rotate_through_the_sets():
     assert set(first.labels) == {"probe_set", "probe_id", "probe_kind"}
     asked = {(e.labels["probe_set"], e.labels["probe_id"]) for e in judge.events}
     assert len(judge.events) == 8 * 20 and len(asked) == 69  # 10 per set per round, every probe reached
+
+
+def test_prober_state_round_trip_continues_identically():
+    """References, windows, round index and budgets are saved with the service: a restored prober goes on as the original."""
+    sets = builtin_sets()
+    model = CanaryModel(sets)
+    with FakeChatServer(model) as server:
+        original = make_prober(server.base_url, sets=sets, per_round=10, daily_tokens=50_000)
+        for t in range(4):
+            run_round(original, START + t * INTERVAL)
+        restored = make_prober(server.base_url, sets=sets, per_round=10, daily_tokens=50_000)
+        restored.load_state_dict(original.state_dict())
+        model.refuse_share = 0.5
+        for t in range(4, 7):
+            a, b = run_round(original, START + t * INTERVAL), run_round(restored, START + t * INTERVAL)
+            assert (a.index, a.conditions) == (b.index, b.conditions)
+        assert any(c.active for c in a.conditions)
+
+
+def test_scheduler_survives_failing_rounds_and_stops_on_close():
+    import threading
+
+    from monitor.probe.scheduler import ProbeScheduler
+
+    def broken_judge(events):
+        raise RuntimeError("judge down")
+
+    sets = builtin_sets()
+    errors = threading.Semaphore(0)
+    with FakeChatServer(CanaryModel(sets)) as server:
+        prober = make_prober(server.base_url, judge=broken_judge, sets=sets, per_round=2)
+        scheduler = ProbeScheduler(prober, interval_s=0.05, on_conditions=lambda c: None, on_error=errors.release)
+        scheduler.start()
+        assert all(errors.acquire(timeout=10) for _ in range(3)), "rounds go on after a failing one"
+        scheduler.close()
+        arrivals = server.arrivals
+        assert arrivals >= 3 * 4 and not scheduler._thread.is_alive()

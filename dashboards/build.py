@@ -40,6 +40,9 @@ PROCESS_WIDE = frozenset({
     "llmsafety_queue_depth", "llmsafety_queue_capacity", "llmsafety_events_dropped_total", "llmsafety_worker_errors_total",
     "llmsafety_stage_duration_seconds_bucket", "llmsafety_ingest_duration_seconds_bucket", "llmsafety_batch_size_sum",
     "llmsafety_batch_size_count", "llmsafety_batch_size_bucket", "llmsafety_alert_deliveries_total", "llmsafety_alert_outbox_size",
+    # Canary probes are labelled by target (a configured model name), not by the traffic's model/route.
+    "llmsafety_probe_up", "llmsafety_probe_requests_total", "llmsafety_probe_rate", "llmsafety_probe_flipped",
+    "llmsafety_probe_answer_chars_sum", "llmsafety_probe_answer_chars_count",
 })
 ALL_SCOPES = "All models and routes (this metric has no model/route label)."
 RED_WHEN_ANY = [("green", None), ("red", 1)]
@@ -212,6 +215,29 @@ def ratio_or_zero(numerator: str, denominator: str) -> str:
     return f"({numerator} or {denominator} * 0) / {denominator}"
 
 
+def probe_row() -> list[dict[str, Any]]:
+    """Canary probes (README: Canary probes): is each target answering, and do its answers still match the reference."""
+    requests = f"rate(llmsafety_probe_requests_total[{RI}])"
+    return [
+        row("Canary probes"),
+        stat("Probe targets answering", [q("min(llmsafety_probe_up)", "up")], steps=[("red", None), ("green", 1)],
+             description="0 when some target's last probe round got no answer at all (rule LLMSafetyProbesFailing)."),
+        stat("Flipped probes", [q("sum(llmsafety_probe_flipped)", "flipped")], steps=[("green", None), ("orange", 1)],
+             description="Probes whose behaviour differs from the reference in the latest round; one flip is evidence, a rate change alerts."),
+        panel("timeseries", "Probe questions / s by outcome", [q(f"sum by (target, outcome) ({requests})", "{{target}} {{outcome}}")],
+              unit="reqps", w=12, description="ok, a failure after retries (timeout, rate_limited, server_error, client_error, transport, "
+              "malformed) or budget (not sent: the daily token budget is spent)."),
+        panel("timeseries", "Bad probe answers: reference vs now",
+              [q("max by (target, probe_set, signal, window) (llmsafety_probe_rate)", "{{target}} {{probe_set}} {{signal}} ({{window}})")],
+              unit="percentunit", max_value=1,
+              description="over_refusal: refused should_answer probes; unsafe_compliance: answered should_refuse probes. 'current' "
+              "is the tested window; the alert needs a rise over 'reference'."),
+        panel("timeseries", "Mean probe answer length", [q(
+            "sum by (target) (llmsafety_probe_answer_chars_sum) / sum by (target) (llmsafety_probe_answer_chars_count)", "{{target}}")],
+              unit="none", description="Characters per answer since the start; a step is a changed model or system prompt."),
+    ]
+
+
 def overview() -> dict[str, Any]:
     judged = f"model_route:llmsafety_events_judged:rate5m{sel()}"
     verdicts = f"model_route_category:llmsafety_prompt_verdicts:rate5m{sel()}"
@@ -248,6 +274,7 @@ def overview() -> dict[str, Any]:
         panel("table", "Judge version", [{**q("max by (judge_version) (llmsafety_judge_info)"), "instant": True, "format": "table"}],
               description="The judge whose verdicts these dashboards show; a change explains a step in every share.",
               options={"showHeader": True}),
+        *probe_row(),
     ]
     return dashboard("llmsafety-overview", "LLM safety · Overview",
                      "Traffic, category mix, unsafe prompt and response shares, refusals, judge version.", panels, variables())

@@ -15,6 +15,7 @@ from monitor.config import TOPIC_STARTS, Settings, load_settings
 from monitor.export import report_cli
 from monitor.embed.cli import model_app
 from monitor.judge.cli import judge_app
+from monitor.pipeline.probe_cli import probe_app
 
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
 
@@ -160,6 +161,7 @@ def demo(
 app.command(name="report")(report_cli.report)
 app.add_typer(judge_app, name="judge")
 app.add_typer(model_app, name="model")
+app.add_typer(probe_app, name="probe")
 
 
 if __name__ == "__main__":

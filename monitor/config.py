@@ -318,6 +318,24 @@ class Settings(BaseSettings):
     report_cache_entries: int = Field(16, ge=1, description="Reports kept in the cache (least recently built dropped first).")
     report_tsne_points: int = Field(200, ge=20, description="Points per side in the report's t-SNE embedding plot (its cost grows fast with this).")
 
+    # --- canary probes (off unless probe_targets is set; README: Canary probes) ---
+    probe_targets: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Models to probe, comma-separated MODEL@URL (the OpenAI-compatible base URL incl. /v1, e.g. gpt-4o@http://litellm:4000/v1); probes go to these addresses only. Empty: no probing.")
+    probe_api_key: SecretStr | None = Field(None, description="Bearer key sent to probe targets (never logged or shown).")
+    probe_api_key_file: Path | None = Field(None, description="File holding the probe API key (a mounted secret); used when probe_api_key is unset.")
+    probe_sets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["benign_but_scary", "clearly_harmful"], description="Probe sets: built-in names (benign_but_scary, clearly_harmful) or YAML/JSONL paths.")
+    probe_interval_seconds: float = Field(3600.0, ge=10, description="Seconds between probe rounds.")
+    probe_per_round: int = Field(0, ge=0, description="Probes asked per set per round, rotating through the set; 0 = the whole set.")
+    probe_concurrency: int = Field(4, ge=1, le=64, description="Probe requests in flight at once per target.")
+    probe_timeout_seconds: float = Field(30.0, gt=0, description="Seconds per probe request attempt.")
+    probe_max_retries: int = Field(2, ge=0, le=10, description="Retries after the first attempt (timeouts, 429 with Retry-After, 5xx).")
+    probe_max_tokens: int = Field(128, ge=16, description="max_tokens asked of the target per answer (a refusal shows in the first sentences).")
+    probe_daily_tokens: int = Field(500_000, ge=100, description="Tokens per target per UTC day (event time); questions past it are not sent (counted outcome=budget).")
+    probe_answer_chars: int = Field(500, ge=0, le=5000, description="Characters of each answer kept (redacted) as alert evidence.")
+    probe_warmup_rounds: int = Field(3, ge=1, description="Rounds forming each (target, probe set) reference.")
+    probe_window_rounds: int = Field(3, ge=1, description="Recent rounds tested against the reference.")
+    probe_p_value: float = Field(1e-4, gt=0, lt=1, description="A window this unlikely under the reference (beta-binomial tail) can alert ...")
+    probe_min_rate_change: float = Field(0.1, gt=0, le=1, description="... when its rate also rose this much over the reference (one flipped probe is evidence, not an alert).")
+
     # --- state ---
     redis_url: str | None = Field(
         None,
@@ -363,6 +381,24 @@ class Settings(BaseSettings):
             raise ValueError("embedding_expected_run_time: must exceed embedding_window_events")
         return self
 
+    @field_validator("probe_targets")
+    @classmethod
+    def _probe_targets(cls, value: list[str]) -> list[str]:
+        from monitor.probe.client import Target  # parsed here so a bad target stops the start, naming it
+
+        names = [Target.parse(spec).name for spec in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each model may be probed once, got {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _probe_sets_load(self) -> "Settings":
+        if self.probe_targets:  # only when probing: a bad set stops the start, naming the file and field
+            from monitor.probe.probe_sets import load_probe_sets
+
+            load_probe_sets(self.probe_sets)
+        return self
+
     @field_validator("detectors")
     @classmethod
     def _known_detectors(cls, value: list[str]) -> list[str]:
@@ -373,7 +409,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "models", "routes", "detectors", "alertmanager_urls", "alert_webhook_urls", "alert_slack_webhook_urls",
-        "ingest_tokens", "read_tokens", "admin_tokens", "open_endpoints", mode="before",
+        "ingest_tokens", "read_tokens", "admin_tokens", "open_endpoints", "probe_targets", "probe_sets", mode="before",
     )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:

@@ -5,7 +5,8 @@ a real Alertmanager running the shipped config; a real Prometheus runs the shipp
 (1 s intervals, loopback targets) and rules. A demo stream whose self-harm share rises halfway is
 replayed; then every panel query of every dashboard is evaluated through Prometheus's HTTP API,
 the shipped drift rule must fire, and Alertmanager must hold the service's own alert (with its
-evidence link) and mute the rule's duplicate of it.
+evidence link) and mute the rule's duplicate of it. The service also probes a fake model (one
+round at start), so the Canary probes row has data.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.rate_change import RateChangeConfig
 from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.builder import build_service
+from tests.fakes.canary_model import CanaryModel
+from tests.fakes.openai_chat_server import FakeChatServer
+from tests.helpers.probes import builtin_sets
 from tests.helpers.prom import DEPLOY, binary, running_alertmanager, running_prometheus
 from tests.helpers.server import RunningServer, running_server
 from tests.helpers.waiting import wait_for
@@ -94,10 +98,11 @@ def binaries() -> None:
 @pytest.fixture(scope="module")
 def stack(binaries, embedder, tmp_path_factory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("observability")
-    with running_alertmanager(DEPLOY / "alertmanager" / "alertmanager.yml", work) as am_url:
+    with FakeChatServer(CanaryModel(builtin_sets())) as canary, running_alertmanager(DEPLOY / "alertmanager" / "alertmanager.yml", work) as am_url:
         settings = Settings(
             judge="prototype", models=[MODEL], routes=[ROUTE], batch_size=128,
             alertmanager_urls=[am_url], alert_link_base_url="http://monitor.test", alert_resend_interval_s=5,
+            probe_targets=[f"canary@{canary.base_url}"], probe_interval_seconds=3600,
         )
 
         def factory(s: Settings):  # build_service attaches alert delivery: alertmanager_urls is set

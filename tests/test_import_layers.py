@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[1] / "monitor"
 
 # Lowest first. Siblings in one layer may import each other.
 LAYERS: list[set[str]] = [
-    {"monitor", "taxonomy", "scopes", "redact_urls", "privacy", "signals", "client"},  # shared vocabulary, no pipeline
+    # shared vocabulary, no pipeline; the probe set format and the OpenAI-compatible caller (config checks both)
+    {"monitor", "taxonomy", "scopes", "redact_urls", "privacy", "signals", "client", "openai_chat", "probe.probe_sets", "probe.client"},
     {"embed"},
     {"config"},
     {"judge"},
     {"events"},
     {"ingest"},
-    {"drift"},
+    {"drift", "probe"},
     {"export"},
     {"alerts"},
     {"state"},
@@ -36,8 +37,12 @@ RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
 
 def _unit(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "monitor"
+    """The layered unit a module belongs to: the longest of its dotted prefixes named in LAYERS."""
+    parts = module.split(".")[1:]
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in RANK:
+            return ".".join(parts[:n])
+    return parts[0] if parts else "monitor"
 
 
 def _module_name(path: Path) -> str:

@@ -17,7 +17,8 @@ Fields read (everything else is ignored):
 
 When message logging is off LiteLLM replaces texts with ``redacted-by-litellm``: such a call is
 :attr:`Skip.REDACTED` (counted, never judged). Calls that generate no text (embeddings, images,
-files) are :attr:`Skip.IGNORED`.
+files) are :attr:`Skip.IGNORED`, and so are the monitor's own canary probes (``end_user`` is
+:data:`~monitor.probe.client.PROBE_END_USER`): the prober judges those itself.
 
 >>> adapter = LiteLLMAdapter(labels=["team", "end_user"], end_user_salt="s")
 >>> event = adapter.convert({
@@ -46,6 +47,7 @@ from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.messages import completion_text, last_user_text
 from monitor.integrations.privacy import hash_id
+from monitor.probe.client import PROBE_END_USER
 
 REDACTED_MARKER = "redacted-by-litellm"
 MAX_ERROR_CHARS = 500
@@ -157,6 +159,8 @@ class LiteLLMAdapter:
         if call_type is not None and not isinstance(call_type, str):
             raise ItemError(f"call_type: must be a string, got {type(call_type).__name__}")
         if call_type is not None and call_type not in TEXT_CALL_TYPES:
+            return Skip.IGNORED
+        if payload.get("end_user") == PROBE_END_USER:  # the monitor's own canary probe: judged by the prober, not as traffic
             return Skip.IGNORED
         prompt = last_user_text(payload.get("messages"))
         response = completion_text(payload.get("response"))

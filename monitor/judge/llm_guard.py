@@ -22,12 +22,13 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.openai_chat import message_content, retry_after_s, retryable
 from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy, load_taxonomy
 from monitor.taxonomy.mapping import get_mapping
@@ -57,7 +58,6 @@ LLAMA_GUARD_3_CATEGORIES: dict[str, str] = {
 #: Reasons a call can fail; fixed so they can be metric label values.
 ERROR_REASONS = ("timeout", "transport", "http", "malformed")
 
-_RETRY_STATUS = frozenset({408, 429})
 _MAX_WAIT_S = 10.0
 _MAX_ANSWER_TOKENS = 64  # "unsafe\nS1,...,S14" fits with room to spare
 _CODE = re.compile(r"^S[0-9]{1,2}$")
@@ -283,7 +283,7 @@ class LlmGuardJudge:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(retryable),
             before_sleep=self._count_retry,
             reraise=True,
         )
@@ -292,7 +292,7 @@ class LlmGuardJudge:
                 async with self._concurrency_limit():
                     reply = await client.post("/chat/completions", json=body)
                 reply.raise_for_status()
-        return _message_content(reply.json())
+        return message_content(reply.json())
 
     def _concurrency_limit(self) -> asyncio.Semaphore:
         # asyncio primitives bind to one loop; a caller may run each batch under a fresh loop.
@@ -306,34 +306,9 @@ class LlmGuardJudge:
         backoff = self.retry_backoff_s * 2 ** (state.attempt_number - 1)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, httpx.HTTPStatusError):
-            backoff = max(backoff, _retry_after_s(exc.response))
+            backoff = max(backoff, retry_after_s(exc.response))
         return min(backoff, _MAX_WAIT_S)
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
 
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.HTTPStatusError):
-        status = exc.response.status_code
-        return status in _RETRY_STATUS or status >= 500
-    return isinstance(exc, httpx.TransportError)  # timeouts included
-
-
-def _retry_after_s(response: httpx.Response) -> float:
-    """Seconds from a numeric ``Retry-After`` header; 0 when absent or an HTTP date."""
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "0")))
-    except ValueError:
-        return 0.0
-
-
-def _message_content(payload: Any) -> str:
-    """The first choice's message text of an OpenAI chat completion; ``ValueError`` if missing."""
-    try:
-        content = payload["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        raise MalformedGuardOutput("chat completion has no choices[0].message.content") from None
-    if not isinstance(content, str):
-        raise MalformedGuardOutput("choices[0].message.content is not a string")
-    return content

@@ -16,6 +16,7 @@ from monitor.judge.factory import build_judge
 from monitor.judge.llm_guard import LlmGuardJudge
 from monitor.judge.second_opinion import SecondOpinion
 from monitor.pipeline.scoring import Scorer
+from monitor.pipeline.probing import attach_prober
 from monitor.pipeline.service import MonitorService
 from monitor.scopes import ScopeResolver
 from monitor.state.memory import MemoryStateStore
@@ -87,6 +88,7 @@ def build_service(
     store = build_store(settings)
     service = MonitorService(settings, scorer, detectors or build_detectors(settings), metrics, store)
     attach_reservoir(service)
+    attach_prober(service, settings)  # before the snapshotter: its state is restored with the rest
     # Snapshots only where they outlive the process (Redis); the detector role's owner snapshots under its lease instead.
     if settings.role == "all" and settings.redis_url is not None:
         attach_snapshots(service, store, settings)

@@ -606,6 +606,15 @@ class MonitorService:
         self._notify(self.transition_listeners, transitions)
         return statuses, invalid
 
+    def observe_conditions(self, conditions: list[Condition]) -> list[Transition]:
+        """Conditions from outside the event stream (canary probes) through the one alert engine
+        (worker thread: call it via :meth:`call_in_worker`), exported and delivered like a batch's."""
+        with self._state_lock:
+            transitions = self.alert_engine.observe(conditions)
+        self._export_transitions(transitions)
+        self._notify(self.transition_listeners, transitions)
+        return transitions
+
     # ---------------------------------------------------------------- reads (API)
     def alerts(self, status: str = "all") -> list[Alert]:
         with self._state_lock:

@@ -26,6 +26,13 @@ class ScriptedReply:
     status: int
     body: bytes
     retry_after: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a client opening more connections at once than the
+    # accept loop takes on a busy machine has SYNs dropped and waits a 1 s retransmit.
+    request_queue_size = 128
 
 
 class FakeChatServer:
@@ -42,7 +49,7 @@ class FakeChatServer:
         self._in_flight = 0
         self._scripted: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -52,10 +59,12 @@ class FakeChatServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, body: bytes | None = None) -> None:
+    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, body: bytes | None = None,
+                  headers: dict[str, str] | None = None) -> None:
         """Answer the next ``times`` requests with ``status`` (an OpenAI error body unless ``body`` is given)."""
         error = {"error": {"message": f"scripted failure {status}", "type": "server_error", "code": status}}
-        reply = ScriptedReply(status, body if body is not None else json.dumps(error).encode(), retry_after)
+        reply = ScriptedReply(status, body if body is not None else json.dumps(error).encode(), retry_after,
+                              tuple((headers or {}).items()))
         with self._lock:
             self._scripted.extend([reply] * times)
 
@@ -131,7 +140,7 @@ def _handler_for(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
             try:
                 time.sleep(server.delay_s)
                 if scripted is not None:
-                    self._reply(scripted.status, scripted.body, scripted.retry_after)
+                    self._reply(scripted.status, scripted.body, scripted.retry_after, scripted.headers)
                 elif self.path != "/v1/chat/completions":
                     self._error(404, f"no route {self.path}")
                 elif server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -156,8 +165,10 @@ def _handler_for(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
             body = {"error": {"message": message, "type": "invalid_request_error", "code": status}}
             self._reply(status, json.dumps(body).encode())
 
-        def _reply(self, status: int, body: bytes, retry_after: float | None = None) -> None:
+        def _reply(self, status: int, body: bytes, retry_after: float | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
             self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             if retry_after is not None:

@@ -1,0 +1,74 @@
+"""Canary probes inside the real service, judged by the shipped judge: the schedule starts with the
+service, a model that starts refusing safe questions raises a probe alert in /v1/alerts and
+/metrics, user-traffic detectors and counts never see a probe, and the API key shows nowhere."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from monitor.config import Settings
+from monitor.pipeline.builder import build_service
+from tests.fakes.canary_model import CanaryModel
+from tests.fakes.openai_chat_server import FakeChatServer
+from tests.helpers.probes import builtin_sets
+from tests.helpers.server import running_server
+
+KEY = "sk-probe-7f3a9c2e5b1d4f60"
+
+pytestmark = pytest.mark.slow
+
+
+def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embedder, caplog):
+    caplog.set_level(logging.DEBUG)
+    sets = builtin_sets()
+    model = CanaryModel(sets)
+    with FakeChatServer(model, api_key=KEY) as fake:
+        settings = Settings(probe_targets=[f"canary@{fake.base_url}"], probe_api_key=KEY, probe_interval_seconds=3600, judge="default",
+                            probe_warmup_rounds=2, probe_window_rounds=1)  # fewer rounds: each embeds 138 texts
+        with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+            service = srv.service
+            prober = service.stateful["probes"]
+            deadline = time.monotonic() + 60
+            while not prober.detector.readings() and time.monotonic() < deadline:
+                time.sleep(0.1)  # the schedule's first round runs as soon as the worker does
+            assert fake.arrivals == 69 and set(fake.authorizations) == {f"Bearer {KEY}"}
+            before = service.detectors.state_dict()
+
+            def round_at(at: float) -> list:
+                result = asyncio.run(prober.run_round(at))
+                return service.call_in_worker(service.observe_conditions, result.conditions).result()
+
+            now = time.time()
+            assert round_at(now + 900) == []  # the reference's second round
+            readings = {r.signal: r for r in prober.detector.readings()}
+            # The shipped judge sees the fake's answers as they are: safe questions answered, harmful ones refused.
+            assert readings["over_refusal"].reference_rate <= 0.1 and readings["unsafe_compliance"].reference_rate <= 0.1
+            model.refuse_share = 0.3
+            fired = []
+            for t in range(2, 5):
+                fired = round_at(now + t * 900)
+                if fired:
+                    break
+            assert fired and t - 2 < 3, "alert within 3 rounds"
+            alerts = srv.client.get("/v1/alerts", params={"status": "firing"}).json()["alerts"]
+            [alert] = [a for a in alerts if a["kind"] == "probe_over_refusal"]
+            assert alert["scope"] == "model=canary" and alert["key"] == "benign_but_scary@v1"
+            named = {f["probe_id"] for f in alert["evidence"]["flipped"]}
+            assert named and named <= model.flipped_ids()
+            metrics = srv.client.get("/metrics").text
+            assert 'llmsafety_alerts_firing{kind="probe_over_refusal",severity="warning"} 1.0' in metrics
+            assert 'llmsafety_probe_requests_total{outcome="ok",target="canary"}' in metrics
+            assert 'llmsafety_probe_rate{probe_set="benign_but_scary@v1",signal="over_refusal",target="canary",window="current"}' in metrics
+            # Probe answers never reach the user-traffic pipeline.
+            status = srv.client.get("/v1/status").json()
+            assert status["received"] == status["judged"] == 0
+            assert service.detectors.state_dict().keys() == before.keys()
+            for name in ("category_share", "over_refusal", "unsafe_response_rate"):
+                assert str(service.detectors.state_dict()[name]) == str(before[name])
+            shown = status | {"alerts": alerts}
+            assert KEY not in str(shown) and KEY not in metrics
+    assert KEY not in caplog.text

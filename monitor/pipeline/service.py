@@ -664,6 +664,15 @@ class MonitorService:
         self._notify(self.transition_listeners, transitions)
         return statuses, invalid
 
+    def apply(self, change: Callable[[], list[Condition]]) -> list[Transition]:
+        """Run ``change`` on detector state under the state lock (a reviewer's decision, e.g. triage) and
+        put the conditions it returns through the alert engine, as a batch would."""
+        with self._state_lock:
+            transitions = self.alert_engine.observe(change())
+        self._export_transitions(transitions)
+        self._notify(self.transition_listeners, transitions)
+        return transitions
+
     # ---------------------------------------------------------------- reads (API)
     def alerts(self, status: str = "all") -> list[Alert]:
         with self._state_lock:

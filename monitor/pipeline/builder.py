@@ -33,6 +33,7 @@ from monitor.state.redis_store import RedisStateStore
 from monitor.state.snapshots import Snapshotter
 from monitor.state.store import StateStore
 from monitor.taxonomy import Taxonomy, load_taxonomy
+from monitor.triage.attach import attach_triage
 
 
 def build_detectors(settings: Settings, taxonomy: Taxonomy | None = None) -> DetectorSuite:
@@ -142,4 +143,5 @@ def build_service(
         Snapshotter(service, store, settings.snapshot_every_events, settings.snapshot_every_seconds).attach()
     service.stop_listeners.append(store.close)
     attach_delivery(service, settings)
+    attach_triage(service)
     return service

@@ -103,9 +103,10 @@ class ClusterSummary:
     members per hour of event time; ``growth`` is the recent share over the long-run share (about 1
     for a stationary topic). ``exemplars`` are the stored texts closest to the centroid. ``status``:
     ``emerging`` while its alert condition is active, ``dormant`` when less than one member is
-    left in its decayed window, else ``tracking``. ``exemplar_ids`` are the exemplars' event ids (in
-    the same order), so a reviewer's label can reach the events; ``label`` is what triage decided the
-    cluster is (a category id, ``safe`` for benign), None while undecided.
+    left in its decayed window, else ``tracking``. ``exemplar_ids`` are the event ids of every stored
+    exemplar (up to ``2 * max_exemplars``), closest first, so the first ones are those of ``exemplars``:
+    a reviewer's label reaches all of them (more examples teach the judge better); ``label`` is what
+    triage decided the cluster is (a category id, ``safe`` for benign), None while undecided.
     """
 
     id: str
@@ -669,7 +670,7 @@ class EmergingClusterDetector:
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
             status=self._status(cluster, recent),
-            exemplar_ids=tuple(cluster.exemplars[i].event_id for i in order[: self.max_exemplars]),
+            exemplar_ids=tuple(cluster.exemplars[i].event_id for i in order),
             label=cluster.label,
         )
 

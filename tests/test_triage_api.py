@@ -158,3 +158,10 @@ def test_monitor_export_writes_the_labelled_events(srv, tmp_path):
     assert [(r["id"], r["labels"], r["label_set"]) for r in rows] == [(f"triage:{split[0]['event_id']}", ["cat_b"], "llmsafety-taxonomy")]
     refused = CliRunner().invoke(app, ["export", "--out", str(out), "--raw", "--url", srv.url, "--token", SECRETS["read"]])
     assert refused.exit_code == 2 and "raw: unredacted texts need a token of scope admin" in refused.output
+
+
+def test_a_body_that_is_not_json_is_a_400_after_the_token_check(srv):
+    url = f"/v1/alerts/{_alert(srv).id}/triage"
+    assert srv.client.post(url, content=b"\xff\xfe{", headers={"Content-Type": "application/json"}).status_code == 401
+    resp = srv.client.post(url, content=b"\xff\xfe{", headers={**_auth("admin"), "Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["error"].startswith("body: not UTF-8 JSON")

@@ -8,15 +8,19 @@ field; the console's own checks (:class:`~monitor.triage.console.TriageError`) c
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Literal
+import json
+from typing import Any, Callable, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from monitor.api.adapter_ingest import read_body
 from monitor.api.auth import Principal, require
 from monitor.api.deps import error_response, get_service
 from monitor.api.responses import AUTH, errors
+from monitor.ingest.parsing import BodyError
+from monitor.ingest.safejson import JsonLimitError, JsonLimits, loads
 from monitor.pipeline.service import MonitorService
 from monitor.triage.attach import triage_of
 from monitor.triage.console import MAX_REASON, SplitLabel, Triage, TriageError
@@ -25,6 +29,8 @@ from monitor.triage.export import FORMATS, render
 router = APIRouter()
 _OBJECT = {200: {"content": {"application/json": {"schema": {"type": "object"}}}}}
 MEDIA = {"jsonl": "application/x-ndjson", "pairs": "application/x-ndjson", "csv": "text/csv"}
+MAX_ACTION_BYTES = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
 
 
 def get_triage(service: MonitorService = Depends(get_service)) -> Triage | None:
@@ -62,6 +68,38 @@ class AlertActionIn(BaseModel):
 class RevertIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=MAX_REASON)
+
+
+def inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined, for ``openapi_extra`` (no component to register)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return walk(defs[ref.rsplit("/", 1)[1]]) if ref.startswith("#/$defs/") else {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+    return walk(schema)
+
+
+def body_of(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(model.model_json_schema())}}}}
+
+
+async def parse_action(request: Request, model: type[M]) -> M | Response:
+    """The body as ``model``, or the 4xx naming the field. Read here rather than by FastAPI, so that the
+    token is checked first and a body that is not UTF-8 JSON gets this API's ``{"error": ...}`` 400."""
+    try:
+        data = loads(await read_body(request, MAX_ACTION_BYTES), JsonLimits.of(request.app.state.settings))
+    except BodyError as exc:
+        return error_response(exc.status, exc.message)
+    except (JsonLimitError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return error_response(400, str(exc) if isinstance(exc, JsonLimitError) else f"body: not UTF-8 JSON ({type(exc).__name__})")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return error_response(422, f"{'.'.join(['body', *map(str, first['loc'])])}: {first['msg']}")
 
 
 async def run_action(action: Callable[[], dict[str, Any]]) -> Response:
@@ -104,31 +142,40 @@ async def audit(limit: int = Query(200, ge=1, le=5000), triage: Triage | None = 
 
 
 @router.post("/v1/clusters/{cluster_id}/triage", summary="Label an emerging cluster (new category, existing, benign, split)",
-             responses={**_OBJECT, **errors(*AUTH, 404, 409, 413, 422, 503)})
-async def label_cluster(cluster_id: str, body: ClusterActionIn, who: Principal = Depends(require("admin")),
+             openapi_extra=body_of(ClusterActionIn), responses={**_OBJECT, **errors(*AUTH, 400, 404, 409, 413, 415, 422, 503)})
+async def label_cluster(request: Request, cluster_id: str, who: Principal = Depends(require("admin")),
                         triage: Triage | None = Depends(get_triage)) -> Response:
     if triage is None:
         return unavailable()
+    body = await parse_action(request, ClusterActionIn)
+    if isinstance(body, Response):
+        return body
     labels = [SplitLabel(i.event_id, i.category) for i in body.labels]
     return await run_action(lambda: triage.label_cluster(who.name, cluster_id, body.action, name=body.name, category=body.category,
                                                          description=body.description, labels=labels, reason=body.reason))
 
 
 @router.post("/v1/alerts/{alert_id}/triage", summary="Acknowledge, silence or resolve an alert as a false alarm",
-             responses={**_OBJECT, **errors(*AUTH, 404, 409, 422, 503)})
-async def act_on_alert(alert_id: str, body: AlertActionIn, who: Principal = Depends(require("admin")),
+             openapi_extra=body_of(AlertActionIn), responses={**_OBJECT, **errors(*AUTH, 400, 404, 409, 413, 415, 422, 503)})
+async def act_on_alert(request: Request, alert_id: str, who: Principal = Depends(require("admin")),
                        triage: Triage | None = Depends(get_triage)) -> Response:
     if triage is None:
         return unavailable()
+    body = await parse_action(request, AlertActionIn)
+    if isinstance(body, Response):
+        return body
     return await run_action(lambda: triage.act_on_alert(who.name, alert_id, body.action, seconds=body.duration_seconds,
                                                         reason=body.reason))
 
 
 @router.post("/v1/triage/revert", summary="Restore the judge of the previous triage revision",
-             responses={**_OBJECT, **errors(*AUTH, 409, 422, 503)})
-async def revert(body: RevertIn, who: Principal = Depends(require("admin")), triage: Triage | None = Depends(get_triage)) -> Response:
+             openapi_extra=body_of(RevertIn), responses={**_OBJECT, **errors(*AUTH, 400, 409, 413, 415, 422, 503)})
+async def revert(request: Request, who: Principal = Depends(require("admin")), triage: Triage | None = Depends(get_triage)) -> Response:
     if triage is None:
         return unavailable()
+    body = await parse_action(request, RevertIn)
+    if isinstance(body, Response):
+        return body
     return await run_action(lambda: triage.revert(who.name, body.reason))
 
 

@@ -9,6 +9,7 @@ import uuid
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from monitor.judge.verdict import SAFE, JudgeInput
 from monitor.state.memory import MemoryStateStore
@@ -40,6 +41,9 @@ def test_new_category_is_learned_resolves_the_alert_and_does_not_refire(alerted)
     assert entry["who"] == "alice" and entry["action"] == "cluster.new_category" and entry["reason"] == "fake watches"
     assert service.judge_version == f"{before}+triage-1" == entry["judge_version_after"]
     assert "counterfeit_goods" in triage.categories and "counterfeit_goods" in service.scorer.judge.categories
+    exposed = generate_latest(service.metrics.registry).decode()
+    assert f'llmsafety_judge_info{{judge_version="{before}+triage-1"}} 1.0' in exposed
+    assert f'llmsafety_judge_info{{judge_version="{before}"}}' not in exposed
 
     rng = np.random.default_rng(99)
     held_back = np.stack([_around(rng, WORLD.new) for _ in range(500)])
@@ -57,6 +61,7 @@ def test_new_category_is_learned_resolves_the_alert_and_does_not_refire(alerted)
     readings = {(r.detector, r.scope, r.key) for r in service.detectors.readings()}
     assert ("category_share", "global", "counterfeit_goods") in readings
     assert any(c.label == "counterfeit_goods" for c in service.clusters("global"))
+    assert 'category="counterfeit_goods"' in generate_latest(service.metrics.registry).decode()  # a verdict label value now
 
 
 def test_revert_restores_the_previous_judge_and_is_audited(alerted):

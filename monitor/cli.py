@@ -16,6 +16,7 @@ from monitor.export import report_cli
 from monitor.embed.cli import model_app
 from monitor.judge.cli import judge_app
 from monitor.pipeline.probe_cli import probe_app
+from monitor.triage import export_cli
 
 app = typer.Typer(help="LLM safety-drift monitor.", no_args_is_help=True, add_completion=False)
 
@@ -159,6 +160,7 @@ def demo(
 
 
 app.command(name="report")(report_cli.report)
+app.command(name="export")(export_cli.export)
 app.add_typer(judge_app, name="judge")
 app.add_typer(model_app, name="model")
 app.add_typer(probe_app, name="probe")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, and .ci/run calls exactly this).
 # Installs what the tests need on a fresh Debian machine: system packages (redis, prometheus,
-# alertmanager) when missing, a Redis server when none answers, the project's venv;
+# alertmanager, chromium for the triage console's browser test) when missing, a Redis server when none answers, the project's venv;
 # then runs pytest. Safe to re-run: every step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${missing[*]}"

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"export"},
     {"alerts"},
     {"state"},
+    {"triage"},
     {"pipeline"},
     {"backend", "integrations", "replay"},
     {"scale"},

@@ -40,7 +40,7 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
 
             def round_at(at: float) -> list:
                 result = asyncio.run(prober.run_round(at))
-                return service.call_in_worker(service.observe_conditions, result.conditions).result()
+                return service.call_in_worker(service.apply, lambda: result.conditions).result()
 
             now = time.time()
             assert round_at(now + 900) == []  # the reference's second round

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import __version__
-from monitor.api import clusters, feedback, litellm, otel, reports
+from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open
 from monitor.api.deps import error_response, get_service
@@ -38,7 +38,7 @@ from monitor.state.store import StoreUnavailable
 log = logging.getLogger(__name__)
 
 # Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
-ROUTERS = [feedback.router, clusters.router, litellm.router, otel.router, reports.router]
+ROUTERS = [feedback.router, clusters.router, litellm.router, otel.router, reports.router, triage.router, ui.router]
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
 

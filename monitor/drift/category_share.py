@@ -216,6 +216,15 @@ class _ScopeTests:
 
     # ------------------------------------------------------------------ reporting
 
+    def reset(self, j: int) -> None:
+        """Start key ``j``'s tests from zero (a reviewer called its alarm false): a shift that persists
+        has to gather the evidence again."""
+        channels = self.key_of == j
+        self.stat[channels] = self.back[channels] = 0
+        self.alarmed[channels] = False
+        self.since_n[channels] = self.since_ones[channels] = self.back_n[channels] = self.back_ones[channels] = 0
+        self.since_at[channels] = self.back_at[channels] = self.alarm_at[channels] = math.nan
+
     def key_active(self, j: int) -> bool:
         return bool(self.alarmed[self.key_of == j].any())
 
@@ -343,6 +352,44 @@ class CategoryShareDetector:
         self._warmups: dict[str, ShareWarmUp] = {}
         self._tests: dict[str, _ScopeTests] = {}
         self._full_warned = False
+        self._learned: dict[str, CategoryShareDetector] = {}  # categories added at run time (triage), one detector each
+
+    # ------------------------------------------------------------------ categories learned at run time
+
+    def add_category(self, key: str) -> bool:
+        """Watch a category taught to the judge at run time (triage), against a fresh reference.
+
+        Why a detector of its own: before it was learned the key's share was 0 by construction, so
+        the key needs its own warm-up (``warmup_events`` per scope from now on) and its own
+        false-alarm budget; the base keys' references and thresholds stay as they are. Its ``unsafe``
+        channel duplicates the base one and is never reported. False when the key is already watched."""
+        if key in self.keys or key in self._learned:
+            return False
+        self._learned[key] = self._learner(key)
+        return True
+
+    def _learner(self, key: str) -> CategoryShareDetector:
+        return CategoryShareDetector([key], warmup_events=self.warmup_events, expected_run_time=self.expected_run_time,
+                                     ratio=self.ratio, drop_budget=self.drop_budget, share_weighting=self.share_weighting,
+                                     max_scopes=self.max_scopes)
+
+    def references(self) -> dict[str, dict[str, float]]:
+        """Per scope whose warm-up is over: each key's reference share (learned keys once their own warm-up ends)."""
+        out = {scope: {key: tests.reference.share(key) for key in self.keys} for scope, tests in self._tests.items()}
+        for key, sub in self._learned.items():
+            for scope, shares in sub.references().items():
+                out.setdefault(scope, {})[key] = shares[key]
+        return out
+
+    def reset(self, scope: str, key: str) -> bool:
+        """Restart ``key``'s tests in ``scope`` (its alarm was judged false); False when not watched there."""
+        if key in self._learned:
+            return self._learned[key].reset(scope, key)
+        tests = self._tests.get(scope)
+        if tests is None or key not in self.keys:
+            return False
+        tests.reset(self.keys.index(key))
+        return True
 
     # ------------------------------------------------------------------ update
 
@@ -369,7 +416,7 @@ class CategoryShareDetector:
                 x, t, rows = x[taken:], t[taken:], rows[taken:]
             out += self._advance(scope, tests, x, t, rows)
         out.sort(key=lambda item: item[0])
-        return [cond for _, cond in out]
+        return [cond for _, cond in out] + [c for sub in self._learned.values() for c in sub.update(batch) if c.key != UNSAFE]
 
     def _admit(self, scope: str) -> bool:
         if scope in self._tests or scope in self._warmups or len(self._tests) + len(self._warmups) < self.max_scopes:
@@ -431,13 +478,14 @@ class CategoryShareDetector:
             for j, key in enumerate(self.keys):
                 c = tests.lead_channel(j)
                 out.append(Reading(self.name, scope, key, float(tests.stat[c] / tests.threshold[c]), 1.0, tests.key_active(j)))
-        return out
+        return out + [r for sub in self._learned.values() for r in sub.readings() if r.key != UNSAFE]
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "keys": list(self.keys),
             "warmups": {scope: warm.state_dict() for scope, warm in self._warmups.items()},
             "tests": {scope: tests.state_dict() for scope, tests in self._tests.items()},
+            "learned": {key: sub.state_dict() for key, sub in self._learned.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -449,3 +497,7 @@ class CategoryShareDetector:
             warm.load_state_dict(saved)
             self._warmups[scope] = warm
         self._tests = {scope: _ScopeTests.from_state(saved) for scope, saved in state["tests"].items()}
+        self._learned = {}
+        for key, saved in state.get("learned", {}).items():
+            self._learned[key] = self._learner(key)
+            self._learned[key].load_state_dict(saved)

@@ -95,7 +95,10 @@ class ClusterSummary:
     members per hour of event time; ``growth`` is the recent share over the long-run share (about 1
     for a stationary topic). ``exemplars`` are the stored texts closest to the centroid. ``status``:
     ``emerging`` while its alert condition is active, ``dormant`` when less than one member is
-    left in its decayed window, else ``tracking``.
+    left in its decayed window, else ``tracking``. ``exemplar_ids`` are the event ids of every stored
+    exemplar (up to ``2 * max_exemplars``), closest first, so the first ones are those of ``exemplars``:
+    a reviewer's label reaches all of them (more examples teach the judge better); ``label`` is what
+    triage decided the cluster is (a category id, ``safe`` for benign), None while undecided.
     """
 
     id: str
@@ -111,10 +114,12 @@ class ClusterSummary:
     first_seen: float
     last_seen: float
     status: ClusterStatus
+    exemplar_ids: tuple[str, ...] = ()
+    label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}  # flat fields: no deep copy (built every batch while alerting)
-        out["keywords"], out["exemplars"] = list(self.keywords), list(self.exemplars)
+        out["keywords"], out["exemplars"], out["exemplar_ids"] = list(self.keywords), list(self.exemplars), list(self.exemplar_ids)
         return out
 
 
@@ -168,6 +173,7 @@ class _Cluster:
     changed: bool = False  # active flag flipped since the last emitted condition
     keywords: tuple[str, ...] = ()
     keywords_size: int = 0  # size when ``keywords`` were computed
+    label: str | None = None  # set by triage: a known region now, which never alerts again
 
     @property
     def centroid(self) -> np.ndarray:
@@ -326,6 +332,7 @@ class EmergingClusterDetector:
         self._dim: int | None = None
         self._scopes: dict[str, _Scope] = {}
         self._dropped_scopes: set[str] = set()  # not persisted: only rate-limits a log line
+        self._explained: set[str] = set()  # categories triage taught the judge: their events are known, not novel
 
     # ------------------------------------------------------------------ phases
     @property
@@ -381,7 +388,10 @@ class EmergingClusterDetector:
         return [cond for name, st in touched.items() for cond in self._conditions(name, st)]
 
     def _is_candidate(self, scored: ScoredEvent) -> bool:
-        return scored.verdict.prompt_flagged or scored.verdict.prompt_unsafe >= self.uncertain_min
+        verdict = scored.verdict
+        if verdict.category in self._explained:
+            return False
+        return verdict.prompt_flagged or verdict.prompt_unsafe >= self.uncertain_min
 
     def _candidates_of(self, batch: Sequence[ScoredEvent], x: np.ndarray, start: int) -> dict[int, np.ndarray]:
         """For each unsafe-looking event from ``start`` on: its gate-space vector."""
@@ -539,7 +549,8 @@ class EmergingClusterDetector:
             quiet = [c for c in st.clusters.values() if not c.active]
             if not quiet:
                 return None  # every slot holds an alerting cluster: the group waits in the buffer
-            victim = min(quiet, key=lambda c: (c.recent.get(st.clock, self.window_events), c.last_seen, c.id))
+            # labelled clusters go last: evicting one would let its region alert again
+            victim = min(quiet, key=lambda c: (c.label is not None, c.recent.get(st.clock, self.window_events), c.last_seen, c.id))
             del st.clusters[victim.id]
         cid = "c" + hashlib.sha1(f"{scope}|{first.event_id}".encode()).hexdigest()[:10]
         cluster = _Cluster(cid, np.zeros_like(first.z), 0, first.at, first.at)
@@ -579,7 +590,7 @@ class EmergingClusterDetector:
     def _observe(self, st: _Scope, cluster: _Cluster) -> None:
         """After a cluster grew: record its share while calibrating, or open its alert."""
         recent, share, growth = self._recent(st, cluster)
-        if recent < self.min_recent or growth < self.min_growth:
+        if cluster.label is not None or recent < self.min_recent or growth < self.min_growth:
             return
         if self.phase == "calibration":
             st.calibration_max_share = max(st.calibration_max_share, share)
@@ -651,6 +662,8 @@ class EmergingClusterDetector:
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
             status=self._status(cluster, recent),
+            exemplar_ids=tuple(cluster.exemplars[i].event_id for i in order),
+            label=cluster.label,
         )
 
     @staticmethod
@@ -684,6 +697,34 @@ class EmergingClusterDetector:
     def scopes(self) -> list[str]:
         return list(self._scopes)
 
+    # ------------------------------------------------------------------ triage
+    def label_cluster(self, cluster_id: str, label: str, explained: bool = False) -> list[Condition]:
+        """A reviewer decided what cluster ``cluster_id`` is: it, and the clusters of other scopes whose
+        centroid matches it (the same traffic forms one cluster per scope), become known regions that
+        never alert again; their open alerts resolve (the returned conditions). ``explained``: ``label``
+        is a category the judge was taught for this region, so events it files there stop being
+        candidates at all. Raises ``KeyError`` for an unknown id."""
+        found = next(((n, st, st.clusters[cluster_id]) for n, st in self._scopes.items() if cluster_id in st.clusters), None)
+        if found is None:
+            raise KeyError(cluster_id)
+        centroid = found[2].centroid
+        if explained:
+            self._explained.add(label)
+        out: list[Condition] = []
+        for name, st in self._scopes.items():
+            for cluster in st.clusters.values():
+                if cluster is not found[2] and (cluster.label is not None or float(cluster.centroid @ centroid) < self.join_similarity):
+                    continue
+                cluster.label = label
+                if cluster.active:
+                    cluster.active, cluster.changed = False, False
+                    out.append(self._condition(name, st, cluster, self._threshold(st)))
+        return out
+
+    def forget_explained(self, label: str) -> None:
+        """The judge no longer knows ``label`` (triage reverted it): its events are candidates again."""
+        self._explained.discard(label)
+
     def readings(self) -> list[Reading]:
         """Per scope: the largest cluster share against the alert threshold (no cluster ids as labels)."""
         out = []
@@ -706,6 +747,7 @@ class EmergingClusterDetector:
             "candidate_events": self._candidate_events,
             "flagged": list(self._flagged),
             "flagged_categories": list(self._flagged_categories),
+            "explained": sorted(self._explained),
             "scopes": {
                 name: {
                     "buffer": [m.to_state() for m in st.buffer],
@@ -734,6 +776,7 @@ class EmergingClusterDetector:
         self._candidate_events = int(state["candidate_events"])
         self._flagged = list(state["flagged"])
         self._flagged_categories = list(state["flagged_categories"])
+        self._explained = set(state.get("explained", ()))
         self._scopes = {}
         member = self._member_loader(state.get("texts", "raw"))
         for name, s in state["scopes"].items():

@@ -24,6 +24,7 @@ from monitor.state.redis_store import RedisStateStore
 from monitor.state.snapshots import Snapshotter
 from monitor.state.store import StateStore
 from monitor.taxonomy import Taxonomy, load_taxonomy
+from monitor.pipeline.triaging import attach_triage
 
 
 def build_second_opinion(settings: Settings, taxonomy: Taxonomy) -> SecondOpinion | None:
@@ -94,6 +95,7 @@ def build_service(
         attach_snapshots(service, store, settings)
     service.stop_listeners.append(store.close)
     attach_delivery(service, settings)
+    attach_triage(service)
     return service
 
 

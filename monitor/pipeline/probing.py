@@ -99,7 +99,7 @@ def attach_prober(service: MonitorService, settings: Settings) -> ProbeScheduler
     scheduler = ProbeScheduler(
         prober,
         settings.probe_interval_seconds,
-        on_conditions=lambda conditions: service.call_in_worker(service.observe_conditions, conditions).result(),
+        on_conditions=lambda conditions: service.call_in_worker(service.apply, lambda: conditions).result(),
         on_error=service.metrics.worker_errors.inc,
         ready=lambda: service.running,
     )

@@ -606,11 +606,11 @@ class MonitorService:
         self._notify(self.transition_listeners, transitions)
         return statuses, invalid
 
-    def observe_conditions(self, conditions: list[Condition]) -> list[Transition]:
-        """Conditions from outside the event stream (canary probes) through the one alert engine
-        (worker thread: call it via :meth:`call_in_worker`), exported and delivered like a batch's."""
+    def apply(self, change: Callable[[], list[Condition]]) -> list[Transition]:
+        """Run ``change`` on detector state under the state lock (a reviewer's decision, e.g. triage) and
+        put the conditions it returns through the alert engine, as a batch would."""
         with self._state_lock:
-            transitions = self.alert_engine.observe(conditions)
+            transitions = self.alert_engine.observe(change())
         self._export_transitions(transitions)
         self._notify(self.transition_listeners, transitions)
         return transitions

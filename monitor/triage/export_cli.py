@@ -1,0 +1,47 @@
+"""``monitor export``: fetch what was triaged from a running monitor (its labels live in its state store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from monitor.triage.export import FORMATS
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def export(
+    out: Path = typer.Option(..., dir_okay=False, help="File to write."),
+    format: Optional[str] = typer.Option(None, help="jsonl (labelled events, shared-data record format), pairs (preference "
+                                                    "pairs) or csv; default: csv for a .csv file, else jsonl."),
+    raw: bool = typer.Option(False, help="Raw texts instead of redacted ones (admin token, and only with store_raw_text)."),
+    url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
+    token: Optional[str] = typer.Option(None, envvar="MONITOR_TOKEN", show_default=False,
+                                        help="Bearer token of scope read (admin for --raw), or set MONITOR_TOKEN; never printed."),
+) -> None:
+    """Write the labelled events, preference pairs or CSV of the triage console to a file."""
+    import httpx
+
+    from monitor.client import bearer_headers
+
+    fmt = format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}, got {fmt!r}", param_hint="--format")
+    try:
+        resp = httpx.get(url.rstrip("/") + "/v1/export", params={"format": fmt, "raw": str(raw).lower()}, timeout=120.0,
+                         headers=bearer_headers(token))
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the monitor at {url}: {type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text
+        typer.echo(f"export failed ({resp.status_code}): {message}", err=True)
+        raise typer.Exit(2 if resp.status_code in (403, 409, 422) else 1)
+    out.write_bytes(resp.content)
+    lines = resp.content.count(b"\n") - (1 if fmt == "csv" else 0)
+    typer.echo(f"wrote {out} ({lines:,} {'pairs' if fmt == 'pairs' else 'labelled events'})")

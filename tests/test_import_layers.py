@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"backend", "integrations", "replay"},
     {"scale"},
     {"api"},
-    {"demo", "cli"},
+    {"demo", "cli", "cli_http"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -23,7 +23,13 @@ def nice_of(tid: int) -> int:
 
 
 def thread_nices() -> dict[int, int]:
-    return {int(p.name): nice_of(int(p.name)) for p in Path("/proc/self/task").iterdir()}
+    nices = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            nices[int(task.name)] = nice_of(int(task.name))
+        except FileNotFoundError:  # the thread ended between the listing and the read
+            pass
+    return nices
 
 
 @pytest.mark.parametrize("nice", [7, 0])

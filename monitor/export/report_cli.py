@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from monitor.cli_http import fetch
 from monitor.client import DEFAULT_URL
 
 WINDOW_HELP = "Event-time window: START/END (ISO-8601, epoch seconds, now, now-2h) or last:DURATION (last:1h)."
@@ -23,25 +24,10 @@ def report(
     token: Optional[str] = typer.Option(None, envvar="MONITOR_TOKEN", show_default=False, help="Bearer token of scope read (or set MONITOR_TOKEN)."),
 ) -> None:
     """Build an Evidently drift report comparing two windows and save it."""
-    import httpx
-
-    from monitor.client import bearer_headers
-
     fmt = format or ("json" if out.suffix.lower() == ".json" else "html")
     if fmt not in ("html", "json"):
         raise typer.BadParameter(f"must be html or json, got {fmt!r}", param_hint="--format")
     params = {"reference": reference, "current": current, "format": fmt, "scope": scope}
-    try:
-        resp = httpx.get(url.rstrip("/") + "/v1/reports", params=params, timeout=timeout, headers=bearer_headers(token))
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the monitor at {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if resp.status_code != 200:
-        try:
-            message = resp.json().get("error", resp.text)
-        except ValueError:
-            message = resp.text
-        typer.echo(f"report failed ({resp.status_code}): {message}", err=True)
-        raise typer.Exit(2 if resp.status_code == 422 else 1)
-    out.write_bytes(resp.content)
-    typer.echo(f"wrote {out} ({len(resp.content):,} bytes)")
+    content = fetch(url, "/v1/reports", params, token, timeout, "report")
+    out.write_bytes(content)
+    typer.echo(f"wrote {out} ({len(content):,} bytes)")

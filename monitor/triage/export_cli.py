@@ -7,10 +7,9 @@ from typing import Optional
 
 import typer
 
+from monitor.cli_http import fetch
+from monitor.client import DEFAULT_URL
 from monitor.triage.export import FORMATS
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-
 
 def export(
     out: Path = typer.Option(..., dir_okay=False, help="File to write."),
@@ -22,26 +21,10 @@ def export(
                                         help="Bearer token of scope read (admin for --raw), or set MONITOR_TOKEN; never printed."),
 ) -> None:
     """Write the labelled events, preference pairs or CSV of the triage console to a file."""
-    import httpx
-
-    from monitor.client import bearer_headers
-
     fmt = format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}, got {fmt!r}", param_hint="--format")
-    try:
-        resp = httpx.get(url.rstrip("/") + "/v1/export", params={"format": fmt, "raw": str(raw).lower()}, timeout=120.0,
-                         headers=bearer_headers(token))
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the monitor at {url}: {type(exc).__name__}", err=True)
-        raise typer.Exit(1) from None
-    if resp.status_code != 200:
-        try:
-            message = resp.json().get("error", resp.text)
-        except ValueError:
-            message = resp.text
-        typer.echo(f"export failed ({resp.status_code}): {message}", err=True)
-        raise typer.Exit(2 if resp.status_code in (403, 409, 422) else 1)
-    out.write_bytes(resp.content)
-    lines = resp.content.count(b"\n") - (1 if fmt == "csv" else 0)
+    content = fetch(url, "/v1/export", {"format": fmt, "raw": str(raw).lower()}, token, 120.0, "export", (403, 409, 422))
+    out.write_bytes(content)
+    lines = content.count(b"\n") - (1 if fmt == "csv" else 0)
     typer.echo(f"wrote {out} ({lines:,} {'pairs' if fmt == 'pairs' else 'labelled events'})")

@@ -1,0 +1,33 @@
+"""The CLI commands that fetch a file from a running monitor (``monitor report``, ``monitor export``).
+
+Both answer the same way: the body on 200; otherwise the monitor's own ``error`` message on stderr
+and exit status 2 for a request the user can fix (``usage_statuses``), 1 for anything else
+(unreachable monitor, server error). The token goes in the header and is never printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import httpx
+import typer
+
+from monitor.client import bearer_headers
+
+
+def fetch(url: str, path: str, params: dict[str, Any], token: str | None, timeout: float, action: str,
+          usage_statuses: Iterable[int] = (422,)) -> bytes:
+    """GET ``url + path`` for a command named ``action`` (in messages); exits on anything but 200."""
+    try:
+        resp = httpx.get(url.rstrip("/") + path, params=params, timeout=timeout, headers=bearer_headers(token))
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the monitor at {url}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text
+        typer.echo(f"{action} failed ({resp.status_code}): {message}", err=True)
+        raise typer.Exit(2 if resp.status_code in set(usage_statuses) else 1)
+    return resp.content

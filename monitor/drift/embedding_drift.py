@@ -337,11 +337,11 @@ class EmbeddingMMDDetector:
         }
         if watch.active:
             summary = (
-                f"prompt content in {scope} drifted from its reference: MMD² {watch.statistic:.3g} "
+                f"prompt content in {scope} drifted from its reference: MMD² = {watch.statistic:.3g} "
                 f"over the last {self.window_events} events (threshold {watch.threshold:.3g})"
             )
         else:
-            summary = f"prompt content in {scope} is back near its reference (MMD² {watch.statistic:.3g})"
+            summary = f"prompt content in {scope} is back near its reference (MMD² = {watch.statistic:.3g})"
         return Condition(self.name, scope, "", watch.active, at, "warning" if watch.active else "info", summary, evidence)
 
     def readings(self) -> list[Reading]:

@@ -27,7 +27,7 @@ from monitor.config import Settings
 from monitor.demo import demo_stream
 from monitor.drift.over_refusal import OverRefusalDetector
 from monitor.drift.unsafe_response_rate import UnsafeResponseRateDetector
-from monitor.drift.emerging_clusters import EmergingClusterDetector
+from monitor.drift.emerging_clusters import EmergingClusterDetector, EmergingClusterSettings
 from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.rate_change import RateChangeConfig
 from monitor.drift.suite import DetectorSuite
@@ -55,7 +55,7 @@ def fast_detectors() -> DetectorSuite:
         CategoryShareDetector(["self_harm"], warmup_events=500, expected_run_time=10_000),
         UnsafeResponseRateDetector(rates),
         OverRefusalDetector(rates),
-        EmergingClusterDetector(reference_events=300, calibration_events=300),
+        EmergingClusterDetector(EmergingClusterSettings(reference_events=300, calibration_events=300)),
     ])
 
 

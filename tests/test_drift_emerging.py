@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor.drift.base import Detector
-from monitor.drift.emerging_clusters import KIND, EmergingClusterDetector
+from monitor.drift.emerging_clusters import KIND, EmergingClusterDetector, EmergingClusterSettings
 from monitor.events import Event, ScoredEvent
 from monitor.taxonomy import SAFE
 from tests.helpers.scored import verdict
@@ -88,7 +88,7 @@ def detector(**overrides) -> EmergingClusterDetector:
     params = dict(reference_events=2000, calibration_events=2000, n_components=DIM, gate_components=DIM, gate_radius=0.3,
                   gate_surprise=10.0)
     params.update(overrides)
-    return EmergingClusterDetector(**params)
+    return EmergingClusterDetector(EmergingClusterSettings(**params))
 
 
 def run(det: EmergingClusterDetector, events: list[ScoredEvent], batch: int = 64) -> list[tuple[int, object]]:
@@ -118,7 +118,7 @@ def test_fires_on_an_emerging_cluster_with_evidence_and_lists_it():
     purity = np.mean([NEW_WORDS in text for text in ev["exemplars"]])
     assert len(ev["exemplars"]) == min(10, ev["size"]) and purity >= 0.8
     assert {"counterfeit", "watches"} <= set(ev["keywords"])
-    assert ev["size"] >= det.min_recent and ev["share_of_traffic"] >= ev["share_threshold"] > 0
+    assert ev["size"] >= det.settings.min_recent and ev["share_of_traffic"] >= ev["share_threshold"] > 0
     assert ev["growth_rate"] > 0 and ev["nearest_category"] in KNOWN and ev["distance_to_nearest"] > 0
     json.dumps(ev)  # evidence travels to webhooks as JSON
 
@@ -288,7 +288,7 @@ def test_wrong_dimension_after_the_first_batch_is_rejected():
 )
 def test_bad_settings_name_the_argument(arg, value):
     with pytest.raises(ValueError, match=arg):
-        EmergingClusterDetector(**{arg: value})
+        EmergingClusterSettings(**{arg: value})
 
 
 @pytest.mark.slow
@@ -323,7 +323,7 @@ def test_real_embeddings_withheld_category_is_found(shared_data, embedder):
             emb_i, v, text = e_benign[j], verdict(SAFE), benign[j]
         events.append(ScoredEvent(Event(f"e{i}", float(i), text), 1.0, emb_i, None, v))
 
-    det = EmergingClusterDetector(calibration_events=2000)
+    det = EmergingClusterDetector(EmergingClusterSettings(calibration_events=2000))
     fired = [(i, c) for i, c in run(det, events) if c.active]
     assert fired and fired[0][0] >= change
     i, first = fired[0]

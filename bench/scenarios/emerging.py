@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.scenarios.pools import CHAT, WITHHELD, Pools
 from bench.scenarios.running import EVENT_RATE, Row, Run, change_row, feed, stationary_row
-from monitor.drift.emerging_clusters import EmergingClusterDetector
+from monitor.drift.emerging_clusters import EmergingClusterDetector, EmergingClusterSettings
 from monitor.events import Event, ScoredEvent
 from monitor.judge.verdict import Verdict
 from monitor.taxonomy import SAFE
@@ -31,7 +31,7 @@ WITHHELD_CATEGORIES = ("animal_abuse",)
 GROUPS = (*WITHHELD, *WITHHELD_CATEGORIES)
 UNSAFE_SHARE = 0.05
 PREVALENCE = 0.02
-_DEFAULTS = EmergingClusterDetector()
+_DEFAULTS = EmergingClusterSettings()
 WARMUP = _DEFAULTS.reference_events + _DEFAULTS.calibration_events  # no alert is possible before
 CHANGE_AT = WARMUP + 2_000
 AFTER = 6_000

@@ -211,6 +211,74 @@ class _Scope:
     window: RecentWindow | None = None  # the gate's recent candidates, once the gate is fitted
 
 
+@dataclass(frozen=True, slots=True)
+class EmergingClusterSettings:
+    """The detector's tuning, checked once (each bad value raises ``ValueError`` naming the field).
+
+    The module docstring says what each phase and bound does; ``MONITOR_EMERGING_*`` settings set
+    the few an operator tunes (reference, calibration, minimum share, cluster count).
+    """
+
+    reference_events: int = 20_000
+    calibration_events: int = 5000
+    n_components: int = 384
+    uncertain_min: float = 0.3
+    gate_components: int = 128
+    gate_radius: float = 0.5
+    gate_surprise: float = 12.0
+    gate_test_every: int = 16
+    duplicate_similarity: float = 0.98
+    window_capacity: int = 512
+    min_category_events: int = 5
+    max_reference_sample: int = 2000
+    max_reference_candidates: int = 4000
+    buffer_size: int = 256
+    recluster_every: int = 4
+    link_similarity: float = 0.2
+    join_similarity: float = 0.35
+    min_cluster_size: int = 5
+    max_clusters: int = 32
+    max_exemplars: int = 10
+    max_text_chars: int = 300
+    window_events: float = 1000.0
+    baseline_events: float = 10000.0
+    min_growth: float = 2.0
+    min_recent: float = 4.0
+    min_share: float = 0.003
+    share_margin: float = 1.5
+    resolve_ratio: float = 0.5
+    rate_window_seconds: float = 3600.0
+    top_keywords: int = 8
+    max_scopes: int = 16
+
+    def __post_init__(self) -> None:
+        _positive(reference_events=self.reference_events, n_components=self.n_components, buffer_size=self.buffer_size,
+                  recluster_every=self.recluster_every, max_clusters=self.max_clusters, max_exemplars=self.max_exemplars,
+                  max_text_chars=self.max_text_chars, window_events=self.window_events, baseline_events=self.baseline_events,
+                  rate_window_seconds=self.rate_window_seconds, top_keywords=self.top_keywords, max_scopes=self.max_scopes,
+                  gate_components=self.gate_components, gate_surprise=self.gate_surprise, window_capacity=self.window_capacity,
+                  gate_test_every=self.gate_test_every)
+        _fraction(uncertain_min=self.uncertain_min, min_share=self.min_share, resolve_ratio=self.resolve_ratio)
+        _cosine(link_similarity=self.link_similarity, join_similarity=self.join_similarity, gate_radius=self.gate_radius,
+                duplicate_similarity=self.duplicate_similarity)
+        if self.duplicate_similarity <= self.gate_radius:
+            raise ValueError(f"duplicate_similarity: must be above gate_radius ({self.gate_radius}), got {self.duplicate_similarity}")
+        if self.calibration_events < 0:
+            raise ValueError(f"calibration_events: must be >= 0, got {self.calibration_events}")
+        if self.min_cluster_size < 2:
+            raise ValueError(f"min_cluster_size: must be >= 2, got {self.min_cluster_size}")
+        if self.max_reference_sample < 2:
+            raise ValueError(f"max_reference_sample: must be >= 2, got {self.max_reference_sample}")
+        if self.max_reference_candidates < 1:
+            raise ValueError(f"max_reference_candidates: must be >= 1, got {self.max_reference_candidates}")
+        if self.baseline_events <= self.window_events:
+            raise ValueError(f"baseline_events: must be longer than window_events ({self.window_events}), got {self.baseline_events}")
+        if self.min_growth < 1:
+            raise ValueError(f"min_growth: must be >= 1, got {self.min_growth}")
+        if self.share_margin < 1:
+            raise ValueError(f"share_margin: must be >= 1, got {self.share_margin}")
+
+
 class EmergingClusterDetector:
     """Online detector of new unsafe clusters, one independent state per scope.
 
@@ -222,104 +290,14 @@ class EmergingClusterDetector:
     uses_embeddings = True  # state is only comparable with embeddings from the same model and backend
     alert_kind = KIND
 
-    def __init__(
-        self,
-        *,
-        reference_events: int = 20_000,
-        calibration_events: int = 5000,
-        n_components: int = 384,
-        uncertain_min: float = 0.3,
-        gate_components: int = 128,
-        gate_radius: float = 0.5,
-        gate_surprise: float = 12.0,
-        gate_test_every: int = 16,
-        duplicate_similarity: float = 0.98,
-        window_capacity: int = 512,
-        min_category_events: int = 5,
-        max_reference_sample: int = 2000,
-        max_reference_candidates: int = 4000,
-        buffer_size: int = 256,
-        recluster_every: int = 4,
-        link_similarity: float = 0.2,
-        join_similarity: float = 0.35,
-        min_cluster_size: int = 5,
-        max_clusters: int = 32,
-        max_exemplars: int = 10,
-        max_text_chars: int = 300,
-        window_events: float = 1000.0,
-        baseline_events: float = 10000.0,
-        min_growth: float = 2.0,
-        min_recent: float = 4.0,
-        min_share: float = 0.003,
-        share_margin: float = 1.5,
-        resolve_ratio: float = 0.5,
-        rate_window_seconds: float = 3600.0,
-        top_keywords: int = 8,
-        max_scopes: int = 16,
-        redactor: Redactor = REDACT_ON,
-        store_raw_text: bool = False,
-    ) -> None:
-        _positive(reference_events=reference_events, n_components=n_components, buffer_size=buffer_size,
-                  recluster_every=recluster_every, max_clusters=max_clusters, max_exemplars=max_exemplars,
-                  max_text_chars=max_text_chars, window_events=window_events, baseline_events=baseline_events,
-                  rate_window_seconds=rate_window_seconds, top_keywords=top_keywords, max_scopes=max_scopes,
-                  gate_components=gate_components, gate_surprise=gate_surprise, window_capacity=window_capacity,
-                  gate_test_every=gate_test_every)
-        _fraction(uncertain_min=uncertain_min, min_share=min_share, resolve_ratio=resolve_ratio)
-        _cosine(link_similarity=link_similarity, join_similarity=join_similarity, gate_radius=gate_radius,
-                duplicate_similarity=duplicate_similarity)
-        if duplicate_similarity <= gate_radius:
-            raise ValueError(f"duplicate_similarity: must be above gate_radius ({gate_radius}), got {duplicate_similarity}")
-        if calibration_events < 0:
-            raise ValueError(f"calibration_events: must be >= 0, got {calibration_events}")
-        if min_cluster_size < 2:
-            raise ValueError(f"min_cluster_size: must be >= 2, got {min_cluster_size}")
-        if max_reference_sample < 2:
-            raise ValueError(f"max_reference_sample: must be >= 2, got {max_reference_sample}")
-        if max_reference_candidates < 1:
-            raise ValueError(f"max_reference_candidates: must be >= 1, got {max_reference_candidates}")
-        if baseline_events <= window_events:
-            raise ValueError(f"baseline_events: must be longer than window_events ({window_events}), got {baseline_events}")
-        if min_growth < 1:
-            raise ValueError(f"min_growth: must be >= 1, got {min_growth}")
-        if share_margin < 1:
-            raise ValueError(f"share_margin: must be >= 1, got {share_margin}")
-        self.reference_events = reference_events
-        self.calibration_events = calibration_events
-        self.n_components = n_components
-        self.uncertain_min = uncertain_min
-        self.gate_components = gate_components
-        self.gate_radius = gate_radius
-        self.gate_surprise = gate_surprise
-        self.gate_test_every = gate_test_every
-        self.duplicate_similarity = duplicate_similarity
-        self.window_capacity = window_capacity
-        self.min_category_events = min_category_events
-        self.max_reference_sample = max_reference_sample
-        self.max_reference_candidates = max_reference_candidates
-        self.buffer_size = buffer_size
-        self.recluster_every = recluster_every
-        self.link_similarity = link_similarity
-        self.join_similarity = join_similarity
-        self.min_cluster_size = min_cluster_size
-        self.max_clusters = max_clusters
-        self.max_exemplars = max_exemplars
-        self.max_text_chars = max_text_chars
-        self.window_events = float(window_events)
-        self.baseline_events = float(baseline_events)
-        self.min_growth = min_growth
-        self.min_recent = min_recent
-        self.min_share = min_share
-        self.share_margin = share_margin
-        self.resolve_ratio = resolve_ratio
-        self.rate_window_seconds = float(rate_window_seconds)
-        self.top_keywords = top_keywords
-        self.max_scopes = max_scopes
+    def __init__(self, settings: EmergingClusterSettings | None = None, *, redactor: Redactor = REDACT_ON,
+                 store_raw_text: bool = False) -> None:
+        self.settings = s = settings or EmergingClusterSettings()
         self.redactor = redactor
         self.store_raw_text = store_raw_text
         # The reference sample keeps every ``stride``-th event so it spans the whole reference period;
         # the gate's reference candidates come from the events in between.
-        self._stride = max(2, math.ceil(reference_events / max_reference_sample))
+        self._stride = max(2, math.ceil(s.reference_events / s.max_reference_sample))
 
         self._seen = 0
         self._regions: KnownRegions | None = None
@@ -339,7 +317,7 @@ class EmergingClusterDetector:
     def phase(self) -> Literal["reference", "calibration", "detection"]:
         if self._regions is None:
             return "reference"
-        if self._seen <= self.reference_events + self.calibration_events:
+        if self._seen <= self.settings.reference_events + self.settings.calibration_events:
             return "calibration"
         return "detection"
 
@@ -357,8 +335,8 @@ class EmergingClusterDetector:
         touched: dict[str, _Scope] = {}
         for i, scored in enumerate(batch):
             ev, weight = scored.event, scored.weight
-            recent_decay = math.exp(-weight / self.window_events)
-            baseline_decay = math.exp(-weight / self.baseline_events)
+            recent_decay = math.exp(-weight / self.settings.window_events)
+            baseline_decay = math.exp(-weight / self.settings.baseline_events)
             scopes = [(n, st) for n in scored.scopes if (st := self._scopes.get(n) or self._scope(n)) is not None]
             for name, st in scopes:
                 st.clock += weight
@@ -370,19 +348,19 @@ class EmergingClusterDetector:
             self._seen += 1
             if self._regions is None:
                 self._collect_reference(scored, x[i])
-                if self._seen >= self.reference_events:
+                if self._seen >= self.settings.reference_events:
                     self._fit_regions()
                     candidates = self._candidates_of(batch, x, i + 1)
                 continue
             zd = candidates.get(i)
             if zd is None:
                 continue
-            text = self.redactor.cut(ev.prompt, self.max_text_chars)  # before anything keeps it
-            raw = ev.prompt[: self.max_text_chars] if self.store_raw_text else None
+            text = self.redactor.cut(ev.prompt, self.settings.max_text_chars)  # before anything keeps it
+            raw = ev.prompt[: self.settings.max_text_chars] if self.store_raw_text else None
             for name, st in scopes:
                 waiting = _Member(x[i], text, ev.event_id, ev.timestamp, weight, st.clock, raw)  # z: the raw embedding until admitted
                 for region in self._admit(st, zd, waiting):
-                    if len(region) < self.min_cluster_size or not self._settle(name, st, region):
+                    if len(region) < self.settings.min_cluster_size or not self._settle(name, st, region):
                         for member in region:
                             self._add_novel(name, st, member)
         return [cond for name, st in touched.items() for cond in self._conditions(name, st)]
@@ -391,7 +369,7 @@ class EmergingClusterDetector:
         verdict = scored.verdict
         if verdict.category in self._explained:
             return False
-        return verdict.prompt_flagged or verdict.prompt_unsafe >= self.uncertain_min
+        return verdict.prompt_flagged or verdict.prompt_unsafe >= self.settings.uncertain_min
 
     def _candidates_of(self, batch: Sequence[ScoredEvent], x: np.ndarray, start: int) -> dict[int, np.ndarray]:
         """For each unsafe-looking event from ``start`` on: its gate-space vector."""
@@ -446,23 +424,23 @@ class EmergingClusterDetector:
     def _scope(self, name: str) -> _Scope | None:
         st = self._scopes.get(name)
         if st is None:
-            if len(self._scopes) >= self.max_scopes:
+            if len(self._scopes) >= self.settings.max_scopes:
                 if name not in self._dropped_scopes:
                     self._dropped_scopes.add(name)
-                    log.warning("emerging clusters: scope %r ignored, already tracking max_scopes=%d", name, self.max_scopes)
+                    log.warning("emerging clusters: scope %r ignored, already tracking max_scopes=%d", name, self.settings.max_scopes)
                 return None
-            st = self._scopes[name] = _Scope(buffer=deque(maxlen=self.buffer_size))
+            st = self._scopes[name] = _Scope(buffer=deque(maxlen=self.settings.buffer_size))
         return st
 
     def _collect_reference(self, scored: ScoredEvent, x: np.ndarray) -> None:
         if (self._seen - 1) % self._stride == 0:
             self._sample.append(x)  # fits the projections; its events stay out of the gate's reference density
-        elif len(self._candidates) < self.max_reference_candidates:  # the density is per event of the traffic it covers
+        elif len(self._candidates) < self.settings.max_reference_candidates:  # the density is per event of the traffic it covers
             self._candidate_events += 1
             if self._is_candidate(scored):
                 self._candidates.append(x)
         verdict = scored.verdict
-        if verdict.prompt_flagged and verdict.category != SAFE and len(self._flagged) < self.max_reference_sample:
+        if verdict.prompt_flagged and verdict.category != SAFE and len(self._flagged) < self.settings.max_reference_sample:
             self._flagged.append(x)
             self._flagged_categories.append(verdict.category)
 
@@ -473,22 +451,22 @@ class EmergingClusterDetector:
             np.stack(self._sample),
             flagged,
             self._flagged_categories,
-            n_components=self.n_components,
-            min_events=self.min_category_events,
+            n_components=self.settings.n_components,
+            min_events=self.settings.min_category_events,
         )
         candidates = np.stack(self._candidates) if self._candidates else np.zeros((0, dim), dtype=np.float32)
         regions = self._regions
-        self._gate = self._make_gate(ReferenceDensity.fit(regions.mean, regions.components[: self.gate_components], candidates,
+        self._gate = self._make_gate(ReferenceDensity.fit(regions.mean, regions.components[: self.settings.gate_components], candidates,
                                                           self._candidate_events))
         if not self._regions.categories:
             log.warning("emerging clusters: no category had %d flagged reference events; every unsafe-looking "
-                        "event counts as novel", self.min_category_events)
+                        "event counts as novel", self.settings.min_category_events)
         self._sample, self._flagged, self._flagged_categories, self._candidates = [], [], [], []
 
     def _make_gate(self, reference: ReferenceDensity) -> DensityGate:
-        return DensityGate(reference, radius=self.gate_radius, surprise=self.gate_surprise, window=self.window_events,
-                           duplicate_similarity=self.duplicate_similarity, capacity=self.window_capacity,
-                           test_every=self.gate_test_every)
+        return DensityGate(reference, radius=self.settings.gate_radius, surprise=self.settings.gate_surprise, window=self.settings.window_events,
+                           duplicate_similarity=self.settings.duplicate_similarity, capacity=self.settings.window_capacity,
+                           test_every=self.settings.gate_test_every)
 
     # ------------------------------------------------------------------ clustering
     def _add_novel(self, scope: str, st: _Scope, member: _Member) -> None:
@@ -496,34 +474,34 @@ class EmergingClusterDetector:
             ids = list(st.clusters)
             sims = unit_rows(np.stack([st.clusters[c].total for c in ids])) @ member.z
             best = int(np.argmax(sims))
-            if sims[best] >= self.join_similarity:
+            if sims[best] >= self.settings.join_similarity:
                 cluster = st.clusters[ids[best]]
                 self._absorb(st, cluster, member)
                 self._observe(st, cluster)
                 return
         st.buffer.append(member)
         st.since_recluster += 1
-        if st.since_recluster >= self.recluster_every:
+        if st.since_recluster >= self.settings.recluster_every:
             st.since_recluster = 0
             self._recluster(scope, st)
 
     def _recluster(self, scope: str, st: _Scope) -> None:
         """Average-linkage clustering of the buffer; groups big enough become or join clusters."""
-        if len(st.buffer) < self.min_cluster_size:
+        if len(st.buffer) < self.settings.min_cluster_size:
             return
         z = np.stack([m.z for m in st.buffer]).astype(np.float64)
         distances = squareform(np.clip(1.0 - z @ z.T, 0.0, 2.0), checks=False)  # rows are unit vectors
-        labels = fcluster(linkage(distances, method="average"), t=1.0 - self.link_similarity, criterion="distance")
+        labels = fcluster(linkage(distances, method="average"), t=1.0 - self.settings.link_similarity, criterion="distance")
         groups: dict[int, list[int]] = {}
         for i, label in enumerate(labels):
             groups.setdefault(int(label), []).append(i)
         taken: set[int] = set()
         members = list(st.buffer)
         for idx in groups.values():  # dict order = order of each group's first buffer entry
-            if len(idx) >= self.min_cluster_size and self._settle(scope, st, [members[i] for i in idx]):
+            if len(idx) >= self.settings.min_cluster_size and self._settle(scope, st, [members[i] for i in idx]):
                 taken.update(idx)
         if taken:
-            st.buffer = deque((m for i, m in enumerate(members) if i not in taken), maxlen=self.buffer_size)
+            st.buffer = deque((m for i, m in enumerate(members) if i not in taken), maxlen=self.settings.buffer_size)
 
     def _settle(self, scope: str, st: _Scope, group: list[_Member]) -> bool:
         """Put a group into the cluster its centroid matches, else a new one; False when no slot is free."""
@@ -542,15 +520,15 @@ class EmergingClusterDetector:
         ids = list(st.clusters)
         sims = unit_rows(np.stack([st.clusters[c].total for c in ids])) @ centroid
         best = int(np.argmax(sims))
-        return st.clusters[ids[best]] if sims[best] >= self.join_similarity else None
+        return st.clusters[ids[best]] if sims[best] >= self.settings.join_similarity else None
 
     def _new_cluster(self, scope: str, st: _Scope, first: _Member) -> _Cluster | None:
-        if len(st.clusters) >= self.max_clusters:
+        if len(st.clusters) >= self.settings.max_clusters:
             quiet = [c for c in st.clusters.values() if not c.active]
             if not quiet:
                 return None  # every slot holds an alerting cluster: the group waits in the buffer
             # labelled clusters go last: evicting one would let its region alert again
-            victim = min(quiet, key=lambda c: (c.label is not None, c.recent.get(st.clock, self.window_events), c.last_seen, c.id))
+            victim = min(quiet, key=lambda c: (c.label is not None, c.recent.get(st.clock, self.settings.window_events), c.last_seen, c.id))
             del st.clusters[victim.id]
         cid = "c" + hashlib.sha1(f"{scope}|{first.event_id}".encode()).hexdigest()[:10]
         cluster = _Cluster(cid, np.zeros_like(first.z), 0, first.at, first.at)
@@ -562,35 +540,35 @@ class EmergingClusterDetector:
         cluster.size += 1
         cluster.first_seen = min(cluster.first_seen, member.at)
         cluster.last_seen = max(cluster.last_seen, member.at)
-        cluster.recent.add(st.clock, self.window_events, member.weight, member.clock)
-        cluster.baseline.add(st.clock, self.baseline_events, member.weight, member.clock)
-        cluster.rate.add(st.now, self.rate_window_seconds, member.weight, member.at)
+        cluster.recent.add(st.clock, self.settings.window_events, member.weight, member.clock)
+        cluster.baseline.add(st.clock, self.settings.baseline_events, member.weight, member.clock)
+        cluster.rate.add(st.now, self.settings.rate_window_seconds, member.weight, member.at)
         cluster.exemplars.append(member)
-        if len(cluster.exemplars) > 2 * self.max_exemplars:
+        if len(cluster.exemplars) > 2 * self.settings.max_exemplars:
             sims = np.stack([m.z for m in cluster.exemplars]) @ cluster.centroid
             del cluster.exemplars[int(np.argmin(sims))]
 
     # ------------------------------------------------------------------ alerting
     def _recent(self, st: _Scope, cluster: _Cluster) -> tuple[float, float, float]:
         """(recent member weight, its share of recent traffic, growth = that share / the baseline share)."""
-        recent = cluster.recent.get(st.clock, self.window_events)
+        recent = cluster.recent.get(st.clock, self.settings.window_events)
         share = recent / st.traffic if st.traffic > 0 else 0.0
-        baseline = cluster.baseline.get(st.clock, self.baseline_events)
+        baseline = cluster.baseline.get(st.clock, self.settings.baseline_events)
         baseline_share = baseline / st.baseline_traffic if baseline > 0 else 0.0
         return recent, share, (share / baseline_share if baseline_share > 0 else 0.0)
 
     def threshold(self, scope: str = "global") -> float:
         """The share of traffic above which a cluster of ``scope`` alerts."""
         st = self._scopes.get(scope)
-        return self._threshold(st) if st is not None else self.min_share
+        return self._threshold(st) if st is not None else self.settings.min_share
 
     def _threshold(self, st: _Scope) -> float:
-        return max(self.min_share, self.share_margin * st.calibration_max_share)
+        return max(self.settings.min_share, self.settings.share_margin * st.calibration_max_share)
 
     def _observe(self, st: _Scope, cluster: _Cluster) -> None:
         """After a cluster grew: record its share while calibrating, or open its alert."""
         recent, share, growth = self._recent(st, cluster)
-        if cluster.label is not None or recent < self.min_recent or growth < self.min_growth:
+        if cluster.label is not None or recent < self.settings.min_recent or growth < self.settings.min_growth:
             return
         if self.phase == "calibration":
             st.calibration_max_share = max(st.calibration_max_share, share)
@@ -604,7 +582,7 @@ class EmergingClusterDetector:
         for cluster in st.clusters.values():
             if cluster.active:
                 recent, share, _ = self._recent(st, cluster)
-                if share < threshold * self.resolve_ratio or recent < self.min_recent * self.resolve_ratio:
+                if share < threshold * self.settings.resolve_ratio or recent < self.settings.min_recent * self.settings.resolve_ratio:
                     cluster.active, cluster.changed = False, True
                 elif cluster.size >= 2 * cluster.keywords_size:
                     self._refresh_keywords(st)
@@ -636,7 +614,7 @@ class EmergingClusterDetector:
     def _keywords(self, st: _Scope) -> dict[str, list[str]]:
         docs = {cid: [strip_placeholders(m.text) for m in c.exemplars] for cid, c in st.clusters.items()}
         docs[_BACKGROUND] = [strip_placeholders(m.text) for m in st.buffer]
-        return class_tfidf_keywords(docs, top_k=self.top_keywords)
+        return class_tfidf_keywords(docs, top_k=self.settings.top_keywords)
 
     def _summary(self, scope: str, st: _Scope, cluster: _Cluster, keywords: Iterable[str], raw: bool = False) -> ClusterSummary:
         """``raw``: exemplars as sent where they were kept (``store_raw_text``), else redacted; for admins only."""
@@ -652,13 +630,13 @@ class EmergingClusterDetector:
             id=cluster.id,
             scope=scope,
             size=cluster.size,
-            growth_rate=cluster.rate.get(st.now, self.rate_window_seconds) / self.rate_window_seconds * 3600.0,
+            growth_rate=cluster.rate.get(st.now, self.settings.rate_window_seconds) / self.settings.rate_window_seconds * 3600.0,
             share_of_traffic=share,
             growth=growth,
             nearest_category=nearest,
             distance_to_nearest=distance,
             keywords=tuple(keywords),
-            exemplars=tuple(_exemplar(cluster.exemplars[i], raw) for i in order[: self.max_exemplars]),
+            exemplars=tuple(_exemplar(cluster.exemplars[i], raw) for i in order[: self.settings.max_exemplars]),
             first_seen=cluster.first_seen,
             last_seen=cluster.last_seen,
             status=self._status(cluster, recent),
@@ -713,7 +691,7 @@ class EmergingClusterDetector:
         out: list[Condition] = []
         for name, st in self._scopes.items():
             for cluster in st.clusters.values():
-                if cluster is not found[2] and (cluster.label is not None or float(cluster.centroid @ centroid) < self.join_similarity):
+                if cluster is not found[2] and (cluster.label is not None or float(cluster.centroid @ centroid) < self.settings.join_similarity):
                     continue
                 cluster.label = label
                 if cluster.active:
@@ -782,7 +760,7 @@ class EmergingClusterDetector:
         for name, s in state["scopes"].items():
             clusters = [_Cluster.from_state(c, member) for c in s["clusters"]]
             self._scopes[name] = _Scope(
-                buffer=deque((member(m) for m in s["buffer"]), maxlen=self.buffer_size),
+                buffer=deque((member(m) for m in s["buffer"]), maxlen=self.settings.buffer_size),
                 clock=s["clock"],
                 judged=int(s.get("judged", round(s["clock"]))),  # snapshots before this field: the weighted clock
                 traffic=s["traffic"],

@@ -17,7 +17,7 @@ from monitor.drift.base import Detector
 from monitor.drift.over_refusal import OverRefusalDetector
 from monitor.drift.unsafe_response_rate import UnsafeResponseRateDetector
 from monitor.drift.embedding_drift import EmbeddingMMDDetector
-from monitor.drift.emerging_clusters import EmergingClusterDetector
+from monitor.drift.emerging_clusters import EmergingClusterDetector, EmergingClusterSettings
 from monitor.drift.feedback_disagreement import FeedbackDisagreementDetector
 from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.rate_change import RateChangeConfig
@@ -50,10 +50,12 @@ REGISTRY: dict[str, DetectorFactory] = {
         seed=s.seed,
     ),
     "emerging_clusters": lambda s, t: EmergingClusterDetector(
-        reference_events=s.emerging_reference_events,
-        calibration_events=s.emerging_calibration_events,
-        min_share=s.emerging_min_share,
-        max_clusters=s.emerging_max_clusters,
+        EmergingClusterSettings(
+            reference_events=s.emerging_reference_events,
+            calibration_events=s.emerging_calibration_events,
+            min_share=s.emerging_min_share,
+            max_clusters=s.emerging_max_clusters,
+        ),
         redactor=Redactor(s.redaction),
         store_raw_text=s.store_raw_text,
     ),

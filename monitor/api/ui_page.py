@@ -15,6 +15,7 @@ from typing import Any
 
 from monitor.alerts.engine import Alert
 from monitor.drift.category_share import CategoryShareDetector
+from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.service import MonitorService
 from monitor.triage.console import Triage
 
@@ -110,22 +111,28 @@ def gather(service: MonitorService, triage: Triage) -> Page:
             if len(resolved_rows) < MAX_RESOLVED_SHOWN:
                 resolved_rows.append(AlertRow(a, chart(a), mark))
     clusters = []
-    emerging = service.detectors.cluster_queries()
-    if emerging is not None:
-        for scope in emerging.scopes():
-            for c in service.clusters(scope) or []:
-                row = c.to_dict()
-                row["exemplar_pairs"] = list(zip(c.exemplar_ids, c.exemplars))
-                clusters.append(row)
+    for scope in service.read_detectors(_cluster_scopes):
+        for c in service.clusters(scope) or []:
+            row = c.to_dict()
+            row["exemplar_pairs"] = list(zip(c.exemplar_ids, c.exemplars))
+            clusters.append(row)
     clusters.sort(key=lambda c: (c["status"] != "emerging", c["label"] is not None, -c["share_of_traffic"], c["scope"], c["id"]))
     return Page(status, open_rows, resolved_rows, resolved_total, clusters, shares(service, triage), triage.categories,
                 dict(triage.state.categories), [m.revision for m in triage.state.models], triage.audit())
 
 
+def _cluster_scopes(suite: DetectorSuite) -> list[str]:
+    clustering = suite.cluster_queries()
+    return clustering.scopes() if clustering is not None else []
+
+
 def shares(service: MonitorService, triage: Triage) -> list[dict[str, Any]]:
     """Per scope and key: the reference share (category_share's warm-up) against the share among recent events."""
-    detector = service.detectors.get(CategoryShareDetector.name)
-    references = detector.references() if isinstance(detector, CategoryShareDetector) else {}
+    def read(suite: DetectorSuite) -> dict[str, dict[str, float]]:
+        detector = suite.get(CategoryShareDetector.name)
+        return detector.references() if isinstance(detector, CategoryShareDetector) else {}
+
+    references = service.read_detectors(read)
     current = triage.recent.shares()
     rows = []
     for scope in sorted(set(references) | set(current)):

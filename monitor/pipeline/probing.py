@@ -99,7 +99,8 @@ def attach_prober(service: MonitorService, settings: Settings) -> ProbeScheduler
     scheduler = ProbeScheduler(
         prober,
         settings.probe_interval_seconds,
-        on_conditions=lambda conditions: service.call_in_worker(service.apply, lambda: conditions).result(),
+        # A round that ends while the service stops has no worker to run in: its conditions come again next round.
+        on_conditions=lambda conditions: service.call_in_worker(service.apply, lambda: conditions).result() if service.running else None,
         on_error=service.metrics.worker_errors.inc,
         ready=lambda: service.running,
     )

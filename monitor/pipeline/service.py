@@ -18,7 +18,7 @@ import time
 from collections import Counter as CounterDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, get_args
+from typing import Any, Callable, TypeVar, get_args
 
 from monitor.signals import Condition
 from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
@@ -41,6 +41,7 @@ from monitor.state.store import StateStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 QueueItem = tuple[Event, float]
+T = TypeVar("T")
 
 
 def lower_thread_priority(nice: int) -> None:
@@ -131,7 +132,9 @@ class MonitorService:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="monitor-worker", initializer=lower_thread_priority, initargs=(settings.worker_nice,)
         )
-        self._state_lock = threading.Lock()  # detectors and alerts: mutated by the worker thread, read by the API
+        # Detectors and alerts: mutated by the worker thread, read by the API and changed by reviewers (triage).
+        # Reentrant: exports that read alert state run both inside and outside a locked section.
+        self._state_lock = threading.RLock()
         self._task: asyncio.Task[None] | None = None
         self._holding = False  # the worker has taken a batch off the queue and not finished it
         self._label_children: dict[tuple[Any, ...], Any] = {}
@@ -475,8 +478,15 @@ class MonitorService:
             m.event_time.set(self.event_time)
         m.stage_seconds.labels(stage="detect").observe(detect_seconds)
         self.latency["detect"].add(detect_seconds)
-        self._shown = DetectorView(tuple(readings), self._cluster_counts())
+        self._show_detectors(readings)
         self._export_transitions(transitions)
+
+    def _show_detectors(self, readings: list | None = None) -> None:
+        """Publish what a scrape shows of the detectors (after a batch, a restore or a reviewer's change)."""
+        if readings is None:
+            with self._state_lock:
+                readings = self.detectors.readings()
+        self._shown = DetectorView(tuple(readings), self._cluster_counts())
 
     def _cluster_counts(self) -> dict[tuple[str, str], int]:
         detector = self.detectors.cluster_queries()
@@ -497,13 +507,14 @@ class MonitorService:
     def _export_firing(self, firing: CounterDict[tuple[str, str]] | None = None) -> None:
         """Move the firing gauges by this service's change, so services sharing ``metrics`` (the
         detector role's partitions) add up; ``firing`` given: set this service's share to it."""
-        if firing is None:
-            firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
-        for kind, severity in firing.keys() | self._firing.keys():
-            delta = firing[(kind, severity)] - self._firing[(kind, severity)]
-            if delta:
-                self.metrics.alerts_firing.labels(kind=kind, severity=severity).inc(delta)
-        self._firing = firing
+        with self._state_lock:  # snapshot and delta together: the worker and a reviewer's change may both export
+            if firing is None:
+                firing = CounterDict((a.kind, a.severity) for a in self.alert_engine.alerts("firing"))
+            for kind, severity in firing.keys() | self._firing.keys():
+                delta = firing[(kind, severity)] - self._firing[(kind, severity)]
+                if delta:
+                    self.metrics.alerts_firing.labels(kind=kind, severity=severity).inc(delta)
+            self._firing = firing
 
     # ---------------------------------------------------------------- state (snapshots)
     def state_dict(self) -> dict[str, Any]:
@@ -574,6 +585,7 @@ class MonitorService:
                     self.stateful[name].load_state_dict(part_state)
             self._export_firing()
             restored = refitted + [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
+        self._show_detectors()
         if self.event_time is not None and self.counts_events:
             self.metrics.event_time.set(self.event_time)
         # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce
@@ -612,8 +624,14 @@ class MonitorService:
         with self._state_lock:
             transitions = self.alert_engine.observe(change())
         self._export_transitions(transitions)
+        self._show_detectors()
         self._notify(self.transition_listeners, transitions)
         return transitions
+
+    def read_detectors(self, read: Callable[[DetectorSuite], T]) -> T:
+        """``read(detectors)`` under the state lock: a consistent view for the API (the worker mutates them)."""
+        with self._state_lock:
+            return read(self.detectors)
 
     # ---------------------------------------------------------------- reads (API)
     def alerts(self, status: str = "all") -> list[Alert]:

@@ -25,6 +25,7 @@ from monitor.export.metrics import MonitorMetrics
 from monitor.judge.factory import judge_version
 from monitor.judge.verdict import JudgeInput, Verdict
 from monitor.drift.registry import build_detectors
+from monitor.embed.backends import resolve_kind
 from monitor.pipeline.builder import attach_delivery, attach_reservoir, build_scorer
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
@@ -106,7 +107,9 @@ def build_partition_service(
 
 def build_detector_node(settings: Settings, detectors: Callable[[], DetectorSuite] | None = None, name: str | None = None) -> DetectorNode:
     """The ``detector`` role; ``detectors`` builds each partition's suite (tests use one that fires fast)."""
-    version = judge_version(settings.judge, load_taxonomy())
+    # The version its workers' judge reports: an encoder judge's names the embedding backend it runs on.
+    backend = resolve_kind(settings.embedding_backend, settings.embedding_device)
+    version = judge_version(settings.judge, load_taxonomy(), backend)
     return DetectorNode(
         settings,
         _redis(settings),

@@ -88,7 +88,8 @@ def detector(**overrides) -> EmergingClusterDetector:
     params = dict(reference_events=2000, calibration_events=2000, n_components=DIM, gate_components=DIM, gate_radius=0.3,
                   gate_surprise=10.0)
     params.update(overrides)
-    return EmergingClusterDetector(EmergingClusterSettings(**params))
+    detector_args = {k: params.pop(k) for k in ("redactor", "store_raw_text") if k in params}
+    return EmergingClusterDetector(EmergingClusterSettings(**params), **detector_args)
 
 
 def run(det: EmergingClusterDetector, events: list[ScoredEvent], batch: int = 64) -> list[tuple[int, object]]:

@@ -45,6 +45,8 @@ def test_new_category_is_learned_resolves_the_alert_and_does_not_refire(alerted)
     exposed = generate_latest(service.metrics.registry).decode()
     assert f'llmsafety_judge_info{{judge_version="{before}+triage-1"}} 1.0' in exposed
     assert f'llmsafety_judge_info{{judge_version="{before}"}}' not in exposed
+    [build] = [line for line in exposed.splitlines() if line.startswith("llmsafety_build_info{")]
+    assert f'judge_version="{before}+triage-1"' in build
 
     rng = np.random.default_rng(99)
     held_back = np.stack([_around(rng, WORLD.new) for _ in range(500)])

@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 from monitor.signals import Condition
 from monitor.alerts.engine import Alert, Transition
 from monitor.drift.emerging_clusters import KIND as EMERGING_KIND, ClusterSummary, EmergingClusterDetector
+from monitor.config import Settings
 from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.export.metrics import MonitorMetrics
@@ -58,6 +59,7 @@ class TriageError(Exception):
 class TriageHost(Protocol):
     """What triage needs from the running service (:class:`~monitor.pipeline.service.MonitorService`)."""
 
+    settings: Settings
     store: StateStore
     metrics: MonitorMetrics
     detectors: DetectorSuite
@@ -279,6 +281,7 @@ class Triage:
         if self.judge.version != old_version:
             self.host.metrics.judge_info.remove(old_version)
             self.host.metrics.judge_info.labels(judge_version=self.judge.version).set(1)
+            self.host.metrics.set_build_info(self.judge.version, self.host.settings.embedding_model)
 
     def _reason(self, reason: str | None) -> str:
         reason = (reason or "").strip()

@@ -141,7 +141,7 @@ def main() -> None:
     outcomes = status["accepted"] + status["duplicates"] + status["rejected"] + refused
     print(f"\nembedder: stand-in-hash (not the model); judge {status.get('judge_version')}; {sent:,} events in "
           f"{args.events // args.per_request:,} requests of {args.per_request}; wall {wall:,.0f} s; HTTP codes {codes}")
-    print(f"RSS (MB) by events sent: " + ", ".join(f"{n // 1000}k {mb:,.0f}" for n, mb in rss))
+    print("RSS (MB) by events sent: " + ", ".join(f"{n // 1000}k {mb:,.0f}" for n, mb in rss))
     print(f"RSS after the first {settled:,} events: min {min(after):,.0f} MB, max {max(after):,.0f} MB, spread {spread:.1%} (target <= 10%)")
     print(f"counts: received {status['received']:,}, accepted {status['accepted']:,}, duplicates {status['duplicates']:,}, "
           f"rejected {status['rejected']:,}, judged {status['judged']:,}, sampled out {status['sampled_out']:,}, "

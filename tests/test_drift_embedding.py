@@ -9,6 +9,7 @@ import pytest
 
 from monitor.drift.base import Detector
 from monitor.drift.embedding_drift import EmbeddingMMDDetector
+from monitor.privacy.redact import redact
 from tests.helpers.conditions import feed
 from tests.helpers.scored import scored
 
@@ -66,6 +67,8 @@ def test_fires_on_a_new_topic_and_resolves_when_it_goes():
     assert len(resolved) == 1 and 8_000 < resolved[0].at < 8_600
     (reading,) = det.readings()
     assert reading.key == "" and not reading.active and reading.threshold == ev["threshold"]
+    # Summaries leave the process redacted (alerts, the triage page): the statistic must not read as PII.
+    assert redact(first.summary) == first.summary and redact(resolved[0].summary) == resolved[0].summary
 
 
 def test_quiet_on_a_stationary_stream():

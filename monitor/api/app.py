@@ -218,14 +218,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         service = holder["service"]
         if service is None:
             return Response(b"", media_type=CONTENT_TYPE_LATEST)
-        try:
-            current = await asyncio.to_thread(service.status)
-            service.metrics.queue_depth.set(current["queue_depth"])
-            if current.get("sampling_rate") is not None:  # the rate at the fill now, not at the last ingest
-                service.metrics.sampling_rate.set(current["sampling_rate"])
-        except StoreUnavailable:
-            pass  # Redis down (scale-out roles): gauges read from it keep their last values; this replica's counters are current
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Gauges read their state at scrape time (custom collectors, set_function); off the loop: the
+        # scale-out queue depth is a Redis round trip.
+        return Response(await asyncio.to_thread(generate_latest, service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/healthz",

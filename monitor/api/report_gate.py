@@ -8,7 +8,6 @@ resolved windows, scope and format.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Hashable

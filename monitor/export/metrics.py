@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from monitor import __version__
-from monitor.ingest.request import IngestOutcome
+from monitor.ingest.counts import Tally
 from monitor.signals import Reading, Severity
 
 # `_created` series double the exposition size and no dashboard or rule of ours reads them.
@@ -138,17 +138,23 @@ class MonitorMetrics:
             for severity in get_args(Severity):
                 self.alerts_firing.labels(kind=kind, severity=severity)
 
-    def count_request(self, received: int, outcome: IngestOutcome, new: int, truncated: int, dropped: tuple[str, int] | None) -> None:
-        """One ingest request's counts (every ingest path: the embedded service and the scale-out
-        frontend): items received, events new to the queue, repeats, rejections, truncated texts,
-        and ``dropped`` (reason, events) when the whole request was refused."""
-        self.received.inc(received)
-        self.accepted.inc(new)
-        self.duplicates.inc(outcome.duplicates)
-        self.rejected.inc(len(outcome.rejected))
-        self.truncated.inc(truncated)
-        if dropped is not None:
-            self.dropped.labels(reason=dropped[0]).inc(dropped[1])
+    def record(self, tally: Tally) -> None:
+        """Ingest counts (the :class:`~monitor.ingest.counts.IngestSink` of every ingest path). ``judged``
+        is left out: it is counted per event with its model and route labels."""
+        for counter, n in ((self.received, tally.received), (self.accepted, tally.accepted), (self.duplicates, tally.duplicates),
+                           (self.rejected, tally.rejected), (self.truncated, tally.truncated), (self.sampled_out, tally.sampled_out),
+                           (self.processed, tally.processed)):
+            if n:
+                counter.inc(n)
+        for reason, n in tally.dropped.items():
+            self.dropped.labels(reason=reason).inc(n)
+
+    def watch_queue(self, depth: Callable[[], float], sampling_rate: Callable[[], float] | None = None) -> None:
+        """Read the queue's depth (and the admission rate) at scrape time: a scrape sees the queue as
+        it is, not as the last request or batch left it."""
+        self.queue_depth.set_function(depth)
+        if sampling_rate is not None:
+            self.sampling_rate.set_function(sampling_rate)
 
     def watch_outbox(self, target: str, size: Callable[[], int]) -> Callable[[], None]:
         """Count ``size()`` into ``alert_outbox_size{target}`` (summed with every other watched outbox

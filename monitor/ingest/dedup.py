@@ -12,7 +12,23 @@ duplicate arriving after ``capacity`` newer events is counted again (documented 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterator
+from typing import Iterator, Protocol, Sequence
+
+
+class IdsUnavailable(Exception):
+    """The id memory cannot be reached right now (a networked store is down): nothing was
+    remembered, the request is answered 503 and the client resends."""
+
+
+class IdMemory(Protocol):
+    """What the ingest gate needs of a state store: remember ids (one round trip per request) and
+    forget those whose events were not taken after all. Raises :class:`IdsUnavailable`."""
+
+    backend: str
+
+    def add_ids(self, event_ids: Sequence[str]) -> list[bool]: ...
+
+    def discard_ids(self, event_ids: Sequence[str]) -> None: ...
 
 
 class RecentIds:

@@ -88,6 +88,7 @@ def build_service(
     scorer = build_scorer(settings, embedder)
     store = build_store(settings)
     service = MonitorService(settings, scorer, detectors or build_detectors(settings), metrics, store)
+    service.metrics.watch_queue(service.gate.depth, service.gate.sampling_rate)
     attach_reservoir(service)
     attach_prober(service, settings)  # before the snapshotter: its state is restored with the rest
     # Snapshots only where they outlive the process (Redis); the detector role's owner snapshots under its lease instead.

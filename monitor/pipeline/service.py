@@ -1,61 +1,47 @@
-"""The running monitor: ingest bookkeeping, the bounded queue, and the batching worker.
+"""The running monitor: the ingest gate, the batch worker and the detectors, wired together.
 
-The API thread only validates, deduplicates and enqueues (``ingest``): it never waits for the
-model. One worker task pulls batches (``batch_size`` or ``batch_max_wait_ms``, whichever first)
-and runs embed → judge → detect → alert in a single worker thread, so the event loop stays free
-for ``/healthz`` and ingest, and events are processed in arrival order (replays are
-reproducible). A batch that raises is retried one event at a time; an event that still raises is
-a poison event: counted as ``dropped{reason="poison"}`` and skipped, never retried forever.
+An event goes API → :class:`~monitor.ingest.gate.IngestGate` (screen, deduplicate, sample, queue,
+count) → :class:`~monitor.pipeline.worker.BatchWorker` (batches, one worker thread) →
+:meth:`MonitorService.process_batch` (embed and judge through the scorer, then detect and alert
+under the state lock) → metrics and the batch listeners (reservoir, snapshots, delivery, wired by
+:mod:`monitor.pipeline.builder`). A batch that raises is retried one event at a time; an event that
+still raises is a poison event: counted as ``dropped{reason="poison"}`` and skipped, never retried
+forever. This class holds what the API reads and a reviewer changes: detector and alert state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import threading
 import time
-from collections import Counter as CounterDict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections import Counter as CounterDict
+from concurrent.futures import Future
 from typing import Any, Callable, TypeVar, get_args
 
 from monitor.signals import Condition
 from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
 from monitor.config import Settings
 from monitor.drift.emerging_clusters import ClusterSummary
-from monitor.drift.feedback_disagreement import STATUSES, Feedback, FeedbackDisagreementDetector
+from monitor.drift.base import FeedbackSink
+from monitor.drift.feedback_disagreement import STATUSES, Feedback
 from monitor.drift.suite import DetectorSuite
-from monitor.events import Event, ScoredEvent
+from monitor.events import ScoredEvent
 from monitor.export.metrics import CLUSTER_STATUSES, DetectorView, MonitorMetrics
 from monitor.export.reservoir import WindowReservoir
+from monitor.ingest.counts import IngestCounter, IngestCounts, Tally
+from monitor.ingest.gate import IngestGate, QueueItem
 from monitor.ingest.parsing import ParsedBody, Rejection
-from monitor.ingest.request import IngestOutcome, IngestRequest
-from monitor.ingest.sampling import AdaptiveSampler
+from monitor.ingest.request import IngestOutcome
 from monitor.pipeline.latency import LatencyWindow
 from monitor.pipeline.scoring import Scorer, StageTimes
+from monitor.pipeline.worker import BatchWorker
 from monitor.privacy.redact import Redactor
 from monitor.state.memory import MemoryStateStore
-from monitor.state.store import StateStore, StoreUnavailable
+from monitor.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
-QueueItem = tuple[Event, float]
 T = TypeVar("T")
-
-
-def lower_thread_priority(nice: int) -> None:
-    """Make the calling thread ``nice`` (Linux: a thread id is a process id to setpriority).
-
-    Runs first in the worker thread, before it calls torch, so the OpenMP threads torch starts from
-    it inherit the niceness: when embedding saturates every core, the HTTP event loop still gets a
-    CPU at once, and ingest latency does not grow with the embedding load.
-    """
-    if nice and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as exc:
-            log.warning("could not lower the worker thread's priority: %s", exc)
 
 
 def embedding_identity(settings: Settings, scorer: Scorer) -> dict[str, str]:
@@ -72,19 +58,6 @@ def embedding_identity(settings: Settings, scorer: Scorer) -> dict[str, str]:
 
 # Snapshots written before embeddings were labelled came from the torch path (the only one then).
 LEGACY_EMBEDDING_BACKEND = "torch"
-
-
-@dataclass(slots=True)
-class Counts:
-    received: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    processed: int = 0
-    judged: int = 0
-    sampled_out: int = 0
-    truncated: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "poison": 0, "overload": 0, "shutdown": 0})
 
 
 class MonitorService:
@@ -110,7 +83,9 @@ class MonitorService:
                 self.metrics.alert_transitions.labels(kind=kind, status=status)
         self.alert_engine = AlertEngine(settings.alert_pending_seconds, settings.alert_cooldown_seconds, settings.max_alerts_kept,
                                         redactor=Redactor(settings.redaction))
-        self.counts = Counts()
+        self.counts = IngestCounts()
+        # A partition that leaves per-event counting to another leaves the shared metrics alone altogether.
+        self.counter = IngestCounter(self.counts, self.metrics) if counts_events else IngestCounter(self.counts)
         self.latency = {stage: LatencyWindow() for stage in ("ingest", "embed", "judge", "detect", "batch")}
         self.event_time: float | None = None
         # Extension points, called in the worker thread after each batch (keep them fast; never raise).
@@ -122,27 +97,16 @@ class MonitorService:
         # Called after stop() has drained and stopped the worker (final snapshot).
         self.stop_listeners: list[Callable[[], None]] = []
         self.store: StateStore = store or MemoryStateStore(settings.dedup_capacity)
-        self._sampler = AdaptiveSampler(
-            settings.sampling_start_fill, settings.sampling_min_rate, seed=settings.seed, enabled=settings.sampling == "auto"
-        )
-        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=settings.queue_capacity)
-        self._sizes: deque[int] = deque()  # bytes of each queued event, in queue order (one consumer: FIFO)
-        self._queued_bytes = 0
-        self._throughput: float | None = None  # events/s the worker processes while busy (EWMA); None until measured
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="monitor-worker", initializer=lower_thread_priority, initargs=(settings.worker_nice,)
-        )
+        self.gate = IngestGate(settings, self.store, self.counter)
+        self.worker = BatchWorker(self.gate, self.process_batch, self.counter, on_error=self.metrics.worker_errors.inc, nice=settings.worker_nice)
         # Detectors and alerts: mutated by the worker thread, read by the API and changed by reviewers (triage).
         # Reentrant: exports that read alert state run both inside and outside a locked section.
         self._state_lock = threading.RLock()
-        self._task: asyncio.Task[None] | None = None
-        self._holding = False  # the worker has taken a batch off the queue and not finished it
         self._label_children: dict[tuple[Any, ...], Any] = {}
         self._firing: CounterDict[tuple[str, str]] = CounterDict()
         self._second_judge_seen: dict[str, int] = {}
         self.detectors.on_error = lambda name: self.metrics.detector_errors.labels(detector=name).inc()
         self.metrics.queue_capacity.set(settings.queue_capacity)
-        self.metrics.sampling_rate.set(1.0)
         self.metrics.judge_info.labels(judge_version=scorer.judge.version).set(1)
         self.metrics.set_build_info(scorer.judge.version, settings.embedding_model)
         self.metrics.declare_alert_kinds(self.detectors.alert_kinds())
@@ -151,165 +115,42 @@ class MonitorService:
         self.embedding = embedding_identity(settings, scorer)
         self.metrics.embedding_info.labels(**self.embedding).set(1)
 
-    # ---------------------------------------------------------------- ingest (event loop)
+    # ---------------------------------------------------------------- ingest (event loop) and the worker
     def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        """Validate, deduplicate and enqueue (event loop). With an in-memory store nothing here blocks;
+        """Screen, deduplicate and enqueue (event loop). With an in-memory store nothing here blocks;
         routes call :meth:`ingest_async`, which keeps a networked store's round trips off the loop."""
         started = time.perf_counter()
-        request = IngestRequest.screen(parsed, arrival_time, self.settings)
-        discard = self._admit(request, self._remember(request), started)
-        if discard:
-            self._forget(discard)
-        return request.outcome
+        return self._timed(self.gate.ingest(parsed, arrival_time), started)
 
     async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        """:meth:`ingest` with the state store's calls in a worker thread (Redis: a slow or paused
-        server must not hold up ``/healthz`` and other requests); the queue and counts stay on the loop."""
-        if self.store.backend == "memory":
-            return self.ingest(parsed, arrival_time)
         started = time.perf_counter()
-        request = IngestRequest.screen(parsed, arrival_time, self.settings)
-        discard = self._admit(request, await asyncio.to_thread(self._remember, request), started)
-        if discard:
-            await asyncio.to_thread(self._forget, discard)
-        return request.outcome
+        return self._timed(await self.gate.ingest_async(parsed, arrival_time), started)
 
-    def _remember(self, request: IngestRequest) -> list[bool] | StoreUnavailable:
-        """Which candidates are new (the store's one round trip), or why the store cannot say."""
-        try:
-            return self.store.add_ids(list(request.candidates))
-        except StoreUnavailable as exc:
-            return exc
-
-    def _forget(self, event_ids: list[str]) -> None:
-        try:
-            self.store.discard_ids(event_ids)
-        except StoreUnavailable:  # a resend then counts as a duplicate: logged, not fatal
-            log.warning("could not forget %d event ids after a full queue", len(event_ids))
+    def _timed(self, outcome: IngestOutcome, started: float) -> IngestOutcome:
+        if not (outcome.queue_full or outcome.unavailable):
+            self.latency["ingest"].add(time.perf_counter() - started)
+        return outcome
 
     def queue_bound(self) -> int:
-        """Most events the queue may hold now: ``queue_capacity``, or fewer once the worker's rate is
-        measured, so that no event waits longer than ``max_queue_delay_seconds`` (at that rate)."""
-        rate = self._throughput
-        if rate is None:
-            return self.settings.queue_capacity
-        by_delay = int(rate * self.settings.max_queue_delay_seconds)
-        return max(1, min(self.settings.queue_capacity, max(2 * self.settings.batch_size, by_delay)))
+        return self.gate.queue_bound()
 
-    def _fill(self, extra_events: int = 0, extra_bytes: int = 0) -> float:
-        by_count = (self._queue.qsize() + extra_events) / self.queue_bound()
-        by_bytes = (self._queued_bytes + extra_bytes) / self.settings.queue_max_bytes
-        return max(by_count, by_bytes)
-
-    def _admit(self, request: IngestRequest, new: list[bool] | StoreUnavailable, started: float) -> list[str]:
-        """Sample, enqueue and count (event loop); returns the ids to forget when the request is refused.
-
-        Sampling sheds before the queue: the admission rate falls from 1 to ``sampling_min_rate`` as
-        the queue fills towards its bound, and events that would overfill it are accepted but not
-        judged (``dropped{reason="overload"}``); only ``sampling: off`` answers a full queue with 503.
-        """
-        n_received, outcome = request.n_received, request.outcome
-        if isinstance(new, StoreUnavailable):
-            outcome.unavailable, outcome.duplicates = str(new), 0
-            self._count_ingest(n_received, outcome, new=0, dropped=request.refused, reason="store_unavailable")
-            return []
-        fresh = [event for event, is_new in zip(request.candidates.values(), new) if is_new]
-        outcome.duplicates += len(request.candidates) - len(fresh)
-
-        admitted: list[tuple[Event, float, int]] = []
-        sampled_out = shed = 0
-        admitted_bytes = 0
-        sampling = self.settings.sampling == "auto"
-        for event in fresh:
-            size = request.sizes.get(event.event_id, 0)
-            weight = self._sampler.admit(self._fill(len(admitted), admitted_bytes))
-            if weight is None:
-                sampled_out += 1
-            elif sampling and self._fill(len(admitted) + 1, admitted_bytes + size) > 1.0:
-                shed += 1  # past the bound even at the lowest rate: shed here, never queued
-            else:
-                admitted.append((event, weight, size))
-                admitted_bytes += size
-        if not sampling and admitted and self._fill(len(admitted), admitted_bytes) > 1.0:  # sampling off: push back, take nothing
-            outcome.queue_full = True
-            outcome.duplicates = 0
-            self._count_ingest(n_received, outcome, new=0, dropped=request.refused)
-            return [e.event_id for e in fresh]
-
-        for event, weight, size in admitted:
-            self._queue.put_nowait((event, weight))
-            self._sizes.append(size)
-        self._queued_bytes += admitted_bytes
-        truncated = sum(1 for e in fresh if e.truncated)
-        outcome.accepted = len(fresh) + outcome.duplicates
-        c = self.counts
-        c.sampled_out += sampled_out
-        c.processed += sampled_out + shed
-        self.metrics.sampled_out.inc(sampled_out)
-        self.metrics.processed.inc(sampled_out + shed)
-        if shed:
-            c.dropped["overload"] += shed
-            self.metrics.dropped.labels(reason="overload").inc(shed)
-        self._count_ingest(n_received, outcome, new=len(fresh), truncated=truncated)
-        self.latency["ingest"].add(time.perf_counter() - started)
-        return []
-
-    def _count_ingest(self, received: int, outcome: IngestOutcome, new: int, truncated: int = 0,
-                      dropped: int = 0, reason: str = "queue_full") -> None:
-        """The request's counts, in the service's own tallies (status, snapshots) and in Prometheus."""
-        c = self.counts
-        c.received += received
-        c.accepted += new
-        c.duplicates += outcome.duplicates
-        c.rejected += len(outcome.rejected)
-        c.truncated += truncated
-        c.dropped[reason] = c.dropped.get(reason, 0) + dropped
-        self.metrics.count_request(received, outcome, new, truncated, (reason, dropped))
-        self.metrics.queue_depth.set(self._queue.qsize())
-        self.metrics.sampling_rate.set(self.sampling_rate())
-
-    def sampling_rate(self) -> float:
-        """The admission rate at the queue's fill now (not at the last ingest: it recovers as the queue drains)."""
-        return self._sampler.rate(self._fill())
-
-    # ---------------------------------------------------------------- worker
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="monitor-worker")
+        await self.worker.start()
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Process what is queued for up to ``drain_timeout`` seconds (``shutdown_drain_seconds``), then
-        stop the worker. Events still queued then are lost with the process: counted as
-        ``dropped{reason="shutdown"}`` (and as processed, so the counts add up), never only logged."""
-        if self._task is None:
+        stop the worker; events still queued are counted as ``dropped{reason="shutdown"}``. The stop
+        listeners (final snapshot, alert delivery) run after."""
+        if not self.worker.running:
             return
-        drain_timeout = self.settings.shutdown_drain_seconds if drain_timeout is None else drain_timeout
-        deadline = time.monotonic() + drain_timeout
-        # Wait until nothing is queued and the worker holds no batch (one taken off the queue but not yet processed).
-        while (not self._queue.empty() or self._holding) and time.monotonic() < deadline and not self._task.done():
-            await asyncio.sleep(0.05)
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
-        self._executor.shutdown(wait=True)  # a batch in flight finishes: only queued events are lost
-        lost = self._queue.qsize()
-        while not self._queue.empty():
-            self._take(self._queue.get_nowait())
-        if lost:
-            log.warning("stopping with %d events unprocessed after the %.0f s drain: counted dropped{reason=\"shutdown\"}", lost, drain_timeout)
-            self.counts.dropped["shutdown"] = self.counts.dropped.get("shutdown", 0) + lost
-            self.counts.processed += lost
-            self.metrics.dropped.labels(reason="shutdown").inc(lost)
+        await self.worker.stop(self.settings.shutdown_drain_seconds if drain_timeout is None else drain_timeout)
         self._notify(self.stop_listeners)
 
     def close(self) -> None:
         """Release a service that was never started (a detector partition given up): its worker
         thread ends, its stop listeners (alert delivery) run, and its share of a shared ``metrics``
         (firing alerts, detector readings) is withdrawn: the partition's next owner exports it."""
-        self._executor.shutdown(wait=True)
+        self.worker.close()
         self._notify(self.stop_listeners)
         with self._state_lock:
             self._export_firing(CounterDict())
@@ -317,7 +158,7 @@ class MonitorService:
 
     def call_in_worker(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn`` in the worker thread, between batches (the detector role feeds judged events this way)."""
-        return self._executor.submit(fn, *args)
+        return self.worker.submit(fn, *args)
 
     @property
     def judge_version(self) -> str:
@@ -325,51 +166,7 @@ class MonitorService:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def _take(self, item: QueueItem) -> QueueItem:
-        self._queued_bytes -= self._sizes.popleft() if self._sizes else 0
-        return item
-
-    async def _next_batch(self) -> list[QueueItem]:
-        batch = [self._take(await self._queue.get())]
-        self._holding = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.batch_max_wait_ms / 1000.0
-        while len(batch) < self.settings.batch_size:
-            if not self._queue.empty():
-                batch.append(self._take(self._queue.get_nowait()))
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._take(await asyncio.wait_for(self._queue.get(), remaining)))
-            except TimeoutError:
-                break
-        return batch
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            self.metrics.queue_depth.set(self._queue.qsize())
-            busy_since = time.perf_counter()
-            try:
-                await loop.run_in_executor(self._executor, self.process_batch, batch)
-                self._measure(len(batch), time.perf_counter() - busy_since)
-            except Exception:  # process_batch isolates failures; this is a last line of defence
-                log.exception("worker batch failed unexpectedly")
-                self.metrics.worker_errors.inc()
-            finally:
-                self._holding = False
-
-    def _measure(self, n: int, seconds: float) -> None:
-        """Fold one batch into the worker's measured rate (events per busy second), which bounds the queue."""
-        if seconds <= 0:
-            return
-        rate = n / seconds
-        self._throughput = rate if self._throughput is None else 0.8 * self._throughput + 0.2 * rate
+        return self.worker.running
 
     def process_batch(self, batch: list[QueueItem]) -> list[Transition]:
         """Score, detect and alert on one batch (worker thread). Public so benchmarks can drive it."""
@@ -390,9 +187,7 @@ class MonitorService:
             readings = self.detectors.readings()
         detect_seconds = time.perf_counter() - t0
         self._export(scored, readings, transitions, detect_seconds)
-        self.counts.processed += n_items
-        if self.counts_events:
-            self.metrics.processed.inc(n_items)
+        self.counter.record(Tally(processed=n_items, judged=len(scored)))
         self.latency["batch"].add(time.perf_counter() - started)
         self._notify(self.batch_listeners, scored)
         self._notify(self.transition_listeners, transitions)
@@ -417,8 +212,7 @@ class MonitorService:
 
     def count_poison(self, n: int) -> None:
         if n:
-            self.counts.dropped["poison"] += n
-            self.metrics.dropped.labels(reason="poison").inc(n)
+            self.counter.record(Tally(dropped={"poison": n}))
 
     def _observe_stage_times(self, times: StageTimes, n: int) -> None:
         self.latency["embed"].add(times.embed)
@@ -473,7 +267,6 @@ class MonitorService:
             if v.refused is not None:
                 prompt = "unsafe" if v.prompt_flagged else "safe"
                 self._child(m.refusals, model, route, prompt, str(v.refused).lower()).inc(s.weight)
-        self.counts.judged += len(scored)
         if self.event_time is not None and self.counts_events:
             m.event_time.set(self.event_time)
         m.stage_seconds.labels(stage="detect").observe(detect_seconds)
@@ -526,7 +319,7 @@ class MonitorService:
             return {
                 "detectors": self.detectors.state_dict(),
                 "alerts": self.alert_engine.state_dict(),
-                "counts": asdict(self.counts),
+                "counts": self.counts.to_dict(),
                 "event_time": self.event_time,
                 "judge_version": self.scorer.judge.version,
                 "embedding": dict(self.embedding),
@@ -559,13 +352,6 @@ class MonitorService:
                     saved_embedding.get("model"), saved_embedding.get("backend"), self.embedding["model"], self.embedding["backend"],
                     ", ".join(refit),
                 )
-        saved = {k: v for k, v in state["counts"].items() if k in Counts.__dataclass_fields__}
-        counts = Counts(**{**saved, "dropped": {**Counts().dropped, **saved.get("dropped", {})}})
-        lost = counts.accepted - counts.processed
-        if lost > 0:
-            counts.dropped["restart"] = counts.dropped.get("restart", 0) + lost
-            counts.processed += lost
-            self.metrics.dropped.labels(reason="restart").inc(lost)
         with self._state_lock:
             self.detectors.load_state_dict({k: v for k, v in state["detectors"].items() if k not in refit})
             self.alert_engine.load_state_dict(state["alerts"])
@@ -578,7 +364,12 @@ class MonitorService:
             for t in refitted:
                 t.alert.summary += f" (resolved: reference refitted, embeddings now come from backend {self.embedding['backend']})"
             self._export_transitions(refitted)
-            self.counts = counts
+            self.counts.load_dict(state["counts"])
+            lost = self.counts.accepted - self.counts.processed
+            if lost > 0:
+                self.counts.record(Tally(processed=lost, dropped={"restart": lost}))
+                if self.counts_events:  # this process's Prometheus counters never saw them accepted: only the loss
+                    self.metrics.record(Tally(dropped={"restart": lost}))
             self.event_time = state["event_time"]
             for name, part_state in state.get("components", {}).items():
                 if name in self.stateful and name not in refit:
@@ -595,9 +386,10 @@ class MonitorService:
     # ---------------------------------------------------------------- feedback (API)
     def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:
         """Match labels against judged events; returns counts by status and labels the detector refused."""
-        detector = self.detectors.get(FeedbackDisagreementDetector.name)
-        if not isinstance(detector, FeedbackDisagreementDetector):
+        sinks = self.detectors.having(FeedbackSink)
+        if not sinks:
             raise LookupError("feedback: the feedback_disagreement detector is not configured")
+        detector = sinks[0]
         statuses = dict.fromkeys(STATUSES, 0)
         invalid: list[Rejection] = []
         conditions = []
@@ -665,24 +457,16 @@ class MonitorService:
         return None
 
     def status(self) -> dict[str, Any]:
-        c = self.counts
+        gate = self.gate
         return {
-            "received": c.received,
-            "accepted": c.accepted,
-            "duplicates": c.duplicates,
-            "rejected": c.rejected,
-            "processed": c.processed,
-            "judged": c.judged,
-            "sampled_out": c.sampled_out,
-            "truncated": c.truncated,
-            "dropped": dict(c.dropped),
-            "queue_depth": self._queue.qsize(),
+            **self.counts.to_dict(),
+            "queue_depth": gate.depth(),
             "queue_capacity": self.settings.queue_capacity,
-            "queue_bound": self.queue_bound(),
-            "queue_bytes": self._queued_bytes,
-            "worker_events_per_second": round(self._throughput, 2) if self._throughput is not None else None,
+            "queue_bound": gate.queue_bound(),
+            "queue_bytes": gate.queued_bytes,
+            "worker_events_per_second": round(gate.drain_rate, 2) if gate.drain_rate is not None else None,
             "sampling": self.settings.sampling,
-            "sampling_rate": self.sampling_rate(),
+            "sampling_rate": gate.sampling_rate(),
             "event_time": self.event_time,
             "judge_version": self.scorer.judge.version,
             "embedding_backend": self.embedding["backend"],

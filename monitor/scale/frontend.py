@@ -28,6 +28,7 @@ from monitor.backend import NotReady
 from monitor.config import Settings
 from monitor.drift.feedback_disagreement import FeedbackDisagreementDetector
 from monitor.export.metrics import MonitorMetrics
+from monitor.ingest.counts import IngestCounter, Tally
 from monitor.ingest.parsing import ParsedBody
 from monitor.ingest.request import IngestOutcome, IngestRequest
 from monitor.scale.feedback import FeedbackForwarder
@@ -79,6 +80,8 @@ class StreamFrontend(PublishedReads):
         self.feedback = forwarder(settings, client)
         self.metrics.queue_capacity.set(settings.queue_capacity)
         self.metrics.sampling_rate.set(1.0)
+        self.metrics.watch_queue(self.published.watched_backlog())
+        self.counter = IngestCounter(self.metrics, SharedCounts(client, self.keys))
 
     # ---------------------------------------------------------------- ingest
     async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
@@ -95,31 +98,17 @@ class StreamFrontend(PublishedReads):
             reply = self._ingest(keys=[self.keys.events], args=args) if candidates else [1]
         except UNAVAILABLE_ERRORS as exc:
             outcome.unavailable, outcome.duplicates = f"redis: appending events failed: {type(exc).__name__}: {exc}", 0
-            self._count(received, outcome, new=0, truncated=0, dropped=("store_unavailable", request.refused))
+            self.counter.record(Tally.of_request(received, outcome, 0, refused=("store_unavailable", request.refused)))
             return outcome
         if reply[0] == 0:
             outcome.queue_full, outcome.duplicates = True, 0
-            self._count(received, outcome, new=0, truncated=0, dropped=("queue_full", request.refused))
+            self.counter.record(Tally.of_request(received, outcome, 0, refused=("queue_full", request.refused)))
             return outcome
         appended = [e for e, flag in zip(candidates.values(), reply[1:]) if flag]
         outcome.duplicates += len(candidates) - len(appended)
         outcome.accepted = len(appended) + outcome.duplicates
-        self._count(received, outcome, new=len(appended), truncated=sum(e.truncated for e in appended), dropped=None)
+        self.counter.record(Tally.of_request(received, outcome, len(appended), truncated=sum(e.truncated for e in appended)))
         return outcome
-
-    def _count(self, received: int, outcome: IngestOutcome, new: int, truncated: int, dropped: tuple[str, int] | None) -> None:
-        self.metrics.count_request(received, outcome, new, truncated, dropped)
-        if dropped is not None:
-            return  # Redis refused or is down: the shared counters need not (cannot) hear of it
-        values = dict(zip(COUNTERS, (received, new, outcome.duplicates, len(outcome.rejected), truncated)))
-        pipe = self.client.pipeline(transaction=False)
-        for name, value in values.items():
-            if value:
-                pipe.hincrby(self.keys.counts, name, value)
-        try:
-            pipe.execute()
-        except UNAVAILABLE_ERRORS:
-            pass  # the events are in; only the shared counters miss this request
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -138,9 +127,7 @@ class StreamFrontend(PublishedReads):
         return self.published.owners()[0].get("judge_version") or "unknown (no detector owner yet)"
 
     def status(self) -> dict[str, Any]:
-        status = {"role": self.role, **self.published.status()}
-        self.metrics.queue_depth.set(status["queue_depth"])
-        return status
+        return {"role": self.role, **self.published.status()}
 
     # ---------------------------------------------------------------- detector-only features
     def _detector_only(self, what: str) -> NotReady:
@@ -151,6 +138,26 @@ class StreamFrontend(PublishedReads):
 
     def find_cluster(self, cluster_id: str, raw: bool = False) -> Any:
         raise self._detector_only("/v1/clusters")
+
+
+class SharedCounts:
+    """The ingest counts every api replica adds to in Redis (``/v1/status`` reads their sum)."""
+
+    def __init__(self, client: redis.Redis, keys: StreamKeys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def record(self, tally: Tally) -> None:
+        if tally.refused:
+            return  # Redis refused or is down: the shared counters need not (cannot) hear of it
+        pipe = self.client.pipeline(transaction=False)
+        for name in COUNTERS:
+            if getattr(tally, name):
+                pipe.hincrby(self.keys.counts, name, getattr(tally, name))
+        try:
+            pipe.execute()
+        except UNAVAILABLE_ERRORS:
+            pass  # the events are in; only the shared counters miss this request
 
 
 def forwarder(settings: Settings, client: redis.Redis) -> FeedbackForwarder:

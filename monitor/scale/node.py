@@ -97,6 +97,7 @@ class DetectorNode(PublishedReads):
         self.metrics.judge_info.labels(judge_version=judge_version).set(1)
         self.judge_version = judge_version
         self.published = PublishedState(client, self.keys, self.partitions, settings.queue_capacity)
+        self.metrics.watch_queue(self.published.watched_backlog(), lambda: 1.0)
         self.feedback = forwarder(settings, client)
         self._make_service = make_service
         self._ttl_ms = int(settings.lease_ttl_seconds * 1000)

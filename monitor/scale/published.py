@@ -47,6 +47,23 @@ class PublishedState:
         raw = self._read("detector status", lambda: self.client.mget([p.status for p in self.partitions]))
         return [json.loads(data) if data else {} for data in raw]
 
+    def backlog(self) -> int:
+        """Events in the stream not yet trimmed (``XLEN``): the scale-out queue depth."""
+        return int(self._read("backlog", lambda: self.client.xlen(self.keys.events)))
+
+    def watched_backlog(self) -> Callable[[], float]:
+        """:meth:`backlog` for a scrape-time gauge: while Redis is down a scrape shows the last value read."""
+        last = [0.0]
+
+        def read() -> float:
+            try:
+                last[0] = float(self.backlog())
+            except StoreUnavailable:
+                pass
+            return last[0]
+
+        return read
+
     def status(self) -> dict[str, Any]:
         def read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
+from monitor.ingest.dedup import IdsUnavailable
 
-class StoreUnavailable(Exception):
+
+class StoreUnavailable(IdsUnavailable):
     """The backend cannot be reached right now. Callers answer 503 and retry; nothing is half-done."""
 
 

@@ -62,6 +62,8 @@ _NUMERIC = {
     "response_chars": np.int32,
     "has_response": np.bool_,
 }
+# The judge's outputs a report compares (names from ``Verdict.outputs``; a new judge output is one more line above).
+VERDICT_COLUMNS = ("prompt_unsafe", "prompt_flagged", "response_unsafe", "response_flagged", "refusal", "refused")
 _OBJECT = ("event_id", "category", "model", "route", "prompt_text", "response_text")
 _EMBEDDING = ("prompt_embedding", "response_embedding")
 
@@ -210,12 +212,9 @@ class WindowReservoir:
         num = w.numeric
         num["timestamp"][i] = e.timestamp
         num["weight"][i] = s.weight
-        num["prompt_unsafe"][i] = v.prompt_unsafe
-        num["prompt_flagged"][i] = float(v.prompt_flagged)
-        num["response_unsafe"][i] = v.response_unsafe if v.response_unsafe is not None else nan
-        num["response_flagged"][i] = float(v.response_flagged) if v.response_flagged is not None else nan
-        num["refusal"][i] = v.refusal if v.refusal is not None else nan
-        num["refused"][i] = float(v.refused) if v.refused is not None else nan
+        outputs = v.outputs()
+        for name in VERDICT_COLUMNS:
+            num[name][i] = outputs.get(name, nan)
         num["prompt_chars"][i] = len(e.prompt)
         num["response_chars"][i] = len(e.response) if e.response is not None else -1
         num["has_response"][i] = has_response

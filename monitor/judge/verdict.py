@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
@@ -31,6 +32,9 @@ class Verdict:
     - ``uncertainty``: how close the prompt and response decisions are to flipping (1 at a threshold,
       0 far from every threshold; see :func:`monitor.judge.calibration.uncertainty`); None when the
       judge does not say.
+    - ``extra``: further outputs by name (a new head's probability). A judge adds one here without
+      touching any other constructor; it travels with the verdict (scale-out streams, listeners),
+      and :meth:`outputs` lists it beside the built-in ones for consumers that read outputs by name.
     """
 
     judge_version: str
@@ -44,10 +48,21 @@ class Verdict:
     refused: bool | None = None
     categories: tuple[str, ...] = field(default=())
     uncertainty: float | None = None
+    extra: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def has_response(self) -> bool:
         return self.response_unsafe is not None
+
+    def outputs(self) -> dict[str, float]:
+        """Every scalar output by name, decisions as 0/1 and NaN where the judge said nothing.
+
+        >>> v = Verdict("j", "safe", {}, 0.2, False, extra={"toxicity": 0.7})
+        >>> {k: v.outputs()[k] for k in ("prompt_unsafe", "prompt_flagged", "toxicity")}
+        {'prompt_unsafe': 0.2, 'prompt_flagged': 0.0, 'toxicity': 0.7}
+        """
+        out = {name: math.nan if getattr(self, name) is None else float(getattr(self, name)) for name in SCALAR_OUTPUTS}
+        return {**out, **{name: float(value) for name, value in self.extra.items()}}
 
     @classmethod
     def at_half(
@@ -81,6 +96,9 @@ class Verdict:
             refused=None if refusal is None else refusal >= 0.5,
             categories=categories,
         )
+
+
+SCALAR_OUTPUTS = ("prompt_unsafe", "prompt_flagged", "response_unsafe", "response_flagged", "refusal", "refused", "uncertainty")
 
 
 @runtime_checkable

@@ -434,6 +434,12 @@ class Settings(BaseSettings):
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("monitor_config_file", default=None)
 
 
+def default(name: str) -> Any:
+    """The default of setting ``name``: constructors that a setting configures take their default
+    from here, so each default is written once (in :class:`Settings`)."""
+    return Settings.model_fields[name].default
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from an optional YAML file (else ``MONITOR_CONFIG``) plus env vars and explicit overrides."""
     token = _CONFIG_FILE.set(config_file)

@@ -65,8 +65,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from scipy.stats import beta
 
-from monitor.signals import Condition, Severity
-from monitor.signals import Reading
+from monitor.config import default
+from monitor.signals import Condition, Reading, Severity
 from monitor.drift.bernoulli_cusum import calibrate_threshold, llr_steps, neutral_rate, odds_shift
 from monitor.drift.rate_change import wilson_interval
 from monitor.drift.reference import ShareKeys, ShareReference, ShareWarmUp, UNSAFE, rows_by_scope
@@ -312,12 +312,12 @@ class CategoryShareDetector:
         self,
         categories: Sequence[str] | None = None,
         *,
-        warmup_events: int = 20_000,
+        warmup_events: int = default("share_warmup_events"),
         reference: ShareReference | None = None,
-        expected_run_time: float = 125_000,
-        ratio: float = 2.0,
+        expected_run_time: float = default("share_expected_run_time"),
+        ratio: float = default("share_shift_ratio"),
         drop_budget: float = 0.1,
-        share_weighting: float = 0.5,
+        share_weighting: float = default("share_weighting"),
         max_scopes: int = 64,
     ) -> None:
         if categories is None:

@@ -39,8 +39,8 @@ from typing import Any, Sequence
 import numpy as np
 from river.drift import ADWIN
 
-from monitor.signals import Condition
-from monitor.signals import Reading
+from monitor.config import default
+from monitor.signals import Condition, Reading
 from monitor.drift.rate_change import wilson_interval
 from monitor.drift.reference import ShareKeys, ShareReference, ShareWarmUp, rows_by_scope
 from monitor.events import ScoredEvent
@@ -81,8 +81,8 @@ class AdwinShareDetector:
         self,
         categories: Sequence[str] | None = None,
         *,
-        delta: float = 0.002,
-        warmup_events: int = 20_000,
+        delta: float = default("adwin_delta"),
+        warmup_events: int = default("share_warmup_events"),
         reference: ShareReference | None = None,
         max_scopes: int = 64,
     ) -> None:

@@ -46,8 +46,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from monitor.signals import Condition
-from monitor.signals import Reading
+from monitor.config import default
+from monitor.signals import Condition, Reading
 from monitor.drift.reference import rows_by_scope
 from monitor.events import ScoredEvent
 
@@ -216,12 +216,12 @@ class EmbeddingMMDDetector:
     def __init__(
         self,
         *,
-        reference_events: int = 3_000,
-        window_events: int = 500,
+        reference_events: int = default("embedding_reference_events"),
+        window_events: int = default("embedding_window_events"),
         block_events: int = 25,
         pca_dims: int = 24,
         features: int = 128,
-        expected_run_time: float = 200_000,
+        expected_run_time: float = default("embedding_expected_run_time"),
         resolve_quantile: float = 0.9,
         bootstrap_streams: int = 1_000,
         bootstrap_tests: int = 200,

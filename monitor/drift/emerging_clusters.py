@@ -70,8 +70,8 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from monitor.signals import Condition
-from monitor.signals import Reading
+from monitor.config import default
+from monitor.signals import Condition, Reading
 from monitor.drift.density_gate import DensityGate, RecentWindow, ReferenceDensity
 from monitor.drift.keywords import class_tfidf_keywords
 from monitor.drift.known_regions import KnownRegions, unit_rows
@@ -219,8 +219,8 @@ class EmergingClusterSettings:
     the few an operator tunes (reference, calibration, minimum share, cluster count).
     """
 
-    reference_events: int = 20_000
-    calibration_events: int = 5000
+    reference_events: int = default("emerging_reference_events")
+    calibration_events: int = default("emerging_calibration_events")
     n_components: int = 384
     uncertain_min: float = 0.3
     gate_components: int = 128
@@ -237,14 +237,14 @@ class EmergingClusterSettings:
     link_similarity: float = 0.2
     join_similarity: float = 0.35
     min_cluster_size: int = 5
-    max_clusters: int = 32
+    max_clusters: int = default("emerging_max_clusters")
     max_exemplars: int = 10
     max_text_chars: int = 300
     window_events: float = 1000.0
     baseline_events: float = 10000.0
     min_growth: float = 2.0
     min_recent: float = 4.0
-    min_share: float = 0.003
+    min_share: float = default("emerging_min_share")
     share_margin: float = 1.5
     resolve_ratio: float = 0.5
     rate_window_seconds: float = 3600.0

@@ -33,8 +33,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
-from monitor.signals import Condition
-from monitor.signals import Reading
+from monitor.config import default
+from monitor.signals import Condition, Reading
 from monitor.drift.rate_change import RateChange, RateChangeConfig
 from monitor.events import ScoredEvent
 from monitor.taxonomy import SAFE
@@ -142,9 +142,9 @@ class FeedbackDisagreementDetector:
         self,
         categories: Iterable[str],
         *,
-        memory: int = 100_000,
+        memory: int = default("feedback_memory"),
         config: RateChangeConfig = RateChangeConfig(),
-        max_source_share: float = 1.0,
+        max_source_share: float = default("feedback_max_source_share"),
         share_warmup: int | None = None,
     ) -> None:
         if not isinstance(memory, int) or memory < 1:

@@ -46,8 +46,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
-from monitor.signals import Condition, Severity
-from monitor.signals import Reading
+from monitor.config import default
+from monitor.signals import Condition, Reading, Severity
 from monitor.drift.bernoulli_cusum import average_run_length, llr_steps, odds_shift
 from monitor.events import ScoredEvent
 
@@ -218,9 +218,9 @@ class RateChangeConfig:
         Width of the Wilson bound that guards against an underestimated reference.
     """
 
-    warmup: int = 1000
-    arl: float = 1_000_000
-    ratio: float = 1.5
+    warmup: int = default("concept_warmup_trials")
+    arl: float = default("concept_arl_trials")
+    ratio: float = default("concept_shift_ratio")
     reference_z: float = 3.0
 
     def __post_init__(self) -> None:

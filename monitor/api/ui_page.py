@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from monitor.alerts.engine import Alert
-from monitor.drift.category_share import CategoryShareDetector
+from monitor.drift.base import CategoryReferences
 from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.service import MonitorService
 from monitor.triage.console import Triage
@@ -129,8 +129,8 @@ def _cluster_scopes(suite: DetectorSuite) -> list[str]:
 def shares(service: MonitorService, triage: Triage) -> list[dict[str, Any]]:
     """Per scope and key: the reference share (category_share's warm-up) against the share among recent events."""
     def read(suite: DetectorSuite) -> dict[str, dict[str, float]]:
-        detector = suite.get(CategoryShareDetector.name)
-        return detector.references() if isinstance(detector, CategoryShareDetector) else {}
+        found = suite.having(CategoryReferences)
+        return found[0].references() if found else {}
 
     references = service.read_detectors(read)
     current = triage.recent.shares()

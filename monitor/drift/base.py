@@ -45,3 +45,43 @@ class ClusterQueries(Protocol):
     def clusters(self, scope: str, raw: bool = False) -> Any: ...
 
     def cluster(self, cluster_id: str, scope: str, raw: bool = False) -> Any: ...
+
+
+# Capabilities beyond the Detector protocol. The service, the triage console and the UI find
+# detectors by these, never by class, so a second detector with the same capability serves the
+# same routes and actions. Callers hold the service's state lock.
+
+
+@runtime_checkable
+class ClusterLabels(Protocol):
+    """Clusters a reviewer can name: a labelled region is known from then on (no more alerts)."""
+
+    def label_cluster(self, cluster_id: str, label: str, explained: bool = False) -> list[Condition]: ...
+
+    def forget_explained(self, label: str) -> None: ...
+
+
+@runtime_checkable
+class CategoryReferences(Protocol):
+    """Keeps a reference share per category: learns a reviewer's new category, shows its references."""
+
+    def add_category(self, key: str) -> bool: ...
+
+    def references(self) -> dict[str, dict[str, float]]: ...
+
+
+@runtime_checkable
+class Resettable(Protocol):
+    """Restarts one key's test (after a reviewer dismissed its alert as a false alarm), so the
+    evidence it already had does not fire it again."""
+
+    alert_kind: str
+
+    def reset(self, scope: str, key: str) -> bool: ...
+
+
+@runtime_checkable
+class FeedbackSink(Protocol):
+    """Takes ground-truth labels (``/v1/feedback``); returns the label's status and any conditions."""
+
+    def observe(self, feedback: Any) -> tuple[str, list[Condition]]: ...

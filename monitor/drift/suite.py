@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from monitor.drift.base import ClusterQueries, Detector
 from monitor.events import ScoredEvent
 from monitor.signals import Condition, Reading
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")
 
 
 class DetectorSuite:
@@ -26,6 +27,10 @@ class DetectorSuite:
 
     def get(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
+
+    def having(self, capability: type[C]) -> list[C]:
+        """The detectors with ``capability`` (a runtime-checkable Protocol of :mod:`monitor.drift.base`)."""
+        return [d for d in self.detectors if isinstance(d, capability)]  # type: ignore[misc]
 
     def cluster_queries(self) -> ClusterQueries | None:
         """The detector that answers cluster queries, if one runs."""

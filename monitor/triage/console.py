@@ -27,9 +27,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 from monitor.signals import Condition
 from monitor.alerts.engine import Alert, Transition
-from monitor.drift.emerging_clusters import KIND as EMERGING_KIND, ClusterSummary, EmergingClusterDetector
+from monitor.drift.base import CategoryReferences, ClusterLabels, Resettable
+from monitor.drift.emerging_clusters import KIND as EMERGING_KIND, ClusterSummary
 from monitor.config import Settings
-from monitor.drift.category_share import CategoryShareDetector
 from monitor.drift.suite import DetectorSuite
 from monitor.export.metrics import MonitorMetrics
 from monitor.taxonomy import SAFE
@@ -214,9 +214,9 @@ class Triage:
     def _dismiss(self, alert: Alert, who: str) -> list[Condition]:
         """The condition that resolves ``alert`` now (state lock held); the category-share detector first
         restarts the key's test, so a false alarm does not fire again on the evidence it already had."""
-        share = self.host.detectors.get(CategoryShareDetector.name)
-        if alert.kind == CategoryShareDetector.name and isinstance(share, CategoryShareDetector):
-            share.reset(alert.scope, alert.key)
+        for detector in self.host.detectors.having(Resettable):
+            if detector.alert_kind == alert.kind:
+                detector.reset(alert.scope, alert.key)
         at = self.host.event_time if self.host.event_time is not None else alert.updated_at
         return [Condition(alert.kind, alert.scope, alert.key, False, at, alert.severity, f"resolved as a false alarm by {who}")]
 
@@ -258,21 +258,21 @@ class Triage:
         old_version = self.judge.version
         self.judge.install(state.model, list(state.categories))
         learned = set(state.categories)
-        emerging = self.host.detectors.get(EmergingClusterDetector.name)
-        share = self.host.detectors.get(CategoryShareDetector.name)
+        labelling = self.host.detectors.having(ClusterLabels)
+        references = self.host.detectors.having(CategoryReferences)
         fresh = {k: v for k, v in state.clusters.items() if relabel_clusters or previous.clusters.get(k) != v}
 
         def change() -> list[Condition]:
             out: list[Condition] = []
-            if isinstance(share, CategoryShareDetector):
+            for share in references:
                 for name in learned:
                     share.add_category(name)
-            if isinstance(emerging, EmergingClusterDetector):
+            for clusters in labelling:
                 for name in set(previous.categories) - learned:
-                    emerging.forget_explained(name)
+                    clusters.forget_explained(name)
                 for cluster_id, label in fresh.items():
                     try:
-                        out += emerging.label_cluster(cluster_id, label, explained=label in learned)
+                        out += clusters.label_cluster(cluster_id, label, explained=label in learned)
                     except KeyError:
                         pass  # evicted, or not formed yet after a restart: nothing left to resolve
             return out

@@ -188,8 +188,7 @@ class DetectorOwner:
             raise SnapshotError(f"snapshot: taken for partition {taken[0]} of {taken[1]}, this is partition {self.partition} of {self.partitions}")
         self.service.load_state_dict(state)
         self._recent = RecentIds(self._recent.capacity)
-        for event_id in state.get("recent_ids", ()):
-            self._recent.add(event_id)
+        self._recent.extend(state.get("recent_ids", ()))
         self._last_entry = tuple(state.get("last_entry", (0, 0)))  # type: ignore[assignment]
         self._last_feedback = tuple(state.get("last_feedback", (0, 0)))  # type: ignore[assignment]
         self.redelivered = state.get("redelivered", 0)
@@ -303,7 +302,7 @@ class DetectorOwner:
     def _state(self) -> dict[str, Any]:
         return {
             **self.service.state_dict(),
-            "recent_ids": list(self._recent),
+            "recent_ids": self._recent.hashes(),
             "last_entry": self._last_entry,
             "last_feedback": self._last_feedback,
             "partition": self.partition,

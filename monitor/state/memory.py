@@ -1,7 +1,7 @@
 """The default backend: state in this process only (one replica; a restart starts empty).
 
-Dedup is bounded by count: the ``dedup_capacity`` most recent ids are remembered (see
-:class:`~monitor.ingest.dedup.RecentIds`). Snapshots live in a dict, so a service rebuilt in the
+Dedup remembers the ``dedup_capacity`` most recent ids in memory taken whole at start (40 to 72
+bytes per id, whatever the ids' lengths; see :class:`~monitor.ingest.dedup.RecentIds`). Snapshots live in a dict, so a service rebuilt in the
 same process (tests, benchmarks, the embedded demo) restores from them.
 
 >>> store = MemoryStateStore(dedup_capacity=100)

@@ -15,7 +15,9 @@ class Event:
     """One prompt/response pair as the pipeline sees it, after validation and normalisation.
 
     ``timestamp`` is event time in epoch seconds (the gateway's, or arrival time when absent):
-    every window and rate downstream is driven by it, never by the wall clock.
+    every window and rate downstream is driven by it, never by the wall clock. ``sender`` is the
+    name of the ingest token that sent it ("" without authentication): ids are unique per sender
+    (:attr:`key`), so one client cannot make another's event a duplicate by sending its id first.
     """
 
     event_id: str
@@ -27,6 +29,16 @@ class Event:
     labels: dict[str, str] = field(default_factory=dict)
     metadata: Any = None
     truncated: bool = False
+    sender: str = ""
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: ``sender:event_id`` (token names hold no ``:``), the id alone without a sender.
+
+        >>> Event("req-1", 0.0, "hi", sender="gateway").key, Event("req-1", 0.0, "hi").key
+        ('gateway:req-1', 'req-1')
+        """
+        return f"{self.sender}:{self.event_id}" if self.sender else self.event_id
 
 
 @dataclass(slots=True)

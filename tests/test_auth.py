@@ -145,6 +145,22 @@ def test_feedback_source_is_the_token_name(server):
     assert set(server.app.state.feedback_limiter._buckets) == {NAMES["admin"]}
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/events", lambda i: {"event_id": i, "prompt": "namespaced ids hello"}),
+    ("/v1/ingest/litellm", lambda i: {"id": i, "call_type": "completion", "messages": "namespaced ids hi"}),
+])
+def test_event_ids_are_namespaced_per_ingest_token(server, path, body):
+    """Another client sending the gateway's id first does not make the gateway's event a duplicate;
+    each sender's own resend still is one."""
+    event_id = f"gw-req-42{path}"
+    first = call(server, "POST", path, body(event_id), SECRETS["admin"])  # admin may ingest: another sender
+    assert first.status_code == 202 and first.json()["duplicates"] == 0
+    gateway = call(server, "POST", path, body(event_id), SECRETS["ingest"])
+    assert gateway.status_code == 202 and (gateway.json()["accepted"], gateway.json()["duplicates"]) == (1, 0)
+    again = call(server, "POST", path, body(event_id), SECRETS["ingest"])
+    assert again.json()["duplicates"] == 1
+
+
 def test_secrets_never_in_status_logs_or_help(server, logs):
     status = call(server, "GET", "/v1/status", None, SECRETS["read"]).text
     joined = "\n".join(logs.lines)

@@ -84,10 +84,11 @@ def _inflate(body: bytes, max_bytes: int, wbits: int) -> bytes:
     return out
 
 
-async def submit(service: MonitorBackend, adapted: Adapted, arrival: float, source: str) -> IngestOutcome:
-    """Ingest the adapted events; count redacted and ignored items once the request is taken."""
+async def submit(service: MonitorBackend, adapted: Adapted, arrival: float, source: str, sender: str) -> IngestOutcome:
+    """Ingest the adapted events (ids namespaced by ``sender``, the ingest token's name); count
+    redacted and ignored items of integration ``source`` once the request is taken."""
     started = time.perf_counter()
-    outcome = await service.ingest_async(adapted.parsed_body(), arrival) if adapted.events or adapted.rejected else IngestOutcome()
+    outcome = await service.ingest_async(adapted.parsed_body(), arrival, sender) if adapted.events or adapted.rejected else IngestOutcome()
     if busy(outcome) is None:
         service.metrics.events_redacted.labels(source=source).inc(adapted.redacted)
         service.metrics.items_ignored.labels(source=source).inc(adapted.ignored)

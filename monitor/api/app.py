@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection
-from monitor.api.auth import AuthError, Authenticator, require, require_unless_open
+from monitor.api.auth import AuthError, Authenticator, require, require_unless_open, sender
 from monitor.api.deps import error_response, get_service
 from monitor.backend import MonitorBackend, NotReady
 from monitor.api.responses import AUTH, BODY, IngestOut, errors
@@ -153,9 +153,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
         if not parsed.events:
             message = rejected[0]["error"] if parsed.single else "events: every event in the batch is invalid"
-            await service.ingest_async(parsed, arrival)  # still counted as received/rejected
+            await service.ingest_async(parsed, arrival, sender(request))  # still counted as received/rejected
             return error_response(422, message, rejected=rejected)
-        outcome = await service.ingest_async(parsed, arrival)
+        outcome = await service.ingest_async(parsed, arrival, sender(request))
         service.metrics.ingest_seconds.observe(time.perf_counter() - started)
         busy = busy_response(outcome, settings.retry_after_seconds)
         if busy is not None:

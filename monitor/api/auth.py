@@ -223,6 +223,13 @@ def require(scope: Scope) -> Callable[..., Any]:
     return dependency
 
 
+def sender(request: Request) -> str:
+    """The name of the token that sent an ingest request, which namespaces its event ids ("" when
+    authentication is off: one namespace, as before tokens)."""
+    principal = getattr(request.state, "principal", None)
+    return "" if principal is None or principal is ANONYMOUS else principal.name
+
+
 def require_unless_open(endpoint: str) -> Callable[..., Any]:
     """For probes (healthz, readyz, metrics): open while ``endpoint`` is in ``open_endpoints``, else scope ``read``."""
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection, submit
-from monitor.api.auth import require
+from monitor.api.auth import require, sender
 from monitor.api.deps import error_response, get_service
 from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
@@ -88,7 +88,7 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
     except BodyError as exc:
         return error_response(exc.status, exc.message)
     adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt).adapt(items, single=single)
-    outcome = await submit(service, adapted, arrival, source="litellm")
+    outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
     rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]
     if not adapted.events and adapted.rejected:
         message = rejected[0]["error"] if single else "items: every LiteLLM payload in the batch is invalid"

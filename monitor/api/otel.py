@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, submit
-from monitor.api.auth import require
+from monitor.api.auth import require, sender
 from monitor.api.deps import error_response, get_service
 from monitor.api.responses import AUTH, BODY, errors
 from monitor.ingest.parsing import BodyError, media_type
@@ -75,7 +75,7 @@ async def receive_traces(request: Request, service: MonitorBackend = Depends(get
         return error_response(
             413, f"spans: {llm_spans} LLM spans in one request exceed the limit of {settings.max_events_per_request}; lower the exporter's batch size"
         )
-    outcome = await submit(service, adapted, arrival, source="otel")
+    outcome = await submit(service, adapted, arrival, source="otel", sender=sender(request))
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy

@@ -45,20 +45,20 @@ class IngestGate:
         self.drain_rate: float | None = None  # events/s the worker takes while busy (EWMA); None until measured
 
     # ---------------------------------------------------------------- admission (event loop)
-    def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        """Screen, deduplicate, admit. With an in-memory id store nothing here blocks."""
-        request = IngestRequest.screen(parsed, arrival_time, self.settings)
+    def ingest(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
+        """Screen, deduplicate (per ``sender``), admit. With an in-memory id store nothing here blocks."""
+        request = IngestRequest.screen(parsed, arrival_time, self.settings, sender)
         discard = self._admit(request, self._remember(request))
         if discard:
             self._forget(discard)
         return request.outcome
 
-    async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+    async def ingest_async(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
         """:meth:`ingest` with the id store's calls in a worker thread (Redis: a slow or paused server
         must not hold up ``/healthz`` and other requests); the queue and counts stay on the loop."""
         if self.ids.backend == "memory":
-            return self.ingest(parsed, arrival_time)
-        request = IngestRequest.screen(parsed, arrival_time, self.settings)
+            return self.ingest(parsed, arrival_time, sender)
+        request = IngestRequest.screen(parsed, arrival_time, self.settings, sender)
         discard = self._admit(request, await asyncio.to_thread(self._remember, request))
         if discard:
             await asyncio.to_thread(self._forget, discard)
@@ -92,7 +92,7 @@ class IngestGate:
         admitted_bytes = 0
         sampling = self.settings.sampling == "auto"
         for event in fresh:
-            size = request.sizes.get(event.event_id, 0)
+            size = request.sizes.get(event.key, 0)
             weight = self._sampler.admit(self._fill(len(admitted), admitted_bytes))
             if weight is None:
                 sampled_out += 1
@@ -105,7 +105,7 @@ class IngestGate:
             outcome.queue_full = True
             outcome.duplicates = 0
             self.counter.record(Tally.of_request(n_received, outcome, 0, refused=("queue_full", request.refused)))
-            return [e.event_id for e in fresh]
+            return [e.key for e in fresh]
 
         for event, weight, size in admitted:
             self._queue.put_nowait((event, weight))

@@ -10,7 +10,7 @@ from monitor.events import Event
 from monitor.ingest.schema import EventIn
 
 
-def to_event(item: EventIn, arrival_time: float, max_text_chars: int) -> Event:
+def to_event(item: EventIn, arrival_time: float, max_text_chars: int, sender: str = "") -> Event:
     """Fill defaults (id, arrival time) and truncate over-long texts, remembering that we did."""
     prompt = item.prompt_text() or ""
     response = item.response_text()
@@ -25,6 +25,7 @@ def to_event(item: EventIn, arrival_time: float, max_text_chars: int) -> Event:
         labels=dict(item.labels),
         metadata=item.metadata,
         truncated=truncated,
+        sender=sender,
     )
 
 

@@ -29,29 +29,29 @@ class IngestRequest:
 
     n_received: int
     outcome: IngestOutcome
-    candidates: dict[str, Event]
-    sizes: dict[str, int] = field(default_factory=dict)  # event id -> bytes (normalize.event_sizes)
+    candidates: dict[str, Event]  # by idempotency key (Event.key)
+    sizes: dict[str, int] = field(default_factory=dict)  # key -> bytes (normalize.event_sizes)
 
     @classmethod
-    def screen(cls, parsed: ParsedBody, arrival_time: float, settings: Settings) -> IngestRequest:
+    def screen(cls, parsed: ParsedBody, arrival_time: float, settings: Settings, sender: str = "") -> IngestRequest:
         """The checks every ingest path makes before any state is touched: stamps too far in the
         future and events over ``max_event_bytes`` become rejections, repeats within the request
-        become duplicates."""
+        become duplicates. ``sender``: the ingest token's name, which namespaces the ids."""
         n_received = len(parsed.events) + len(parsed.rejected)
         parsed = reject_future(parsed, arrival_time + settings.max_future_skew_seconds)
         outcome = IngestOutcome(rejected=list(parsed.rejected))
         candidates: dict[str, Event] = {}
         sizes: dict[str, int] = {}
         for index, item in parsed.events:
-            event = to_event(item, arrival_time, settings.max_text_chars)
+            event = to_event(item, arrival_time, settings.max_text_chars, sender)
             size, error = oversize(event, settings.max_event_bytes)
             if error is not None:
                 outcome.rejected.append(Rejection(index, error, status=413))
-            elif event.event_id in candidates:
+            elif event.key in candidates:
                 outcome.duplicates += 1
             else:
-                candidates[event.event_id] = event
-                sizes[event.event_id] = size
+                candidates[event.key] = event
+                sizes[event.key] = size
         outcome.rejected.sort(key=lambda r: r.index)
         return cls(n_received, outcome, candidates, sizes)
 

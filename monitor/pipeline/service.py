@@ -116,15 +116,15 @@ class MonitorService:
         self.metrics.embedding_info.labels(**self.embedding).set(1)
 
     # ---------------------------------------------------------------- ingest (event loop) and the worker
-    def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+    def ingest(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
         """Screen, deduplicate and enqueue (event loop). With an in-memory store nothing here blocks;
         routes call :meth:`ingest_async`, which keeps a networked store's round trips off the loop."""
         started = time.perf_counter()
-        return self._timed(self.gate.ingest(parsed, arrival_time), started)
+        return self._timed(self.gate.ingest(parsed, arrival_time, sender), started)
 
-    async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+    async def ingest_async(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
         started = time.perf_counter()
-        return self._timed(await self.gate.ingest_async(parsed, arrival_time), started)
+        return self._timed(await self.gate.ingest_async(parsed, arrival_time, sender), started)
 
     def _timed(self, outcome: IngestOutcome, started: float) -> IngestOutcome:
         if not (outcome.queue_full or outcome.unavailable):

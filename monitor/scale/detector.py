@@ -10,7 +10,7 @@ includes their effect is saved (fenced by the lease). Every entry not acknowledg
 the group's pending list, so a new owner claims them all (``XAUTOCLAIM``) and applies them again
 on top of the snapshot: nothing is lost and, since the snapshot records the last entry of each
 stream it includes, nothing is applied twice. Events published twice by workers (a stalled
-worker whose entries were taken over) are dropped by ``event_id``; the set of recent ids is part
+worker whose entries were taken over) are dropped by idempotency key (``Event.key``); the set of recent ids is part
 of the snapshot. Counts then match what the API accepted, exactly.
 
 Reads are fenced too: the owner takes new entries with ``XREADGROUP`` inside a script that first
@@ -245,8 +245,8 @@ class DetectorOwner:
                 log.exception("partition %d: unreadable scored entry %r skipped", self.partition, entry_id)
                 self.service.metrics.worker_errors.inc()
                 continue
-            fresh: list[ScoredEvent] = [s for s in batch.scored if self._recent.add(s.event.event_id)]
-            poison = [event_id for event_id in batch.poison_ids if self._recent.add(event_id)]
+            fresh: list[ScoredEvent] = [s for s in batch.scored if self._recent.add(s.event.key)]
+            poison = [key for key in batch.poison_ids if self._recent.add(key)]
             self.redelivered += len(batch.scored) + len(batch.poison_ids) - len(fresh) - len(poison)
             self.service.count_poison(len(poison))
             transitions += len(self.service.process_scored(fresh, len(fresh) + len(poison)))

@@ -84,16 +84,16 @@ class StreamFrontend(PublishedReads):
         self.counter = IngestCounter(self.metrics, SharedCounts(client, self.keys))
 
     # ---------------------------------------------------------------- ingest
-    async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+    async def ingest_async(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
         """:meth:`ingest` in a worker thread: its Redis round trip never blocks the event loop."""
-        return await asyncio.to_thread(self.ingest, parsed, arrival_time)
+        return await asyncio.to_thread(self.ingest, parsed, arrival_time, sender)
 
-    def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        request = IngestRequest.screen(parsed, arrival_time, self.settings)
+    def ingest(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
+        request = IngestRequest.screen(parsed, arrival_time, self.settings, sender)
         received, outcome, candidates = request.n_received, request.outcome, request.candidates
         args: list[Any] = [self.keys.event_id(""), self.settings.dedup_ttl_seconds, self.settings.queue_capacity]
-        for event_id, event in candidates.items():
-            args += [event_id, encode_event(event)]
+        for key, event in candidates.items():
+            args += [key, encode_event(event)]
         try:
             reply = self._ingest(keys=[self.keys.events], args=args) if candidates else [1]
         except UNAVAILABLE_ERRORS as exc:

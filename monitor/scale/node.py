@@ -198,11 +198,11 @@ class DetectorNode(PublishedReads):
     def status(self) -> dict[str, Any]:
         return {"role": self.role, "node": self.name, "partitions_owned": self.owned(), **self.published.status()}
 
-    def ingest(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
+    def ingest(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
         raise NotReady("ingest is served by the api role (monitor serve --role api), not by detector processes", self.settings.retry_after_seconds)
 
-    async def ingest_async(self, parsed: ParsedBody, arrival_time: float) -> IngestOutcome:
-        return self.ingest(parsed, arrival_time)
+    async def ingest_async(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
+        return self.ingest(parsed, arrival_time, sender)
 
     def partition_service(self, p: int) -> MonitorService | None:
         """The service of partition ``p`` while this process owns it."""

@@ -6,7 +6,7 @@ acknowledged in one ``MULTI``/``EXEC``: a worker killed at any point either publ
 acknowledged the batch or did neither. Entries a dead (or stalled) worker had read but not
 acknowledged are taken over by a live worker with ``XAUTOCLAIM`` once idle for
 ``claim_idle_ms``; a stalled worker that wakes up may then publish the same events twice, which
-the detector owner drops by ``event_id``.
+the detector owner drops by idempotency key (``Event.key``).
 
 Each batch's results are split by detector partition (:func:`~monitor.scale.partitions.split_by_partition`):
 every partition's scored stream gets the batch's events that have a scope in it, and partition 0
@@ -103,7 +103,7 @@ class StreamWorker:
         parts = split_by_partition(scored, self.partitions)
         pipe = self.client.pipeline(transaction=True)
         for p, stream in enumerate(self._scored_streams):
-            batch = ScoredBatch(parts.get(p, []), tuple(e.event_id for e in poison) if p == 0 else ())
+            batch = ScoredBatch(parts.get(p, []), tuple(e.key for e in poison) if p == 0 else ())
             if batch.scored or batch.poison_ids:
                 pipe.xadd(stream, {b"b": encode_scored(batch)})
         pipe.xack(self.keys.events, WORKERS_GROUP, *ids)

@@ -45,28 +45,25 @@ DIM = 384
 
 
 class StandInEmbedder:
-    """Unit vectors from hashed words: similar texts share words, so clusters and drift still mean something."""
+    """Unit vectors from hashed words: similar texts share words, so clusters and drift still mean
+    something. Each word picks one row of a fixed random table (the hashing trick), so the stand-in's
+    own memory is fixed at start and the RSS curve is the service's."""
 
     info = EmbedderInfo("stand-in-hash", DIM, "cpu", 256, backend="none")
+    ROWS = 1 << 15
 
     def __init__(self) -> None:
-        self._words: dict[str, np.ndarray] = {}
+        self._table = np.random.default_rng(0).standard_normal((self.ROWS, DIM)).astype(np.float32)
 
-    def _word(self, word: str) -> np.ndarray:
-        v = self._words.get(word)
-        if v is None:
-            seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-            v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-            if len(self._words) < 200_000:  # a bounded cache: the vocabulary of the shared data fits
-                self._words[word] = v
-        return v
+    def _row(self, word: str) -> int:
+        return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little") % self.ROWS
 
     def encode(self, texts, batch_size=None) -> np.ndarray:
         out = np.zeros((len(texts), DIM), np.float32)
         for i, text in enumerate(texts):
-            words = text.lower().split()[:64]
-            if words:
-                out[i] = np.sum([self._word(w) for w in words], axis=0)
+            rows = [self._row(w) for w in text.lower().split()[:64]]
+            if rows:
+                out[i] = self._table[rows].sum(axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1.0, norms)
 
@@ -84,9 +81,13 @@ def main() -> None:
     ap.add_argument("--per-request", type=int, default=500)
     ap.add_argument("--sample-every", type=int, default=50_000)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--sampling", choices=["off", "auto"], default="off",
+                    help="off (default): every event is judged, the client waiting on 503s, so every judged-event "
+                    "window fills; auto: the service sheds the overload by sampling (most events never reach the windows)")
     args = ap.parse_args()
 
-    settings = Settings(port=args.port, judge="prototype", auth="off", max_events_per_request=max(5000, args.per_request))
+    settings = Settings(port=args.port, judge="prototype", auth="off", sampling=args.sampling,
+                        max_events_per_request=max(5000, args.per_request))
     app = create_app(settings, service_factory=lambda s: build_service(s, embedder=StandInEmbedder()))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -119,7 +120,7 @@ def main() -> None:
             codes[reply.status_code] = codes.get(reply.status_code, 0) + 1
             if reply.status_code != 503:
                 break
-            time.sleep(float(reply.headers.get("Retry-After", "1")))
+            time.sleep(min(0.2, float(reply.headers.get("Retry-After", "1"))))  # sooner than asked: keep the queue full
         sent += n
         if sent % args.sample_every == 0 or sent == args.events:
             rss.append((sent, proc.memory_info().rss / 2**20))
@@ -139,7 +140,7 @@ def main() -> None:
     refused = sum(status["dropped"].get(reason, 0) for reason in ("queue_full", "store_unavailable"))  # never accepted
     dropped = sum(status["dropped"].values()) - refused  # accepted, then not judged (overload, poison, shutdown)
     outcomes = status["accepted"] + status["duplicates"] + status["rejected"] + refused
-    print(f"\nembedder: stand-in-hash (not the model); judge {status.get('judge_version')}; {sent:,} events in "
+    print(f"\nembedder: stand-in-hash (not the model); judge {status.get('judge_version')}; sampling {args.sampling}; {sent:,} events in "
           f"{args.events // args.per_request:,} requests of {args.per_request}; wall {wall:,.0f} s; HTTP codes {codes}")
     print("RSS (MB) by events sent: " + ", ".join(f"{n // 1000}k {mb:,.0f}" for n, mb in rss))
     print(f"RSS after the first {settled:,} events: min {min(after):,.0f} MB, max {max(after):,.0f} MB, spread {spread:.1%} (target <= 10%)")

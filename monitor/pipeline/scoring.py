@@ -60,7 +60,10 @@ class Scorer:
         events = [e for e, _ in items]
         with_response = [i for i, e in enumerate(events) if e.response is not None and self.embed_responses]
         texts = [e.prompt for e in events] + [events[i].response or "" for i in with_response]
-        vectors = self.embedder.encode(texts)
+        # One array per text, not row views of the batch's matrix: a consumer keeping one event (a
+        # sampled reference, a reservoir, the triage buffer) would otherwise keep its whole batch alive,
+        # and a sample spread over the stream keeps one row of very many batches.
+        vectors = [row.copy() for row in self.embedder.encode(texts)]
         prompt_vecs = vectors[: len(events)]
         response_vecs: list = [None] * len(events)
         for j, i in enumerate(with_response):

@@ -247,7 +247,14 @@ class Settings(BaseSettings):
     second_judge_url: str | None = Field(None, description="OpenAI-compatible base URL including /v1 (vLLM, Ollama); unset = no second judge.")
     second_judge_model: str = Field("llama-guard3", description="Model name as the second judge's server knows it.")
     second_judge_api_key: str | None = Field(None, description="Sent as 'Authorization: Bearer ...' when set.")
-    second_judge_rate: float = Field(0.05, ge=0, le=1, description="Share of judged events also sent to the second judge.")
+    second_judge_rate: float = Field(0.05, ge=0, le=1, description="Share of judged events also sent to the second judge "
+                                     "(of the confident ones, when second_judge_uncertain_rate is set).")
+    second_judge_uncertain_rate: float | None = Field(
+        0.25, ge=0, le=1, description="Share of uncertain verdicts (uncertainty >= second_judge_uncertain_above) sent to the "
+        "second judge, where the primary is most often wrong; their disagreement is tested under keys of its own, so the "
+        "preference biases no rate. Unset: uncertain events are sampled at second_judge_rate like the rest.")
+    second_judge_uncertain_above: float = Field(0.5, ge=0, le=1, description="Verdict uncertainty from which an event "
+                                                "is in the uncertain stratum (1 = at the threshold).")
     second_judge_timeout_s: float = Field(10.0, gt=0, description="Seconds per second-judge request attempt.")
     second_judge_max_retries: int = Field(2, ge=0, description="Retries after the first attempt (timeouts, 429, 5xx).")
     second_judge_max_concurrency: int = Field(4, ge=1, description="Second-judge requests in flight at once.")

@@ -46,3 +46,22 @@ def test_keyword_baseline_report_has_every_section():
     for title in ("Prompt harm: unsafe vs safe", "per category", "Response harm", "Refusal"):
         assert title in text
     assert text.count("| self_harm | keyword |") == 2
+
+
+def test_strata_split_rows_by_the_verdicts_uncertainty():
+    """The stratum rows hold exactly the rows of each stratum: here the judge is wrong exactly where it
+    says it is uncertain, so the uncertain stratum's accuracy is 0 and the confident one's is 1."""
+    from dataclasses import replace
+
+    tax = load_taxonomy()
+    records = read_records(FIXTURE)
+    data = embed_records(records, zeros)
+    verdicts = run_judge(KeywordJudge(tax.harm_ids), data)
+    marked = [replace(v, uncertainty=0.9 if r.unsafe is not None and v.prompt_flagged != r.unsafe else 0.1)
+              for v, r in zip(verdicts, records)]
+    ev = evaluate("keyword", marked, data, LabelMapper(tax), tax.harm_ids)
+    uncertain, confident = ev.metrics[("stratum", "prompt, uncertain (>= 0.5)")], ev.metrics[("stratum", "prompt, confident")]
+    assert uncertain.n + confident.n == 22 and uncertain.n > 0
+    assert (uncertain.accuracy, confident.accuracy) == (0.0, 1.0)
+    assert "By second-opinion stratum" in format_report([ev])
+    assert not any(k[0] == "stratum" for k in evaluate("k", verdicts, data, LabelMapper(tax), tax.harm_ids).metrics)

@@ -108,6 +108,45 @@ async def test_run_without_selected_events_makes_no_calls():
     assert server.arrivals == 0
 
 
+async def test_uncertain_verdicts_are_sampled_at_their_own_rate():
+    """Stratified: every uncertain verdict at uncertain_rate 1, none of the confident ones at rate 0;
+    a judge that states no uncertainty falls in the confident stratum."""
+    uncertainties = [0.9, 0.1, None, 0.5, 0.49, 1.0]
+    inputs = [JudgeInput(f"prompt {i}", VEC) for i in range(len(uncertainties))]
+    with FakeChatServer(guard_answer) as server:
+        second = SecondOpinion(LlmGuardJudge(server.base_url, "guard", max_retries=0), rate=0.0, uncertain_rate=1.0,
+                               uncertain_above=0.5)
+        results = await second.run(IDS[:6], inputs, uncertainties)
+        off = SecondOpinion(LlmGuardJudge(server.base_url, "guard", max_retries=0), rate=0.0, uncertain_above=0.5)
+        assert await off.run(IDS[:6], inputs, uncertainties) == [None] * 6  # no uncertain rate: one stratum
+    assert [r is not None for r in results] == [True, False, False, True, False, True]
+    big = SecondOpinion(unreachable_judge(), rate=0.05, uncertain_rate=0.25, uncertain_above=0.5)
+    share = np.mean([big.selected(i, 0.8) for i in IDS]), np.mean([big.selected(i, 0.2) for i in IDS])
+    assert abs(share[0] - 0.25) < 0.02 and abs(share[1] - 0.05) < 0.01
+
+
+def test_disagreement_of_uncertain_verdicts_is_tested_under_keys_of_its_own():
+    """A rise of disagreement among uncertain verdicts alarms on the `uncertain` keys; the confident
+    stratum's keys, whose rate did not move, stay quiet."""
+    import random
+
+    from monitor.drift.judge_disagreement import SecondOpinionDisagreementDetector
+    from monitor.drift.rate_change import RateChangeConfig
+    from monitor.events import Event, ScoredEvent
+
+    def scored(i: int, uncertainty: float, disagree: bool) -> ScoredEvent:
+        primary = Verdict("v", SAFE, {}, 0.4, False, uncertainty=uncertainty)
+        return ScoredEvent(Event(f"e{i}", float(i), "..."), 1.0, VEC, None, primary, second_opinion=verdict("self_harm", disagree))
+
+    rng = random.Random(0)
+    det = SecondOpinionDisagreementDetector(RateChangeConfig(warmup=300, arl=20_000), uncertain_above=0.5)
+    calm = [scored(i, 0.8 if i % 2 else 0.1, rng.random() < (0.2 if i % 2 else 0.03)) for i in range(4000)]
+    assert not [c for c in det.update(calm) if c.active]
+    shift = [scored(i, 0.8 if i % 2 else 0.1, rng.random() < (0.5 if i % 2 else 0.03)) for i in range(4000, 6000)]
+    active = {c.key for c in det.update(shift) if c.active}
+    assert "uncertain" in active and "" not in active and SAFE not in active
+
+
 async def test_run_rejects_mismatched_lengths():
     second = SecondOpinion(unreachable_judge(), rate=1.0)
     with pytest.raises(ValueError, match="event_ids and inputs"):

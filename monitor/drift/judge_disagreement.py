@@ -9,7 +9,9 @@ One trial per event that has a second opinion, per scope of the event, for two k
 primary's category (where the disagreement lands) and ``""`` (all categories pooled, which
 catches a rise spread thinly over many categories). The outcome is whether the two judges differ
 on whether the prompt is harmful (:func:`monitor.judge.second_opinion.compare`). The second
-opinion is a uniform sample of events, so its disagreement rate needs no reweighting.
+opinion samples uncertain verdicts at a higher rate than the rest; each stratum is a uniform
+sample of its events, so the uncertain stratum is tested under keys of its own (``uncertain``
+pooled, ``uncertain/<category>``), and neither rate needs reweighting.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Iterator, Sequence
 
 from monitor.drift.rate_change import RateChange, RateChangeConfig, RateDetector, Trial
 from monitor.events import ScoredEvent
-from monitor.judge.second_opinion import compare
+from monitor.judge.second_opinion import compare, stratum
 
 
 class SecondOpinionDisagreementDetector(RateDetector):
@@ -43,14 +45,18 @@ class SecondOpinionDisagreementDetector(RateDetector):
 
     name = "judge_disagreement"
 
-    def __init__(self, config: RateChangeConfig = RateChangeConfig()) -> None:
+    def __init__(self, config: RateChangeConfig = RateChangeConfig(), uncertain_above: float | None = None) -> None:
+        """``uncertain_above``: the second opinion's stratum bound (None: it samples one stratum)."""
         self.rates = RateChange(self.name, "primary/second-opinion judge disagreement rate", config, direction="rise")
+        self.uncertain_above = uncertain_above
 
     def trials(self, batch: Sequence[ScoredEvent]) -> Iterator[Trial]:
         for scored in batch:
             if scored.second_opinion is None:
                 continue
             d = compare(scored.verdict, scored.second_opinion, scored.event.timestamp)
+            part = stratum(scored.verdict.uncertainty, self.uncertain_above)
+            pooled, by_category = (part, f"{part}/{d.primary_category}") if part else ("", d.primary_category)
             for scope in scored.scopes:
-                yield scope, "", d.prompt_disagree, d.at
-                yield scope, d.primary_category, d.prompt_disagree, d.at
+                yield scope, pooled, d.prompt_disagree, d.at
+                yield scope, by_category, d.prompt_disagree, d.at

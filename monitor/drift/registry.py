@@ -62,7 +62,9 @@ REGISTRY: dict[str, DetectorFactory] = {
     "feedback_disagreement": lambda s, t: FeedbackDisagreementDetector(
         t.ids, memory=s.feedback_memory, config=_rates(s), max_source_share=s.feedback_max_source_share
     ),
-    "judge_disagreement": lambda s, t: SecondOpinionDisagreementDetector(_rates(s)),
+    "judge_disagreement": lambda s, t: SecondOpinionDisagreementDetector(
+        _rates(s), uncertain_above=s.second_judge_uncertain_above if s.second_judge_uncertain_rate is not None else None
+    ),
     "unsafe_response_rate": lambda s, t: UnsafeResponseRateDetector(_rates(s)),
     "over_refusal": lambda s, t: OverRefusalDetector(_rates(s)),
 }

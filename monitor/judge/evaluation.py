@@ -15,14 +15,16 @@ figure that counts).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from monitor.config import default
 from monitor.judge.calibration import expected_calibration_error
 from monitor.judge.dataset import LabelMapper
 from monitor.judge.text_embeddings import EmbeddedRecords
+from monitor.judge.second_opinion import UNCERTAIN, stratum
 from monitor.judge.verdict import Judge, JudgeInput, Verdict
 
 
@@ -139,7 +141,26 @@ def evaluate(name: str, verdicts: Sequence[Verdict], data: EmbeddedRecords, mapp
             sub = [i for i in rows if recs[i].origin == origin]
             add(section, origin, sub, [label(recs[i]) for i in sub], [prob(verdicts[i]) for i in sub],
                 [flag(verdicts[i]) for i in sub])
+    _by_stratum(verdicts, recs, add)
     return ev
+
+
+def _by_stratum(verdicts: Sequence[Verdict], recs: Sequence[Any], add: Callable[..., None]) -> None:
+    """Prompt and response harm within each second-opinion stratum (``second_judge_uncertain_above``):
+    how much more often the primary is wrong where it says it is uncertain, which is what sampling
+    uncertain verdicts for a second opinion buys."""
+    above = default("second_judge_uncertain_above")
+    if all(v.uncertainty is None for v in verdicts):
+        return
+    for section, label, prob, flag in (
+        ("prompt", lambda r: r.unsafe, lambda v: v.prompt_unsafe, lambda v: v.prompt_flagged),
+        ("response", lambda r: r.response_harm, lambda v: v.response_unsafe, lambda v: v.response_flagged),
+    ):
+        rows = [i for i, r in enumerate(recs) if label(r) is not None and prob(verdicts[i]) is not None]
+        for part, name in ((UNCERTAIN, f"uncertain (>= {above})"), ("", "confident")):
+            sub = [i for i in rows if stratum(verdicts[i].uncertainty, above) == part]
+            add("stratum", f"{section}, {name}", sub, [label(recs[i]) for i in sub], [prob(verdicts[i]) for i in sub],
+                [flag(verdicts[i]) for i in sub])
 
 
 SECTION_TITLES = {
@@ -147,6 +168,7 @@ SECTION_TITLES = {
     "category": "Prompt harm per category (rows whose category is known)",
     "response": "Response harm given the prompt",
     "refusal": "Refusal",
+    "stratum": "By second-opinion stratum (rows and accuracy: where a second look pays)",
 }
 
 

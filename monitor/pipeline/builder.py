@@ -40,7 +40,8 @@ def build_second_opinion(settings: Settings, taxonomy: Taxonomy) -> SecondOpinio
         prompt_mode=settings.second_judge_prompt_mode,
         taxonomy=taxonomy,
     )
-    return SecondOpinion(judge, settings.second_judge_rate, seed=settings.seed)
+    return SecondOpinion(judge, settings.second_judge_rate, seed=settings.seed, uncertain_rate=settings.second_judge_uncertain_rate,
+                         uncertain_above=settings.second_judge_uncertain_above)
 
 
 def build_store(settings: Settings) -> StateStore:

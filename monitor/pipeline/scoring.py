@@ -42,12 +42,13 @@ class Scorer:
         self.scopes = scopes
         self.embed_responses = embed_responses
 
-    async def _second_opinions(self, event_ids: list[str], inputs: list[JudgeInput]) -> list[Verdict | None]:
+    async def _second_opinions(self, event_ids: list[str], inputs: list[JudgeInput], verdicts: list[Verdict]) -> list[Verdict | None]:
         """The second judge's verdicts, or none at all once the batch's deadline passes: a slow or
         failing optional judge must not hold up the primary pipeline for more than the deadline."""
         assert self.second_opinion is not None
         try:
-            return await asyncio.wait_for(self.second_opinion.run(event_ids, inputs), self.second_opinion_deadline_s)
+            run = self.second_opinion.run(event_ids, inputs, [v.uncertainty for v in verdicts])
+            return await asyncio.wait_for(run, self.second_opinion_deadline_s)
         except TimeoutError:
             self.second_opinion_timeouts += 1
             return [None] * len(inputs)
@@ -75,7 +76,7 @@ class Scorer:
         second: list = [None] * len(events)
         if self.second_opinion is not None:
             # The worker thread has no event loop of its own; the judge's calls run concurrently inside this one.
-            second = asyncio.run(self._second_opinions([e.event_id for e in events], inputs))
+            second = asyncio.run(self._second_opinions([e.event_id for e in events], inputs, verdicts))
         t3 = time.perf_counter()
         scored = [
             ScoredEvent(

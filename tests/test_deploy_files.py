@@ -6,6 +6,7 @@ are what can be verified offline, plus ``kubectl kustomize`` and ``promtool`` wh
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,7 +91,7 @@ def check_litellm_config(config: dict, endpoint_prefix: str) -> None:
 def test_compose_validates_with_docker_compose(tmp_path):
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("docker compose (the v2 plugin) is not installed here: compose checked by the YAML test only")
+        pytest.skip("docker compose (the v2 plugin) is not installed here: compose checked against the Compose Specification's schema")
     env = tmp_path / ".env"
     env.write_text("".join(f"{k}=x\n" for k in ("MONITOR_INGEST_TOKEN", "MONITOR_READ_TOKEN", "MONITOR_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD")))
     done = subprocess.run([docker, "compose", "--env-file", str(env), "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
@@ -99,6 +100,20 @@ def test_compose_validates_with_docker_compose(tmp_path):
     missing = subprocess.run([docker, "compose", "-f", str(DEPLOY / "compose.yaml"), "--env-file", "/dev/null", "config", "--quiet"],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "MONITOR_" in missing.stderr  # no token, no start
+
+
+def test_compose_file_follows_the_compose_specification():
+    """Where no compose plugin runs (CI), the file is validated against the Compose Specification's
+    JSON schema (tests/fixtures/compose-spec.json): unknown keys, wrong types and misplaced sections
+    fail here as `docker compose config` would fail on them."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "fixtures" / "compose-spec.json").read_text())
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    assert [e.message for e in validator.iter_errors(compose)] == []
+    broken = {**compose, "services": {**compose["services"], "monitor": {**compose["services"]["monitor"], "restart_policy": "always"}}}
+    assert any("restart_policy" in e.message for e in validator.iter_errors(broken))  # the check has teeth
 
 
 def test_rules_select_the_job_the_deployments_produce():

@@ -182,6 +182,11 @@ def ingest_latency(service: Service, texts: list[str], rate: float, seconds: flo
     return {"offered": rate, "achieved": achieved, "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)), "codes": codes}
 
 
+def _ratio(value: float, reference: float) -> str:
+    """``value / reference`` as ``1.23x``, or a dash when no torch reference ran."""
+    return "–" if reference != reference else f"{value / reference:.2f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", action="append", choices=["torch", "onnx-int8", "onnx-fp32"], help="repeatable (default: torch and onnx-int8)")
@@ -252,7 +257,7 @@ def main() -> None:
             print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – |")
         for backend in backends:
             b, e = bare[backend][kind], e2e[backend][kind]
-            print(f"| {backend} | {kind} | {len(texts[kind])} | {b:.0f} | {e:.0f} | {e / b:.0%} | {e / reference[kind]:.2f}x | {rss[backend]:.0f} |")
+            print(f"| {backend} | {kind} | {len(texts[kind])} | {b:.0f} | {e:.0f} | {e / b:.0%} | {_ratio(e, reference[kind])} | {rss[backend]:.0f} |")
     print()
     if cosine:
         print(f"int8 vs fp32 cosine over {cosine['n']} shared-data prompts and responses: median {cosine['median']:.4f}, "

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.judge.verdict import Verdict
+from monitor.judge.verdict import Verdict, setstate_with_defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,8 @@ class Event:
     metadata: Any = None
     truncated: bool = False
     sender: str = ""
+
+    __setstate__ = setstate_with_defaults
 
     @property
     def key(self) -> str:

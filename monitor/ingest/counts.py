@@ -18,6 +18,7 @@ in every sink, instead of several hand-kept copies that drift apart.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -65,7 +66,10 @@ class IngestSink(Protocol):
 
 @dataclass(slots=True)
 class IngestCounts:
-    """The running totals (``/v1/status``, snapshots): a sink that adds every tally up."""
+    """The running totals (``/v1/status``, snapshots): a sink that adds every tally up.
+
+    Thread-safe: the event loop records requests while the worker thread records what it processed.
+    """
 
     received: int = 0
     accepted: int = 0
@@ -76,25 +80,31 @@ class IngestCounts:
     sampled_out: int = 0
     truncated: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, tally: Tally) -> None:
-        for name in _TOTALS:
-            setattr(self, name, getattr(self, name) + getattr(tally, name))
-        for reason, n in tally.dropped.items():
-            self.dropped[reason] = self.dropped.get(reason, 0) + n
+        with self._lock:
+            for name in _TOTALS:
+                delta = getattr(tally, name)
+                if delta:
+                    setattr(self, name, getattr(self, name) + delta)
+            for reason, n in tally.dropped.items():
+                self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in _TOTALS}, "dropped": dict(self.dropped)}
+        with self._lock:
+            return {**{name: getattr(self, name) for name in _TOTALS}, "dropped": dict(self.dropped)}
 
     def load_dict(self, state: dict[str, Any]) -> None:
         """Replace the totals with :meth:`to_dict`'s (in place: counters hold this object); names a
         newer release added are ignored, missing ones start at 0."""
-        for name in _TOTALS:
-            setattr(self, name, int(state.get(name, 0)))
-        self.dropped = {**dict.fromkeys(DROP_REASONS, 0), **state.get("dropped", {})}
+        with self._lock:
+            for name in _TOTALS:
+                setattr(self, name, int(state.get(name, 0)))
+            self.dropped = {**dict.fromkeys(DROP_REASONS, 0), **state.get("dropped", {})}
 
 
-_TOTALS = tuple(f.name for f in fields(IngestCounts) if f.name != "dropped")
+_TOTALS = tuple(f.name for f in fields(IngestCounts) if f.name not in ("dropped", "_lock"))
 
 
 class IngestCounter:

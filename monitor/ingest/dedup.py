@@ -5,7 +5,9 @@ counted twice. Memory is bounded by ``capacity`` and taken whole at start, so it
 bytes too and does not grow as traffic fills it: each id is kept as a 64-bit hash (BLAKE2b) in an
 insertion-order ring and an open-addressing table (linear probing, at most half full): 40 to 72
 bytes per id of ``capacity`` (the table's size is a power of two), whatever the ids' lengths. The oldest ids are forgotten first, so a
-duplicate arriving after ``capacity`` newer events is counted again (documented trade-off). Two
+duplicate arriving after ``capacity`` newer events is counted again (documented trade-off). An id
+forgotten on purpose (``discard``: its request was refused) keeps its ring slot until the ring
+wraps, so after refusals the memory holds somewhat fewer than ``capacity`` live ids. Two
 different ids share a hash with probability about ``capacity / 2**64`` per id: negligible.
 
 >>> seen = RecentIds(capacity=2)

@@ -43,6 +43,7 @@ class IngestGate:
         self._sizes: deque[int] = deque()  # bytes of each queued event, in queue order (one consumer: FIFO)
         self.queued_bytes = 0
         self.drain_rate: float | None = None  # events/s the worker takes while busy (EWMA); None until measured
+        self.collecting = False  # next_batch holds events taken off the queue and not yet handed over
 
     # ---------------------------------------------------------------- admission (event loop)
     def ingest(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:
@@ -154,22 +155,29 @@ class IngestGate:
         return item
 
     async def next_batch(self) -> list[QueueItem]:
-        """Wait for one event, then take up to ``batch_size`` within ``batch_max_wait_ms``."""
+        """Wait for one event, then take up to ``batch_size`` within ``batch_max_wait_ms``.
+
+        While it collects, ``collecting`` is true: events are off the queue but in no batch yet, so
+        a stop must wait for them (the caller marks the batch held before its next ``await``)."""
         batch = [self._take(await self._queue.get())]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.batch_max_wait_ms / 1000.0
-        while len(batch) < self.settings.batch_size:
-            if not self._queue.empty():
-                batch.append(self._take(self._queue.get_nowait()))
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._take(await asyncio.wait_for(self._queue.get(), remaining)))
-            except TimeoutError:
-                break
-        return batch
+        self.collecting = True
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.batch_max_wait_ms / 1000.0
+            while len(batch) < self.settings.batch_size:
+                if not self._queue.empty():
+                    batch.append(self._take(self._queue.get_nowait()))
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._take(await asyncio.wait_for(self._queue.get(), remaining)))
+                except TimeoutError:
+                    break
+            return batch
+        finally:
+            self.collecting = False
 
     def clear(self) -> int:
         """Empty the queue (the worker has stopped); returns how many events it held."""

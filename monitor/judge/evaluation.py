@@ -146,7 +146,8 @@ def evaluate(name: str, verdicts: Sequence[Verdict], data: EmbeddedRecords, mapp
 
 
 def _by_stratum(verdicts: Sequence[Verdict], recs: Sequence[Any], add: Callable[..., None]) -> None:
-    """Prompt and response harm within each second-opinion stratum (``second_judge_uncertain_above``):
+    """Prompt and response harm within each second-opinion stratum (at the default
+    ``second_judge_uncertain_above``):
     how much more often the primary is wrong where it says it is uncertain, which is what sampling
     uncertain verdicts for a second opinion buys."""
     above = default("second_judge_uncertain_above")

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from dataclasses import MISSING, dataclass, field, fields
+from itertools import zip_longest
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from monitor.taxonomy import SAFE
+
+
+_ABSENT = object()
+
+
+def setstate_with_defaults(obj: Any, state: Sequence[Any]) -> None:
+    """``__setstate__`` of a frozen slotted dataclass that also takes state pickled by an older
+    release with fewer fields (a scale-out worker not yet upgraded): the missing trailing fields get
+    their defaults instead of staying unset."""
+    for f, value in zip_longest(fields(obj), state, fillvalue=_ABSENT):
+        if value is _ABSENT:
+            value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        object.__setattr__(obj, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +63,8 @@ class Verdict:
     categories: tuple[str, ...] = field(default=())
     uncertainty: float | None = None
     extra: Mapping[str, float] = field(default_factory=dict)
+
+    __setstate__ = setstate_with_defaults
 
     @property
     def has_response(self) -> bool:

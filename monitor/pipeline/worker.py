@@ -66,7 +66,7 @@ class BatchWorker:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self.gate.next_batch()
-            self._holding = True
+            self._holding = True  # no await since next_batch returned: a stop never sees the batch in neither place
             busy_since = time.perf_counter()
             try:
                 await loop.run_in_executor(self._executor, self.process, batch)
@@ -84,7 +84,7 @@ class BatchWorker:
         if self._task is None:
             return
         deadline = time.monotonic() + drain_timeout
-        while (self.gate.depth() or self._holding) and time.monotonic() < deadline and not self._task.done():
+        while (self.gate.depth() or self.gate.collecting or self._holding) and time.monotonic() < deadline and not self._task.done():
             await asyncio.sleep(0.05)
         self._task.cancel()
         try:

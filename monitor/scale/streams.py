@@ -108,7 +108,12 @@ class StreamKeys:
 
 
 def encode_event(event: Event) -> bytes:
-    return json.dumps(asdict(event), separators=(",", ":")).encode()
+    """JSON of the event; ``sender`` only when set, so workers of the release before it still decode
+    the events of a deployment without authentication during a rolling upgrade."""
+    fields = asdict(event)
+    if not fields["sender"]:
+        del fields["sender"]
+    return json.dumps(fields, separators=(",", ":")).encode()
 
 
 def decode_event(data: bytes) -> Event:

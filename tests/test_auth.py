@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from monitor.api.app import create_app
 from monitor.api.auth import AuthConfigError, Authenticator, parse_token
 from monitor.config import Settings
+from monitor.drift.feedback_disagreement import Feedback
 from monitor.pipeline.builder import build_service
 from tests.helpers.server import running_server
 
@@ -159,6 +160,28 @@ def test_event_ids_are_namespaced_per_ingest_token(server, path, body):
     assert gateway.status_code == 202 and (gateway.json()["accepted"], gateway.json()["duplicates"]) == (1, 0)
     again = call(server, "POST", path, body(event_id), SECRETS["ingest"])
     assert again.json()["duplicates"] == 1
+
+
+def test_a_label_naming_the_sender_finds_that_senders_event(server):
+    """Two senders used one id: a label naming the gateway finds the gateway's event, one naming a
+    sender that never used the id finds nothing, and one naming none takes the event judged last."""
+    import time
+
+    event = {"event_id": "shared-id-7", "prompt": "labels by sender hello"}
+    assert call(server, "POST", "/v1/events", event, SECRETS["ingest"]).status_code == 202
+    assert call(server, "POST", "/v1/events", event, SECRETS["admin"]).status_code == 202
+    deadline = time.monotonic() + 60
+    while call(server, "GET", "/v1/status", None, SECRETS["read"]).json()["processed"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    detector = server.service.detectors.get("feedback_disagreement")
+    before = dict(detector.counts)
+    label = {"event_id": "shared-id-7", "unsafe": True}
+    for sender in (NAMES["ingest"], "nobody"):
+        assert call(server, "POST", "/v1/feedback", {**label, "sender": sender}, SECRETS["admin"]).status_code == 202
+    assert call(server, "POST", "/v1/feedback", label, SECRETS["admin"]).status_code == 202
+    after = {k: detector.counts[k] - before.get(k, 0) for k in detector.counts}
+    assert (after["matched"], after["unknown_event"]) == (2, 1)  # the gateway's event, then the admin's (judged last)
+    assert detector.lookup(Feedback("shared-id-7", unsafe=True))[0] == f"{NAMES['admin']}:shared-id-7"
 
 
 def test_secrets_never_in_status_logs_or_help(server, logs):

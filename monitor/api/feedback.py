@@ -43,6 +43,10 @@ class FeedbackIn(BaseModel):
         description="Who labelled it (free text, kept as a note after the token's name: the token decides the source).",
     )
     timestamp: float | str | None = Field(None, description="When it was labelled (RFC 3339 or epoch s); the event's time when absent.")
+    sender: str | None = Field(
+        None, max_length=64, description="Name of the ingest token that sent the event (event ids are unique per sender); "
+        "absent: the event judged last under this id.",
+    )
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -60,7 +64,7 @@ class FeedbackIn(BaseModel):
             if category not in mapping:
                 raise ValueError(f"category: label {category!r} of label set {self.label_set!r} has no mapping")
             category = mapping[category]
-        return Feedback(self.event_id, self.unsafe, category, source or self.source, self.timestamp)  # type: ignore[arg-type]
+        return Feedback(self.event_id, self.unsafe, category, source or self.source, self.timestamp, self.sender)  # type: ignore[arg-type]
 
 
 REQUEST_BODY = {

@@ -50,6 +50,8 @@ class Feedback:
 
     Either field may be missing but not both; a missing ``unsafe`` follows from the category
     (``safe`` or not). ``source`` names who labelled it (free text, never a metric label).
+    ``sender`` names the ingest token that sent the event (event ids are unique per sender); left
+    out, the label is for the event judged last under ``event_id``.
     """
 
     event_id: str
@@ -57,6 +59,7 @@ class Feedback:
     category: str | None = None
     source: str | None = None
     timestamp: float | None = None
+    sender: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.event_id, str) or not self.event_id:
@@ -71,6 +74,8 @@ class Feedback:
             raise ValueError(f"category: {self.category!r} contradicts unsafe={self.unsafe}")
         if self.source is not None and not isinstance(self.source, str):
             raise ValueError(f"source: must be a string or null, got {self.source!r}")
+        if self.sender is not None and not isinstance(self.sender, str):
+            raise ValueError(f"sender: must be a string or null, got {self.sender!r}")
         if self.timestamp is not None and (
             isinstance(self.timestamp, bool)
             or not isinstance(self.timestamp, (int, float))
@@ -133,6 +138,18 @@ class FeedbackDisagreementDetector:
     ('duplicate', 'corrected')
     >>> det.counts
     {'matched': 1, 'unknown_event': 1, 'duplicate': 1, 'corrected': 1, 'capped': 0}
+
+    Ids are unique per sender (the ingest token): a label naming its sender finds that sender's
+    event even when another sender used the same id later; one that does not, the later event.
+
+    >>> det = FeedbackDisagreementDetector(["self_harm"], memory=10)
+    >>> def sent(sender, flagged):
+    ...     verdict = Verdict("v", "self_harm" if flagged else "safe", {}, float(flagged), flagged)
+    ...     return ScoredEvent(Event("req-1", 1.0, "...", sender=sender), 1.0, np.zeros(2), None, verdict)
+    >>> det.update([sent("gateway", True), sent("other", False)])
+    []
+    >>> det.lookup(Feedback("req-1", unsafe=True, sender="gateway"))[1][1], det.lookup(Feedback("req-1", unsafe=True))[1][1]
+    (True, False)
     """
 
     name = "feedback_disagreement"
@@ -159,28 +176,42 @@ class FeedbackDisagreementDetector:
         self.memory = memory
         self.rates = RateChange(self.name, "judge/label disagreement rate", config, direction="rise")
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        # event_id -> (judge categories (top first), prompt flagged, scopes, event time, source of its label:
-        # None = not labelled; True = labelled before sources were recorded)
+        # idempotency key (Event.key) -> (judge categories (top first), prompt flagged, scopes, event time,
+        # source of its label: None = not labelled; True = labelled before sources were recorded)
         self._judged: OrderedDict[str, tuple[tuple[str, ...], bool, tuple[str, ...], float, str | bool | None]] = OrderedDict()
+        self._latest: dict[str, str] = {}  # event_id -> key of the latest event of a named sender with that id
 
     def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
         """Remember the judge's answers; conditions come from labels, so none are returned here."""
         judged = self._judged
         for scored in batch:
             v = scored.verdict
-            event_id = scored.event.event_id
-            if event_id in judged:
-                del judged[event_id]  # judged again: now the most recent
-            judged[event_id] = ((v.category, *v.categories), v.prompt_flagged, scored.scopes, scored.event.timestamp, None)
+            key = scored.event.key
+            if key in judged:
+                del judged[key]  # judged again: now the most recent
+            judged[key] = ((v.category, *v.categories), v.prompt_flagged, scored.scopes, scored.event.timestamp, None)
+            if scored.event.sender:
+                self._latest[scored.event.event_id] = key
         while len(judged) > self.memory:
-            judged.popitem(last=False)
+            oldest, _ = judged.popitem(last=False)
+            event_id = oldest.partition(":")[2]  # token names hold no ":"
+            if self._latest.get(event_id) == oldest:
+                del self._latest[event_id]
         return []
+
+    def lookup(self, feedback: Feedback) -> tuple[str, tuple[tuple[str, ...], bool, tuple[str, ...], float, str | bool | None] | None]:
+        """The key and remembered verdict a label is for (None when not remembered)."""
+        if feedback.sender is not None:
+            key = f"{feedback.sender}:{feedback.event_id}" if feedback.sender else feedback.event_id
+        else:
+            key = self._latest.get(feedback.event_id, feedback.event_id)
+        return key, self._judged.get(key)
 
     def observe(self, feedback: Feedback) -> tuple[FeedbackStatus, list[Condition]]:
         """Match one label against the remembered verdict; ``ValueError`` names a category outside the taxonomy."""
         check_category(feedback, self.categories)
         source = feedback.source or ""
-        entry = self._judged.get(feedback.event_id)
+        event_key, entry = self.lookup(feedback)
         status: FeedbackStatus
         if entry is None:
             status = "unknown_event"
@@ -192,8 +223,8 @@ class FeedbackDisagreementDetector:
             status = "corrected"
         if status in TESTED:
             judge_categories, flagged, scopes, event_time, _ = entry  # type: ignore[misc]
+            self._judged[event_key] = (judge_categories, flagged, scopes, event_time, source)
             key = feedback.category if feedback.category is not None else judge_categories[0]
-            self._judged[feedback.event_id] = (judge_categories, flagged, scopes, event_time, source)
             if self._capped(source, key):
                 status = "capped"
         self.counts[status] += 1
@@ -224,6 +255,7 @@ class FeedbackDisagreementDetector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "judged": list(self._judged.items()),
+            "latest": list(self._latest.items()),
             "counts": dict(self.counts),
             "rates": self.rates.state_dict(),
             "by_source": {k: dict(v) for k, v in self._by_source.items()},
@@ -231,6 +263,7 @@ class FeedbackDisagreementDetector:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._judged = OrderedDict(state["judged"][-self.memory :])
+        self._latest = {event_id: key for event_id, key in state.get("latest", ()) if key in self._judged}
         self.counts = {**dict.fromkeys(STATUSES, 0), **state["counts"]}
         self._by_source = {k: dict(v) for k, v in state.get("by_source", {}).items()}
         self.rates.load_state_dict(state["rates"])

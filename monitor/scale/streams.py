@@ -121,7 +121,11 @@ def decode_event(data: bytes) -> Event:
 
 
 def encode_feedback(label: Feedback) -> bytes:
-    return json.dumps(asdict(label), separators=(",", ":")).encode()
+    """JSON of the label; ``sender`` only when set (detector processes of the release before still decode it)."""
+    fields = asdict(label)
+    if fields["sender"] is None:
+        del fields["sender"]
+    return json.dumps(fields, separators=(",", ":")).encode()
 
 
 def decode_feedback(data: bytes) -> Feedback:

@@ -167,13 +167,17 @@ def test_a_label_naming_the_sender_finds_that_senders_event(server):
     sender that never used the id finds nothing, and one naming none takes the event judged last."""
     import time
 
-    event = {"event_id": "shared-id-7", "prompt": "labels by sender hello"}
-    assert call(server, "POST", "/v1/events", event, SECRETS["ingest"]).status_code == 202
-    assert call(server, "POST", "/v1/events", event, SECRETS["admin"]).status_code == 202
-    deadline = time.monotonic() + 60
-    while call(server, "GET", "/v1/status", None, SECRETS["read"]).json()["processed"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
     detector = server.service.detectors.get("feedback_disagreement")
+
+    def judged(sender: str) -> bool:
+        return server.service.read_detectors(lambda _: detector.lookup(Feedback("shared-id-7", True, sender=sender))[1] is not None)
+
+    event = {"event_id": "shared-id-7", "prompt": "labels by sender hello"}
+    assert call(server, "POST", "/v1/events", event, SECRETS["ingest"]).json()["accepted"] == 1
+    assert call(server, "POST", "/v1/events", event, SECRETS["admin"]).json()["duplicates"] == 0
+    deadline = time.monotonic() + 60
+    while not (judged(NAMES["ingest"]) and judged(NAMES["admin"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
     before = dict(detector.counts)
     label = {"event_id": "shared-id-7", "unsafe": True}
     for sender in (NAMES["ingest"], "nobody"):

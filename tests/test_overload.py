@@ -36,7 +36,7 @@ def test_queue_never_exceeds_its_delay_bound_and_every_event_is_counted(embedder
             before.append(service.status()["queue_depth"])
             outcome = service.ingest(parse_body(body, "application/json", 100), time.time())
             assert not outcome.queue_full and outcome.accepted == 100  # shed at ingest, never a 503
-            bounds.append(service.queue_bound())
+            bounds.append(service.gate.queue_bound())
             depths.append(service.status()["queue_depth"])
             await asyncio.sleep(0.01)
         await service.stop(drain_timeout=60)
@@ -67,7 +67,7 @@ def test_sampling_off_pushes_back_at_the_same_bound(embedder):
         for r in range(20):
             body = json.dumps([{"prompt": f"push back {r} {i}"} for i in range(10)]).encode()
             full.append(service.ingest(parse_body(body, "application/json", 100), time.time()).queue_full)
-            assert service.status()["queue_depth"] <= service.queue_bound()
+            assert service.status()["queue_depth"] <= service.gate.queue_bound()
         await service.stop(drain_timeout=60)
         return full
 

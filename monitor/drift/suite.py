@@ -34,7 +34,7 @@ class DetectorSuite:
 
     def cluster_queries(self) -> ClusterQueries | None:
         """The detector that answers cluster queries, if one runs."""
-        return next((d for d in self.detectors if isinstance(d, ClusterQueries)), None)
+        return next(iter(self.having(ClusterQueries)), None)
 
     def update(self, batch: Sequence[ScoredEvent]) -> list[Condition]:
         """Conditions from every detector; one detector raising is logged and counted, the others still run."""

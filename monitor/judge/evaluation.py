@@ -104,6 +104,14 @@ def run_judge(judge: Judge, data: EmbeddedRecords, batch_size: int = 256) -> lis
     return out
 
 
+# Binary outputs by section: the record's label, the verdict's probability and its decision.
+_BINARY: dict[str, tuple[Callable[[Any], Any], Callable[[Verdict], Any], Callable[[Verdict], Any]]] = {
+    "prompt": (lambda r: r.unsafe, lambda v: v.prompt_unsafe, lambda v: v.prompt_flagged),
+    "response": (lambda r: r.response_harm, lambda v: v.response_unsafe, lambda v: v.response_flagged),
+    "refusal": (lambda r: r.refusal, lambda v: v.refusal, lambda v: v.refused),
+}
+
+
 def evaluate(name: str, verdicts: Sequence[Verdict], data: EmbeddedRecords, mapper: LabelMapper,
              categories: Sequence[str]) -> JudgeEvaluation:
     """All sections for one judge's verdicts on ``data``."""
@@ -130,10 +138,8 @@ def evaluate(name: str, verdicts: Sequence[Verdict], data: EmbeddedRecords, mapp
             [verdicts[i].category_probs.get(cat, 0.0) for i, _ in known],
             [cat in verdicts[i].categories for i, _ in known])
 
-    for section, label, prob, flag in (
-        ("response", lambda r: r.response_harm, lambda v: v.response_unsafe, lambda v: v.response_flagged),
-        ("refusal", lambda r: r.refusal, lambda v: v.refusal, lambda v: v.refused),
-    ):
+    for section in ("response", "refusal"):
+        label, prob, flag = _BINARY[section]
         rows = [i for i, r in enumerate(recs) if label(r) is not None and prob(verdicts[i]) is not None]
         add(section, "all files", rows, [label(recs[i]) for i in rows], [prob(verdicts[i]) for i in rows],
             [flag(verdicts[i]) for i in rows])
@@ -153,10 +159,8 @@ def _by_stratum(verdicts: Sequence[Verdict], recs: Sequence[Any], add: Callable[
     above = default("second_judge_uncertain_above")
     if all(v.uncertainty is None for v in verdicts):
         return
-    for section, label, prob, flag in (
-        ("prompt", lambda r: r.unsafe, lambda v: v.prompt_unsafe, lambda v: v.prompt_flagged),
-        ("response", lambda r: r.response_harm, lambda v: v.response_unsafe, lambda v: v.response_flagged),
-    ):
+    for section in ("prompt", "response"):
+        label, prob, flag = _BINARY[section]
         rows = [i for i, r in enumerate(recs) if label(r) is not None and prob(verdicts[i]) is not None]
         for part, name in ((UNCERTAIN, f"uncertain (>= {above})"), ("", "confident")):
             sub = [i for i in rows if stratum(verdicts[i].uncertainty, above) == part]

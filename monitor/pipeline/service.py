@@ -131,9 +131,6 @@ class MonitorService:
             self.latency["ingest"].add(time.perf_counter() - started)
         return outcome
 
-    def queue_bound(self) -> int:
-        return self.gate.queue_bound()
-
     async def start(self) -> None:
         await self.worker.start()
 

@@ -5,7 +5,6 @@ Slow: loads all-MiniLM-L6-v2 and exports it (once per test session, into a tempo
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from monitor.config import Settings

@@ -45,6 +45,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 from bench.scenarios import concept, covariate, emerging  # noqa: E402
 from bench.scenarios.pools import FULL, QUICK, Caps, default_cache_dir, load_pools  # noqa: E402
 from bench.scenarios.running import table  # noqa: E402
@@ -96,7 +98,7 @@ def main() -> None:
         rows += emerging.rows(pools, stationary_events=events, stationary_seeds=streams, seeds=emerging_seeds)
     print(table(rows))
     print(f"\n{'quick' if args.quick else 'full'} run, embeddings from backend {args.backend}, {seeds} seeds per covariate change, {concept_seeds} per concept "
-          f"change, {emerging_seeds} per withheld group, {time.perf_counter() - started:.0f} s wall")
+          f"change, {emerging_seeds} per withheld group, {time.perf_counter() - started:.0f} s wall; {describe()}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -26,6 +25,9 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 TOKEN = "bench-secret-0123456789abcdef"
 
 
@@ -111,7 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--factor", type=float, default=10.0)
     args = parser.parse_args()
-    print(f"# /healthz under ingest overload ({platform.machine()}, {os.cpu_count()} CPUs, shared machine)\n")
+    print(f"# /healthz under ingest overload ({describe()})\n")
     print("| scenario | worker ev/s | offered ev/s | /healthz p50 ms | p99 ms | max ms | answers | queue depth / bound | dropped |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, extra in (

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import sys
 import time
@@ -26,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from monitor.client import MonitorClient  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> None:
     rate = len(adapted.events) / (time.perf_counter() - t0)
     rows.append(("OTLP protobuf span → EventIn", "", f"{rate:,.0f} events/s"))
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, n={n}\n")
+    print(f"{describe()}, n={n}\n")
     print("| measure | p50 / p99 µs per call | result |\n|---|---|---|")
     for name, lat, result in rows:
         print(f"| {name} | {lat} | {result} |")

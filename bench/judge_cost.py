@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from monitor.judge.dataset import default_data_dir, read_records
-from monitor.judge.factory import build_judge
-from monitor.judge.verdict import JudgeInput
-from monitor.taxonomy import load_taxonomy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe  # noqa: E402
+
+from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+from monitor.judge.factory import build_judge  # noqa: E402
+from monitor.judge.verdict import JudgeInput  # noqa: E402
+from monitor.taxonomy import load_taxonomy  # noqa: E402
 
 
 def main() -> None:
@@ -65,7 +70,7 @@ def main() -> None:
 
     n = len(records)
     print(f"source: {source.name}, events: {n}, batch: {args.batch}, max_seq_length: {args.max_seq_length}, "
-          f"judge: {judge.version}, backend: {args.backend}")
+          f"judge: {judge.version}, backend: {args.backend}; {describe()}")
     print(f"embedding (prompt + response): {embed_s / n * 1e6:10.1f} us/event")
     print(f"judge:                         {judge_s / n * 1e6:10.1f} us/event")
     print(f"judge / embedding:             {judge_s / embed_s:10.2%}")

@@ -16,17 +16,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from monitor.events import Event
-from monitor.judge.verdict import Verdict
-from monitor.probe.client import Reply, Target
-from monitor.probe.probe_sets import load_probe_set
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe  # noqa: E402
+
+from monitor.events import Event  # noqa: E402
+from monitor.judge.verdict import Verdict  # noqa: E402
+from monitor.probe.client import Reply, Target  # noqa: E402
+from monitor.probe.probe_sets import load_probe_set  # noqa: E402
 
 HELPFUL = ("Here is a practical answer. Start with the basics, check what you have, then follow the usual steps one by one; "
            "if something does not work, look at the error message and try again. Most people get it right on the second try.")
@@ -86,9 +91,8 @@ def main() -> None:
             rates.append(rate)
         print(f"round {i}: {n} answers, embed+judge {timings[-1]:.2f} s ({rate:.0f} events/s), "
               f"whole round {wall:.2f} s wall / {cpu:.2f} s CPU{' (warm-up)' if i == 0 else ''}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"median judging rate: {statistics.median(rates):.0f} events/s per round of {n} probe answers "
-          f"(judge {args.judge}, backend {args.backend}; {os.cpu_count()} CPUs {platform.machine()}, load average {load:.1f})")
+          f"(judge {args.judge}, backend {args.backend}; {describe()})")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from bench.machine import describe  # noqa: E402
 
 from throughput import Service, load_texts, service_throughput  # noqa: E402
 
@@ -151,7 +152,7 @@ def main() -> None:
     finally:
         r.close()
 
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, load average before {load_before[0]:.1f}; python {platform.python_version()}")
+    print(f"machine: {describe()}; load average before {load_before[0]:.1f}")
     print(f"judge: {args.judge}; batch size {args.batch_size}; {len(texts)} events (short ToxicChat prompts)\n")
     print("| mode | events/s | vs single process |")
     print("|---|---|---|")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from monitor.events import Event, ScoredEvent  # noqa: E402
@@ -98,13 +99,13 @@ def main() -> None:
         cur = reservoir.sample(TimeWindow(T0 + HOUR, T0 + 2 * HOUR))
         return build_report(ref, cur, max_rows=max_rows, embedding_method=method, tsne_points=args.tsne_points).to_json()
 
-    def describe(result: dict) -> str:
+    def outcome(result: dict) -> str:
         drifted = ", ".join(result["drifted_categories"]) or "none"
         emb = result["checks"]["embedding:prompt"]
         return f"categories drifted: {drifted}; embedding {emb['method']} {emb['score']:.3f} drifted={emb['drifted']}"
 
     result, seconds = timed(lambda: report(default, 5000))
-    rows.append(("service default (reservoir sample)", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", describe(result)))
+    rows.append(("service default (reservoir sample)", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", outcome(result)))
 
     everything = WindowReservoir(per_window=n, seed=0)
     everything(reference_events)
@@ -112,12 +113,12 @@ def main() -> None:
     del reference_events, current_events
     for max_rows in args.rows:
         result, seconds = timed(lambda: report(everything, max_rows))
-        rows.append((f"model, max_rows={max_rows:,}", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", describe(result)))
+        rows.append((f"model, max_rows={max_rows:,}", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", outcome(result)))
     if args.mmd_rows:
         result, seconds = timed(lambda: report(everything, args.mmd_rows, "mmd"))
-        rows.append((f"mmd (bootstrap), max_rows={args.mmd_rows:,}", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", describe(result)))
+        rows.append((f"mmd (bootstrap), max_rows={args.mmd_rows:,}", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", outcome(result)))
 
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+    print(f"\n{describe()}; "
           f"{n:,} vs {n:,} events, t-SNE {args.tsne_points} points per side\n")
     print("| run | rows analysed | time | result |\n|---|---|---|---|")
     for row in rows:

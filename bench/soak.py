@@ -33,6 +33,8 @@ import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from monitor.api.app import create_app  # noqa: E402
@@ -141,7 +143,7 @@ def main() -> None:
     dropped = sum(status["dropped"].values()) - refused  # accepted, then not judged (overload, poison, shutdown)
     outcomes = status["accepted"] + status["duplicates"] + status["rejected"] + refused
     print(f"\nembedder: stand-in-hash (not the model); judge {status.get('judge_version')}; sampling {args.sampling}; {sent:,} events in "
-          f"{args.events // args.per_request:,} requests of {args.per_request}; wall {wall:,.0f} s; HTTP codes {codes}")
+          f"{args.events // args.per_request:,} requests of {args.per_request}; wall {wall:,.0f} s; HTTP codes {codes}; {describe()}")
     print("RSS (MB) by events sent: " + ", ".join(f"{n // 1000}k {mb:,.0f}" for n, mb in rss))
     print(f"RSS after the first {settled:,} events: min {min(after):,.0f} MB, max {max(after):,.0f} MB, spread {spread:.1%} (target <= 10%)")
     print(f"counts: received {status['received']:,}, accepted {status['accepted']:,}, duplicates {status['duplicates']:,}, "

@@ -2,7 +2,7 @@
 and how far int8 embeddings move from fp32.
 
 Run: ``.venv/bin/python bench/throughput.py [--backend torch --backend onnx-int8] [--short 2000] [--long 300]
-[--rate 1000] [--seconds 10] [--cosine 2000]``; ``--quick`` checks the script in a minute (tiny n,
+[--rate 1000] [--seconds 10] [--cosine 2000] [--repeat 3]``; ``--quick`` checks the script in a minute (tiny n,
 figures meaningless). Benchmark on a quiet machine: the worker runs at nice 10 and loses to any
 other CPU-heavy process.
 
@@ -12,7 +12,10 @@ bare backend (monitor's Embedder over all texts in one call: token-planned passe
 view, a ceiling) and the service end to end (``monitor serve`` as a separate process with
 ``MONITOR_EMBEDDING_BACKEND``, defaults except sampling=off so every event is embedded, and a
 queue large enough for the whole run; events carry a prompt only, so service and embedder embed
-the same texts), with the service's peak RSS. For torch also sentence-transformers' own
+the same texts), with the service's peak RSS. With ``--repeat N`` the bare and the service runs
+alternate N times and the tables give medians (the ratio is the median of the N paired ratios, with
+its range): on a shared VM one run of either can be 20% off its neighbour, and alternating pairs
+keep a slow minute from landing on one side only. For torch also sentence-transformers' own
 ``encode`` (today's reference figure). ONNX models are exported into the model cache first
 (``--model-cache-dir``), so no service start pays for an export. The cosine rows compare int8 with
 fp32 (ONNX) embeddings of ``--cosine`` prompts and responses drawn from every file of the shared
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -36,6 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 from monitor.config import Settings  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
@@ -128,9 +132,14 @@ class Service:
     def status(self) -> dict:
         return self.client.get("/v1/status").json()
 
-    def wait_processed(self, accepted: int) -> None:
-        while self.status()["processed"] < accepted:
-            time.sleep(0.25)  # polling faster steals CPU from the service on a small machine
+    def wait_processed(self, accepted: int, base: int, started: float) -> None:
+        """Return once ``processed`` reaches ``accepted``. Polls every 0.25 s (faster steals CPU from
+        the service on a small machine) until the end is near, then every 10 ms: a fixed 0.25 s
+        poll would add up to 0.25 s to a run of a few seconds and understate the service by ~3%."""
+        while (processed := self.status()["processed"]) < accepted:
+            rate = (processed - base) / max(time.perf_counter() - started, 1e-3)
+            eta = (accepted - processed) / rate if rate > 0 else 1.0
+            time.sleep(min(0.25, max(0.01, eta / 2)))
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -156,7 +165,7 @@ def service_throughput(service: Service, texts: list[str], tag: str) -> float:
     for i in range(0, len(events), 500):
         resp = service.client.post("/v1/events", json=events[i : i + 500])
         resp.raise_for_status()
-    service.wait_processed(base + len(events))
+    service.wait_processed(base + len(events), base, start)
     return len(events) / (time.perf_counter() - start)
 
 
@@ -201,6 +210,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", default="default")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate bare and service runs N times; report medians")
     ap.add_argument("--quick", action="store_true", help="tiny n to check the script runs (figures meaningless)")
     args = ap.parse_args()
     backends = args.backend or ["torch", "onnx-int8"]
@@ -212,11 +222,10 @@ def main() -> None:
     stock = {kind: bare_embedder(t, (16, 64) if args.quick else (8, 16, 32, 64)) for kind, t in texts.items()} if "torch" in backends else {}
     bare: dict[str, dict[str, float]] = {}
     e2e: dict[str, dict[str, float]] = {}
+    ratios: dict[str, dict[str, list[float]]] = {}
     rss: dict[str, float] = {}
     for backend in backends:
         embedder = make_embedder(backend, args.model_cache_dir)  # exports an ONNX model now if the cache lacks it
-        bare[backend] = {kind: planned_embedder(embedder, t) for kind, t in texts.items()}
-        del embedder
         service = Service(
             args.port,
             MONITOR_SAMPLING="off",
@@ -226,11 +235,18 @@ def main() -> None:
             MONITOR_EMBEDDING_BACKEND=backend,
             **cache_env,
         )
+        runs: dict[str, list[tuple[float, float]]] = {kind: [] for kind in texts}
         try:
-            e2e[backend] = {kind: service_throughput(service, t, f"{backend}-{kind}") for kind, t in texts.items()}
+            for r in range(args.repeat):
+                for kind, t in texts.items():
+                    runs[kind].append((planned_embedder(embedder, t), service_throughput(service, t, f"{backend}-{kind}-{r}")))
             rss[backend] = service.peak_rss_mb()
         finally:
             service.close()
+        del embedder
+        bare[backend] = {kind: float(np.median([b for b, _ in pairs])) for kind, pairs in runs.items()}
+        e2e[backend] = {kind: float(np.median([e for _, e in pairs])) for kind, pairs in runs.items()}
+        ratios[backend] = {kind: sorted(e / b for b, e in pairs) for kind, pairs in runs.items()}
 
     # Latency at a fixed offered rate, on the default configuration (sampling on, backend auto).
     service = Service(args.port, MONITOR_JUDGE=args.judge, **cache_env)
@@ -243,21 +259,26 @@ def main() -> None:
         service.close()
     cosine = int8_vs_fp32(cosine_texts(args.cosine, args.seed), args.model_cache_dir) if args.cosine else None
 
-    print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}, python {platform.python_version()}"
+    print(f"machine: {describe()}"
           + (" -- QUICK RUN: figures meaningless" if args.quick else ""))
     print(
         f"judge: {args.judge}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
-        "sentence-transformers: its encode over all texts at once, best of several pass sizes (the torch reference)\n"
+        "sentence-transformers: its encode over all texts at once, best of several pass sizes (the torch reference); "
+        f"{args.repeat} alternating bare/service run(s) per backend, medians\n"
     )
-    print("| backend | texts | n | bare backend (texts/s) | service end-to-end (events/s) | service / own bare | service / torch reference | service peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| backend | texts | n | bare backend (texts/s) | service end-to-end (events/s) | service / own bare (range) "
+          "| service / torch reference | service / torch service | service peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     reference = {kind: stock.get(kind) or (e2e["torch"][kind] if "torch" in e2e else float("nan")) for kind in texts}
     for kind in texts:
         if stock:
             print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – |")
         for backend in backends:
-            b, e = bare[backend][kind], e2e[backend][kind]
-            print(f"| {backend} | {kind} | {len(texts[kind])} | {b:.0f} | {e:.0f} | {e / b:.0%} | {_ratio(e, reference[kind])} | {rss[backend]:.0f} |")
+            b, e, r = bare[backend][kind], e2e[backend][kind], ratios[backend][kind]
+            spread = f" ({r[0]:.0%}–{r[-1]:.0%})" if len(r) > 1 else ""
+            torch_service = e2e["torch"][kind] if "torch" in e2e else float("nan")
+            print(f"| {backend} | {kind} | {len(texts[kind])} | {b:.0f} | {e:.0f} | {float(np.median(r)):.0%}{spread} "
+                  f"| {_ratio(e, reference[kind])} | {_ratio(e, torch_service)} | {rss[backend]:.0f} |")
     print()
     if cosine:
         print(f"int8 vs fp32 cosine over {cosine['n']} shared-data prompts and responses: median {cosine['median']:.4f}, "
@@ -269,7 +290,7 @@ def main() -> None:
         f"status codes {latency['codes']}; sampling rate at end {status['sampling_rate']:.2f}; "
         f"sampled out {status['sampled_out']} of {status['accepted']}; backend {status.get('embedding_backend')}"
     )
-    print(json.dumps({"stock_torch": stock, "bare": bare, "service": e2e, "peak_rss_mb": rss, "cosine_int8_fp32": cosine,
+    print(json.dumps({"stock_torch": stock, "bare": bare, "service": e2e, "service_over_bare": ratios, "peak_rss_mb": rss, "cosine_int8_fp32": cosine,
                       "latency": latency, "server_ingest": server_ingest, "quick": args.quick}))
 
 

@@ -222,6 +222,13 @@ class Settings(BaseSettings):
         description="Fixed cost of one forward pass, in tokens' worth of compute, used to plan passes; unset = 40 on "
         "CPU (measured for all-MiniLM-L6-v2 on 2 cores), 2000 on a GPU (fills passes; an estimate).",
     )
+    embedding_pass_max_cells: int | None = Field(
+        None,
+        ge=1,
+        description="Most texts × longest token count² per forward pass: bounds a pass's peak memory, which grows with "
+        "the square of the length (attention); unset = the pass size × 128², so texts over 128 tokens go in smaller "
+        "passes (16 of 256 tokens on CPU).",
+    )
     embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
     embedding_backend: Literal["auto", "torch", "onnx-int8", "onnx-fp32"] = Field(
         "auto",

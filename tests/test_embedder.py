@@ -56,3 +56,36 @@ def test_overhead_trades_padding_for_fewer_passes():
     lengths = list(range(10, 74))
     assert len(plan_passes(lengths, 64, overhead_tokens=0)) == 64  # padding is all that counts: one text per pass
     assert len(plan_passes(lengths, 64, overhead_tokens=10_000)) == 1  # passes are all that count: one pass
+
+
+def test_cell_cap_bounds_each_pass_by_length_squared_and_leaves_short_passes_alone():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(5, 257, size=300).tolist()
+    cap = 64 * 128 * 128
+    passes = plan_passes(lengths, max_batch=64, overhead_tokens=40, max_cells=cap)
+    assert sorted(i for p in passes for i in p) == list(range(300))
+    assert all(len(p) * max(lengths[i] for i in p) ** 2 <= cap for p in passes)
+    short = [length for length in lengths if length <= 128]
+    assert plan_passes(short, 64, 40, max_cells=cap) == plan_passes(short, 64, 40)  # count-capped only
+    assert [len(p) for p in plan_passes([100_000], 64, 40, max_cells=cap)] == [1]  # one text too long for the cap still gets a pass
+
+
+def test_embedder_passes_long_texts_in_smaller_passes(embedder):
+    """The running embedder applies the cap: 256-token texts go 16 to a pass on CPU, not 64."""
+    from monitor.embed.embedder import Embedder
+
+    sizes: list[int] = []
+    backend = embedder.backend
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(backend, name)
+
+        def pooled(self, texts, pairs=None):
+            sizes.append(len(texts))
+            return backend.pooled(texts, pairs)
+
+    recording = Embedder(embedder.info.model, encoder=Recording())
+    assert recording.pass_size == 64
+    recording.encode([TEXTS[3]] * 40 + [TEXTS[0]] * 40)
+    assert sorted(sizes) == [8, 16, 16, 40]

@@ -39,6 +39,13 @@ def default_pass_size(device: str) -> int:
     return 64 if device == "cpu" else 512
 
 
+def default_pass_max_cells(pass_size: int) -> int:
+    """``pass_size`` texts of 128 tokens: passes of shorter texts are capped by count alone, longer
+    ones shrink (16 texts of 256 tokens on CPU), which kept their speed and took ~500 MB off the
+    int8 backend's peak on 256-token texts (bench/throughput.py's long texts)."""
+    return pass_size * 128 * 128
+
+
 @dataclass(frozen=True, slots=True)
 class EmbedderInfo:
     model: str
@@ -73,15 +80,18 @@ class Embedder:
         cache_dir: str | Path | None = None,
         encoder: EncoderBackend | None = None,
         threads: int | None = None,
+        pass_max_cells: int | None = None,
     ) -> None:
         """``backend``: torch, onnx-int8, onnx-fp32 or auto (see ``make_backend``); ``encoder`` uses
-        an already built backend instead (``model`` then only names it); ``threads``: ONNX Runtime threads."""
+        an already built backend instead (``model`` then only names it); ``threads``: ONNX Runtime threads;
+        ``pass_max_cells``: most texts × longest length² per pass (see ``monitor.embed.passes``)."""
         self.backend: EncoderBackend = encoder or make_backend(
             backend, model, max_seq_length=max_seq_length, device=device, cache_dir=cache_dir, threads=threads
         )
         device = self.backend.device
         self.pass_size = pass_size or default_pass_size(device)
         self.pass_overhead_tokens = default_pass_overhead(device) if pass_overhead_tokens is None else pass_overhead_tokens
+        self.pass_max_cells = pass_max_cells or default_pass_max_cells(self.pass_size)
         self.info = EmbedderInfo(
             model=model, dimension=self.backend.dimension, device=device, max_seq_length=self.backend.max_seq_length, backend=self.backend.name
         )
@@ -109,7 +119,7 @@ class Embedder:
         if not texts:
             return out
         lengths = self.backend.token_lengths(texts, pairs)
-        for indices in plan_passes(lengths, batch_size or self.pass_size, self.pass_overhead_tokens):
+        for indices in plan_passes(lengths, batch_size or self.pass_size, self.pass_overhead_tokens, self.pass_max_cells):
             out[indices] = self.backend.pooled([texts[i] for i in indices], [pairs[i] for i in indices] if pairs else None)
         return out
 

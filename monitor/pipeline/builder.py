@@ -61,6 +61,7 @@ def build_embedder(settings: Settings) -> Embedder:
         backend=settings.embedding_backend,
         cache_dir=settings.model_cache_dir,
         threads=settings.embedding_threads,
+        pass_max_cells=settings.embedding_pass_max_cells,
     )
 
 

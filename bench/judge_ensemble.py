@@ -1,0 +1,98 @@
+"""Would averaging the two shipped judges' prompt scores help? Measured on the validation split.
+
+The default (hybrid) judge takes prompt harm from the heads alone. The fine-tuned encoder also
+scores prompts, at the price of a second pass over every prompt. This scores the artifacts'
+validation rows (where design choices are made; the test split is not touched) with both judges
+and prints, per source, AUROC, AUPRC and the share of benign prompts flagged at recall 0.80, for
+each judge alone and for combinations of their calibrated logits. Each distinct prompt counts
+once per source, as in ``monitor judge eval``.
+
+Run: ``.venv/bin/python bench/judge_ensemble.py [--cap 400] [--embedding-cache DIR]`` (about 10
+minutes on 2 CPU cores, most of it the encoder's passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.machine import describe  # noqa: E402
+from monitor.embed.embedder import Embedder  # noqa: E402
+from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, load_encoder_judge  # noqa: E402
+from monitor.judge.evaluation import run_judge  # noqa: E402
+from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge  # noqa: E402
+from monitor.judge.text_embeddings import embed_records, embedder_encoder  # noqa: E402
+from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
+
+SOURCES = ("openai-moderation", "toxicchat", "wildguardtest", "convabuse", "hatecheck", "toxigen", "xstest")
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "heads (shipped)": lambda h, e: logit(h),
+    "encoder": lambda h, e: logit(e),
+    "mean of logits": lambda h, e: logit(h) + logit(e),
+    "2 heads : 1 encoder": lambda h, e: 2 * logit(h) + logit(e),
+}
+
+
+def flagged_at_recall(y: np.ndarray, score: np.ndarray, recall: float = 0.8) -> float:
+    """Share of negatives scored at or above the threshold that keeps ``recall`` of the positives."""
+    positives = np.sort(score[y])[::-1]
+    threshold = positives[int(np.ceil(recall * len(positives))) - 1]
+    return float((score[~y] >= threshold).mean())
+
+
+def main() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cap", type=int, default=400, help="most rows per (file, label combination), as judge eval")
+    ap.add_argument("--embedding-cache", type=Path, default=None, help="cache folder for the heads' embeddings")
+    args = ap.parse_args()
+
+    heads = HeadsJudge.load(DEFAULT_ARTIFACT)
+    encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, None, 256)
+    training = heads.manifest["training"]
+    config = TrainConfig(**{**training, "holdout_origins": tuple(training["holdout_origins"])})
+    records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
+    val = select_test_records(records, config, args.cap, "val")
+    data = embed_records(val, embedder_encoder(Embedder(heads.embedding_model, 256), args.embedding_cache))
+    scores = {}
+    for h, e, r in zip(run_judge(heads, data), run_judge(encoder, data), val):
+        if r.unsafe is not None:
+            scores.setdefault((r.source, r.prompt), (r.unsafe, h.prompt_unsafe, e.prompt_unsafe))
+
+    print(f"validation rows: {len(val)}, distinct labelled prompts: {len(scores)}; {describe()}\n")
+    print("| source | prompts (unsafe) | " + " | ".join(f"{name}: AUROC / AUPRC / benign flagged at recall 0.8" for name in COMBINATIONS) + " |")
+    print("|---|---|" + "---|" * len(COMBINATIONS))
+    for source in ("all", *SOURCES):
+        rows = [v for (src, _), v in scores.items() if source == "all" or src.startswith(source)]
+        y = np.array([u for u, _, _ in rows], dtype=bool)
+        if y.all() or not y.any():
+            continue
+        h = np.array([p for _, p, _ in rows])
+        e = np.array([p for _, _, p in rows])
+        cells = []
+        for combine in COMBINATIONS.values():
+            s = combine(h, e)
+            cells.append(f"{roc_auc_score(y, s):.3f} / {average_precision_score(y, s):.3f} / {flagged_at_recall(y, s):.0%}")
+        print(f"| {source} | {len(rows)} ({int(y.sum())}) | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
-from monitor.embed.backends import EncoderBackend, OnnxBackend, make_backend  # noqa: E402
+from monitor.embed.backends import EncoderBackend, OnnxBackend, clip_segments, make_backend, token_lengths, tokenize  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.embed.onnx_export import ExportedModelError, cache_key, export_onnx  # noqa: E402
 
@@ -194,3 +194,20 @@ def test_model_export_command_builds_the_folder_the_service_loads(model, tokeniz
     assert backend.folder == built["onnx-int8"]
     reference = make_backend("torch", model, tokenizer, device="cpu").pooled(TEXTS)
     assert cosine(backend.pooled(TEXTS), reference).min() > 0.95
+
+
+def test_pair_segments_are_clipped_before_truncation_without_changing_a_token(tokenizer):
+    """Pair truncation is quadratic in the segments' length in the fast tokenizer; clipping each side first
+    must keep exactly the tokens (and token types) the tokenizer's own truncation keeps, ties included."""
+    sizes = [0, 3, 7, 8, 9, 15, 16, 17, 30, 200]
+    texts = [" ".join(WORDS[(i + j) % 90] for j in range(a)) for i, a in enumerate(sizes) for b in sizes]
+    pairs = [" ".join(WORDS[(5 * i + j) % 90] for j in range(b)) for i, a in enumerate(sizes) for b in sizes]
+    for max_len in (8, 16, 33):
+        ours = tokenize(tokenizer, texts, pairs, max_len)
+        theirs = tokenizer(texts, pairs, truncation=True, max_length=max_len, padding=True, return_token_type_ids=True)
+        assert ours["input_ids"] == theirs["input_ids"] and ours["token_type_ids"] == theirs["token_type_ids"]
+        assert token_lengths(tokenizer, texts, pairs, max_len) == [sum(m) for m in theirs["attention_mask"]]
+    huge = " ".join(WORDS * 500)  # 45,000 tokens a side: what the tokenizer would truncate token by token
+    a, b = clip_segments(tokenizer, [huge], [huge + " w1"], 16)
+    assert (len(a[0].split()), len(b[0].split())) == (16, 17)  # the longer side keeps the odd token
+    assert clip_segments(tokenizer, [huge], None, 16) == ([huge], None)  # single texts truncate in linear time: untouched

@@ -133,12 +133,43 @@ def load_transformer(name: str, eager_attention: bool = False) -> tuple[Any, Any
 # ---------------------------------------------------------------- shared steps
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int, **kwargs: Any) -> Any:
-    if pairs is not None and len(pairs) != len(texts):
+def clip_segments(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int) -> tuple[list[str], list[str] | None]:
+    """Cut the segments of text pairs to about ``max_seq_length`` tokens each (at the character where
+    a token ends) so that the tokenizer's pair truncation keeps exactly the tokens it would have kept.
+
+    Why: a fast tokenizer truncates a *pair* in time and memory that grow quadratically with the
+    segments' length (a reply of 20,000 characters, the ingest limit, beside its prompt: seconds and
+    hundreds of MB per call; 90,000 characters: gigabytes), while tokenizing one text alone is
+    linear. Pair truncation keeps a prefix of each side, the longer side getting the odd token, so a
+    side clipped to ``max_seq_length`` tokens (one more for the strictly longer side) truncates to the
+    same tokens. Single texts are left alone; a text of at most ``max_seq_length`` characters cannot
+    have more tokens than that.
+    """
+    if pairs is None:
+        return list(texts), None
+    if len(pairs) != len(texts):
         raise ValueError(f"pairs: {len(pairs)} given for {len(texts)} texts")
+    texts, pairs = list(texts), list(pairs)
+    rows = [i for i in range(len(texts)) if len(texts[i]) > max_seq_length or len(pairs[i]) > max_seq_length]
+    if not rows:
+        return texts, pairs
+    spans = tokenizer([side[i] for i in rows for side in (texts, pairs)], add_special_tokens=False,
+                      return_offsets_mapping=True, return_attention_mask=False, return_token_type_ids=False,
+                      verbose=False)["offset_mapping"]  # untruncated on purpose: no "longer than the model" warning
+    for k, i in enumerate(rows):
+        first, second = spans[2 * k], spans[2 * k + 1]
+        keep = (max_seq_length + (len(first) > len(second)), max_seq_length + (len(second) > len(first)))
+        for side, offsets, n in ((texts, first, keep[0]), (pairs, second, keep[1])):
+            if len(offsets) > n:
+                side[i] = side[i][: offsets[n - 1][1]]
+    return texts, pairs
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int, **kwargs: Any) -> Any:
+    texts, pairs = clip_segments(tokenizer, texts, pairs, max_seq_length)
     return tokenizer(
-        list(texts),
-        list(pairs) if pairs is not None else None,
+        texts,
+        pairs,
         truncation=True,
         max_length=max_seq_length,
         padding=True,
@@ -148,11 +179,10 @@ def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, 
 
 
 def token_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int) -> list[int]:
-    if pairs is not None and len(pairs) != len(texts):
-        raise ValueError(f"pairs: {len(pairs)} given for {len(texts)} texts")
+    texts, pairs = clip_segments(tokenizer, texts, pairs, max_seq_length)
     ids = tokenizer(
-        list(texts),
-        list(pairs) if pairs is not None else None,
+        texts,
+        pairs,
         add_special_tokens=True,
         truncation=True,
         max_length=max_seq_length,

@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="embedding cache folder")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8", "onnx-fp32"], help="embedding backend of the real-prompt pools")
     args = parser.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
     size = SIZES["quick" if args.quick else "full"]
     seeds, concept_seeds, emerging_seeds = (args.seeds,) * 3 if args.seeds else (size.seeds, size.concept_seeds, size.emerging_seeds)
     sections = args.only.split(",")
@@ -98,7 +99,7 @@ def main() -> None:
         rows += emerging.rows(pools, stationary_events=events, stationary_seeds=streams, seeds=emerging_seeds)
     print(table(rows))
     print(f"\n{'quick' if args.quick else 'full'} run, embeddings from backend {args.backend}, {seeds} seeds per covariate change, {concept_seeds} per concept "
-          f"change, {emerging_seeds} per withheld group, {time.perf_counter() - started:.0f} s wall; {describe()}")
+          f"change, {emerging_seeds} per withheld group, {time.perf_counter() - started:.0f} s wall; {machine}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
+
 TOKEN = "bench-secret-0123456789abcdef"
 
 
@@ -113,7 +114,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--factor", type=float, default=10.0)
     args = parser.parse_args()
-    print(f"# /healthz under ingest overload ({describe()})\n")
+    machine = describe()  # before the run: its load average is other jobs', not this one's
+    print(f"# /healthz under ingest overload ({machine})\n")
     print("| scenario | worker ev/s | offered ev/s | /healthz p50 ms | p99 ms | max ms | answers | queue depth / bound | dropped |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, extra in (

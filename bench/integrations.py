@@ -25,10 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from bench.machine import describe  # noqa: E402
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from bench.machine import describe  # noqa: E402
 from monitor.client import MonitorClient  # noqa: E402
 from monitor.integrations.litellm import LiteLLMAdapter  # noqa: E402
 from monitor.integrations.otel import OtelAdapter, parse_request  # noqa: E402
@@ -84,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     args = parser.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
     n = args.n
     rows = []
     with socket.socket() as blackhole:  # accepts connections, never answers
@@ -126,7 +126,7 @@ def main() -> None:
     rate = len(adapted.events) / (time.perf_counter() - t0)
     rows.append(("OTLP protobuf span → EventIn", "", f"{rate:,.0f} events/s"))
 
-    print(f"{describe()}, n={n}\n")
+    print(f"{machine}, n={n}\n")
     print("| measure | p50 / p99 µs per call | result |\n|---|---|---|")
     for name, lat, result in rows:
         print(f"| {name} | {lat} | {result} |")

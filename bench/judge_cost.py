@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="judge passes over the events (the median is kept)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     args = parser.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from monitor.embed.embedder import Embedder
@@ -70,7 +71,7 @@ def main() -> None:
 
     n = len(records)
     print(f"source: {source.name}, events: {n}, batch: {args.batch}, max_seq_length: {args.max_seq_length}, "
-          f"judge: {judge.version}, backend: {args.backend}; {describe()}")
+          f"judge: {judge.version}, backend: {args.backend}; {machine}")
     print(f"embedding (prompt + response): {embed_s / n * 1e6:10.1f} us/event")
     print(f"judge:                         {judge_s / n * 1e6:10.1f} us/event")
     print(f"judge / embedding:             {judge_s / embed_s:10.2%}")

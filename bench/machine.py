@@ -1,8 +1,8 @@
 """One line naming the machine a benchmark ran on, for every script's output.
 
 Why the CPU model and its vector extensions, not only the core count: the int8 backend's speed
-depends on them. On a CPU with VNNI (AVX-512 VNNI, AVX-VNNI or AMX) ONNX Runtime multiplies int8
-weights natively; on one with AVX2 only it does not, and the same command gives a much smaller
+depends on them. VNNI (AVX-512 VNNI, AVX-VNNI or AMX) does an int8 multiply-accumulate in one
+instruction; AVX2 needs several, and on an AVX2-only CPU the same command gives a much smaller
 speed-up over torch. A figure without the CPU it came from cannot be compared with anyone else's.
 """
 
@@ -36,12 +36,16 @@ def cpu_model(cpuinfo: str) -> tuple[str, list[str]]:
     return model, flags
 
 
-def describe() -> str:
-    """E.g. ``AMD EPYC (x86_64; avx2; no VNNI), 2 CPUs, Python 3.11.7, load average 0.4``."""
-    try:
-        model, flags = cpu_model(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        model, flags = "", []
+def describe(cpuinfo: str | None = None) -> str:
+    """E.g. ``AMD EPYC (x86_64; avx2; no VNNI), 2 CPUs, Python 3.11.7, load average 0.4``; ``cpuinfo``
+    defaults to this machine's ``/proc/cpuinfo``. Call it before a run: the load average is then
+    that of other jobs, which is what marks a figure as measured on a loaded machine."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = cpu_model(cpuinfo)
     vnni = any("vnni" in f or "amx" in f for f in flags)
     isa = "; ".join(filter(None, [platform.machine(), ", ".join(flags), "" if vnni or not flags else "no VNNI"]))
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""

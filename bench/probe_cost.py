@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="embedding_backend (auto: onnx-int8 on CPU, as the service)")
     parser.add_argument("--judge", default="default")
     args = parser.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from monitor.config import Settings
@@ -92,7 +93,7 @@ def main() -> None:
         print(f"round {i}: {n} answers, embed+judge {timings[-1]:.2f} s ({rate:.0f} events/s), "
               f"whole round {wall:.2f} s wall / {cpu:.2f} s CPU{' (warm-up)' if i == 0 else ''}")
     print(f"median judging rate: {statistics.median(rates):.0f} events/s per round of {n} probe answers "
-          f"(judge {args.judge}, backend {args.backend}; {describe()})")
+          f"(judge {args.judge}, backend {args.backend}; {machine})")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from bench.machine import describe  # noqa: E402
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+from bench.machine import describe  # noqa: E402
 from monitor.events import Event, ScoredEvent  # noqa: E402
 from monitor.export.report import build_report  # noqa: E402
 from monitor.export.reservoir import WindowReservoir  # noqa: E402
@@ -77,6 +76,7 @@ def main() -> None:
     parser.add_argument("--mmd-rows", type=int, default=2000, help="Rows per side for the mmd run (0: skip).")
     parser.add_argument("--tsne-points", type=int, default=200)
     args = parser.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
 
     n = args.events
     print(f"generating 2 x {n:,} events ...", file=sys.stderr)
@@ -118,7 +118,7 @@ def main() -> None:
         result, seconds = timed(lambda: report(everything, args.mmd_rows, "mmd"))
         rows.append((f"mmd (bootstrap), max_rows={args.mmd_rows:,}", f"{result['reference']['rows']:,} vs {result['current']['rows']:,}", f"{seconds:.1f} s", outcome(result)))
 
-    print(f"\n{describe()}; "
+    print(f"\n{machine}; "
           f"{n:,} vs {n:,} events, t-SNE {args.tsne_points} points per side\n")
     print("| run | rows analysed | time | result |\n|---|---|---|---|")
     for row in rows:

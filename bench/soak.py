@@ -33,10 +33,9 @@ import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from bench.machine import describe  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.machine import describe  # noqa: E402
 from monitor.api.app import create_app  # noqa: E402
 from monitor.config import Settings  # noqa: E402
 from monitor.embed.embedder import EmbedderInfo  # noqa: E402
@@ -87,6 +86,7 @@ def main() -> None:
                     help="off (default): every event is judged, the client waiting on 503s, so every judged-event "
                     "window fills; auto: the service sheds the overload by sampling (most events never reach the windows)")
     args = ap.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
 
     settings = Settings(port=args.port, judge="prototype", auth="off", sampling=args.sampling,
                         max_events_per_request=max(5000, args.per_request))
@@ -143,7 +143,7 @@ def main() -> None:
     dropped = sum(status["dropped"].values()) - refused  # accepted, then not judged (overload, poison, shutdown)
     outcomes = status["accepted"] + status["duplicates"] + status["rejected"] + refused
     print(f"\nembedder: stand-in-hash (not the model); judge {status.get('judge_version')}; sampling {args.sampling}; {sent:,} events in "
-          f"{args.events // args.per_request:,} requests of {args.per_request}; wall {wall:,.0f} s; HTTP codes {codes}; {describe()}")
+          f"{args.events // args.per_request:,} requests of {args.per_request}; wall {wall:,.0f} s; HTTP codes {codes}; {machine}")
     print("RSS (MB) by events sent: " + ", ".join(f"{n // 1000}k {mb:,.0f}" for n, mb in rss))
     print(f"RSS after the first {settled:,} events: min {min(after):,.0f} MB, max {max(after):,.0f} MB, spread {spread:.1%} (target <= 10%)")
     print(f"counts: received {status['received']:,}, accepted {status['accepted']:,}, duplicates {status['duplicates']:,}, "

@@ -15,7 +15,8 @@ queue large enough for the whole run; events carry a prompt only, so service and
 the same texts), with the service's peak RSS. With ``--repeat N`` the bare and the service runs
 alternate N times and the tables give medians (the ratio is the median of the N paired ratios, with
 its range): on a shared VM one run of either can be 20% off its neighbour, and alternating pairs
-keep a slow minute from landing on one side only. For torch also sentence-transformers' own
+keep a slow minute from landing on one side only. The bench keeps its own embedder loaded (idle)
+while the service runs; the sentence-transformers reference runs once, before the pairs. For torch also sentence-transformers' own
 ``encode`` (today's reference figure). ONNX models are exported into the model cache first
 (``--model-cache-dir``), so no service start pays for an export. The cosine rows compare int8 with
 fp32 (ONNX) embeddings of ``--cosine`` prompts and responses drawn from every file of the shared
@@ -210,9 +211,10 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", default="default")
-    ap.add_argument("--repeat", type=int, default=1, help="alternate bare and service runs N times; report medians")
+    ap.add_argument("--repeat", type=lambda v: max(1, int(v)), default=1, help="alternate bare and service runs N times (at least 1); report medians")
     ap.add_argument("--quick", action="store_true", help="tiny n to check the script runs (figures meaningless)")
     args = ap.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
     backends = args.backend or ["torch", "onnx-int8"]
     if args.quick:
         args.short, args.long, args.seconds, args.rate, args.cosine = 64, 16, 2.0, 100.0, min(args.cosine, 64)
@@ -259,7 +261,7 @@ def main() -> None:
         service.close()
     cosine = int8_vs_fp32(cosine_texts(args.cosine, args.seed), args.model_cache_dir) if args.cosine else None
 
-    print(f"machine: {describe()}"
+    print(f"machine: {machine}"
           + (" -- QUICK RUN: figures meaningless" if args.quick else ""))
     print(
         f"judge: {args.judge}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
@@ -272,7 +274,7 @@ def main() -> None:
     reference = {kind: stock.get(kind) or (e2e["torch"][kind] if "torch" in e2e else float("nan")) for kind in texts}
     for kind in texts:
         if stock:
-            print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – |")
+            print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – | – |")
         for backend in backends:
             b, e, r = bare[backend][kind], e2e[backend][kind], ratios[backend][kind]
             spread = f" ({r[0]:.0%}–{r[-1]:.0%})" if len(r) > 1 else ""

@@ -227,7 +227,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Most texts × longest token count² per forward pass: bounds a pass's peak memory, which grows with "
         "the square of the length (attention); unset = the pass size × 128², so texts over 128 tokens go in smaller "
-        "passes (16 of 256 tokens on CPU).",
+        "passes (16 of 256 tokens on CPU, 128 on a GPU: not measured on a GPU).",
     )
     embedding_device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
     embedding_backend: Literal["auto", "torch", "onnx-int8", "onnx-fp32"] = Field(

@@ -88,4 +88,5 @@ def test_embedder_passes_long_texts_in_smaller_passes(embedder):
     recording = Embedder(embedder.info.model, encoder=Recording())
     assert recording.pass_size == 64
     recording.encode([TEXTS[3]] * 40 + [TEXTS[0]] * 40)
-    assert sorted(sizes) == [8, 16, 16, 40]
+    long_passes = sorted(sizes)[:-1]
+    assert sorted(sizes)[-1] == 40 and len(long_passes) == 3 and max(long_passes) <= 16 and sum(long_passes) == 40

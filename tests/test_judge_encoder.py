@@ -122,3 +122,14 @@ def test_the_onnx_int8_backend_agrees_with_torch_and_names_itself(trained, tmp_p
     for a, b in zip(fp32, int8):
         assert abs(a.prompt_unsafe - b.prompt_unsafe) < 0.05
         assert a.response_unsafe is None or abs(a.response_unsafe - b.response_unsafe) < 0.05
+
+
+def test_the_service_builds_the_judge_with_the_drift_embedders_pass_limits(trained):
+    """An operator's pass limits (memory cap, pass size) bound the judge's pair passes too, not only the drift embedder's."""
+    from monitor.embed.embedder import Embedder
+    from monitor.judge.factory import build_judge
+
+    out, _, tax = trained
+    embedder = Embedder(pass_size=8, pass_overhead_tokens=5, pass_max_cells=4096)
+    judge = build_judge(str(out), embedder, tax)
+    assert (judge.encoder.pass_size, judge.encoder.pass_overhead_tokens, judge.encoder.pass_max_cells) == (8, 5, 4096)

@@ -41,8 +41,8 @@ def default_pass_size(device: str) -> int:
 
 def default_pass_max_cells(pass_size: int) -> int:
     """``pass_size`` texts of 128 tokens: passes of shorter texts are capped by count alone, longer
-    ones shrink (16 texts of 256 tokens on CPU), which kept their speed and took ~500 MB off the
-    int8 backend's peak on 256-token texts (bench/throughput.py's long texts)."""
+    ones shrink (16 texts of 256 tokens on CPU), which kept their speed and took ~400 MB off the
+    service's peak memory on the throughput bench (README, Fast inference)."""
     return pass_size * 128 * 128
 
 

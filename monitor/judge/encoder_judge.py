@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from monitor.judge.encoder_model import PAIR_OUTPUTS
 from monitor.judge.verdict import JudgeInput, Verdict
 from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from monitor.embed.embedder import Embedder
 
 ENCODER_FORMAT = "encoder-1"
 DEFAULT_ENCODER_ARTIFACT = Path(__file__).with_name("artifacts") / "encoder"
@@ -145,10 +148,11 @@ def save_encoder_artifact(path: Path | str, arrays: Mapping[str, np.ndarray], ma
 
 def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_seq_length: int = 256,
                        backend: str = "torch", device: str = "auto", cache_dir: str | Path | None = None,
-                       threads: int | None = None) -> EncoderJudge:
+                       threads: int | None = None, planner: Embedder | None = None) -> EncoderJudge:
     """Load an artifact on its base model and run it on ``backend`` (torch, onnx-int8, onnx-fp32, auto: the
     ONNX kinds export the assembled encoder once into ``cache_dir``, as for the drift embedder); with
-    ``taxonomy``, also check the categories are its harm ids."""
+    ``taxonomy``, also check the categories are its harm ids. ``planner`` (the drift embedder) lends its
+    pass settings (size, overhead, memory cap), so the operator's limits bound the judge's passes too."""
     from monitor.embed.backends import make_backend, resolve_model_path
     from monitor.embed.embedder import Embedder
     from monitor.judge.encoder_model import assemble, load_base
@@ -164,5 +168,7 @@ def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_s
     layers = {k: v for k, v in arrays.items() if not k.startswith(("prompt_head.", "pair_head."))}
     model = assemble(base, manifest["encoder"]["frozen_layers"], layers)
     runner = make_backend(backend, model, tokenizer, max_seq_length, device, cache_dir, threads)
-    encoder = Embedder(manifest["version"], max_seq_length, encoder=runner)  # the same pass planner as the drift embedder
+    encoder = Embedder(manifest["version"], max_seq_length, encoder=runner,  # the same pass planner as the drift embedder
+                       **({} if planner is None else {"pass_size": planner.pass_size, "pass_overhead_tokens": planner.pass_overhead_tokens,
+                                                   "pass_max_cells": planner.pass_max_cells}))
     return EncoderJudge(encoder, arrays, manifest, runner.name)

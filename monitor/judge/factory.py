@@ -37,7 +37,7 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
 def _encoder(path: Path, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None) -> EncoderJudge:
     # The judge's encoder runs on the drift embedder's backend, device and model cache.
     return load_encoder_judge(path, taxonomy, embedder.info.max_seq_length, embedder.backend.name,
-                              embedder.backend.device, cache_dir, threads)
+                              embedder.backend.device, cache_dir, threads, planner=embedder)
 
 
 def _heads(path: Path, embedder: Embedder, taxonomy: Taxonomy) -> HeadsJudge:

@@ -5,7 +5,7 @@ scores prompts, at the price of a second pass over every prompt. This scores the
 validation rows (where design choices are made; the test split is not touched) with both judges
 and prints, per source, AUROC, AUPRC and the share of benign prompts flagged at recall 0.80, for
 each judge alone and for combinations of their calibrated logits. Each distinct prompt counts
-once per source, as in ``monitor judge eval``.
+once (XSTest's prompts recur in its four files; the first row's label stands).
 
 Run: ``.venv/bin/python bench/judge_ensemble.py [--cap 400] [--embedding-cache DIR]`` (about 10
 minutes on 2 CPU cores, most of it the encoder's passes).
@@ -38,6 +38,7 @@ SOURCES = ("openai-moderation", "toxicchat", "wildguardtest", "convabuse", "hate
 
 
 def logit(p: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities back to log-odds, where adding two judges' evidence makes sense."""
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
@@ -45,7 +46,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "heads (shipped)": lambda h, e: logit(h),
     "encoder": lambda h, e: logit(e),
-    "mean of logits": lambda h, e: logit(h) + logit(e),
+    "sum of logits": lambda h, e: logit(h) + logit(e),
     "2 heads : 1 encoder": lambda h, e: 2 * logit(h) + logit(e),
 }
 
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=400, help="most rows per (file, label combination), as judge eval")
     ap.add_argument("--embedding-cache", type=Path, default=None, help="cache folder for the heads' embeddings")
     args = ap.parse_args()
+    machine = describe()  # before the run: its load average is other jobs', not this one's
 
     heads = HeadsJudge.load(DEFAULT_ARTIFACT)
     encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, None, 256)
@@ -72,21 +74,21 @@ def main() -> None:
     records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
     val = select_test_records(records, config, args.cap, "val")
     data = embed_records(val, embedder_encoder(Embedder(heads.embedding_model, 256), args.embedding_cache))
-    scores = {}
+    scores: dict[str, tuple[str, bool, float, float]] = {}  # prompt -> (source, unsafe, heads, encoder)
     for h, e, r in zip(run_judge(heads, data), run_judge(encoder, data), val):
         if r.unsafe is not None:
-            scores.setdefault((r.source, r.prompt), (r.unsafe, h.prompt_unsafe, e.prompt_unsafe))
+            scores.setdefault(r.prompt, (r.source, r.unsafe, h.prompt_unsafe, e.prompt_unsafe))
 
-    print(f"validation rows: {len(val)}, distinct labelled prompts: {len(scores)}; {describe()}\n")
+    print(f"validation rows: {len(val)}, distinct labelled prompts: {len(scores)}; {machine}\n")
     print("| source | prompts (unsafe) | " + " | ".join(f"{name}: AUROC / AUPRC / benign flagged at recall 0.8" for name in COMBINATIONS) + " |")
     print("|---|---|" + "---|" * len(COMBINATIONS))
     for source in ("all", *SOURCES):
-        rows = [v for (src, _), v in scores.items() if source == "all" or src.startswith(source)]
-        y = np.array([u for u, _, _ in rows], dtype=bool)
+        rows = [v for v in scores.values() if source == "all" or v[0].startswith(source)]  # xstest: its prompt and completion files
+        y = np.array([u for _, u, _, _ in rows], dtype=bool)
         if y.all() or not y.any():
             continue
-        h = np.array([p for _, p, _ in rows])
-        e = np.array([p for _, _, p in rows])
+        h = np.array([p for _, _, p, _ in rows])
+        e = np.array([p for _, _, _, p in rows])
         cells = []
         for combine in COMBINATIONS.values():
             s = combine(h, e)

@@ -184,12 +184,10 @@ class MonitorService:
             readings = self.detectors.readings()
         detect_seconds = time.perf_counter() - t0
         self._export(scored, readings, transitions, detect_seconds)
+        self.counter.record(Tally(processed=n_items, judged=len(scored)))
+        self.latency["batch"].add(time.perf_counter() - started)
         self._notify(self.batch_listeners, scored)
         self._notify(self.transition_listeners, transitions)
-        # Counted last: a client that sees ``processed`` reach what it sent finds every effect of
-        # the batch in place (the triage buffer and other listeners included), not most of them.
-        self.latency["batch"].add(time.perf_counter() - started)
-        self.counter.record(Tally(processed=n_items, judged=len(scored)))
         return transitions
 
     def _notify(self, listeners: list[Callable[..., None]], *payload: Any) -> None:

@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="embedding cache folder")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx-int8", "onnx-fp32"], help="embedding backend of the real-prompt pools")
     args = parser.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
     size = SIZES["quick" if args.quick else "full"]
     seeds, concept_seeds, emerging_seeds = (args.seeds,) * 3 if args.seeds else (size.seeds, size.concept_seeds, size.emerging_seeds)
     sections = args.only.split(",")

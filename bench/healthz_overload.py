@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--factor", type=float, default=10.0)
     args = parser.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
     print(f"# /healthz under ingest overload ({machine})\n")
     print("| scenario | worker ev/s | offered ev/s | /healthz p50 ms | p99 ms | max ms | answers | queue depth / bound | dropped |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     args = parser.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
     n = args.n
     rows = []
     with socket.socket() as blackhole:  # accepts connections, never answers

@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="judge passes over the events (the median is kept)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     args = parser.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from monitor.embed.embedder import Embedder

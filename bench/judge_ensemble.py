@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=400, help="most rows per (file, label combination), as judge eval")
     ap.add_argument("--embedding-cache", type=Path, default=None, help="cache folder for the heads' embeddings")
     args = ap.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
 
     heads = HeadsJudge.load(DEFAULT_ARTIFACT)
     encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, None, 256)

@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="embedding_backend (auto: onnx-int8 on CPU, as the service)")
     parser.add_argument("--judge", default="default")
     args = parser.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from monitor.config import Settings

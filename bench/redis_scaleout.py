@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8899)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
 
     texts = load_texts(args.events + 4 * args.batch_size * 2, 0, args.seed)["short"]
     warmup, texts = texts[: 4 * args.batch_size * 2], texts[4 * args.batch_size * 2 :]

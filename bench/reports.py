@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--mmd-rows", type=int, default=2000, help="Rows per side for the mmd run (0: skip).")
     parser.add_argument("--tsne-points", type=int, default=200)
     args = parser.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
 
     n = args.events
     print(f"generating 2 x {n:,} events ...", file=sys.stderr)

@@ -86,7 +86,7 @@ def main() -> None:
                     help="off (default): every event is judged, the client waiting on 503s, so every judged-event "
                     "window fills; auto: the service sheds the overload by sampling (most events never reach the windows)")
     args = ap.parse_args()
-    machine = describe()  # before the run: its load average is other jobs', not this one's
+    machine = describe()
 
     settings = Settings(port=args.port, judge="prototype", auth="off", sampling=args.sampling,
                         max_events_per_request=max(5000, args.per_request))

@@ -168,7 +168,7 @@ def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_s
     layers = {k: v for k, v in arrays.items() if not k.startswith(("prompt_head.", "pair_head."))}
     model = assemble(base, manifest["encoder"]["frozen_layers"], layers)
     runner = make_backend(backend, model, tokenizer, max_seq_length, device, cache_dir, threads)
-    encoder = Embedder(manifest["version"], max_seq_length, encoder=runner,  # the same pass planner as the drift embedder
-                       **({} if planner is None else {"pass_size": planner.pass_size, "pass_overhead_tokens": planner.pass_overhead_tokens,
-                                                   "pass_max_cells": planner.pass_max_cells}))
+    limits = {} if planner is None else dict(pass_size=planner.pass_size, pass_overhead_tokens=planner.pass_overhead_tokens,
+                                             pass_max_cells=planner.pass_max_cells)
+    encoder = Embedder(manifest["version"], max_seq_length, encoder=runner, **limits)  # the drift embedder's pass planner
     return EncoderJudge(encoder, arrays, manifest, runner.name)

@@ -107,13 +107,18 @@ class StreamKeys:
         return f"{self.prefix}id:{event_id}"
 
 
-def encode_event(event: Event) -> bytes:
-    """JSON of the event; ``sender`` only when set, so workers of the release before it still decode
-    the events of a deployment without authentication during a rolling upgrade."""
-    fields = asdict(event)
+def _encode_without_empty_sender(record: Event | Feedback) -> bytes:
+    """JSON of an event or label; ``sender`` only when set, so processes of the release before it
+    (which knew no sender) still decode what a deployment without authentication sends during a
+    rolling upgrade."""
+    fields = asdict(record)
     if not fields["sender"]:
         del fields["sender"]
     return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def encode_event(event: Event) -> bytes:
+    return _encode_without_empty_sender(event)
 
 
 def decode_event(data: bytes) -> Event:
@@ -121,11 +126,7 @@ def decode_event(data: bytes) -> Event:
 
 
 def encode_feedback(label: Feedback) -> bytes:
-    """JSON of the label; ``sender`` only when set (detector processes of the release before still decode it)."""
-    fields = asdict(label)
-    if fields["sender"] is None:
-        del fields["sender"]
-    return json.dumps(fields, separators=(",", ":")).encode()
+    return _encode_without_empty_sender(label)
 
 
 def decode_feedback(data: bytes) -> Feedback:

@@ -29,6 +29,15 @@ def test_train_then_eval(tmp_path):
     assert judge.manifest["embedding"]["max_seq_length"] == 64
     card = (out / "model_card.md").read_text()
     assert "| records |" in card and "Validation metrics" in card
+    vote = judge.heads["unsafe"].neighbours
+    assert vote is not None and judge.manifest["heads"]["unsafe"]["neighbours"]["rows"] == len(vote.labels)
+    assert "most similar of" in card
+
+    plain = tmp_path / "plain"
+    result = runner.invoke(judge_app, ["train", "--kind", "heads", "--neighbours", "0", "--out", str(plain), *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    assert HeadsJudge.load(plain).heads["unsafe"].neighbours is None
+    assert "neighbours" not in HeadsJudge.load(plain).manifest["heads"]["unsafe"]
 
     report = tmp_path / "report.md"
     result = runner.invoke(judge_app, ["eval", "--data", str(FIXTURES / "records.jsonl"), "--artifact", str(out),

@@ -57,6 +57,7 @@ def train(
     cap: Optional[int] = typer.Option(None, min=1, help="Most rows per (file, label combination) [encoder 1500, heads 600]."),
     safe_cap: Optional[int] = typer.Option(None, min=1, help="Most safe prompt-only rows per file [encoder 3000, heads 2000]."),
     max_seq_length: int = typer.Option(128, min=8, help="heads: tokens kept per text when embedding training data."),
+    neighbours: int = typer.Option(30, min=0, help="heads: training prompts whose vote joins the unsafe head (0: the MLP alone)."),
     epochs: float = typer.Option(2.0, min=0.01, help="encoder: passes over the training rows."),
     frozen_layers: int = typer.Option(4, min=0, help="encoder: lower layers kept as shipped (their outputs are cached)."),
     test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of prompts kept out for `judge eval`."),
@@ -86,7 +87,7 @@ def train(
             frozen_layers=frozen_layers, epochs=epochs), day, tuple(mappings or ()))
         return
     config = TrainConfig(seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, cap_per_stratum=cap or 600,
-                         safe_prompt_cap=safe_cap or 2000,
+                         safe_prompt_cap=safe_cap or 2000, unsafe_neighbours=neighbours,
                          holdout_origins=tuple(holdout), embedding_model=embedding_model, max_seq_length=max_seq_length)
     encoder = embedder_encoder(_embedder(embedding_model, max_seq_length), embedding_cache)
     result, card = build_artifact(records, encoder, tax, config, day, progress=typer.echo,

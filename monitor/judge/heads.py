@@ -4,7 +4,8 @@ Four heads, each one or two matrix products, a Platt calibration and per-output 
 stored as plain numpy arrays (no pickles, so artifacts survive library upgrades):
 
 - ``unsafe``: prompt embedding -> overall unsafe (one ReLU hidden layer: a linear head caps out
-  when sources with different labelling conventions are mixed);
+  when sources with different labelling conventions are mixed), plus the vote of the most similar
+  labelled training prompts (:mod:`monitor.judge.neighbours`), added to the logit;
 - ``categories``: prompt embedding -> one output per harm category (multi-label, linear);
 - ``response``: [prompt, response, prompt * response, compliance] -> response harmful given the
   prompt, where compliance = P(prompt unsafe) * (1 - P(refusal)) from the other heads: the labelled
@@ -32,6 +33,7 @@ import numpy as np
 
 from monitor.judge.artifact import check_categories, content_version, deterministic_npz, read_artifact, write_artifact
 from monitor.judge.calibration import platt, uncertainty
+from monitor.judge.neighbours import NeighbourVote
 from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.verdict import JudgeInput, Verdict
 from monitor.taxonomy import SAFE
@@ -42,6 +44,7 @@ ARTIFACT_FORMAT = 1
 HEAD_NAMES = ("unsafe", "categories", "response", "refusal")
 _FIELDS = ("weights", "bias", "scale", "shift", "threshold")
 _HIDDEN = ("hidden_weights", "hidden_bias")
+_NEIGHBOURS = ("neighbour_vectors", "neighbour_labels")
 
 
 def response_features(prompt: np.ndarray, response: np.ndarray, compliance: np.ndarray) -> np.ndarray:
@@ -62,8 +65,8 @@ def refusal_features(response: np.ndarray, texts: Sequence[str], phrases: Phrase
 
 @dataclass(frozen=True)
 class Head:
-    """``k`` logistic outputs over ``d`` features, optionally through one ReLU hidden layer, with Platt
-    calibration and decision thresholds."""
+    """``k`` logistic outputs over ``d`` features, optionally through one ReLU hidden layer and (one
+    output only) plus a neighbour vote, with Platt calibration and decision thresholds."""
 
     weights: np.ndarray  # (d or h, k)
     bias: np.ndarray  # (k,)
@@ -72,6 +75,7 @@ class Head:
     threshold: np.ndarray  # (k,) flag when probability >= threshold
     hidden_weights: np.ndarray | None = None  # (d, h)
     hidden_bias: np.ndarray | None = None  # (h,)
+    neighbours: NeighbourVote | None = None
 
     def __post_init__(self) -> None:
         k = self.weights.shape[1]
@@ -82,6 +86,8 @@ class Head:
             raise ValueError("a hidden layer needs both hidden_weights and hidden_bias")
         if self.hidden_weights is not None and self.hidden_weights.shape[1] != self.weights.shape[0]:
             raise ValueError("hidden_weights columns must match the output layer's rows")
+        if self.neighbours is not None and (k != 1 or self.neighbours.dimension != self.dimension):
+            raise ValueError("a neighbour vote needs a one-output head over the same features as its vectors")
 
     @property
     def dimension(self) -> int:
@@ -89,16 +95,38 @@ class Head:
         return int(first.shape[0])
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """What the artifact stores: float32 weights; a neighbour index as float16 vectors and bool labels
+        (half the bytes; the vote moves by far less than its calibration's noise)."""
         names = _FIELDS + (_HIDDEN if self.hidden_weights is not None else ())
-        return {f: getattr(self, f) for f in names}
+        out = {f: np.asarray(getattr(self, f), dtype=np.float32) for f in names}
+        if self.neighbours is not None:
+            out["neighbour_vectors"] = self.neighbours.vectors
+            out["neighbour_labels"] = self.neighbours.labels
+        return out
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], neighbours: Mapping | None = None) -> Head:
+        """The inverse of :meth:`arrays`; ``neighbours`` holds the vote's settings (``k``, ``temperature``)."""
+        vote = None
+        if "neighbour_vectors" in arrays:
+            if not neighbours:
+                raise ValueError("a head stores neighbour vectors but its manifest has no neighbour settings")
+            vote = NeighbourVote(arrays["neighbour_vectors"], arrays["neighbour_labels"], int(neighbours["k"]),
+                                 float(neighbours["temperature"]))
+        return cls(**{f: arrays[f] for f in _FIELDS + _HIDDEN if f in arrays}, neighbours=vote)
+
+    def logits(self, x: np.ndarray, leave_out_identical: bool = False) -> np.ndarray:
+        """``leave_out_identical``: see :meth:`NeighbourVote.logits` (training scores its own rows so)."""
+        h = x
         if self.hidden_weights is not None:
-            x = np.maximum(x @ self.hidden_weights + self.hidden_bias, 0.0)
-        return x @ self.weights + self.bias
+            h = np.maximum(x @ self.hidden_weights + self.hidden_bias, 0.0)
+        out = h @ self.weights + self.bias
+        if self.neighbours is not None:
+            out = out + self.neighbours.logits(x, leave_out_identical)[:, None]
+        return out
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        return platt(self.logits(x), self.scale, self.shift)
+    def probabilities(self, x: np.ndarray, leave_out_identical: bool = False) -> np.ndarray:
+        return platt(self.logits(x, leave_out_identical), self.scale, self.shift)
 
 
 class HeadsJudge:
@@ -142,7 +170,8 @@ class HeadsJudge:
         manifest, blob = read_artifact(path, ARTIFACT_FORMAT, "heads")
         with np.load(io.BytesIO(blob)) as arrays:
             heads = {
-                name: Head(**{f: arrays[f"{name}.{f}"] for f in _FIELDS + _HIDDEN if f"{name}.{f}" in arrays})
+                name: Head.from_arrays({f: arrays[f"{name}.{f}"] for f in _FIELDS + _HIDDEN + _NEIGHBOURS
+                                        if f"{name}.{f}" in arrays}, manifest["heads"].get(name, {}).get("neighbours"))
                 for name in HEAD_NAMES
             }
         judge = cls(heads, manifest["categories"], manifest)
@@ -216,9 +245,8 @@ def _has_response(x: JudgeInput) -> bool:
 
 
 def weights_blob(heads: Mapping[str, Head]) -> bytes:
-    """The heads' arrays as float32 in a reproducible ``.npz`` (see :func:`deterministic_npz`)."""
-    return deterministic_npz({f"{name}.{f}": np.asarray(value, dtype=np.float32)
-                              for name in HEAD_NAMES for f, value in heads[name].arrays().items()})
+    """The heads' arrays (see :meth:`Head.arrays`) in a reproducible ``.npz`` (see :func:`deterministic_npz`)."""
+    return deterministic_npz({f"{name}.{f}": value for name in HEAD_NAMES for f, value in heads[name].arrays().items()})
 
 
 def version_of(blob: bytes, categories: Sequence[str]) -> str:

@@ -42,7 +42,7 @@ def render_model_card(manifest: Mapping) -> str:
         f"(`{emb['model']}`, {emb['dimension']}-d, texts truncated to {emb['max_seq_length']} tokens during training):",
         "",
         f"- **unsafe**: overall prompt-unsafe probability (an MLP with one ReLU layer of "
-        f"{manifest['heads']['unsafe']['hidden_units']} units);",
+        f"{manifest['heads']['unsafe']['hidden_units']} units{_neighbour_note(manifest['heads']['unsafe'])});",
         "- **categories**: one probability per harm category (multi-label; logistic regression each);",
         "- **response**: the response is harmful given the prompt (logistic; features: prompt, response, their "
         "product, and the compliance score P(unsafe prompt) x (1 - P(refusal)) from the other heads);",
@@ -171,3 +171,12 @@ def _reproduce(command: str, what: str) -> list[str]:
 
 def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
+
+
+def _neighbour_note(unsafe: dict) -> str:
+    vote = unsafe.get("neighbours")
+    if not vote:
+        return ""
+    return (f", plus the similarity-weighted vote of the {vote['k']} most similar of {vote['rows']} labelled training "
+            f"prompts, {vote['unsafe_rows']} of them unsafe, whose embeddings the artifact stores in float16: derived from "
+            f"the training texts, so they carry those texts' licences")

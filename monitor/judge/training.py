@@ -8,7 +8,8 @@ Recipe (every step seeded, so the same files give the same weights):
    ``safe_prompt_cap``), so one big file does not drown the others and training stays a few minutes
    of embedding on a CPU.
 3. Fit the overall unsafe output as a one-hidden-layer MLP (a linear head tops out near 0.90 AUROC
-   on the mixed sources, 0.84 on OpenAI moderation; the MLP reaches 0.95 and 0.91), and every other
+   on the mixed sources, 0.84 on OpenAI moderation; the MLP reaches 0.95 and 0.91) plus the vote of
+   its ``unsafe_neighbours`` most similar training prompts (see ``neighbours.py``), and every other
    output as an L2 logistic regression (class-balanced; C picked from a small grid by validation
    AUROC). Then Platt-calibrate each and pick its F1-best threshold on validation. Category outputs
    train only on rows whose category is known (see ``LabelMapper``).
@@ -43,6 +44,7 @@ from monitor.judge.heads import (
     weights_blob,
 )
 from monitor.judge.model_card import render_model_card
+from monitor.judge.neighbours import NeighbourVote
 from monitor.judge.refusal_phrases import PhraseFeatures
 from monitor.judge.text_embeddings import EmbeddedRecords, Encode, embed_records
 from monitor.taxonomy import Taxonomy
@@ -62,6 +64,8 @@ class TrainConfig:
     max_seq_length: int = 128
     unsafe_hidden_units: int = 128
     mlp_alpha: float = 1e-3
+    unsafe_neighbours: int = 30  # 0: the MLP alone; k and temperature chosen on the validation split
+    neighbour_temperature: float = 0.05
 
     def split(self, record: Record) -> str:
         return record_split(record, self.seed, self.test_fraction, self.val_fraction, self.holdout_origins)
@@ -172,7 +176,7 @@ def train_judge(
         if hidden is None:
             return Head(**stacked)
         (col, _), = columns  # a hidden layer is fitted for one output at a time
-        return Head(**stacked, hidden_weights=col.hidden_weights, hidden_bias=col.hidden_bias)
+        return Head(**stacked, hidden_weights=col.hidden_weights, hidden_bias=col.hidden_bias, neighbours=col.neighbours)
 
     prompt_x = (train.prompts, val.prompts)
     prompt_t = (prompt_targets(train, mapper), prompt_targets(val, mapper))
@@ -184,10 +188,12 @@ def train_judge(
     phrases = PhraseFeatures()
     refusal_x = tuple(refusal_features(d.responses, [r.response or "" for r in d.records], phrases) for d in (train, val))
     heads["refusal"] = fit_head(["refusal"], refusal_x, ({"refusal": tr_ref}, {"refusal": va_ref}))
-    # The response head stacks on the unsafe and refusal heads (see heads.py): score them first.
+    # The response head stacks on the unsafe and refusal heads (see heads.py): score them first, a
+    # training prompt without its own vote among its neighbours (as the service will meet prompts).
     resp = tuple(
-        response_features(d.prompts, d.responses, compliance(heads["unsafe"].probabilities(d.prompts)[:, 0],
-                                                             heads["refusal"].probabilities(x)[:, 0]))
+        response_features(d.prompts, d.responses,
+                          compliance(heads["unsafe"].probabilities(d.prompts, leave_out_identical=d is train)[:, 0],
+                                     heads["refusal"].probabilities(x)[:, 0]))
         for d, x in zip((train, val), refusal_x)
     )
     heads["response"] = fit_head(["response_unsafe"], resp, ({"response_unsafe": tr_harm}, {"response_unsafe": va_harm}))
@@ -202,7 +208,8 @@ def train_judge(
         "embedding": {"model": config.embedding_model, "dimension": int(train.prompts.shape[1]),
                       "max_seq_length": config.max_seq_length},
         "heads": {
-            "unsafe": {"features": "prompt", "outputs": ["unsafe"], "hidden_units": config.unsafe_hidden_units},
+            "unsafe": {"features": "prompt", "outputs": ["unsafe"], "hidden_units": config.unsafe_hidden_units,
+                       **_neighbour_settings(heads["unsafe"].neighbours)},
             "categories": {"features": "prompt", "outputs": taxonomy.harm_ids},
             "response": {"features": "prompt|response|prompt*response|compliance", "outputs": ["response_unsafe"]},
             "refusal": {"features": "response|refusal_phrases", "outputs": ["refusal"], "phrases": phrases.to_dict()},
@@ -215,6 +222,13 @@ def train_judge(
     return TrainingResult(judge, reports)
 
 
+def _neighbour_settings(vote: NeighbourVote | None) -> dict:
+    if vote is None:
+        return {}
+    return {"neighbours": {"k": vote.k, "temperature": vote.temperature, "rows": len(vote.labels),
+                           "unsafe_rows": int(vote.labels.sum())}}
+
+
 @dataclass
 class _Column:
     weights: np.ndarray
@@ -224,6 +238,7 @@ class _Column:
     threshold: float
     hidden_weights: np.ndarray | None = None
     hidden_bias: np.ndarray | None = None
+    neighbours: NeighbourVote | None = None
 
 
 def _fit_output(
@@ -235,9 +250,12 @@ def _fit_output(
     if len(np.unique(yt)) < 2:
         raise ValueError(f"cannot train output {name!r}: the training rows need both positive and negative examples")
     col, model = _fit_mlp(xt, yt, config, hidden) if hidden else _fit_logistic(xt, yt, xv, yv, config.seed)
+    if hidden and config.unsafe_neighbours:
+        col.neighbours = NeighbourVote(xt, yt, min(config.unsafe_neighbours, len(yt)), config.neighbour_temperature)
+        model += f" + vote of {col.neighbours.k} neighbours"
     # Calibrate on the float32 weights the artifact stores, so loaded and fresh judges agree.
     probe = Head(col.weights[:, None], np.array([col.bias], np.float32), np.ones(1, np.float32),
-                 np.zeros(1, np.float32), np.zeros(1, np.float32), col.hidden_weights, col.hidden_bias)
+                 np.zeros(1, np.float32), np.zeros(1, np.float32), col.hidden_weights, col.hidden_bias, col.neighbours)
     logits_va = probe.logits(xv.astype(np.float32))[:, 0].astype(np.float64)
     col.scale, col.shift = fit_platt(logits_va, yv)
     pv = platt(logits_va, col.scale, col.shift)

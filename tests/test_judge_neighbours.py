@@ -1,0 +1,82 @@
+"""The neighbour vote added to the unsafe head: follows nearby labels, leaves a row out of its own vote,
+round-trips through an artifact exactly, and lifts a head on data a smooth boundary cannot separate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from monitor.judge.heads import Head
+from monitor.judge.neighbours import NeighbourVote
+from monitor.judge.training import TrainConfig, Targets, _fit_output
+
+
+def interleaved(n_clusters: int, per_cluster: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tight clusters on a sphere, labelled at random per cluster: a checkerboard no small MLP learns from
+    a few rows each, but every point's neighbours share its label (as jailbreak-wrapped benign and harmful
+    requests sit in their own tight groups)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, 16))
+    labels = rng.random(n_clusters) < 0.5
+    x = np.repeat(centres, per_cluster, axis=0) + 0.15 * rng.normal(size=(n_clusters * per_cluster, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), np.repeat(labels, per_cluster)
+
+
+def test_vote_follows_the_nearest_labels():
+    x, y = interleaved(40, 10, seed=1)
+    vote = NeighbourVote(x, y, k=5)
+    probe, truth = interleaved(40, 1, seed=1)  # same cluster centres and labels, fresh noise
+    assert ((vote.logits(probe) > 0) == truth).mean() > 0.95
+
+
+def test_a_row_is_not_its_own_witness_when_left_out():
+    x = np.array([[1.0, 0.0], [0.99, 0.14], [0.98, 0.2], [0.0, 1.0]], np.float32)
+    y = np.array([True, False, False, True])
+    vote = NeighbourVote(x, y, k=2, temperature=0.01)
+    assert vote.logits(x[:1])[0] > 0  # its own label dominates at similarity 1
+    assert vote.logits(x[:1], leave_out_identical=True)[0] < 0  # its neighbours say otherwise
+
+
+def test_bad_settings_are_clear_errors():
+    x, y = interleaved(2, 3, seed=0)
+    with pytest.raises(ValueError, match="k=7"):
+        NeighbourVote(x, y, k=7)
+    with pytest.raises(ValueError, match="labels"):
+        NeighbourVote(x, y[:-1], k=2)
+    with pytest.raises(ValueError, match="temperature"):
+        NeighbourVote(x, y, k=2, temperature=0.0)
+    head = Head(np.zeros((16, 2), np.float32), *(np.zeros(2, np.float32) for _ in range(4)))
+    with pytest.raises(ValueError, match="one-output"):
+        Head(head.weights, head.bias, head.scale, head.shift, head.threshold, neighbours=NeighbourVote(x, y, k=2))
+
+
+def test_artifact_round_trip_scores_identically():
+    x, y = interleaved(30, 8, seed=2)
+    head = Head(np.ones((16, 1), np.float32), np.zeros(1, np.float32), np.full(1, 0.7, np.float32),
+                np.full(1, -0.2, np.float32), np.full(1, 0.5, np.float32), neighbours=NeighbourVote(x, y, k=9))
+    stored = head.arrays()
+    assert stored["neighbour_vectors"].dtype == np.float16
+    loaded = Head.from_arrays(stored, {"k": 9, "temperature": 0.05})
+    probe, _ = interleaved(30, 2, seed=3)
+    assert np.array_equal(loaded.probabilities(probe), head.probabilities(probe))
+    with pytest.raises(ValueError, match="neighbour settings"):
+        Head.from_arrays(stored)
+
+
+def test_the_vote_lifts_the_unsafe_head_where_the_mlp_alone_cannot_separate():
+    x_tr, y_tr = interleaved(300, 5, seed=4)
+    x_va, y_va = interleaved(300, 2, seed=4)  # the same clusters: rows the training never saw
+    auroc = {}
+    for k in (0, 10):
+        config = TrainConfig(unsafe_hidden_units=8, unsafe_neighbours=k)
+        col, report = _fit_output("unsafe", x_tr, Targets(np.arange(len(y_tr)), y_tr),
+                                  x_va, Targets(np.arange(len(y_va)), y_va), config, hidden=8)
+        assert (col.neighbours is not None) == bool(k) and ("neighbours" in report.model) == bool(k)
+        auroc[k] = report.auroc
+        head = Head(col.weights[:, None], np.array([col.bias], np.float32), np.array([col.scale], np.float32),
+                    np.array([col.shift], np.float32), np.array([col.threshold], np.float32),
+                    col.hidden_weights, col.hidden_bias, col.neighbours)
+        assert roc_auc_score(y_va, head.probabilities(x_va)[:, 0]) == pytest.approx(report.auroc, abs=1e-4)
+    assert auroc[10] > 0.95 and auroc[10] > auroc[0] + 0.1, auroc

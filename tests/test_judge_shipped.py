@@ -14,7 +14,7 @@ import pytest
 from monitor.judge.dataset import read_records
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT
 from monitor.judge.factory import build_judge, judge_version
-from monitor.judge.heads import DEFAULT_ARTIFACT
+from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
@@ -23,7 +23,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "records.jsonl"
 pytestmark = pytest.mark.slow
 
 
-SHIPPED = {"heads": (DEFAULT_ARTIFACT, 400_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 8_000_000)}
+SHIPPED = {"heads": (DEFAULT_ARTIFACT, 10_000_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 8_000_000)}
 
 
 # Fewest fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
@@ -52,6 +52,14 @@ def test_shipped_artifact_is_small_and_documented(name):
     assert sum(files.values()) < budget
     card = (folder / "model_card.md").read_text()
     assert "CC-BY-NC-4.0" in card and "BeaverTails" in card and "ToxicChat" in card
+
+
+def test_shipped_heads_carry_their_neighbour_vote():
+    heads = HeadsJudge.load(DEFAULT_ARTIFACT)
+    vote, settings = heads.heads["unsafe"].neighbours, heads.manifest["heads"]["unsafe"]["neighbours"]
+    assert vote is not None and (vote.k, vote.temperature) == (settings["k"], settings["temperature"])
+    assert len(vote.labels) == settings["rows"] and int(vote.labels.sum()) == settings["unsafe_rows"]
+    assert vote.dimension == 384
 
 
 def test_loads_for_the_default_taxonomy(judge):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_CHUNK = 512  # query rows per matrix product: bounds the (rows x index) similarity block in memory
+_CHUNK = 128  # query rows per matrix product: bounds the (rows x index) similarity block (5 MB at 10k rows)
 _CLIP = 1e-3  # a unanimous vote is worth log(999) ~ 6.9 nats, not infinity
 
 

@@ -103,6 +103,23 @@ def main() -> None:
     print(row(f"**shipped: {shipped}**", next(m for _, s, m in results if s == shipped)))
     for _, label, m in sorted(results, key=lambda r: -r[0])[: args.top]:
         print(row(label, m))
+    novel_prompts(x_tr, y_tr, x_va, y_va, origins, mlp, config)
+
+
+def novel_prompts(x_tr, y_tr, x_va, y_va, origins, mlp, config, below: float = 0.8) -> None:
+    """Is the gain memory of near-duplicates? AUROC on validation prompts whose nearest training prompt is
+    further than ``below`` cosine, with the MLP alone and with the shipped vote."""
+    from sklearn.metrics import roc_auc_score
+
+    nearest = np.concatenate([(x_va[i:i + 256] @ x_tr.T).max(axis=1) for i in range(0, len(x_va), 256)])
+    vote = NeighbourVote(x_tr, y_tr, config.unsafe_neighbours, config.neighbour_temperature).logits(x_va)
+    print(f"\nvalidation prompts whose nearest training prompt has cosine < {below}: AUROC, MLP alone -> shipped")
+    for name, prefix in SOURCES.items():
+        mask = np.char.startswith(origins, prefix) & (nearest < below)
+        total = int(np.char.startswith(origins, prefix).sum())
+        if 0 < y_va[mask].sum() < mask.sum():
+            print(f"  {name}: {int(mask.sum())} of {total} prompts, "
+                  f"{roc_auc_score(y_va[mask], mlp[mask]):.3f} -> {roc_auc_score(y_va[mask], mlp[mask] + vote[mask]):.3f}")
 
 
 if __name__ == "__main__":

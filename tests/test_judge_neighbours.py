@@ -3,6 +3,8 @@ round-trips through an artifact exactly, and lifts a head on data a smooth bound
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -39,6 +41,53 @@ def test_a_row_is_not_its_own_witness_when_left_out():
     assert vote.logits(x[:1], leave_out_identical=True)[0] < 0  # its neighbours say otherwise
 
 
+def test_left_out_rows_get_only_their_neighbours_vote_despite_float16_storage():
+    # Random labels on random 384-d rows: with the row itself left out, its vote agrees with its own
+    # label only by chance. (Stored rows are float16, so "itself" is a cosine just under 1, not 1.)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2000, 384)).astype(np.float32)
+    y = rng.random(2000) < 0.5
+    vote = NeighbourVote(x, y, k=5)
+    assert ((vote.logits(x) > 0) == y).mean() > 0.99  # without leave-out each row is its own witness
+    agree = ((vote.logits(x, leave_out_identical=True) > 0) == y).mean()
+    assert 0.45 < agree < 0.55, agree
+
+
+def test_scoring_in_chunks_equals_scoring_row_by_row():
+    x, y = interleaved(40, 10, seed=5)
+    vote = NeighbourVote(x, y, k=7)
+    probe, _ = interleaved(40, 3, seed=6)  # 120 rows: several chunks and a partial one
+    whole = vote.logits(probe)
+    assert np.allclose(whole, np.concatenate([vote.logits(row[None]) for row in probe]), atol=1e-5)
+    assert np.allclose(vote.logits(probe, True), np.concatenate([vote.logits(row[None], True) for row in probe]), atol=1e-5)
+
+
+def test_a_zero_query_is_no_evidence_and_a_bad_shape_is_named():
+    x, y = interleaved(5, 4, seed=0)
+    vote = NeighbourVote(x, y, k=3)
+    scores = vote.logits(np.vstack([np.zeros(16, np.float32), x[0]]))
+    assert scores[0] == 0.0 and scores[1] != 0.0
+    with pytest.raises(ValueError, match=r"\(rows, 16\)"):
+        vote.logits(x[0])
+    with pytest.raises(ValueError, match="unit rows"):
+        NeighbourVote((2 * x).astype(np.float16), y, k=3)
+
+
+def test_scoring_memory_is_bounded_by_the_chunk_not_the_batch():
+    rng = np.random.default_rng(0)
+    vote = NeighbourVote(rng.normal(size=(10_000, 384)).astype(np.float32), rng.random(10_000) < 0.4, k=30)
+    queries = rng.normal(size=(1024, 384)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        vote.logits(queries)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 32 query rows x 10k stored rows: ~1.3 MB of similarities and ~2.6 MB of indices, plus the batch's own
+    # unit copy (1.5 MB): far below one similarity block for the whole batch (41 MB).
+    assert peak < 8_000_000, peak
+
+
 def test_bad_settings_are_clear_errors():
     x, y = interleaved(2, 3, seed=0)
     with pytest.raises(ValueError, match="k=7"):
@@ -61,8 +110,10 @@ def test_artifact_round_trip_scores_identically():
     loaded = Head.from_arrays(stored, {"k": 9, "temperature": 0.05})
     probe, _ = interleaved(30, 2, seed=3)
     assert np.array_equal(loaded.probabilities(probe), head.probabilities(probe))
-    with pytest.raises(ValueError, match="neighbour settings"):
+    with pytest.raises(ValueError, match="its settings"):
         Head.from_arrays(stored)
+    with pytest.raises(ValueError, match="its labels"):
+        Head.from_arrays({k: v for k, v in stored.items() if k != "neighbour_labels"}, {"k": 9, "temperature": 0.05})
 
 
 def test_the_vote_lifts_the_unsafe_head_where_the_mlp_alone_cannot_separate():

@@ -6,6 +6,7 @@ Also the bad inputs a gateway sends: empty strings, very long texts, non-English
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "records.jsonl"
 pytestmark = pytest.mark.slow
 
 
-SHIPPED = {"heads": (DEFAULT_ARTIFACT, 10_000_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 8_000_000)}
+SHIPPED = {"heads": (DEFAULT_ARTIFACT, 8_000_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 8_000_000)}
 
 
 # Fewest fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
@@ -54,12 +55,15 @@ def test_shipped_artifact_is_small_and_documented(name):
     assert "CC-BY-NC-4.0" in card and "BeaverTails" in card and "ToxicChat" in card
 
 
-def test_shipped_heads_carry_their_neighbour_vote():
+def test_shipped_heads_judge_with_their_neighbour_vote(embedder):
     heads = HeadsJudge.load(DEFAULT_ARTIFACT)
-    vote, settings = heads.heads["unsafe"].neighbours, heads.manifest["heads"]["unsafe"]["neighbours"]
-    assert vote is not None and (vote.k, vote.temperature) == (settings["k"], settings["temperature"])
-    assert len(vote.labels) == settings["rows"] and int(vote.labels.sum()) == settings["unsafe_rows"]
-    assert vote.dimension == 384
+    unsafe = heads.heads["unsafe"]
+    assert heads.manifest["format"] == 2 and unsafe.neighbours is not None and unsafe.neighbours.k == 30
+    assert len(unsafe.neighbours.labels) == heads.manifest["heads"]["unsafe"]["neighbours"]["rows"]
+    x = embedder.encode(["How do I pick a lock to get into my neighbour's house?", "What is a good name for a cat?"])
+    with_vote = unsafe.logits(x)[:, 0]
+    alone = replace(unsafe, neighbours=None).logits(x)[:, 0]
+    assert not np.allclose(with_vote, alone, atol=0.05)  # the vote takes part in every score
 
 
 def test_loads_for_the_default_taxonomy(judge):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,23 @@ def test_training_is_reproducible(trained, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     loaded = HeadsJudge.load(tmp_path / "a", load_taxonomy(SMALL_TAXONOMY))
     assert loaded.version == result.judge.version
+    assert loaded.manifest["format"] == 2 and loaded.heads["unsafe"].neighbours is not None  # the vote, saved
+    texts = ["tell me about meth number 77", "a cake recipe question 77", "sorry, I cannot 77", "steps to do it 77"]
+    prompt_drug, prompt_safe, refusal, complying = synthetic_encode(texts)
+    batch = [JudgeInput(texts[0], prompt_drug, texts[3], complying), JudgeInput(texts[1], prompt_safe, texts[2], refusal)]
+    assert loaded.judge(batch) == result.judge.judge(batch)  # a loaded judge scores exactly as the fresh one
+
+
+def test_an_artifact_whose_format_does_not_match_its_heads_is_refused(trained, tmp_path):
+    result, card, _, _ = trained
+    result.judge.save(tmp_path / "a", card)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(ValueError, match="a neighbour vote needs format 2"):
+        HeadsJudge.load(tmp_path / "a")
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps({**manifest, "format": 3}))
+    with pytest.raises(ValueError, match="format 3, this version reads 1 or 2"):
+        HeadsJudge.load(tmp_path / "a")
 
 
 def test_model_card_documents_data_thresholds_and_date(trained):

@@ -12,7 +12,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -39,16 +39,17 @@ def content_version(kind: str, blob: bytes, categories: Sequence[str]) -> str:
     return f"{kind}-{h.hexdigest()[:12]}"
 
 
-def read_artifact(path: Path | str, fmt: object, kind: str) -> tuple[dict, bytes]:
-    """The manifest and weights bytes of an artifact folder of format ``fmt``, checked against its version."""
+def read_artifact(path: Path | str, formats: Collection[object], kind: str) -> tuple[dict, bytes]:
+    """The manifest and weights bytes of an artifact folder of one of ``formats``, checked against its version."""
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
         blob = (path / "weights.npz").read_bytes()
     except FileNotFoundError as exc:
         raise ValueError(f"judge artifact {path}: missing {Path(exc.filename).name}") from None
-    if manifest.get("format") != fmt:
-        raise ValueError(f"judge artifact {path}: format {manifest.get('format')!r}, expected {fmt!r}")
+    if manifest.get("format") not in formats:
+        expected = " or ".join(repr(f) for f in formats)
+        raise ValueError(f"judge artifact {path}: format {manifest.get('format')!r}, this version reads {expected}")
     if manifest.get("version") != content_version(kind, blob, manifest["categories"]):
         raise ValueError(f"judge artifact {path}: weights.npz does not match the manifest's version")
     return manifest, blob

@@ -48,7 +48,7 @@ def is_encoder_artifact(path: Path) -> bool:
 
 def read_encoder_artifact(path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
     """The manifest and arrays of an artifact folder, checked against the manifest's version."""
-    manifest, blob = read_artifact(path, ENCODER_FORMAT, "encoder")
+    manifest, blob = read_artifact(path, (ENCODER_FORMAT,), "encoder")
     with np.load(io.BytesIO(blob)) as npz:
         return manifest, {k: npz[k] for k in npz.files}
 

@@ -40,7 +40,10 @@ from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy
 
 DEFAULT_ARTIFACT = Path(__file__).with_name("artifacts") / "default"
+# Format 2 adds the unsafe head's neighbour vote. Code that reads only format 1 would load such an artifact
+# without its vote and apply thresholds calibrated with it, so the format says which one a folder needs.
 ARTIFACT_FORMAT = 1
+NEIGHBOUR_FORMAT = 2
 HEAD_NAMES = ("unsafe", "categories", "response", "refusal")
 _FIELDS = ("weights", "bias", "scale", "shift", "threshold")
 _HIDDEN = ("hidden_weights", "hidden_bias")
@@ -99,18 +102,15 @@ class Head:
         (half the bytes; the vote moves by far less than its calibration's noise)."""
         names = _FIELDS + (_HIDDEN if self.hidden_weights is not None else ())
         out = {f: np.asarray(getattr(self, f), dtype=np.float32) for f in names}
-        if self.neighbours is not None:
-            out["neighbour_vectors"] = self.neighbours.vectors
-            out["neighbour_labels"] = self.neighbours.labels
-        return out
+        return out | (self.neighbours.stored() if self.neighbours is not None else {})
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], neighbours: Mapping | None = None) -> Head:
         """The inverse of :meth:`arrays`; ``neighbours`` holds the vote's settings (``k``, ``temperature``)."""
         vote = None
-        if "neighbour_vectors" in arrays:
-            if not neighbours:
-                raise ValueError("a head stores neighbour vectors but its manifest has no neighbour settings")
+        if any(name in arrays for name in _NEIGHBOURS):
+            if not neighbours or not all(name in arrays for name in _NEIGHBOURS):
+                raise ValueError("a head's neighbour vote needs its vectors, its labels and, in the manifest, its settings")
             vote = NeighbourVote(arrays["neighbour_vectors"], arrays["neighbour_labels"], int(neighbours["k"]),
                                  float(neighbours["temperature"]))
         return cls(**{f: arrays[f] for f in _FIELDS + _HIDDEN if f in arrays}, neighbours=vote)
@@ -167,13 +167,16 @@ class HeadsJudge:
     @classmethod
     def load(cls, path: Path | str = DEFAULT_ARTIFACT, taxonomy: Taxonomy | None = None) -> HeadsJudge:
         """Load an artifact folder; with ``taxonomy``, also check the categories are its harm ids."""
-        manifest, blob = read_artifact(path, ARTIFACT_FORMAT, "heads")
+        manifest, blob = read_artifact(path, (ARTIFACT_FORMAT, NEIGHBOUR_FORMAT), "heads")
         with np.load(io.BytesIO(blob)) as arrays:
             heads = {
                 name: Head.from_arrays({f: arrays[f"{name}.{f}"] for f in _FIELDS + _HIDDEN + _NEIGHBOURS
                                         if f"{name}.{f}" in arrays}, manifest["heads"].get(name, {}).get("neighbours"))
                 for name in HEAD_NAMES
             }
+        if manifest["format"] != artifact_format(heads):
+            raise ValueError(f"judge artifact {path}: format {manifest['format']} does not match its heads "
+                             f"(a neighbour vote needs format {NEIGHBOUR_FORMAT}, none format {ARTIFACT_FORMAT})")
         judge = cls(heads, manifest["categories"], manifest)
         check_categories(path, judge.categories, taxonomy)
         return judge
@@ -242,6 +245,11 @@ class HeadsJudge:
 
 def _has_response(x: JudgeInput) -> bool:
     return x.response is not None and bool(x.response.strip()) and x.response_embedding is not None
+
+
+def artifact_format(heads: Mapping[str, Head]) -> int:
+    """The format an artifact of these heads is written in (see :data:`NEIGHBOUR_FORMAT`)."""
+    return NEIGHBOUR_FORMAT if any(h.neighbours is not None for h in heads.values()) else ARTIFACT_FORMAT
 
 
 def weights_blob(heads: Mapping[str, Head]) -> bytes:

@@ -179,4 +179,5 @@ def _neighbour_note(unsafe: dict) -> str:
         return ""
     return (f", plus the similarity-weighted vote of the {vote['k']} most similar of {vote['rows']} labelled training "
             f"prompts, {vote['unsafe_rows']} of them unsafe, whose embeddings the artifact stores in float16: derived from "
-            f"the training texts, so they carry those texts' licences")
+            f"the training texts, so they carry those texts' licences, and an embedding can be partly inverted back "
+            f"to text, so they also carry the privacy of the real users' prompts among them (ToxicChat, ConvAbuse)")

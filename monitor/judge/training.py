@@ -34,9 +34,9 @@ from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.calibration import best_f1_threshold, expected_calibration_error, fit_platt, platt
 from monitor.judge.dataset import LabelMapper, Record, record_split, stratified_cap
 from monitor.judge.heads import (
-    ARTIFACT_FORMAT,
     Head,
     HeadsJudge,
+    artifact_format,
     compliance,
     refusal_features,
     response_features,
@@ -200,7 +200,7 @@ def train_judge(
 
     blob = weights_blob(heads)
     manifest = {
-        "format": ARTIFACT_FORMAT,
+        "format": artifact_format(heads),
         "version": version_of(blob, taxonomy.harm_ids),
         "created": (date or dt.datetime.now(dt.timezone.utc).date()).isoformat(),
         "taxonomy": {"name": taxonomy.name, "version": taxonomy.version},
@@ -250,7 +250,7 @@ def _fit_output(
     if len(np.unique(yt)) < 2:
         raise ValueError(f"cannot train output {name!r}: the training rows need both positive and negative examples")
     col, model = _fit_mlp(xt, yt, config, hidden) if hidden else _fit_logistic(xt, yt, xv, yv, config.seed)
-    if hidden and config.unsafe_neighbours:
+    if name == "unsafe" and config.unsafe_neighbours:
         col.neighbours = NeighbourVote(xt, yt, min(config.unsafe_neighbours, len(yt)), config.neighbour_temperature)
         model += f" + vote of {col.neighbours.k} neighbours"
     # Calibrate on the float32 weights the artifact stores, so loaded and fresh judges agree.

@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
+from monitor.judge.combiner import DEFAULT_COMBINER, ResponseCombiner
 from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_dir, read_records
 from monitor.judge.evaluation import evaluate, format_report, run_judge
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
+from monitor.judge.hybrid import HybridJudge
 from monitor.judge.keyword_baseline import KeywordJudge
 from monitor.judge.text_embeddings import embed_records, embedder_encoder
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge, save_encoder_artifact
@@ -27,6 +31,7 @@ judge_app = typer.Typer(help="Train and evaluate the safety judge heads.", no_ar
 DATA_HELP = "JSONL file or folder of them (repeat the option for more); default: $MONITOR_DATA_DIR or ../shared/data."
 MAPPINGS_HELP = "Folder of label-mapping YAML files, consulted before the bundled ones (repeatable)."
 CACHE_HELP = "Folder to cache embeddings in between runs (development speed-up; never inside the repo)."
+HYBRID = "hybrid"
 
 
 def _records(paths: Optional[list[Path]]) -> list[Record]:
@@ -135,8 +140,8 @@ def export(
 @judge_app.command("eval")
 def eval_(
     data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
-    artifact: Path = typer.Option(DEFAULT_ENCODER_ARTIFACT, help="Judge artifact to evaluate, encoder or heads "
-                                  "(default: the shipped encoder)."),
+    artifact: Path = typer.Option(Path(HYBRID), help="Judge artifact to evaluate, encoder or heads, or 'hybrid' "
+                                  "(default: the shipped hybrid, with its heads and encoder as rows of their own)."),
     cap: int = typer.Option(400, min=1, help="Most test rows per (file, label combination)."),
     split: str = typer.Option("test", help="test (report it once) or val (the validation rows: where choices are made)."),
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
@@ -151,10 +156,11 @@ def eval_(
     if split not in ("test", "val"):
         raise typer.BadParameter(f"{split!r} is not test or val", param_hint="--split")
     tax = load_taxonomy(taxonomy)
-    judge = load_encoder_judge(artifact, tax, max_seq_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
-    training = judge.manifest["training"]
-    config = TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"],
-                         val_fraction=training["val_fraction"], holdout_origins=tuple(training["holdout_origins"]))
+    if str(artifact) == HYBRID:
+        judge = _hybrid(tax, max_seq_length)
+    else:
+        judge = load_encoder_judge(artifact, tax, max_seq_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
+    config = _split_config(judge.manifest)
     test = select_test_records(_records(data), config, cap, "val" if split == "val" else "test")
     if not test:
         raise typer.BadParameter(f"none of these rows is in the artifact's {split} split", param_hint="--data")
@@ -164,7 +170,9 @@ def eval_(
     if baselines:
         from monitor.judge.prototype import PrototypeJudge
 
-        if not isinstance(judge, HeadsJudge) and list(HeadsJudge.load(DEFAULT_ARTIFACT).categories) == tax.harm_ids:
+        if isinstance(judge, HybridJudge):
+            judges += [judge.heads, judge.encoder]  # its parts, each as a row of its own
+        elif not isinstance(judge, HeadsJudge) and list(HeadsJudge.load(DEFAULT_ARTIFACT).categories) == tax.harm_ids:
             judges.append(HeadsJudge.load(DEFAULT_ARTIFACT, tax))  # the v1 judge as a baseline row
         judges += [KeywordJudge(tax.harm_ids), PrototypeJudge(embedder, tax)]
     mapper = LabelMapper(tax, tuple(mappings or ()))
@@ -180,3 +188,58 @@ def eval_(
     typer.echo(report)
     if out:
         out.write_text(report)
+
+
+@judge_app.command()
+def combine(
+    data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
+    cap: int = typer.Option(400, min=1, help="Most validation rows per (file, label combination)."),
+    max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
+    embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
+    out: Path = typer.Option(DEFAULT_COMBINER, help="Where to write the combiner (default: the shipped one)."),
+) -> None:
+    """Fit how the hybrid combines the shipped heads' and encoder's response-harm verdicts, on the validation
+    rows (both judges' own calibration rows; the test split is not read)."""
+    from sklearn.metrics import roc_auc_score
+
+    tax = load_taxonomy()
+    heads = HeadsJudge.load(DEFAULT_ARTIFACT, tax)
+    encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length)
+    config = _split_config(encoder.manifest)
+    if _split_config(heads.manifest) != config:
+        raise typer.BadParameter("the shipped heads and encoder were trained on different splits: their validation "
+                                 "rows differ, so there is none to fit a combination on", param_hint="--data")
+    rows = [r for r in select_test_records(_records(data), config, cap, "val") if r.response_harm is not None]
+    embedded = embed_records(rows, embedder_encoder(_embedder(heads.embedding_model, max_seq_length), embedding_cache))
+    pairs = [(h.response_unsafe, e.response_unsafe, r.response_harm)
+             for h, e, r in zip(run_judge(heads, embedded), run_judge(encoder, embedded), rows)
+             if h.response_unsafe is not None and e.response_unsafe is not None]
+    if not pairs:
+        raise typer.BadParameter("no validation row has a labelled reply", param_hint="--data")
+    h, e, y = (np.array(column, dtype=float) for column in zip(*pairs))
+    y = y.astype(bool)
+    digest = hashlib.sha256("\n".join(sorted(r.id for r in rows)).encode()).hexdigest()[:12]
+    try:
+        combiner = ResponseCombiner.fit(h, e, y, heads.version, encoder.artifact_version)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} among the {len(y)} validation rows", param_hint="--data") from None
+    auroc = {name: round(float(roc_auc_score(y, p)), 4)
+             for name, p in (("heads", h), ("encoder", e), ("combined", combiner.probabilities(h, e)))}
+    combiner = replace(combiner, validation={"rows": len(y), "harmful": int(y.sum()), "ids_sha256": digest,
+                                             "max_seq_length": max_seq_length, "auroc": auroc})
+    combiner.save(out)
+    typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation replies ({int(y.sum())} harmful), "
+               f"ids sha256 {digest}")
+    typer.echo("validation AUROC: " + ", ".join(f"{k} {v}" for k, v in auroc.items()) + f"; threshold {combiner.threshold:.3f}")
+
+
+def _split_config(manifest: dict) -> TrainConfig:
+    """The seeded split an artifact was trained on (what its test and validation rows are)."""
+    training = manifest["training"]
+    return TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"],
+                       val_fraction=training["val_fraction"], holdout_origins=tuple(training["holdout_origins"]))
+
+
+def _hybrid(tax, max_seq_length: int) -> HybridJudge:
+    return HybridJudge(HeadsJudge.load(DEFAULT_ARTIFACT, tax), load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length),
+                       ResponseCombiner.load(DEFAULT_COMBINER))

@@ -75,8 +75,12 @@ class EncoderJudge:
     def version(self) -> str:
         """The artifact's content hash, plus the inference backend when it is not plain torch: int8 weights
         move scores slightly, and a dashboard must show when that changed."""
-        base = str(self.manifest["version"])
-        return base if self._backend == "torch" else f"{base}+{self._backend}"
+        return self.artifact_version if self._backend == "torch" else f"{self.artifact_version}+{self._backend}"
+
+    @property
+    def artifact_version(self) -> str:
+        """The artifact's content hash alone (what a combiner fitted on its verdicts names)."""
+        return str(self.manifest["version"])
 
     @property
     def categories(self) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from monitor.embed.embedder import Embedder
+from monitor.judge.combiner import DEFAULT_COMBINER, ResponseCombiner
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, EncoderJudge, is_encoder_artifact, load_encoder_judge
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.hybrid import HybridJudge, hybrid_version
@@ -21,13 +22,15 @@ DEFAULT_JUDGE = "hybrid"
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
                 threads: int | None = None) -> Judge:
     """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
-    ``hybrid`` → heads with the encoder's response-harm verdict; ``default`` → :data:`DEFAULT_JUDGE`;
+    ``hybrid`` → heads with response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
     ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
     spec = DEFAULT_JUDGE if spec == "default" else spec
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
     if spec == "hybrid":
-        return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy), _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads))
+        return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy),
+                           _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads),
+                           ResponseCombiner.load(DEFAULT_COMBINER))
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder(path, embedder, taxonomy, cache_dir, threads)
@@ -57,7 +60,8 @@ def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch") -> str:
     if spec == "prototype":
         return prototype_version(taxonomy)
     if spec == "hybrid":
-        return hybrid_version(HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend))
+        return hybrid_version(HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version,
+                              _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend), ResponseCombiner.load(DEFAULT_COMBINER).version)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder_version(path, backend)

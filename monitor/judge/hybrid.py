@@ -7,6 +7,8 @@ but judge a reply without reading it against the question; the fine-tuned encode
 relative to what was asked), while its category heads and refusal head are weaker. This judge
 takes each output from the judge that is better at it, and pays for one encoder pass (the pair)
 on answered events only: the prompt verdicts come from embeddings the service computes anyway.
+Response harm is both judges' verdicts combined (:mod:`monitor.judge.combiner`): on the validation
+split the combination beat the encoder alone.
 """
 
 from __future__ import annotations
@@ -17,21 +19,31 @@ from typing import Sequence
 import numpy as np
 
 from monitor.judge.calibration import uncertainty
+from monitor.judge.combiner import ResponseCombiner
 from monitor.judge.encoder_judge import EncoderJudge
 from monitor.judge.heads import HeadsJudge
 from monitor.judge.verdict import JudgeInput, Verdict
 
 
 class HybridJudge:
-    """Prompt harm, categories and refusal from ``heads``; response harm given the prompt from ``encoder``."""
+    """Prompt harm, categories and refusal from ``heads``; response harm given the prompt from ``heads`` and
+    ``encoder`` through ``combiner``."""
 
-    def __init__(self, heads: HeadsJudge, encoder: EncoderJudge) -> None:
+    def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, combiner: ResponseCombiner) -> None:
         if list(heads.categories) != list(encoder.categories):
             raise ValueError(f"hybrid judge: the heads ({heads.version}) and encoder ({encoder.version}) judges "
                              "score different categories")
+        combiner.check(heads.version, encoder.artifact_version)
         self.heads = heads
         self.encoder = encoder
-        self._version = hybrid_version(heads.version, encoder.version)
+        self.combiner = combiner
+        self._version = hybrid_version(heads.version, encoder.version, combiner.version)
+
+    @property
+    def manifest(self) -> dict:
+        """What evaluation reads of a judge's artifact: the split its parts were trained on (the encoder's;
+        ``monitor judge combine`` checks the heads used the same)."""
+        return {"training": self.encoder.manifest["training"]}
 
     @property
     def version(self) -> str:
@@ -48,11 +60,15 @@ class HybridJudge:
 
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         verdicts = self.heads.judge(batch)
-        pair = self.encoder.pair_probs(batch)
-        threshold = float(self.encoder.pair_thresholds[0])
+        heads_response = np.array([np.nan if v.response_unsafe is None else v.response_unsafe for v in verdicts])
+        encoder_response = self.encoder.pair_probs(batch)[:, 0]
+        # Where the heads had no reply embedding (``embed_responses: false``), the encoder's own verdict stands.
+        alone = np.isnan(heads_response)
+        combined = np.where(alone, encoder_response, self.combiner.probabilities(heads_response, encoder_response))
+        thresholds = np.where(alone, float(self.encoder.pair_thresholds[0]), self.combiner.threshold)
         prompt_threshold = self.heads.prompt_threshold
         out = []
-        for v, (response, _refusal) in zip(verdicts, pair):
+        for v, response, threshold in zip(verdicts, combined, thresholds):
             if np.isnan(response):
                 out.append(replace(v, judge_version=self._version))
                 continue
@@ -61,11 +77,11 @@ class HybridJudge:
                 judge_version=self._version,
                 response_unsafe=float(response),
                 response_flagged=bool(response >= threshold),
-                uncertainty=uncertainty([(v.prompt_unsafe, prompt_threshold), (float(response), threshold)]),
+                uncertainty=uncertainty([(v.prompt_unsafe, prompt_threshold), (float(response), float(threshold))]),
             ))
         return out
 
 
-def hybrid_version(heads_version: str, encoder_version: str) -> str:
-    """``heads-…+encoder-…[+backend]``: both artifacts, so a dashboard shows when either changed."""
-    return f"{heads_version}+{encoder_version}"
+def hybrid_version(heads_version: str, encoder_version: str, combiner_version: str) -> str:
+    """``heads-…+encoder-…[+backend]+mix-…``: every part, so a dashboard shows when any changed."""
+    return f"{heads_version}+{encoder_version}+{combiner_version}"

@@ -30,7 +30,9 @@ NEW_SOURCE = ("ailuminate-en", "iwp")  # AILuminate indiscriminate-weapons promp
 NEW_NAME = "mass_casualty_weapons"
 START = 1_767_225_600.0
 REFERENCE, CALIBRATION = 1500, 500  # the emerging detector's phases, in events (short: a test, not production)
-CHANGE_AT, AFTER, PREVALENCE = 2200, 1000, 0.08
+# The change comes 1,500 events after calibration: the alert needs its cluster's recent share to be twice its share over
+# the longer baseline, and right after calibration the whole stream is barely longer than the recent window.
+CHANGE_AT, AFTER, PREVALENCE = 3500, 1000, 0.08
 
 
 def _require_browser():

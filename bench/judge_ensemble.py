@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.machine import describe  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
+from monitor.judge.calibration import logit  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, load_encoder_judge  # noqa: E402
 from monitor.judge.evaluation import run_judge  # noqa: E402
@@ -35,12 +36,6 @@ from monitor.judge.text_embeddings import embed_records, embedder_encoder  # noq
 from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
 
 SOURCES = ("openai-moderation", "toxicchat", "wildguardtest", "convabuse", "hatecheck", "toxigen", "xstest")
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities back to log-odds, where adding two judges' evidence makes sense."""
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {

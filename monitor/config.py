@@ -248,7 +248,7 @@ class Settings(BaseSettings):
     embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")
 
     # --- judge ---
-    judge: str = Field("default", description="'default' (the shipped judge README recommends), 'heads' (classifier heads on the drift embeddings), 'encoder' (fine-tuned encoder, judge v2), 'hybrid' (heads, with response harm from the encoder's prompt-and-reply pass), 'prototype', or a path to a judge artifact.")
+    judge: str = Field("default", description="'default' (the shipped judge README recommends), 'heads' (classifier heads on the drift embeddings), 'encoder' (fine-tuned encoder, judge v2), 'hybrid' (heads, with response harm from theirs and the encoder's prompt-and-reply pass combined), 'prototype', or a path to a judge artifact.")
 
     # --- second-opinion judge (an LLM safety judge on a sample; off unless second_judge_url is set) ---
     second_judge_url: str | None = Field(None, description="OpenAI-compatible base URL including /v1 (vLLM, Ollama); unset = no second judge.")

@@ -85,8 +85,10 @@ def test_bad_options_are_named(tmp_path):
 @pytest.mark.slow
 def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evaluates_with_its_parts(tmp_path):
     from monitor.judge.combiner import ResponseCombiner
+    from monitor.judge.dataset import read_records
     from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT
     from monitor.judge.heads import DEFAULT_ARTIFACT
+    from monitor.judge.training import TrainConfig
 
     runner = CliRunner()
     data = tmp_path / "qa.jsonl"
@@ -97,8 +99,16 @@ def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evalu
     result = runner.invoke(judge_app, ["combine", "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     combiner = ResponseCombiner.load(out)
-    combiner.check(HeadsJudge.load(DEFAULT_ARTIFACT).version, json.loads((DEFAULT_ENCODER_ARTIFACT / "manifest.json").read_text())["version"])
-    assert combiner.validation["rows"] > 0 and set(combiner.validation["auroc"]) == {"heads", "encoder", "combined"}
+    encoder_manifest = json.loads((DEFAULT_ENCODER_ARTIFACT / "manifest.json").read_text())
+    combiner.check(HeadsJudge.load(DEFAULT_ARTIFACT).version, encoder_manifest["version"])
+    assert set(combiner.validation["auroc"]) == {"heads", "encoder", "combined"}
+    # Fitted on the validation rows only: never a test-split row.
+    training = encoder_manifest["training"]
+    split = TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"], val_fraction=training["val_fraction"],
+                        holdout_origins=tuple(training["holdout_origins"])).split
+    records = read_records(data)
+    assert {split(r) for r in records} == {"train", "val", "test"}
+    assert combiner.validation["rows"] == sum(split(r) == "val" for r in records)
 
     report = tmp_path / "report.md"
     result = runner.invoke(judge_app, ["eval", "--data", str(data), "--split", "val", "--out", str(report)])

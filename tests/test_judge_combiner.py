@@ -54,6 +54,12 @@ def test_file_round_trip_and_clear_errors(tmp_path):
         ResponseCombiner.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="both harmful and harmless"):
         ResponseCombiner.fit(np.array([0.2, 0.3]), np.array([0.1, 0.9]), np.array([True, True]), "h", "e")
+    with pytest.raises(ValueError, match="no NaN"):
+        ResponseCombiner.fit(np.array([0.2, np.nan]), np.array([0.1, 0.9]), np.array([True, False]), "h", "e")
+    (tmp_path / "extra.json").write_text(json.dumps({"format": "response-combiner-1", "heads_version": "h",
+                                                     "encoder_version": "e", "scale": 1, "shift": 0, "threshold": 0.5, "x": 1}))
+    with pytest.raises(ValueError, match="unexpected keyword argument 'x'"):
+        ResponseCombiner.load(tmp_path / "extra.json")
 
 
 def test_a_refit_changes_the_version():

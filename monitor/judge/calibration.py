@@ -119,11 +119,13 @@ def uncertainty(scores: Sequence[tuple[float, float]], width: float = 2.0) -> fl
     """
     best = 0.0
     for p, t in scores:
-        z = _logit(p) - _logit(t)
+        z = float(logit(p) - logit(t))
         best = max(best, 1.0 - min(1.0, abs(z) / width))
     return best
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
+def logit(p: float | np.ndarray) -> np.ndarray:
+    """Probabilities back to log-odds (clipped at 1e-6 from 0 and 1; NaN stays NaN), where adding two
+    judges' evidence makes sense."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))

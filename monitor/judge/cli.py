@@ -211,14 +211,14 @@ def combine(
                                  "rows differ, so there is none to fit a combination on", param_hint="--data")
     rows = [r for r in select_test_records(_records(data), config, cap, "val") if r.response_harm is not None]
     embedded = embed_records(rows, embedder_encoder(_embedder(heads.embedding_model, max_seq_length), embedding_cache))
-    pairs = [(h.response_unsafe, e.response_unsafe, r.response_harm)
-             for h, e, r in zip(run_judge(heads, embedded), run_judge(encoder, embedded), rows)
-             if h.response_unsafe is not None and e.response_unsafe is not None]
-    if not pairs:
+    fitted = [(h.response_unsafe, e.response_unsafe, r)
+              for h, e, r in zip(run_judge(heads, embedded), run_judge(encoder, embedded), rows)
+              if h.response_unsafe is not None and e.response_unsafe is not None]
+    if not fitted:
         raise typer.BadParameter("no validation row has a labelled reply", param_hint="--data")
-    h, e, y = (np.array(column, dtype=float) for column in zip(*pairs))
-    y = y.astype(bool)
-    digest = hashlib.sha256("\n".join(sorted(r.id for r in rows)).encode()).hexdigest()[:12]
+    h, e = (np.array(column, dtype=float) for column in list(zip(*fitted))[:2])
+    y = np.array([r.response_harm for _, _, r in fitted], dtype=bool)
+    digest = hashlib.sha256("\n".join(sorted(r.id for _, _, r in fitted)).encode()).hexdigest()[:12]
     try:
         combiner = ResponseCombiner.fit(h, e, y, heads.version, encoder.artifact_version)
     except ValueError as exc:
@@ -241,5 +241,6 @@ def _split_config(manifest: dict) -> TrainConfig:
 
 
 def _hybrid(tax, max_seq_length: int) -> HybridJudge:
+    """The shipped hybrid on torch, as evaluation runs it (the service builds it on its own backend)."""
     return HybridJudge(HeadsJudge.load(DEFAULT_ARTIFACT, tax), load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length),
                        ResponseCombiner.load(DEFAULT_COMBINER))

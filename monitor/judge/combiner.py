@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.judge.calibration import best_f1_threshold, fit_platt, platt
+from monitor.judge.calibration import best_f1_threshold, fit_platt, logit, platt
 
 DEFAULT_COMBINER = Path(__file__).with_name("artifacts") / "hybrid" / "response-combiner.json"
 FORMAT = "response-combiner-1"
@@ -49,7 +49,7 @@ class ResponseCombiner:
 
     def probabilities(self, heads: np.ndarray, encoder: np.ndarray) -> np.ndarray:
         """Combined probabilities; NaN where either judge has none (no reply)."""
-        return platt(_logit(heads) + _logit(encoder), self.scale, self.shift)
+        return platt(logit(heads) + logit(encoder), self.scale, self.shift)
 
     def check(self, heads_version: str, encoder_version: str) -> None:
         """Refuse to combine judges the numbers were not fitted for."""
@@ -62,9 +62,11 @@ class ResponseCombiner:
             encoder_version: str) -> ResponseCombiner:
         """Platt scale and shift, and the F1-best threshold, of the summed log-odds on labelled rows."""
         y = np.asarray(y, dtype=bool)
+        if not (np.all(np.isfinite(heads)) and np.all(np.isfinite(encoder))):
+            raise ValueError("response combiner: every fitted row needs both judges' probabilities (no NaN)")
         if not 0 < y.sum() < len(y):
             raise ValueError("response combiner: the rows need both harmful and harmless replies")
-        scale, shift = fit_platt(_logit(heads) + _logit(encoder), y)
+        scale, shift = fit_platt(logit(heads) + logit(encoder), y)
         fitted = cls(heads_version, encoder_version, scale, shift, 0.5)
         threshold = best_f1_threshold(y, fitted.probabilities(heads, encoder))
         return cls(heads_version, encoder_version, scale, shift, threshold)
@@ -83,9 +85,8 @@ class ResponseCombiner:
             raise ValueError(f"response combiner {path} is missing: run `monitor judge combine`") from None
         if raw.pop("format", None) != FORMAT:
             raise ValueError(f"response combiner {path}: not format {FORMAT}")
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise ValueError(f"response combiner {path}: {exc}") from None
 
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))

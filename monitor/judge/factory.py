@@ -60,8 +60,9 @@ def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch") -> str:
     if spec == "prototype":
         return prototype_version(taxonomy)
     if spec == "hybrid":
-        return hybrid_version(HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version,
-                              _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend), ResponseCombiner.load(DEFAULT_COMBINER).version)
+        heads, combiner = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version, ResponseCombiner.load(DEFAULT_COMBINER)
+        combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, "torch"))
+        return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend), combiner.version)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder_version(path, backend)

@@ -1,14 +1,14 @@
-"""The heads judge with response harm from the fine-tuned encoder's pair pass.
+"""The heads judge, with response harm from its own and the fine-tuned encoder's verdicts combined.
 
 Why a hybrid: on the validation split the two shipped judges are good at different things. The
 heads on the drift embeddings separate harm categories and recognise refusals (phrase features),
 but judge a reply without reading it against the question; the fine-tuned encoder reads
 ``prompt [SEP] reply`` together, which is what response harm needs (a reply is harmful only
 relative to what was asked), while its category heads and refusal head are weaker. This judge
-takes each output from the judge that is better at it, and pays for one encoder pass (the pair)
-on answered events only: the prompt verdicts come from embeddings the service computes anyway.
-Response harm is both judges' verdicts combined (:mod:`monitor.judge.combiner`): on the validation
-split the combination beat the encoder alone.
+takes prompt harm, categories and refusal from the heads, and response harm from both combined
+(:mod:`monitor.judge.combiner`: on the validation split the combination beat either alone). It pays
+for one encoder pass (the pair) on answered events only: the prompt verdicts come from embeddings the
+service computes anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ class HybridJudge:
         if list(heads.categories) != list(encoder.categories):
             raise ValueError(f"hybrid judge: the heads ({heads.version}) and encoder ({encoder.version}) judges "
                              "score different categories")
+        if heads.manifest["training"]["seed"] != encoder.manifest["training"]["seed"] or any(
+                heads.manifest["training"][k] != encoder.manifest["training"][k]
+                for k in ("test_fraction", "val_fraction", "holdout_origins")):
+            raise ValueError(f"hybrid judge: {heads.version} and {encoder.version} were trained on different splits, "
+                             "so neither's validation or test rows are unseen by the other")
         combiner.check(heads.version, encoder.artifact_version)
         self.heads = heads
         self.encoder = encoder
@@ -61,14 +66,11 @@ class HybridJudge:
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         verdicts = self.heads.judge(batch)
         heads_response = np.array([np.nan if v.response_unsafe is None else v.response_unsafe for v in verdicts])
-        encoder_response = self.encoder.pair_probs(batch)[:, 0]
-        # Where the heads had no reply embedding (``embed_responses: false``), the encoder's own verdict stands.
-        alone = np.isnan(heads_response)
-        combined = np.where(alone, encoder_response, self.combiner.probabilities(heads_response, encoder_response))
-        thresholds = np.where(alone, float(self.encoder.pair_thresholds[0]), self.combiner.threshold)
+        combined = self.combiner.probabilities(heads_response, self.encoder.pair_probs(batch)[:, 0])
+        threshold = self.combiner.threshold
         prompt_threshold = self.heads.prompt_threshold
         out = []
-        for v, response, threshold in zip(verdicts, combined, thresholds):
+        for v, response in zip(verdicts, combined):
             if np.isnan(response):
                 out.append(replace(v, judge_version=self._version))
                 continue
@@ -77,7 +79,7 @@ class HybridJudge:
                 judge_version=self._version,
                 response_unsafe=float(response),
                 response_flagged=bool(response >= threshold),
-                uncertainty=uncertainty([(v.prompt_unsafe, prompt_threshold), (float(response), float(threshold))]),
+                uncertainty=uncertainty([(v.prompt_unsafe, prompt_threshold), (float(response), threshold)]),
             ))
         return out
 

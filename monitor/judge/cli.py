@@ -1,4 +1,4 @@
-"""``monitor judge train`` and ``monitor judge eval``: build the heads artifact and measure it against baselines."""
+"""``monitor judge train``, ``combine`` and ``eval``: build the judge artifacts and measure them against baselines."""
 
 from __future__ import annotations
 

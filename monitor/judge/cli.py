@@ -17,7 +17,7 @@ from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_
 from monitor.judge.evaluation import evaluate, format_report, run_judge
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
-from monitor.judge.hybrid import HybridJudge
+from monitor.judge.hybrid import HybridJudge, check_same_split
 from monitor.judge.keyword_baseline import KeywordJudge
 from monitor.judge.text_embeddings import embed_records, embedder_encoder
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge, save_encoder_artifact
@@ -205,10 +205,11 @@ def combine(
     tax = load_taxonomy()
     heads = HeadsJudge.load(DEFAULT_ARTIFACT, tax)
     encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length)
+    try:
+        check_same_split(heads, encoder)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
     config = _split_config(encoder.manifest)
-    if _split_config(heads.manifest) != config:
-        raise typer.BadParameter("the shipped heads and encoder were trained on different splits: their validation "
-                                 "rows differ, so there is none to fit a combination on", param_hint="--data")
     rows = [r for r in select_test_records(_records(data), config, cap, "val") if r.response_harm is not None]
     embedded = embed_records(rows, embedder_encoder(_embedder(heads.embedding_model, max_seq_length), embedding_cache))
     fitted = [(h.response_unsafe, e.response_unsafe, r)

@@ -33,11 +33,7 @@ class HybridJudge:
         if list(heads.categories) != list(encoder.categories):
             raise ValueError(f"hybrid judge: the heads ({heads.version}) and encoder ({encoder.version}) judges "
                              "score different categories")
-        if heads.manifest["training"]["seed"] != encoder.manifest["training"]["seed"] or any(
-                heads.manifest["training"][k] != encoder.manifest["training"][k]
-                for k in ("test_fraction", "val_fraction", "holdout_origins")):
-            raise ValueError(f"hybrid judge: {heads.version} and {encoder.version} were trained on different splits, "
-                             "so neither's validation or test rows are unseen by the other")
+        check_same_split(heads, encoder)
         combiner.check(heads.version, encoder.artifact_version)
         self.heads = heads
         self.encoder = encoder
@@ -46,8 +42,8 @@ class HybridJudge:
 
     @property
     def manifest(self) -> dict:
-        """What evaluation reads of a judge's artifact: the split its parts were trained on (the encoder's;
-        ``monitor judge combine`` checks the heads used the same)."""
+        """What evaluation reads of a judge's artifact: the split its parts were trained on (one split: see
+        :func:`check_same_split`)."""
         return {"training": self.encoder.manifest["training"]}
 
     @property
@@ -82,6 +78,17 @@ class HybridJudge:
                 uncertainty=uncertainty([(v.prompt_unsafe, prompt_threshold), (float(response), threshold)]),
             ))
         return out
+
+
+_SPLIT = ("seed", "test_fraction", "val_fraction", "holdout_origins")
+
+
+def check_same_split(heads: HeadsJudge, encoder: EncoderJudge) -> None:
+    """Both parts must come from one seeded split: else one's validation or test rows trained the other,
+    and neither a combination fitted on validation rows nor a test report of the hybrid would mean anything."""
+    if any(heads.manifest["training"][k] != encoder.manifest["training"][k] for k in _SPLIT):
+        raise ValueError(f"hybrid judge: {heads.version} and {encoder.version} were trained on different splits, "
+                         "so neither's validation or test rows are unseen by the other")
 
 
 def hybrid_version(heads_version: str, encoder_version: str, combiner_version: str) -> str:

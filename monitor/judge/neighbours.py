@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.embed.embedder import normalise
+
 _CHUNK = 32  # query rows per product: at 10k stored rows, about 1.3 MB of similarities and 2.6 MB of indices
 _CLIP = 1e-3  # a unanimous vote is worth log(999) ~ 6.9 nats, not infinity
 # Cosine at or above which a stored row counts as the query itself when leaving it out. Stored rows are
@@ -44,7 +46,7 @@ class NeighbourVote:
         if given.ndim != 2:
             raise ValueError(f"neighbours: vectors must be a (rows, dimension) array, got shape {given.shape}")
         if given.dtype != np.float16:  # fresh from training: a stored (float16) copy is already unit rows
-            given = _unit(given).astype(np.float16)
+            given = normalise(np.asarray(given, dtype=np.float32)).astype(np.float16)
         norms = np.linalg.norm(given.astype(np.float32), axis=1)
         if len(norms) and not np.all(np.abs(norms - 1.0) < 1e-2):
             raise ValueError("neighbours: stored vectors must be unit rows")
@@ -77,7 +79,7 @@ class NeighbourVote:
         if x.ndim != 2 or x.shape[1] != self.dimension:
             raise ValueError(f"neighbours: queries must be (rows, {self.dimension}), got shape {x.shape}")
         empty = ~np.any(x, axis=1)
-        x = _unit(x)
+        x = normalise(x)
         out = np.zeros(len(x), dtype=np.float32)
         n = self._matrix.shape[1]
         k = min(self.k + int(leave_out_identical), n)  # one spare neighbour, for the row itself
@@ -98,8 +100,3 @@ class NeighbourVote:
         out[empty] = 0.0
         return out
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)

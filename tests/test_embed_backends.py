@@ -211,3 +211,40 @@ def test_pair_segments_are_clipped_before_truncation_without_changing_a_token(to
     a, b = clip_segments(tokenizer, [huge], [huge + " w1"], 16)
     assert (len(a[0].split()), len(b[0].split())) == (16, 17)  # the longer side keeps the odd token
     assert clip_segments(tokenizer, [huge], None, 16) == ([huge], None)  # single texts truncate in linear time: untouched
+
+
+
+ISOLATION_SCRIPT = """
+import json, sys
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+from monitor.embed.backends import make_backend
+torch.manual_seed(0)
+model = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=128), add_pooling_layer=False).eval()
+backend = make_backend("onnx-int8", model, BertTokenizerFast(vocab_file=sys.argv[2]), cache_dir=sys.argv[1])
+print(json.dumps({"dimension": backend.dimension, "exporter_imported": any(
+    m.startswith(("onnxruntime.transformers", "onnxruntime.quantization", "onnx.")) or m == "onnx" for m in sys.modules)}))
+"""
+
+
+def test_the_export_runs_in_a_child_so_the_serving_process_never_holds_the_exporters(tmp_path):
+    # The exporters (onnx, onnxruntime's fusion and quantization) take far more memory than serving
+    # and a process keeps it: a first start must build its model in a child and only load the result.
+    import subprocess
+    import sys
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    out = subprocess.run([sys.executable, "-c", ISOLATION_SCRIPT, str(tmp_path / "cache"), str(vocab)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"dimension": 32, "exporter_imported": False}
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_an_export_error_in_the_child_comes_back_with_its_type(model, tokenizer, tmp_path):
+    from monitor.embed.backends import export_in_child
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_in_child(model, tokenizer, tmp_path / "taken", quantize=False)

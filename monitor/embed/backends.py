@@ -346,6 +346,21 @@ def make_backend(
     return OnnxBackend(folder, tokenizer, max_seq_length, threads)
 
 
+def export_in_child(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Path:
+    """:func:`export_onnx` in a fresh (spawned) process, which hands its memory back when it exits.
+
+    Why: tracing, onnxruntime's fusion and quantization need far more memory than serving does, and
+    a Python process keeps most of it once used. Run inside the service, a first start with an empty
+    model cache ended at the RSS of the export's peak instead of a warm start's (README, "Fast
+    inference"). Exceptions come back with their type, so a read-only cache still reads as one.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(export_onnx, model, tokenizer, out_dir, quantize).result()
+
+
 def ensure_exported(
     model: str | Path | Any, kind: BackendKind, cache_dir: str | Path | None = None, tokenizer: Any | None = None, replace_broken: bool = False
 ) -> Path:
@@ -373,7 +388,7 @@ def ensure_exported(
             shutil.rmtree(folder)
     log.info("building the %s embedding model into %s (once; later starts load it)", kind, folder)
     try:
-        export_onnx(model, tokenizer, folder, quantize=kind == "onnx-int8")
+        export_in_child(model, tokenizer, folder, quantize=kind == "onnx-int8")
     except PermissionError as exc:
         raise ExportedModelError(
             f"exported model {folder}: cannot write the model cache ({exc}); set MONITOR_MODEL_CACHE_DIR to a writable "

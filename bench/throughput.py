@@ -159,8 +159,12 @@ class Service:
             self.proc.wait()
 
 
-def service_throughput(service: Service, texts: list[str], tag: str) -> float:
+def service_throughput(service: Service, texts: list[str], tag: str, responses: list[str] | None = None) -> float:
+    """Events/s from the first post until the service has processed every event (prompts, and replies
+    when ``responses`` is given)."""
     events = [{"event_id": f"{tag}-{i}", "prompt": t} for i, t in enumerate(texts)]
+    for event, response in zip(events, responses or []):
+        event["response"] = response
     base = service.status()["accepted"]
     start = time.perf_counter()
     for i in range(0, len(events), 500):

@@ -1,0 +1,89 @@
+"""What one service sustains on real prompt/response pairs, per judge and embedding backend.
+
+``bench/throughput.py`` measures embedding, the service's main cost, with events that carry a prompt
+only. A gateway sends pairs, and the default judge reads each reply against its prompt in a pass of
+its own (the hybrid's cross-encoded ``prompt [SEP] reply``). This runs ``monitor serve`` per
+(judge, backend) with sampling off and posts real pairs from ../shared/data (the QA-moderation sets
+and the XSTest completions, every reply non-empty, shuffled with ``--seed``), and reports events/s
+from the first post until every event is processed, with the service's peak RSS: the figure to size
+a deployment by. Run it on a quiet machine (the worker runs at nice 10).
+
+Run: ``.venv/bin/python bench/capacity.py [--judge hybrid --judge heads] [--backend onnx-int8 --backend torch]
+[--events 400] [--repeat 2]`` (several minutes on 2 CPU cores; the first run exports ONNX models into the
+model cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
+from bench.throughput import Service, service_throughput  # noqa: E402
+from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+
+PAIR_FILES = ("beavertails-qa", "pku-saferlhf-qa", "wildguardtest", "xstest-completions-gpt4",
+              "xstest-completions-llama2new", "xstest-completions-mistralinstruct")
+
+
+def load_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    data = default_data_dir()
+    if not data.is_dir():
+        sys.exit(f"datasets not found at {data}: set MONITOR_DATA_DIR")
+    pairs = [(r.prompt, r.response) for f in PAIR_FILES for r in read_records(data / f"{f}.jsonl")
+             if r.prompt.strip() and r.response and r.response.strip()]
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--judge", action="append", help="repeatable (default: hybrid and heads)")
+    ap.add_argument("--backend", action="append", choices=["torch", "onnx-int8", "onnx-fp32"],
+                    help="repeatable (default: onnx-int8 and torch)")
+    ap.add_argument("--events", type=int, default=400)
+    ap.add_argument("--repeat", type=lambda v: max(1, int(v)), default=2, help="runs per service (median reported)")
+    ap.add_argument("--port", type=int, default=8798)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    machine = describe()
+    pairs = load_pairs(args.events, args.seed)
+    prompts, replies = [p for p, _ in pairs], [r for _, r in pairs]
+    words = [len(p.split()) + len(r.split()) for p, r in pairs]
+    results = []
+    for judge in args.judge or ["hybrid", "heads"]:
+        for backend in args.backend or ["onnx-int8", "torch"]:
+            service = Service(args.port, MONITOR_SAMPLING="off", MONITOR_QUEUE_CAPACITY=str(args.events * args.repeat + 100),
+                              MONITOR_JUDGE=judge, MONITOR_EMBEDDING_BACKEND=backend)
+            try:
+                service_throughput(service, prompts[:32], f"{judge}-{backend}-warm", replies[:32])
+                rates = [service_throughput(service, prompts, f"{judge}-{backend}-{r}", replies) for r in range(args.repeat)]
+                rss = service.peak_rss_mb()
+                version = service.status().get("judge_version")
+            finally:
+                service.close()
+            results.append({"judge": judge, "backend": backend, "events_per_s": float(np.median(rates)),
+                            "runs": rates, "peak_rss_mb": rss, "judge_version": version})
+
+    print(f"machine: {machine}")
+    print(f"{len(pairs)} prompt/reply events from {', '.join(PAIR_FILES)} (words per event: median "
+          f"{int(np.median(words))}, 90th percentile {int(np.percentile(words, 90))}); sampling off; "
+          f"median of {args.repeat} run(s) after a warm-up\n")
+    print("| judge | backend | service end-to-end (events/s) | runs | peak RSS (MB) |")
+    print("|---|---|---:|---|---:|")
+    for r in results:
+        print(f"| {r['judge']} | {r['backend']} | {r['events_per_s']:.1f} | "
+              f"{', '.join(f'{x:.1f}' for x in r['runs'])} | {r['peak_rss_mb']:.0f} |")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -163,7 +163,7 @@ def service_throughput(service: Service, texts: list[str], tag: str, responses: 
     """Events/s from the first post until the service has processed every event (prompts, and replies
     when ``responses`` is given)."""
     events = [{"event_id": f"{tag}-{i}", "prompt": t} for i, t in enumerate(texts)]
-    for event, response in zip(events, responses or []):
+    for event, response in zip(events, responses, strict=True) if responses is not None else ():
         event["response"] = response
     base = service.status()["accepted"]
     start = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 
 from bench.judge_unseen_sources import UnsafeRecipe, source_rows, without_source
 from monitor.judge.dataset import LabelMapper, Record
-from monitor.judge.training import TrainConfig
+from monitor.judge.training import TrainConfig, build_artifact
 from monitor.taxonomy import load_taxonomy
 from tests.test_judge_training import SMALL_TAXONOMY, synthetic_encode, synthetic_records
 
@@ -50,3 +50,15 @@ def test_the_recipe_separates_what_it_trained_on_and_thresholds_on_validation():
     alone = UnsafeRecipe(synthetic_records(n=150), replace(config, unsafe_neighbours=0), synthetic_encode,
                          LabelMapper(load_taxonomy(SMALL_TAXONOMY)))
     assert alone.head.neighbours is None
+
+
+def test_the_recipe_is_the_shipped_trainings_unsafe_output_bit_for_bit():
+    # The bench must measure what `monitor judge train --kind heads` builds: same rows, fit, vote and calibration.
+    config = TrainConfig(seed=0, cap_per_stratum=1000, unsafe_hidden_units=8)
+    records = synthetic_records(n=150)
+    taxonomy = load_taxonomy(SMALL_TAXONOMY)
+    recipe = UnsafeRecipe(records, config, synthetic_encode, LabelMapper(taxonomy))
+    result, _ = build_artifact(records, synthetic_encode, taxonomy, config)
+    x = synthetic_encode([f"tell me about meth number {i}" for i in range(20)] + [f"a cake recipe question {i}" for i in range(20)])
+    np.testing.assert_array_equal(recipe.score(x)[0], result.judge.heads["unsafe"].probabilities(x)[:, 0])
+    assert recipe.head.threshold[0] == result.judge.heads["unsafe"].threshold[0]

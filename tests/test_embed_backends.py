@@ -242,9 +242,40 @@ def test_the_export_runs_in_a_child_so_the_serving_process_never_holds_the_expor
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
 
 
-def test_an_export_error_in_the_child_comes_back_with_its_type(model, tokenizer, tmp_path):
-    from monitor.embed.backends import export_in_child
+class _Payload:
+    """A stand-in model whose unpickling, in the export child, runs ``action(*args)``."""
+
+    def __init__(self, action, *args) -> None:
+        self.action, self.args = action, args
+
+    def parameters(self):
+        return iter(())
+
+    def __reduce__(self):
+        return self.action, self.args
+
+
+def test_a_child_that_dies_or_hangs_becomes_a_clear_error_and_leaves_no_work_folder(tokenizer, tmp_path):
+    import os
+    import time
+
+    from monitor.embed.onnx_export import export_in_child
+
+    with pytest.raises(ExportedModelError, match=r"died \(exit code 9\).*1.6 GB.*monitor model export"):
+        export_in_child(_Payload(os._exit, 9), tokenizer, tmp_path / "died", quantize=False)
+    with pytest.raises(ExportedModelError, match=r"ran over 3 s and was stopped"):
+        export_in_child(_Payload(time.sleep, 60), tokenizer, tmp_path / "hung", quantize=False, timeout_s=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_error_in_the_child_comes_back_with_its_type_and_the_model_stays_unshared(model, tokenizer, tmp_path):
+    from monitor.embed.onnx_export import export_in_child
 
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="already exists"):
         export_in_child(model, tokenizer, tmp_path / "taken", quantize=False)
+    folder = export_in_child(model, tokenizer, tmp_path / "fresh", quantize=False)
+    assert (folder / "model.onnx").is_file()
+    # Sent as bytes, not through multiprocessing's tensor sharing (which fills /dev/shm, 64 MB in containers).
+    assert not any(p.is_shared() for p in model.parameters())
+    assert folder.stat().st_mode & 0o777 == 0o755  # readable by the user an image serves as

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, get_args, ru
 
 import numpy as np
 
-from monitor.embed.onnx_export import ExportedModelError, cache_key, check_exported, default_cache_dir, export_onnx
+from monitor.embed.onnx_export import ExportedModelError, cache_key, check_exported, default_cache_dir, export_in_child
 
 if TYPE_CHECKING:
     import torch
@@ -344,21 +344,6 @@ def make_backend(
         log.warning("embedding backend %s runs on CPU (ONNX Runtime's CPU provider) although device %s was asked for", resolved, device)
     folder = ensure_exported(model, resolved, cache_dir, tokenizer)
     return OnnxBackend(folder, tokenizer, max_seq_length, threads)
-
-
-def export_in_child(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Path:
-    """:func:`export_onnx` in a fresh (spawned) process, which hands its memory back when it exits.
-
-    Why: tracing, onnxruntime's fusion and quantization need far more memory than serving does, and
-    a Python process keeps most of it once used. Run inside the service, a first start with an empty
-    model cache ended at the RSS of the export's peak instead of a warm start's (README, "Fast
-    inference"). Exceptions come back with their type, so a read-only cache still reads as one.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(export_onnx, model, tokenizer, out_dir, quantize).result()
 
 
 def ensure_exported(

@@ -28,8 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -42,6 +44,7 @@ RECIPE_VERSION = "bert-eager-fused-v1"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
+EXPORT_TIMEOUT_S = 1800.0  # a child exporting longer than this is stopped (an export takes under a minute)
 REBUILD_HINT = "rebuild it with `monitor model export` (it replaces a broken folder), or delete the folder: the service rebuilds it on its next start"
 
 UNUSED_PREFIXES = ("pooler.",)  # tensors that do not reach last_hidden_state
@@ -139,12 +142,100 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
             "output": "last_hidden_state",
         }
         (work / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        work.chmod(0o755)  # mkdtemp makes it 0700: an image exports as root and serves as another user
         work.rename(out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     log.info("exported %s model to %s", kind, out_dir)
     return out_dir
+
+
+def export_in_child(model: Any, tokenizer: Any, out_dir: Path, quantize: bool,
+                    timeout_s: float = EXPORT_TIMEOUT_S) -> Path:
+    """:func:`export_onnx` in a fresh (spawned) process, which hands its memory back when it exits.
+
+    Why: tracing, onnxruntime's fusion and quantization need far more memory than serving does, and
+    a Python process keeps most of what it once used: run inside the service, a first start with an
+    empty model cache left it at the export's high-water mark for its whole life (README, "Fast
+    inference"). The model travels as pickled bytes of a CPU copy, not through multiprocessing's
+    tensor sharing, which would put every weight in ``/dev/shm`` (64 MB in a Docker build step or a
+    pod by default) and leave the caller's model shared. Where no process can be started, the export
+    runs here, with a warning. A child that dies (out of memory) or hangs past ``timeout_s`` becomes
+    an :class:`ExportedModelError`; an error it raises comes back with its type. As with any spawned
+    process, the caller's main module is imported again in the child: a script that builds an ONNX
+    backend needs the usual ``if __name__ == "__main__":`` guard.
+    """
+    import multiprocessing
+
+    out_dir = Path(out_dir)
+    payload = pickle.dumps((_cpu(model), tokenizer))
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    started = time.time()
+    try:
+        child = context.Process(target=_export_child, args=(payload, str(out_dir), quantize, send),
+                                name="onnx-export", daemon=True)
+        child.start()
+    except (OSError, RuntimeError, NotImplementedError, AssertionError) as exc:  # no processes here
+        receive.close()
+        send.close()
+        log.warning("cannot start a process for the ONNX export (%s); exporting in this one", exc)
+        return export_onnx(model, tokenizer, out_dir, quantize)
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            child.terminate()
+            child.join()
+            raise ExportedModelError(f"exported model {out_dir}: the export ran over {timeout_s:.0f} s and was "
+                                     f"stopped; {REBUILD_HINT}")
+        try:
+            error = receive.recv()
+        except EOFError:
+            child.join()
+            raise ExportedModelError(
+                f"exported model {out_dir}: the export process died (exit code {child.exitcode}); it needs about "
+                f"1.6 GB of memory while it runs; {REBUILD_HINT}") from None
+    except ExportedModelError:
+        _remove_work_dirs(out_dir, since=started)
+        raise
+    finally:
+        receive.close()
+        child.join()
+    if error is not None:
+        raise error
+    log.info("exported %s model to %s", "onnx-int8" if quantize else "onnx-fp32", out_dir)
+    return out_dir
+
+
+def _cpu(model: Any) -> Any:
+    """``model`` if it is on the CPU, else a CPU copy (the child must not start CUDA to unpickle it)."""
+    import copy
+
+    devices = {p.device.type for p in model.parameters()}
+    return model if devices <= {"cpu"} else copy.deepcopy(model).to("cpu")
+
+
+def _export_child(payload: bytes, out_dir: str, quantize: bool, conn: Any) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (onnx export): %(message)s")
+    try:
+        model, tokenizer = pickle.loads(payload)
+        export_onnx(model, tokenizer, Path(out_dir), quantize)
+        conn.send(None)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        try:
+            conn.send(exc)
+        except Exception:  # an exception that does not pickle
+            conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _remove_work_dirs(out_dir: Path, since: float) -> None:
+    """Work folders a killed export left behind (its own cleanup never ran); only those made since it began."""
+    for work in out_dir.parent.glob(f".{out_dir.name}.*"):
+        if work.is_dir() and work.stat().st_mtime >= since - 1:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _torch_export(model: Any, path: Path) -> None:

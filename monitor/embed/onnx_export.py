@@ -216,8 +216,13 @@ def _cpu(model: Any) -> Any:
     return model if devices <= {"cpu"} else copy.deepcopy(model).to("cpu")
 
 
+QUANTIZER_ADVICE = "Please consider to run pre-processing before quantization"  # onnxruntime's, on every run
+
+
 def _export_child(payload: bytes, out_dir: str, quantize: bool, conn: Any) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (onnx export): %(message)s")
+    for handler in logging.getLogger().handlers:  # advice for static quantization; this recipe is fixed and tested
+        handler.addFilter(lambda record: not record.getMessage().startswith(QUANTIZER_ADVICE))
     try:
         model, tokenizer = pickle.loads(payload)
         export_onnx(model, tokenizer, Path(out_dir), quantize)

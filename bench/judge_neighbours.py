@@ -30,7 +30,6 @@ from bench.judge_ensemble import flagged_at_recall  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import LabelMapper, default_data_dir, read_records  # noqa: E402
-from monitor.judge.heads import Head  # noqa: E402
 from monitor.judge.neighbours import NeighbourVote  # noqa: E402
 from monitor.judge.text_embeddings import EmbeddedRecords, embedder_encoder  # noqa: E402
 from monitor.judge.training import TrainConfig, _fit_mlp, prompt_targets, select_training_records  # noqa: E402
@@ -86,8 +85,7 @@ def main() -> None:
     origins = np.array(origins)
 
     col, _ = _fit_mlp(x_tr, y_tr, config, config.unsafe_hidden_units)
-    mlp = Head(col.weights[:, None], np.array([col.bias], np.float32), np.ones(1, np.float32), np.zeros(1, np.float32),
-               np.zeros(1, np.float32), col.hidden_weights, col.hidden_bias).logits(x_va)[:, 0]
+    mlp = col.head().logits(x_va)[:, 0]
     print(f"train prompts: {len(y_tr)} ({int(y_tr.sum())} unsafe), validation prompts: {len(y_va)} "
           f"({int(y_va.sum())} unsafe); {machine}\n")
     print("| settings | criterion | " + " | ".join(f"{s}: AUROC / AUPRC / benign flagged at recall 0.8" for s in SOURCES) + " |")

@@ -39,7 +39,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.machine import describe  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import LabelMapper, Record, default_data_dir, read_records  # noqa: E402
-from monitor.judge.heads import Head  # noqa: E402
 from monitor.judge.text_embeddings import EmbeddedRecords, embedder_encoder  # noqa: E402
 from monitor.judge.training import TrainConfig, _fit_output, prompt_targets, select_training_records  # noqa: E402
 from monitor.taxonomy import load_taxonomy  # noqa: E402
@@ -71,9 +70,7 @@ class UnsafeRecipe:
         targets = {s: prompt_targets(d, mapper)["unsafe"] for s, d in data.items()}
         col, _ = _fit_output("unsafe", data["train"].prompts, targets["train"], data["val"].prompts, targets["val"],
                              config, config.unsafe_hidden_units)
-        self.head = Head(col.weights[:, None], np.array([col.bias], np.float32), np.array([col.scale], np.float32),
-                         np.array([col.shift], np.float32), np.array([col.threshold], np.float32),
-                         col.hidden_weights, col.hidden_bias, col.neighbours)
+        self.head = col.head()
         self.train_prompts = int(len(targets["train"].y))
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -113,7 +113,7 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
     if out_dir.exists():
         raise FileExistsError(f"{out_dir}: already exists")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    kind: OnnxKind = "onnx-int8" if quantize else "onnx-fp32"
+    kind = _kind(quantize)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         raw = work / "raw.onnx"
@@ -204,8 +204,12 @@ def export_in_child(model: Any, tokenizer: Any, out_dir: Path, quantize: bool,
         child.join()
     if error is not None:
         raise error
-    log.info("exported %s model to %s", "onnx-int8" if quantize else "onnx-fp32", out_dir)
+    log.info("exported %s model to %s", _kind(quantize), out_dir)
     return out_dir
+
+
+def _kind(quantize: bool) -> OnnxKind:
+    return "onnx-int8" if quantize else "onnx-fp32"
 
 
 def _cpu(model: Any) -> Any:

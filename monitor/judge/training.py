@@ -240,6 +240,12 @@ class _Column:
     hidden_bias: np.ndarray | None = None
     neighbours: NeighbourVote | None = None
 
+    def head(self) -> Head:
+        """This one output as a :class:`Head`, with its float32 weights and its calibration as it stands."""
+        return Head(self.weights[:, None], np.array([self.bias], np.float32), np.array([self.scale], np.float32),
+                    np.array([self.shift], np.float32), np.array([self.threshold], np.float32),
+                    self.hidden_weights, self.hidden_bias, self.neighbours)
+
 
 def _fit_output(
     name: str, x_tr: np.ndarray, t_tr: Targets, x_va: np.ndarray, t_va: Targets, config: TrainConfig,
@@ -254,9 +260,7 @@ def _fit_output(
         col.neighbours = NeighbourVote(xt, yt, min(config.unsafe_neighbours, len(yt)), config.neighbour_temperature)
         model += f" + vote of {col.neighbours.k} neighbours"
     # Calibrate on the float32 weights the artifact stores, so loaded and fresh judges agree.
-    probe = Head(col.weights[:, None], np.array([col.bias], np.float32), np.ones(1, np.float32),
-                 np.zeros(1, np.float32), np.zeros(1, np.float32), col.hidden_weights, col.hidden_bias, col.neighbours)
-    logits_va = probe.logits(xv.astype(np.float32))[:, 0].astype(np.float64)
+    logits_va = col.head().logits(xv.astype(np.float32))[:, 0].astype(np.float64)
     col.scale, col.shift = fit_platt(logits_va, yv)
     pv = platt(logits_va, col.scale, col.shift)
     col.threshold = best_f1_threshold(yv, pv)

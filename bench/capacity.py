@@ -10,7 +10,7 @@ a deployment by. ONNX copies are exported into the model cache before any servic
 peak RSS is a warm start's. Run it on a quiet machine (the worker runs at nice 10).
 
 Run: ``.venv/bin/python bench/capacity.py [--judge hybrid --judge heads] [--backend onnx-int8 --backend torch]
-[--events 400] [--repeat 2]`` (about three minutes on 2 CPU cores, more when the model cache is empty).
+[--events 400] [--repeat 2] [--judge-max-seq-length 128]`` (about three minutes on 2 CPU cores, more when the model cache is empty).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=lambda v: max(1, int(v)), default=2, help="runs per service (median reported)")
     ap.add_argument("--port", type=int, default=8798)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--judge-max-seq-length", type=int, help="as MONITOR_JUDGE_MAX_SEQ_LENGTH (default: the service's)")
     args = ap.parse_args()
     machine = describe()
     pairs = load_pairs(args.events, args.seed)
@@ -65,11 +66,12 @@ def main() -> None:
             for command in ("model", "judge"):
                 subprocess.run([sys.executable, "-m", "monitor.cli", command, "export", "--backend", backend],
                                cwd=ROOT, check=True, capture_output=True)
+    length = {"MONITOR_JUDGE_MAX_SEQ_LENGTH": str(args.judge_max_seq_length)} if args.judge_max_seq_length else {}
     results = []
     for judge in args.judge or ["hybrid", "heads"]:
         for backend in backends:
             service = Service(args.port, MONITOR_SAMPLING="off", MONITOR_QUEUE_CAPACITY=str(args.events * args.repeat + 100),
-                              MONITOR_JUDGE=judge, MONITOR_EMBEDDING_BACKEND=backend)
+                              MONITOR_JUDGE=judge, MONITOR_EMBEDDING_BACKEND=backend, **length)
             try:
                 service_throughput(service, prompts[:32], f"{judge}-{backend}-warm", replies[:32])
                 rates = [service_throughput(service, prompts, f"{judge}-{backend}-{r}", replies) for r in range(args.repeat)]
@@ -83,7 +85,8 @@ def main() -> None:
     print(f"machine: {machine}")
     print(f"{len(pairs)} prompt/reply events from {', '.join(PAIR_FILES)} (words per event: median "
           f"{int(np.median(words))}, 90th percentile {int(np.percentile(words, 90))}); sampling off; "
-          f"median of {args.repeat} run(s) after a warm-up\n")
+          f"median of {args.repeat} run(s) after a warm-up; judge_max_seq_length "
+          f"{args.judge_max_seq_length or 'unset (the embedding length)'}\n")
     print("| judge | backend | service end-to-end (events/s) | runs | peak RSS (MB) |")
     print("|---|---|---:|---|---:|")
     for r in results:

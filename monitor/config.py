@@ -249,6 +249,10 @@ class Settings(BaseSettings):
 
     # --- judge ---
     judge: str = Field("default", description="'default' (the shipped judge README recommends), 'heads' (classifier heads on the drift embeddings), 'encoder' (fine-tuned encoder, judge v2), 'hybrid' (heads, with response harm from theirs and the encoder's prompt-and-reply pass combined), 'prototype', or a path to a judge artifact.")
+    judge_max_seq_length: int | None = Field(
+        None, ge=8, description="Tokens the judge's own encoder keeps per input (the hybrid reads it on each prompt-and-reply "
+        "pair); unset = embedding_max_seq_length. 128 makes the hybrid's pair pass cheaper on long replies at a small "
+        "cost to response harm (README, Safety judge); a length other than the trained 256 shows in judge_version (+seq<N>).")
 
     # --- second-opinion judge (an LLM safety judge on a sample; off unless second_judge_url is set) ---
     second_judge_url: str | None = Field(None, description="OpenAI-compatible base URL including /v1 (vLLM, Ollama); unset = no second judge.")

@@ -44,6 +44,10 @@ def test_invalid_values_name_the_field(monkeypatch):
     monkeypatch.setenv("MONITOR_SAMPLING", "sometimes")
     with pytest.raises(ValidationError, match="sampling"):
         Settings()
+    monkeypatch.delenv("MONITOR_SAMPLING")
+    monkeypatch.setenv("MONITOR_JUDGE_MAX_SEQ_LENGTH", "4")
+    with pytest.raises(ValidationError, match="judge_max_seq_length"):
+        Settings()
 
 
 def test_cross_field_rules_are_checked_at_start(monkeypatch):

@@ -145,6 +145,8 @@ def eval_(
     cap: int = typer.Option(400, min=1, help="Most test rows per (file, label combination)."),
     split: str = typer.Option("test", help="test (report it once) or val (the validation rows: where choices are made)."),
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
+    judge_max_seq_length: Optional[int] = typer.Option(None, min=8, help="Tokens the encoder keeps per input, as the "
+                                                       "service's judge_max_seq_length (default: --max-seq-length)."),
     baselines: bool = typer.Option(True, help="Also score the shipped heads judge (for an encoder artifact) and the "
                                    "keyword and prototype baselines."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
@@ -156,10 +158,11 @@ def eval_(
     if split not in ("test", "val"):
         raise typer.BadParameter(f"{split!r} is not test or val", param_hint="--split")
     tax = load_taxonomy(taxonomy)
+    encoder_length = judge_max_seq_length or max_seq_length
     if str(artifact) == HYBRID:
-        judge = _hybrid(tax, max_seq_length)
+        judge = _hybrid(tax, encoder_length)
     else:
-        judge = load_encoder_judge(artifact, tax, max_seq_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
+        judge = load_encoder_judge(artifact, tax, encoder_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
     config = _split_config(judge.manifest)
     test = select_test_records(_records(data), config, cap, "val" if split == "val" else "test")
     if not test:
@@ -183,7 +186,8 @@ def eval_(
     header = (f"{'Test' if split == 'test' else 'Validation'} rows: {len(test)}, ids sha256 {rows_digest} (seeded "
               f"prompt-hash split, seed {config.seed}, {share:.0%}"
               + (f"; whole files held out: {held}" if split == "test" else "")
-              + f"; at most {cap} rows per file and label combination); max_seq_length {max_seq_length}.\n")
+              + f"; at most {cap} rows per file and label combination); max_seq_length {max_seq_length}"
+              + (f", the judge's encoder {encoder_length}" if encoder_length != max_seq_length else "") + ".\n")
     report = header + "\n" + format_report(evaluations)
     typer.echo(report)
     if out:

@@ -57,11 +57,11 @@ class EncoderJudge:
     """Implements :class:`~monitor.judge.verdict.Judge` on a :class:`PooledEncoder` and two linear heads."""
 
     def __init__(self, encoder: PooledEncoder, arrays: Mapping[str, np.ndarray], manifest: Mapping,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", max_seq_length: int | None = None) -> None:
         self.encoder = encoder
         self.manifest = dict(manifest)
         self._categories = tuple(manifest["categories"])
-        self._backend = backend
+        self._version = encoder_judge_version(manifest, backend, max_seq_length)
         self._prompt = (np.asarray(arrays["prompt_head.weight"], np.float32).T, np.asarray(arrays["prompt_head.bias"], np.float32))
         self._pair = (np.asarray(arrays["pair_head.weight"], np.float32).T, np.asarray(arrays["pair_head.bias"], np.float32))
         if self._prompt[0].shape[1] != 1 + len(self._categories):
@@ -73,9 +73,8 @@ class EncoderJudge:
 
     @property
     def version(self) -> str:
-        """The artifact's content hash, plus the inference backend when it is not plain torch: int8 weights
-        move scores slightly, and a dashboard must show when that changed."""
-        return self.artifact_version if self._backend == "torch" else f"{self.artifact_version}+{self._backend}"
+        """See :func:`encoder_judge_version`."""
+        return self._version
 
     @property
     def artifact_version(self) -> str:
@@ -141,6 +140,22 @@ class EncoderJudge:
         )
 
 
+def encoder_judge_version(manifest: Mapping, backend: str = "torch", max_seq_length: int | None = None) -> str:
+    """The artifact's content hash, plus the inference backend when it is not plain torch, plus ``+seq<N>``
+    when pairs are cut at another length than the artifact trained on: int8 weights and shorter inputs
+    move scores, and a dashboard must show when either changed.
+
+    >>> manifest = {"version": "encoder-abc", "encoder": {"max_pair_tokens": 256}}
+    >>> encoder_judge_version(manifest), encoder_judge_version(manifest, "onnx-int8", 256)
+    ('encoder-abc', 'encoder-abc+onnx-int8')
+    >>> encoder_judge_version(manifest, "onnx-int8", 128)
+    'encoder-abc+onnx-int8+seq128'
+    """
+    version = str(manifest["version"]) + ("" if backend == "torch" else f"+{backend}")
+    trained = manifest["encoder"]["max_pair_tokens"]
+    return version if max_seq_length in (None, trained) else f"{version}+seq{max_seq_length}"
+
+
 def encoder_version(blob: bytes, categories: Sequence[str]) -> str:
     """``encoder-<12 hex>``: a content hash of the shipped weights and the category order."""
     return content_version("encoder", blob, categories)
@@ -175,4 +190,4 @@ def load_encoder_judge(path: Path | str, taxonomy: Taxonomy | None = None, max_s
     limits = {} if planner is None else dict(pass_size=planner.pass_size, pass_overhead_tokens=planner.pass_overhead_tokens,
                                              pass_max_cells=planner.pass_max_cells)
     encoder = Embedder(manifest["version"], max_seq_length, encoder=runner, **limits)  # the drift embedder's pass planner
-    return EncoderJudge(encoder, arrays, manifest, runner.name)
+    return EncoderJudge(encoder, arrays, manifest, runner.name, max_seq_length)

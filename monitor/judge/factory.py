@@ -7,7 +7,8 @@ from pathlib import Path
 
 from monitor.embed.embedder import Embedder
 from monitor.judge.combiner import DEFAULT_COMBINER, ResponseCombiner
-from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, EncoderJudge, is_encoder_artifact, load_encoder_judge
+from monitor.judge.encoder_judge import (DEFAULT_ENCODER_ARTIFACT, EncoderJudge, encoder_judge_version, is_encoder_artifact,
+                                         load_encoder_judge)
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.hybrid import HybridJudge, hybrid_version
 from monitor.judge.prototype import PrototypeJudge, prototype_version
@@ -20,26 +21,32 @@ DEFAULT_JUDGE = "hybrid"
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
-                threads: int | None = None) -> Judge:
+                threads: int | None = None, encoder_max_seq_length: int | None = None) -> Judge:
     """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
     ``hybrid`` → heads with response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
-    ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact."""
+    ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact.
+
+    ``encoder_max_seq_length``: tokens an encoder judge keeps per input (the hybrid's is its prompt-and-reply
+    pair); unset, the drift embedder's. Cutting pairs shorter than the artifact trained on is cheaper on long
+    replies and shows in the version (``+seq<N>``)."""
     spec = DEFAULT_JUDGE if spec == "default" else spec
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
+    length = encoder_max_seq_length or embedder.info.max_seq_length
     if spec == "hybrid":
         return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy),
-                           _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads),
+                           _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads, length),
                            ResponseCombiner.load(DEFAULT_COMBINER))
     path = _artifact(spec)
     if is_encoder_artifact(path):
-        return _encoder(path, embedder, taxonomy, cache_dir, threads)
+        return _encoder(path, embedder, taxonomy, cache_dir, threads, length)
     return _heads(path, embedder, taxonomy)
 
 
-def _encoder(path: Path, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None) -> EncoderJudge:
+def _encoder(path: Path, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None,
+             max_seq_length: int) -> EncoderJudge:
     # The judge's encoder runs on the drift embedder's backend, device and model cache.
-    return load_encoder_judge(path, taxonomy, embedder.info.max_seq_length, embedder.backend.name,
+    return load_encoder_judge(path, taxonomy, max_seq_length, embedder.backend.name,
                               embedder.backend.device, cache_dir, threads, planner=embedder)
 
 
@@ -52,26 +59,26 @@ def _heads(path: Path, embedder: Embedder, taxonomy: Taxonomy) -> HeadsJudge:
     return heads
 
 
-def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch") -> str:
+def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch", encoder_max_seq_length: int | None = None) -> str:
     """The version :func:`build_judge` would give, without loading the embedding model (the detector
     role labels its state and metrics with the judge its workers run); an encoder judge's version names
-    its backend when that is not torch (``backend`` as resolved, e.g. ``onnx-int8``)."""
+    its backend when that is not torch (``backend`` as resolved, e.g. ``onnx-int8``) and its pair length
+    when that is not the trained one (``encoder_max_seq_length`` as resolved)."""
     spec = DEFAULT_JUDGE if spec == "default" else spec
     if spec == "prototype":
         return prototype_version(taxonomy)
     if spec == "hybrid":
         heads, combiner = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version, ResponseCombiner.load(DEFAULT_COMBINER)
-        combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, "torch"))
-        return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend), combiner.version)
+        combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT))
+        return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend, encoder_max_seq_length), combiner.version)
     path = _artifact(spec)
     if is_encoder_artifact(path):
-        return _encoder_version(path, backend)
+        return _encoder_version(path, backend, encoder_max_seq_length)
     return HeadsJudge.load(path, taxonomy).version
 
 
-def _encoder_version(path: Path, backend: str) -> str:
-    version = str(json.loads((path / "manifest.json").read_text())["version"])
-    return version if backend == "torch" else f"{version}+{backend}"
+def _encoder_version(path: Path, backend: str = "torch", max_seq_length: int | None = None) -> str:
+    return encoder_judge_version(json.loads((path / "manifest.json").read_text()), backend, max_seq_length)
 
 
 def _artifact(spec: str) -> Path:

@@ -71,7 +71,8 @@ def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer
         threadpool_limits(settings.blas_threads, user_api="blas")
     taxonomy = load_taxonomy()
     embedder = embedder or build_embedder(settings)
-    judge = build_judge(settings.judge, embedder, taxonomy, settings.model_cache_dir, settings.embedding_threads)
+    judge = build_judge(settings.judge, embedder, taxonomy, settings.model_cache_dir, settings.embedding_threads,
+                        settings.judge_max_seq_length)
     return Scorer(
         embedder,
         judge,

@@ -109,7 +109,8 @@ def build_detector_node(settings: Settings, detectors: Callable[[], DetectorSuit
     """The ``detector`` role; ``detectors`` builds each partition's suite (tests use one that fires fast)."""
     # The version its workers' judge reports: an encoder judge's names the embedding backend it runs on.
     backend = resolve_kind(settings.embedding_backend, settings.embedding_device)
-    version = judge_version(settings.judge, load_taxonomy(), backend)
+    version = judge_version(settings.judge, load_taxonomy(), backend,
+                            settings.judge_max_seq_length or settings.embedding_max_seq_length)
     return DetectorNode(
         settings,
         _redis(settings),

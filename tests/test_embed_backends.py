@@ -27,7 +27,7 @@ PAIRS = [" ".join(WORDS[(3 * i + j) % 90] for j in range(n)) for i, n in enumera
 
 def tiny_model(seed: int = 0) -> BertModel:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     return BertModel(config, add_pooling_layer=False).eval()
 
 
@@ -147,6 +147,15 @@ def test_unknown_backend_and_in_memory_model_without_tokenizer_are_refused(model
         make_backend("torch", model)
 
 
+def test_a_length_past_the_model_positions_is_refused_before_anything_is_built(model, tokenizer, tmp_path):
+    # BERT has 512 positions: a longer max_seq_length would load, then fail on every long text at inference.
+    for kind in ("torch", "onnx-int8"):
+        with pytest.raises(ValueError, match=r"max_seq_length 513 .* 512 token positions.*embedding_max_seq_length"):
+            make_backend(kind, model, tokenizer, max_seq_length=513, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before exporting
+    assert make_backend("torch", model, tokenizer, max_seq_length=512).max_seq_length == 512
+
+
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread niceness is read from /proc (Linux)")
 def test_onnx_threads_started_by_the_worker_take_its_niceness(model, tokenizer, cache):
     """ONNX Runtime starts its thread pool with each session: the worker's session is its own, so
@@ -221,7 +230,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 from monitor.embed.backends import make_backend
 torch.manual_seed(0)
 model = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=64, max_position_embeddings=128), add_pooling_layer=False).eval()
+                             intermediate_size=64), add_pooling_layer=False).eval()
 backend = make_backend("onnx-int8", model, BertTokenizerFast(vocab_file=sys.argv[2]), cache_dir=sys.argv[1])
 print(json.dumps({"dimension": backend.dimension, "exporter_imported": any(
     m.startswith(("onnxruntime.transformers", "onnxruntime.quantization", "onnx.")) or m == "onnx" for m in sys.modules)}))

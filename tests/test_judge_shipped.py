@@ -144,6 +144,8 @@ def test_a_shorter_judge_length_cuts_the_pairs_and_names_itself(embedder):
     batch = inputs(embedder, pairs)
     cut, full = ([v.response_unsafe for v in judge.encoder.judge(batch)] for judge in (short, default))
     assert cut[0] == pytest.approx(cut[1], abs=1e-6) and abs(full[0] - full[1]) > 1e-3
+    with pytest.raises(ValueError, match="judge_max_seq_length"):  # past the encoder's 512 positions: refused at start
+        build_judge("hybrid", embedder, taxonomy, encoder_max_seq_length=600)
 
 
 def test_the_hybrid_refuses_a_combiner_fitted_for_other_judges(embedder):

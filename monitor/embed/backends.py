@@ -332,18 +332,26 @@ def make_backend(
     distinct set of weights gets its own cache folder (nothing evicts old ones).
     """
     resolved = resolve_kind(kind, device)
-    in_memory = not isinstance(model, (str, Path))
-    if in_memory and tokenizer is None:
+    if isinstance(model, (str, Path)):
+        model, loaded_tokenizer = load_transformer(str(model), eager_attention=resolved != "torch")  # the exporter traces eager attention
+        tokenizer = tokenizer or loaded_tokenizer
+    elif tokenizer is None:
         raise ValueError("make_backend: an in-memory model needs its tokenizer")
+    check_length(model, max_seq_length)
     if resolved == "torch":
-        if in_memory:
-            return TorchBackend(model, tokenizer, max_seq_length, device)
-        loaded, loaded_tokenizer = load_transformer(str(model))
-        return TorchBackend(loaded, tokenizer or loaded_tokenizer, max_seq_length, device)
+        return TorchBackend(model, tokenizer, max_seq_length, device)
     if resolve_device(device).startswith("cuda"):
         log.warning("embedding backend %s runs on CPU (ONNX Runtime's CPU provider) although device %s was asked for", resolved, device)
     folder = ensure_exported(model, resolved, cache_dir, tokenizer)
     return OnnxBackend(folder, tokenizer, max_seq_length, threads)
+
+
+def check_length(model: Any, max_seq_length: int) -> None:
+    """Refuse a length the model has no positions for: it would load, then fail on every longer text."""
+    positions = int(getattr(model.config, "max_position_embeddings", max_seq_length))
+    if max_seq_length > positions:
+        raise ValueError(f"max_seq_length {max_seq_length} is more than the model's {positions} token positions: "
+                         f"set embedding_max_seq_length (or judge_max_seq_length, for the judge's encoder) to at most {positions}")
 
 
 def ensure_exported(

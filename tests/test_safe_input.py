@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 
@@ -73,6 +75,17 @@ def test_unhashable_values_in_litellm_payloads_are_never_a_500(server, payload, 
     assert resp.status_code in (202, 422), resp.text
     if field is not None:
         assert resp.status_code == 422 and resp.json()["error"].startswith(field)
+
+
+def test_an_unterminated_run_of_escaped_quotes_is_scanned_in_linear_time(server):
+    # '"' + '\\"' * n and no closing quote: a pre-parse scan that restarts at each escaped quote is
+    # quadratic while holding the GIL (a 72 KB body stalled every route for 26 s). In a child, so that
+    # a regression fails on the timeout (2M escapes: hours if quadratic) instead of hanging the suite.
+    script = "from monitor.ingest.safejson import check_text; check_text(chr(34) + (chr(92) + chr(34)) * 2_000_000, 64, 1000)"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    for path in POSTS:
+        resp = post_raw(server, path, b'"' + b'\\"' * 36_000)
+        assert resp.status_code == 400, (path, resp.text)
 
 
 def test_lone_surrogates_are_a_422_naming_the_field(server):

@@ -34,13 +34,21 @@ class JsonLimits:
         return cls(settings.max_json_depth, settings.max_int_digits)
 
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A string literal, or an unterminated one up to the end of the text: every '"' the scan starts at
+# matches, so it never restarts inside a literal (a failed match on '"' + '\\"' * n would retry at
+# each escaped quote: quadratic, seconds of a held GIL for a 64 KiB body). JSON parsing rejects the
+# unterminated literal afterwards.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _BRACKETS = re.compile(r"[^\[\]{}]+")
 _OPEN = np.frombuffer(b"[{", dtype=np.uint8)
 
 
 def structure(text: str) -> str:
-    """``text`` without its string literals (brackets or digits inside strings are data, not structure)."""
+    """``text`` without its string literals (brackets or digits inside strings are data, not structure).
+
+    >>> structure('{"a": "[1]", "b\\\\"c": [2]}'), structure('["x", "unterminated \\\\" [[')
+    ('{"": "", "": [2]}', '["", ""')
+    """
     return _STRING.sub('""', text)
 
 

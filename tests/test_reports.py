@@ -306,6 +306,12 @@ def test_report_over_http_in_json_and_html(server):
         ({"reference": "last:1h", "current": "last:1h", "format": "pdf"}, 422, "query.format:"),
         ({"reference": "last:1h", "current": "last:1h", "scope": "tenant=x"}, 422, "scope: must be"),
         ({"reference": "2025-01-01T00:00Z/2025-01-01T01:00Z", "current": "last:1h"}, 404, "reference: only 0 sampled events"),
+        # Out of what a datetime holds: a 422 naming the point, never a 500.
+        ({"reference": "now-" + "9" * 20 + "h/now", "current": "last:1h"}, 422, "reference: 'now-99"),
+        ({"reference": "last:" + "9" * 23 + "h", "current": "last:1h"}, 422, "reference: 'now-99"),
+        ({"reference": "1/" + "9" * 20, "current": "last:1h"}, 422, "reference: '99"),
+        ({"reference": "9" * 400 + "/now", "current": "last:1h"}, 422, "reference: '99"),
+        ({"reference": "0001-01-01T00:00+14:00/now", "current": "last:1h"}, 422, "reference: '0001-01-01T00:00+14:00' is outside"),
     ],
 )
 def test_bad_report_requests_name_the_parameter(server, params, status, message):

@@ -32,6 +32,9 @@ _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 
 
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+
+
 class WindowError(ValueError):
     """A window that cannot be parsed or is empty; the message says what is wrong with it."""
 
@@ -65,6 +68,13 @@ def parse_duration(text: str) -> float:
 
 def _parse_point(text: str, now: float | None) -> float:
     text = text.strip()
+    point = _point(text, now)
+    if not 0.0 <= point <= _LATEST:  # also what datetime can format back (spec(), error messages)
+        raise WindowError(f"{text!r} is outside 1970-01-01T00:00Z to 9999-12-31T23:59:59Z")
+    return point
+
+
+def _point(text: str, now: float | None) -> float:
     if text == "now" or text.startswith("now-"):
         if now is None:
             raise WindowError(f"{text!r} is relative to the newest event, and no event has been seen yet")
@@ -78,7 +88,10 @@ def _parse_point(text: str, now: float | None) -> float:
         raise WindowError(f"{text!r} is not an ISO-8601 time, epoch seconds, 'now' or 'now-DURATION'") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+14:00: before year 1 in UTC
+        return -math.inf
 
 
 def parse_window(spec: str, now: float | None = None) -> TimeWindow:

@@ -88,6 +88,17 @@ def test_an_unterminated_run_of_escaped_quotes_is_scanned_in_linear_time(server)
         assert resp.status_code == 400, (path, resp.text)
 
 
+def test_a_litellm_time_too_large_for_a_float_loses_only_its_own_item(server):
+    huge = int("9" * 400)
+    good = {"id": "ll-good", "call_type": "completion", "messages": [{"role": "user", "content": "hello"}]}
+    items = [good, {**good, "id": "ll-end", "startTime": 1.5, "endTime": huge}, {**good, "id": "ll-start", "startTime": huge, "endTime": 1.5}]
+    resp = server.client.post("/v1/ingest/litellm", json=items)
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert [r["index"] for r in body["rejected"]] == [2] and body["rejected"][0]["error"].startswith("timestamp")
+    assert body["accepted"] == 2  # the bad end time only costs the latency
+
+
 def test_lone_surrogates_are_a_422_naming_the_field(server):
     resp = post_raw(server, "/v1/events", b'{"prompt": "a\\ud800b"}')
     assert resp.status_code == 422 and resp.json()["error"].startswith("prompt: contains a lone UTF-16 surrogate")

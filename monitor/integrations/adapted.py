@@ -66,8 +66,9 @@ def adapt(items: Iterable[tuple[int, Any]], convert: Callable[[Any], EventIn | S
         except ValidationError as exc:
             out.rejected.append(Rejection(index, describe_validation_error(exc)))
             continue
-        except (TypeError, AttributeError) as exc:  # a value of a shape the adapter did not expect: the item's fault, never a 500
-            out.rejected.append(Rejection(index, f"item: a field has an unexpected type ({str(exc)[:120]})"))
+        except (TypeError, AttributeError, ValueError, ArithmeticError) as exc:
+            # a value of a shape or size the adapter did not expect: the item's fault, never a 500 nor the batch's loss
+            out.rejected.append(Rejection(index, f"item: a field has an unexpected type or value ({str(exc)[:120]})"))
             continue
         if result is Skip.REDACTED:
             out.redacted += 1

@@ -38,6 +38,7 @@ files) are :attr:`Skip.IGNORED`, and so are the monitor's own canary probes (``e
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from monitor.ingest import safejson
@@ -192,9 +193,24 @@ class LiteLLMAdapter:
         return out
 
 
+def _latency(start: Any, end: Any) -> float | None:
+    """``end - start`` in seconds, or None where either is not a number or the difference is not finite
+    (a 400-digit integer minus a float overflows: the item's fault, and the rest of the event is usable).
+
+    >>> _latency(10, 11.25), _latency(1.5, int("9" * 400)), _latency("1", 2)
+    (1.25, None, None)
+    """
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end)):
+        return None
+    try:
+        latency = float(end) - float(start)
+    except OverflowError:
+        return None
+    return round(latency, 6) if math.isfinite(latency) else None
+
+
 def _call_metadata(payload: Mapping[str, Any]) -> dict[str, Any]:
-    start, end = payload.get("startTime"), payload.get("endTime")
-    latency = round(end - start, 6) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None
+    latency = _latency(payload.get("startTime"), payload.get("endTime"))
     error = payload.get("error_str")
     out = {
         "source": "litellm",

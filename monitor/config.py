@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -458,10 +458,35 @@ def default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
+class SettingsError(ValueError):
+    """Settings the service cannot start with, named by option and by what is wrong, never by the value
+    given: any value may be a secret (a token under a YAML key of the wrong type, an API key)."""
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional YAML file (else ``MONITOR_CONFIG``) plus env vars and explicit overrides."""
+    """Build settings from an optional YAML file (else ``MONITOR_CONFIG``) plus env vars and explicit
+    overrides; invalid ones raise :class:`SettingsError`."""
     token = _CONFIG_FILE.set(config_file)
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_errors(exc)) from None
     finally:
         _CONFIG_FILE.reset(token)
+
+
+def describe_settings_errors(exc: ValidationError) -> str:
+    """One line per invalid option, without the input pydantic would echo.
+
+    >>> try:
+    ...     Settings(admin_tokens={"boss": "a-secret-value-0123456789"}, port=0)
+    ... except ValidationError as exc:
+    ...     print(describe_settings_errors(exc))
+    2 invalid settings:
+      port: Input should be greater than or equal to 1
+      admin_tokens: Input should be a valid list
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    lines = [f"{len(errors)} invalid setting{'s' if len(errors) != 1 else ''}:"]
+    lines += [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in errors]
+    return "\n".join(lines)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from monitor.cli import app
 from monitor.config import Settings, load_settings
 
 
@@ -48,6 +50,18 @@ def test_invalid_values_name_the_field(monkeypatch):
     monkeypatch.setenv("MONITOR_JUDGE_MAX_SEQ_LENGTH", "4")
     with pytest.raises(ValidationError, match="judge_max_seq_length"):
         Settings()
+
+
+@pytest.mark.parametrize("yaml_text", ["admin_tokens: {boss: supersecretvalue-MMMM}\n", "admin_tokens: [{boss: supersecretvalue-MMMM}]\n",
+                                       "second_judge_api_key: [supersecretvalue-MMMM]\n"])
+def test_a_bad_value_is_named_by_its_option_never_shown(tmp_path, monkeypatch, yaml_text):
+    # Any value may be a secret: a token map where a list belongs must not reach the terminal or a log.
+    monkeypatch.delenv("MONITOR_CONFIG", raising=False)
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml_text)
+    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2 and yaml_text.split(":")[0] in result.output, result.output
+    assert "supersecretvalue" not in result.output
 
 
 def test_cross_field_rules_are_checked_at_start(monkeypatch):

@@ -125,6 +125,15 @@ def test_feedback_booleans_are_strict(server):
         assert resp.status_code == 422 and resp.json()["error"].startswith("unsafe"), (value, resp.text)
 
 
+def test_feedback_from_the_future_is_refused_like_an_event(server):
+    # A label's time is its trial's time in the concept-shift detectors: year 2999 would stamp their alerts.
+    resp = server.client.post("/v1/feedback", json={"event_id": "future-1", "unsafe": True, "timestamp": 32503679999})
+    assert resp.status_code == 422 and resp.json()["error"].startswith("timestamp:") and "max_future_skew_seconds" in resp.text
+    batch = [{"event_id": "future-2", "unsafe": True, "timestamp": 32503679999}, {"event_id": "future-3", "unsafe": True}]
+    resp = server.client.post("/v1/feedback", json=batch)
+    assert [r["index"] for r in resp.json()["rejected"]] == [0] and resp.json()["rejected"][0]["error"].startswith("timestamp:")
+
+
 def test_event_needs_prompt_or_messages_in_schema_and_validation(server):
     assert server.client.post("/v1/events", json={"prompt": None, "input_messages": None}).status_code == 422
     schema = server.client.get("/openapi.json").json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -21,7 +22,7 @@ from monitor.api.deps import error_response, get_service
 from monitor.api.rate_limit import SourceLimiter
 from monitor.api.responses import AUTH, BODY, FeedbackOut, errors
 from monitor.drift.feedback_disagreement import Feedback
-from monitor.ingest.parsing import BodyError, Rejection, parse_body
+from monitor.ingest.parsing import BodyError, Rejection, parse_body, reject_future
 from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import parse_timestamp
 from monitor.backend import MonitorBackend
@@ -124,6 +125,7 @@ async def feedback(
         )
     except BodyError as exc:
         return error_response(exc.status, exc.message)
+    parsed = reject_future(parsed, time.time() + settings.max_future_skew_seconds)
     if len(parsed.events) > settings.feedback_burst_per_source:
         return error_response(
             413, f"feedback: {len(parsed.events)} labels in one request exceed feedback_burst_per_source={settings.feedback_burst_per_source}; split the batch"

@@ -166,22 +166,24 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def reject_future(parsed: ParsedBody[EventIn], not_after: float) -> ParsedBody[EventIn]:
-    """Move events stamped later than ``not_after`` to the rejections.
+def reject_future(parsed: ParsedBody[Item], not_after: float) -> ParsedBody[Item]:
+    """Move items (events, feedback labels) stamped later than ``not_after`` to the rejections.
 
     One event from a badly set clock (or year 2999) would otherwise become the event-time clock
-    for good: windows, rates and reports all run on the newest event time.
+    for good: windows, rates and reports all run on the newest event time; a label's time is the
+    time of its trial in the concept-shift detectors, and so of their alerts.
 
     >>> body = parse_body(b'[{"prompt": "a", "timestamp": 100}, {"prompt": "b", "timestamp": 900}]', "application/json", 10)
     >>> late = reject_future(body, not_after=500.0)
     >>> [e.prompt for _, e in late.events], late.rejected[0].error
     (['a'], 'timestamp: 400 s later than the arrival time allows (max_future_skew_seconds)')
     """
-    kept: list[tuple[int, EventIn]] = []
+    kept: list[tuple[int, Item]] = []
     rejected = list(parsed.rejected)
     for index, item in parsed.events:
-        if item.timestamp is not None and item.timestamp > not_after:
-            rejected.append(Rejection(index, f"timestamp: {item.timestamp - not_after:.0f} s later than the arrival time allows (max_future_skew_seconds)"))
+        stamp = getattr(item, "timestamp", None)
+        if stamp is not None and stamp > not_after:
+            rejected.append(Rejection(index, f"timestamp: {stamp - not_after:.0f} s later than the arrival time allows (max_future_skew_seconds)"))
         else:
             kept.append((index, item))
     return ParsedBody(kept, sorted(rejected, key=lambda r: r.index), parsed.single)

@@ -165,3 +165,7 @@ def test_a_body_that_is_not_json_is_a_400_after_the_token_check(srv):
     assert srv.client.post(url, content=b"\xff\xfe{", headers={"Content-Type": "application/json"}).status_code == 401
     resp = srv.client.post(url, content=b"\xff\xfe{", headers={**_auth("admin"), "Content-Type": "application/json"})
     assert resp.status_code == 400 and resp.json()["error"].startswith("body: not UTF-8 JSON")
+    for kind in ("text/plain", None):  # the OpenAPI document promises a 415 for any other type
+        headers = {**_auth("admin"), **({"Content-Type": kind} if kind else {})}
+        resp = srv.client.post(url, content=b'{"action": "ack"}', headers=headers)
+        assert resp.status_code == 415 and "application/json" in resp.json()["error"], resp.text

@@ -119,6 +119,20 @@ def test_oversize_event_is_413_alone_and_rejected_in_a_batch(server):
     assert resp.json()["accepted"] == 1 and resp.json()["rejected"][0]["index"] == 1
 
 
+@pytest.mark.parametrize("path", POSTS)
+def test_a_body_refused_whole_is_counted_by_route_and_status(server, path):
+    # Its events never reach events_received: without this counter a gateway sending bad bodies is invisible.
+    def refused(status: str) -> float:
+        value = server.service.metrics.registry.get_sample_value(
+            "llmsafety_request_bodies_refused_total", {"route": path, "status": status})
+        return value or 0.0
+
+    before = refused("415"), refused("400")
+    assert post_raw(server, path, b'{"prompt": "x"}', "text/plain").status_code == 415
+    assert post_raw(server, path, b"{not json", "application/json").status_code == 400
+    assert (refused("415"), refused("400")) == (before[0] + 1, before[1] + 1)
+
+
 def test_feedback_booleans_are_strict(server):
     for value in ("yes", 0, 1, "true"):
         resp = server.client.post("/v1/feedback", json={"event_id": "strict-1", "unsafe": value})

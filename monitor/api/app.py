@@ -22,7 +22,7 @@ from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open, sender
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.backend import MonitorBackend, NotReady
 from monitor.api.responses import AUTH, BODY, IngestOut, errors
 from monitor.alerts.engine import Alert
@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
                 body, parse_body, body, request.headers.get("content-type"), settings.max_events_per_request, limits=JsonLimits.of(settings)
             )
         except BodyError as exc:
-            return error_response(exc.status, exc.message)
+            return refuse_body(request, service, exc)
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
         if not parsed.events:
             message = rejected[0]["error"] if parsed.single else "events: every event in the batch is invalid"

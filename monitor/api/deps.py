@@ -8,11 +8,19 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from monitor.backend import MonitorBackend, NotReady
+from monitor.ingest.parsing import BodyError
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     """Every error body is ``{"error": "<field>: <what is wrong>", ...}``."""
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def refuse_body(request: Request, service: MonitorBackend, exc: BodyError) -> JSONResponse:
+    """The whole body refused: counted by route and status (its events are in no other counter), then answered."""
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    service.metrics.bodies_refused.labels(route, str(exc.status)).inc()
+    return error_response(exc.status, exc.message)
 
 
 def get_service(request: Request) -> MonitorBackend:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from monitor.api.adapter_ingest import parse_off_loop, read_body
 from monitor.api.auth import Principal, require
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.api.rate_limit import SourceLimiter
 from monitor.api.responses import AUTH, BODY, FeedbackOut, errors
 from monitor.drift.feedback_disagreement import Feedback
@@ -124,7 +124,7 @@ async def feedback(
             JsonLimits.of(settings),
         )
     except BodyError as exc:
-        return error_response(exc.status, exc.message)
+        return refuse_body(request, service, exc)
     parsed = reject_future(parsed, time.time() + settings.max_future_skew_seconds)
     if len(parsed.events) > settings.feedback_burst_per_source:
         return error_response(

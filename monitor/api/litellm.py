@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection, submit
 from monitor.api.auth import require, sender
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
 from monitor.ingest.safejson import JsonLimits
@@ -86,7 +86,7 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
             body, split_body, body, request.headers.get("content-type"), settings.max_events_per_request, JsonLimits.of(settings)
         )
     except BodyError as exc:
-        return error_response(exc.status, exc.message)
+        return refuse_body(request, service, exc)
     adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt).adapt(items, single=single)
     outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
     rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, submit
 from monitor.api.auth import require, sender
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, errors
 from monitor.ingest.parsing import BodyError, media_type
 from monitor.ingest.safejson import JsonLimits
@@ -68,7 +68,7 @@ async def receive_traces(request: Request, service: MonitorBackend = Depends(get
         body = await read_body(request, settings.max_body_bytes)
         traces = await parse_off_loop(body, parse_request, body, content_type, JsonLimits.of(settings))
     except BodyError as exc:
-        return error_response(exc.status, exc.message)
+        return refuse_body(request, service, exc)
     adapted = OtelAdapter(settings.end_user_hash_salt).adapt(traces)
     llm_spans = len(adapted.events) + len(adapted.rejected)
     if llm_spans > settings.max_events_per_request:

@@ -47,6 +47,13 @@ class MonitorMetrics:
         self.accepted = Counter(f"{p}events_accepted", "Events accepted (valid, new, queued or sampled out).", registry=r)
         self.duplicates = Counter(f"{p}events_duplicate", "Events whose event_id was already seen (accepted, not counted again).", registry=r)
         self.rejected = Counter(f"{p}events_rejected", "Events rejected as invalid.", registry=r)
+        self.bodies_refused = Counter(
+            f"{p}request_bodies_refused",
+            "Ingest request bodies refused whole before any item was read (400 not JSON, 413 too large or too many items, "
+            "415 content type): their events reach no other counter.",
+            ["route", "status"],
+            registry=r,
+        )
         self.dropped = Counter(f"{p}events_dropped", "Events not processed, by reason.", ["reason"], registry=r)
         self.processed = Counter(f"{p}events_processed", "Accepted events that have left the pipeline (judged, sampled out or failed).", registry=r)
         self.judged = Counter(f"{p}events_judged", "Events embedded and judged.", ["model", "route"], registry=r)

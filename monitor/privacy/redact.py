@@ -23,6 +23,8 @@ Placeholders (``<email>``, ``<phone>``...) are never matched again, so redaction
 'write to <email> or <email>, card <card>'
 >>> redact("Dear Maria Lopez, your IBAN DE89 3704 0044 0532 0130 00 is set; ping 2001:db8::1")
 'Dear <person>, your IBAN <iban> is set; ping <ip>'
+>>> redact("clone https://deploy:hunter2@git.example.com/repo.git")
+'clone https://<secret>@git.example.com/repo.git'
 """
 
 from __future__ import annotations
@@ -190,6 +192,8 @@ _RULES: tuple[tuple[Kind, str | None, Pattern[str], _Validator], ...] = (
                           r"password|passwd|pwd|pass|client[_-]?secret|private[_-]?key)\b[\"']?\s*[:=]\s*[\"']?"
                           r"([^\s\"',;]{4,})"), _group1),
     ("secret", None, re.compile(r"(?i)\bbearer\s+([\w.~+/-]{12,}=*)"), _group1),
+    # credentials in a URL (https://user:pass@host/): before the email rule, which would keep "user:"
+    ("secret", None, re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/?#@]+)@"), _group1),
     ("secret", None, re.compile(r"\b(?:sk|pk|rk)-(?:[a-z]+-)?[A-Za-z0-9_-]{16,}|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|"
                           r"\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_\w{20,}|\bxox[abposre]-[A-Za-z0-9-]{10,}|"
                           r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*|\bAIza[\w-]{30,}|\bglpat-[\w-]{20,}"), _whole),

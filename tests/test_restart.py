@@ -8,6 +8,8 @@ assist ..." a refusal.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 
 import pytest
@@ -220,3 +222,25 @@ def test_redis_outage_answers_503_and_recovers_by_itself(embedder):
             assert resp.status_code == 202 and resp.json()["accepted"] == 4
             status = srv.wait_processed()
             assert (status["accepted"], status["dropped"]["store_unavailable"]) == (8, 4)
+
+
+def test_a_service_waiting_for_its_state_store_still_stops_on_shutdown(embedder, caplog):
+    # It will not start without its history, so it waits for Redis without end; SIGTERM (the lifespan's
+    # shutdown) must still end the process instead of waiting with it.
+    from fastapi.testclient import TestClient
+
+    from monitor.api.app import create_app
+
+    settings = Settings(judge="prototype", redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2)
+    app = create_app(settings, service_factory=lambda s: build_service(s, embedder=embedder))
+    client = TestClient(app).__enter__()
+    deadline = time.monotonic() + 60
+    while "waiting for the state store" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "waiting for the state store" in caplog.text
+    assert client.get("/readyz").status_code == 503
+    stopper = threading.Thread(target=client.__exit__, args=(None, None, None), daemon=True)
+    stopper.start()
+    stopper.join(timeout=30)
+    assert not stopper.is_alive(), "shutdown waited for the state store"
+    assert "stopping before the service finished starting" in caplog.text

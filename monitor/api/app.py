@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import traceback
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, AsyncIterator, Callable, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -52,6 +53,29 @@ A body that is unusable as a whole gets 400 (not JSON/UTF-8, empty), 413 (too la
 """
 
 
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread. Why not ``asyncio.to_thread``: building the service may wait
+    for the state store without end (it will not start without its history), and the event loop's
+    executor threads are joined at exit, so SIGTERM during that wait would never end the process."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():  # cancelled by shutdown meanwhile
+            setter(value)
+
+    def run() -> None:
+        try:
+            outcome = (future.set_result, fn(*args))
+        except BaseException as exc:  # handed to the awaiting task, which reports it
+            outcome = (future.set_exception, exc)
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for it any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="monitor-start", daemon=True).start()
+    return await future
+
+
 def create_app(settings: Settings | None = None, service_factory: Callable[[Settings], MonitorBackend] | None = None) -> FastAPI:
     """The app; raises :class:`~monitor.api.auth.AuthConfigError` when it would serve the network without tokens."""
     settings = settings or Settings()
@@ -61,7 +85,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
 
     async def load() -> None:
         try:
-            service = await asyncio.to_thread(factory, settings)
+            service = await in_daemon_thread(factory, settings)
             await service.start()
             holder["service"] = service
         except Exception as exc:  # surfaced by /readyz; the process stays up for diagnosis
@@ -79,7 +103,11 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(load())
         yield
-        await loader
+        if not loader.done():  # still loading, or waiting for the state store: nothing to save, stop now
+            log.warning("stopping before the service finished starting")
+            loader.cancel()
+        with suppress(asyncio.CancelledError):
+            await loader
         if holder["service"] is not None:
             await holder["service"].stop()
 

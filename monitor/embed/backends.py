@@ -343,6 +343,7 @@ def make_backend(
     if resolve_device(device).startswith("cuda"):
         log.warning("embedding backend %s runs on CPU (ONNX Runtime's CPU provider) although device %s was asked for", resolved, device)
     folder = ensure_exported(model, resolved, cache_dir, tokenizer)
+    del model  # the torch weights are not needed once exported: not held while the session loads
     return OnnxBackend(folder, tokenizer, max_seq_length, threads)
 
 

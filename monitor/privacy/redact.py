@@ -276,8 +276,19 @@ def _inside_placeholder(text: str, start: int, end: int) -> bool:
     return not any(ch.isalnum() for ch in rest)
 
 
+# Zero-width and soft-hyphen characters split a value without showing (alice\u200b@example.com reads as
+# an address but matches nothing): they are dropped before matching.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+
+
 def redact(text: str) -> str:
-    """``text`` with each finding replaced by ``<kind>``."""
+    """``text`` with each finding replaced by ``<kind>``; invisible characters dropped first.
+
+    >>> redact("mail alice\u200b@example.com or bob@exam\u00adple.org")
+    'mail <email> or <email>'
+    """
+    if not text.isascii():
+        text = _INVISIBLE.sub("", text)
     findings = find(text)
     if not findings:
         return text

@@ -19,7 +19,7 @@ from monitor.api.adapter_ingest import read_body
 from monitor.api.auth import Principal, require
 from monitor.api.deps import error_response, get_service
 from monitor.api.responses import AUTH, errors
-from monitor.ingest.parsing import JSON_TYPES, BodyError, media_type
+from monitor.ingest.parsing import JSON_TYPES, BodyError, media_type, unsupported_media
 from monitor.ingest.safejson import JsonLimitError, JsonLimits, loads
 from monitor.pipeline.service import MonitorService
 from monitor.pipeline.triaging import triage_of
@@ -89,10 +89,10 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
 async def parse_action(request: Request, model: type[M]) -> M | Response:
     """The body as ``model``, or the 4xx naming the field. Read here rather than by FastAPI, so that the
     token is checked first and a body that is not UTF-8 JSON gets this API's ``{"error": ...}`` 400."""
-    kind = media_type(request.headers.get("content-type"))
-    if kind not in JSON_TYPES:
-        return error_response(415, f"Content-Type {kind or '(missing)'!r} not supported: send application/json")
     try:
+        kind = media_type(request.headers.get("content-type"))
+        if kind not in JSON_TYPES:
+            raise unsupported_media(kind, "application/json")
         data = loads(await read_body(request, MAX_ACTION_BYTES), JsonLimits.of(request.app.state.settings))
     except BodyError as exc:
         return error_response(exc.status, exc.message)

@@ -51,12 +51,17 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def unsupported_media(kind: str, send: str) -> BodyError:
+    """The 415 for a body of media type ``kind`` (as :func:`media_type` gives it), saying what to ``send``."""
+    return BodyError(415, f"Content-Type {kind or '(missing)'!r} not supported: send {send}")
+
+
 def read_text(body: bytes, content_type: str | None, accepted: str, expected: str) -> tuple[str, str]:
     """``(media type, text)`` of a JSON or NDJSON body: 415 for another type, 400 for bytes that are
     not UTF-8 or for an empty body (``accepted``/``expected`` say what to send instead)."""
     kind = media_type(content_type)
     if kind not in JSON_TYPES | NDJSON_TYPES:
-        raise BodyError(415, f"Content-Type {kind or '(missing)'!r} not supported: send {accepted}")
+        raise unsupported_media(kind, accepted)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -53,7 +53,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import ValidationError
 
-from monitor.ingest.parsing import BodyError, describe_validation_error, media_type
+from monitor.ingest.parsing import BodyError, describe_validation_error, media_type, unsupported_media
 from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.litellm import REDACTED_MARKER, TEXT_CALL_TYPES
@@ -82,7 +82,7 @@ def parse_request(body: bytes, content_type: str | None, limits: JsonLimits = Js
             raise BodyError(400, "body: not a protobuf OTLP ExportTraceServiceRequest") from None
         return request
     if kind != JSON_TYPE:
-        raise BodyError(415, f"Content-Type {kind or '(missing)'!r} not supported: send application/x-protobuf or application/json (OTLP/HTTP)")
+        raise unsupported_media(kind, "application/x-protobuf or application/json (OTLP/HTTP)")
     try:
         data = safejson.loads(body, limits)
     except JsonLimitError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 # Flags of /proc/cpuinfo that change how fast the embedding backends run, in the order printed.
@@ -36,6 +37,47 @@ def cpu_model(cpuinfo: str) -> tuple[str, list[str]]:
     return model, flags
 
 
+def _nvidia_smi(*args: str) -> str:
+    """``nvidia-smi``'s output, or "" where it is missing or fails (no GPU, no driver)."""
+    try:
+        return subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def gpus(query: str | None = None) -> list[str]:
+    """Each GPU as ``NVIDIA H200 (143771 MiB, driver 580.159.04)``, from ``nvidia-smi``'s CSV (``query``:
+    that CSV, for tests); empty without a GPU.
+
+    >>> gpus("NVIDIA H200, 143771 MiB, 580.159.04\\n")
+    ['NVIDIA H200 (143771 MiB, driver 580.159.04)']
+    >>> gpus("")
+    []
+    """
+    if query is None:
+        query = _nvidia_smi("--query-gpu=name,memory.total,driver_version", "--format=csv,noheader")
+    rows = [[field.strip() for field in line.split(",")] for line in query.splitlines() if line.strip()]
+    return [f"{row[0]} ({row[1]}, driver {row[2]})" for row in rows if len(row) == 3]
+
+
+def gpu_memory_mb(pid: int, query: str | None = None) -> float:
+    """GPU memory (MiB) that process ``pid`` holds now, by ``nvidia-smi``; NaN where it holds none
+    or there is no GPU. ``query``: that CSV, for tests.
+
+    >>> gpu_memory_mb(42, "41, 100 MiB\\n42, 1536 MiB\\n")
+    1536.0
+    >>> gpu_memory_mb(7, "")
+    nan
+    """
+    if query is None:
+        query = _nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader")
+    for line in query.splitlines():
+        found, _, used = line.partition(",")
+        if found.strip() == str(pid):
+            return float(used.split()[0])
+    return float("nan")
+
+
 def describe(cpuinfo: str | None = None) -> str:
     """E.g. ``AMD EPYC (x86_64; avx2; no VNNI), 2 CPUs, Python 3.11.7, load average 0.4``; ``cpuinfo``
     defaults to this machine's ``/proc/cpuinfo``. Call it before a run: the load average is then
@@ -49,4 +91,5 @@ def describe(cpuinfo: str | None = None) -> str:
     vnni = any("vnni" in f or "amx" in f for f in flags)
     isa = "; ".join(filter(None, [platform.machine(), ", ".join(flags), "" if vnni or not flags else "no VNNI"]))
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{model or platform.processor() or 'unknown CPU'} ({isa}), {os.cpu_count()} CPUs, Python {platform.python_version()}{load}"
+    gpu = "; GPU: " + ", ".join(found) if (found := gpus()) else ""
+    return f"{model or platform.processor() or 'unknown CPU'} ({isa}), {os.cpu_count()} CPUs, Python {platform.python_version()}{load}{gpu}"

@@ -2,12 +2,17 @@
 and how far int8 embeddings move from fp32.
 
 Run: ``.venv/bin/python bench/throughput.py [--backend torch --backend onnx-int8] [--short 2000] [--long 300]
-[--rate 1000] [--seconds 10] [--cosine 2000] [--repeat 3]``; ``--quick`` checks the script in a minute (tiny n,
+[--rate 1000] [--seconds 10] [--cosine 2000] [--repeat 3] [--device auto]``; ``--quick`` checks the script in a minute (tiny n,
 figures meaningless). Benchmark on a quiet machine: the worker runs at nice 10 and loses to any
 other CPU-heavy process.
 
 Texts come from ../shared/data (MONITOR_DATA_DIR): "short" are real user prompts from ToxicChat
-(median ≈ 12 words), "long" are prompts of 120–250 words from any file. For each backend: the
+(median ≈ 12 words), "long" are prompts of 120–250 words from any file; when more are asked for
+than the files hold, the list repeats (nothing caches embeddings, so a repeated text costs the same).
+``--device`` (default ``auto``, as the service: a GPU when torch sees one) places the bare embedder
+and the service alike; on a GPU each row also gives the GPU memory: the bare embedder's peak
+allocation, and what ``nvidia-smi`` shows the service process holding after its runs (PyTorch keeps
+its peak in its cache). For each backend: the
 bare backend (monitor's Embedder over all texts in one call: token-planned passes with a global
 view, a ceiling) and the service end to end (``monitor serve`` as a separate process with
 ``MONITOR_EMBEDDING_BACKEND``, defaults except sampling=off so every event is embedded, and a
@@ -40,9 +45,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, gpu_memory_mb  # noqa: E402
 
 from monitor.config import Settings  # noqa: E402
+from monitor.embed.backends import resolve_device  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
 
 
@@ -55,10 +61,19 @@ def load_texts(n_short: int, n_long: int, seed: int) -> dict[str, list[str]]:
     long = [r.prompt for f in sorted(data.glob("*.jsonl")) for r in read_records(f) if 120 <= len(r.prompt.split()) <= 250]
     rng.shuffle(short)
     rng.shuffle(long)
-    return {"short": short[:n_short], "long": long[:n_long]}
+    return {"short": _repeat_to(short, n_short), "long": _repeat_to(long, n_long)}
 
 
-def bare_embedder(texts: list[str], batch_sizes: tuple[int, ...]) -> float:
+def _repeat_to(texts: list[str], n: int) -> list[str]:
+    """The first ``n`` of ``texts``, cycling through them again when there are fewer.
+
+    >>> _repeat_to(["a", "b"], 5), _repeat_to(["a", "b", "c"], 2), _repeat_to([], 3)
+    (['a', 'b', 'a', 'b', 'a'], ['a', 'b'], [])
+    """
+    return [texts[i % len(texts)] for i in range(n)] if texts else []
+
+
+def bare_embedder(texts: list[str], batch_sizes: tuple[int, ...], device: str) -> float:
     """sentence-transformers' own ``encode`` over all texts in one call (it sorts them by length
     globally, which a service seeing one worker batch at a time cannot), at the best of several pass
     sizes: the torch figure the issue's targets are relative to."""
@@ -66,7 +81,7 @@ def bare_embedder(texts: list[str], batch_sizes: tuple[int, ...]) -> float:
 
     from monitor.embed.embedder import resolve_model_path
 
-    model = SentenceTransformer(resolve_model_path("bundled:all-MiniLM-L6-v2"), device="cpu")
+    model = SentenceTransformer(resolve_model_path("bundled:all-MiniLM-L6-v2"), device=device)
     model.max_seq_length = 256
     model.encode(texts[:64], batch_size=8)  # warm-up
     rates = []
@@ -77,15 +92,20 @@ def bare_embedder(texts: list[str], batch_sizes: tuple[int, ...]) -> float:
     return max(rates)
 
 
-def make_embedder(backend: str, cache_dir: Path | None):
-    from monitor.embed.embedder import Embedder
+def make_embedder(backend: str, cache_dir: Path | None, device: str = "cpu"):
+    """The embedder the service builds from the same settings (``MONITOR_*`` in the environment,
+    e.g. ``MONITOR_EMBEDDING_BATCH_SIZE``, reach both), on ``backend`` and ``device``."""
+    from monitor.pipeline.builder import build_embedder
 
-    return Embedder(device="cpu", backend=backend, cache_dir=cache_dir)
+    overrides: dict = {"embedding_backend": backend, "embedding_device": device}
+    if cache_dir is not None:
+        overrides["model_cache_dir"] = cache_dir
+    return build_embedder(Settings(**overrides))
 
 
 def planned_embedder(embedder, texts: list[str]) -> float:
     """Our Embedder over all texts in one call: its token-planned passes with a global view (a ceiling)."""
-    embedder.encode(texts[:64])  # warm-up
+    embedder.encode(texts[:1024])  # warm-up (on a GPU, fills the kernel and allocator caches)
     start = time.perf_counter()
     embedder.encode(texts)
     return len(texts) / (time.perf_counter() - start)
@@ -122,6 +142,8 @@ class Service:
         self.client = httpx.Client(base_url=self.url, timeout=60.0)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited with status {self.proc.returncode} before it was ready")
             try:
                 if self.client.get("/readyz").status_code == 200:
                     return
@@ -141,6 +163,14 @@ class Service:
             rate = (processed - base) / max(time.perf_counter() - started, 1e-3)
             eta = (accepted - processed) / rate if rate > 0 else 1.0
             time.sleep(min(0.25, max(0.01, eta / 2)))
+
+    def gpu_memory_mb(self) -> float:
+        return gpu_memory_mb(self.proc.pid)
+
+    def stages(self) -> dict[str, float]:
+        """Per worker batch, the median ms of each stage and of the whole batch: where the time goes."""
+        latency = self.status()["latency"]
+        return {stage: latency[stage]["p50_ms"] for stage in ("embed", "judge", "detect", "batch")}
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -196,6 +226,21 @@ def ingest_latency(service: Service, texts: list[str], rate: float, seconds: flo
     return {"offered": rate, "achieved": achieved, "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)), "codes": codes}
 
 
+def _bare_gpu_peak_mb(device: str) -> float:
+    """The bench's own embedder's peak GPU allocation since the last call (NaN on a CPU)."""
+    if not device.startswith("cuda"):
+        return float("nan")
+    import torch
+
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
+def _mb(value: float) -> str:
+    return "–" if value != value else f"{value:,.0f}"
+
+
 def _ratio(value: float, reference: float) -> str:
     """``value / reference`` as ``1.23x``, or a dash when no torch reference ran."""
     return "–" if reference != reference else f"{value / reference:.2f}x"
@@ -214,6 +259,7 @@ def main() -> None:
     ap.add_argument("--model-cache-dir", type=Path, default=None, help="exported models (default: the service's model_cache_dir)")
     ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda, cuda:1: the bare embedder's and the service's")
     ap.add_argument("--judge", default="default")
     ap.add_argument("--repeat", type=lambda v: max(1, int(v)), default=1, help="alternate bare and service runs N times (at least 1); report medians")
     ap.add_argument("--quick", action="store_true", help="tiny n to check the script runs (figures meaningless)")
@@ -224,14 +270,20 @@ def main() -> None:
         args.short, args.long, args.seconds, args.rate, args.cosine = 64, 16, 2.0, 100.0, min(args.cosine, 64)
     cache_env = {"MONITOR_MODEL_CACHE_DIR": str(args.model_cache_dir)} if args.model_cache_dir else {}
 
+    device = resolve_device(args.device)
     texts = load_texts(args.short, args.long, args.seed)
-    stock = {kind: bare_embedder(t, (16, 64) if args.quick else (8, 16, 32, 64)) for kind, t in texts.items()} if "torch" in backends else {}
+    sizes = (16, 64) if args.quick else (8, 16, 32, 64) if device == "cpu" else (64, 256, 1024)
+    stock = {kind: bare_embedder(t, sizes, device) for kind, t in texts.items()} if "torch" in backends else {}
     bare: dict[str, dict[str, float]] = {}
     e2e: dict[str, dict[str, float]] = {}
     ratios: dict[str, dict[str, list[float]]] = {}
     rss: dict[str, float] = {}
+    gpu: dict[str, dict[str, float]] = {}
+    stages: dict[str, dict[str, float]] = {}
+    pass_sizes: dict[str, int] = {}
     for backend in backends:
-        embedder = make_embedder(backend, args.model_cache_dir)  # exports an ONNX model now if the cache lacks it
+        embedder = make_embedder(backend, args.model_cache_dir, device)  # exports an ONNX model now if the cache lacks it
+        pass_sizes[backend] = embedder.pass_size
         service = Service(
             args.port,
             MONITOR_SAMPLING="off",
@@ -239,6 +291,7 @@ def main() -> None:
             MONITOR_BATCH_SIZE=str(args.batch_size),
             MONITOR_JUDGE=args.judge,
             MONITOR_EMBEDDING_BACKEND=backend,
+            MONITOR_EMBEDDING_DEVICE=device,
             **cache_env,
         )
         runs: dict[str, list[tuple[float, float]]] = {kind: [] for kind in texts}
@@ -246,7 +299,12 @@ def main() -> None:
             for r in range(args.repeat):
                 for kind, t in texts.items():
                     runs[kind].append((planned_embedder(embedder, t), service_throughput(service, t, f"{backend}-{kind}-{r}")))
+                    # Progress, so a run stopped early still leaves its figures.
+                    print(f"# {backend}, {kind}, run {r + 1}: bare {runs[kind][-1][0]:.0f} texts/s, service "
+                          f"{runs[kind][-1][1]:.0f} events/s; stage medians {service.stages()}", flush=True)
             rss[backend] = service.peak_rss_mb()
+            gpu[backend] = {"bare_peak_mb": _bare_gpu_peak_mb(device), "service_mb": service.gpu_memory_mb()}
+            stages[backend] = service.stages()
         finally:
             service.close()
         del embedder
@@ -255,12 +313,13 @@ def main() -> None:
         ratios[backend] = {kind: sorted(e / b for b, e in pairs) for kind, pairs in runs.items()}
 
     # Latency at a fixed offered rate, on the default configuration (sampling on, backend auto).
-    service = Service(args.port, MONITOR_JUDGE=args.judge, **cache_env)
+    service = Service(args.port, MONITOR_JUDGE=args.judge, MONITOR_EMBEDDING_DEVICE=device, **cache_env)
     try:
         latency = ingest_latency(service, texts["short"], args.rate, args.seconds, args.per_request)
         time.sleep(1)
         status = service.status()
         server_ingest = status["latency"]["ingest"]
+        print(f"# ingest: {latency}", flush=True)
     finally:
         service.close()
     cosine = int8_vs_fp32(cosine_texts(args.cosine, args.seed), args.model_cache_dir) if args.cosine else None
@@ -268,24 +327,28 @@ def main() -> None:
     print(f"machine: {machine}"
           + (" -- QUICK RUN: figures meaningless" if args.quick else ""))
     print(
-        f"judge: {args.judge}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
+        f"device: {device}; judge: {args.judge}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
         "sentence-transformers: its encode over all texts at once, best of several pass sizes (the torch reference); "
         f"{args.repeat} alternating bare/service run(s) per backend, medians\n"
     )
     print("| backend | texts | n | bare backend (texts/s) | service end-to-end (events/s) | service / own bare (range) "
-          "| service / torch reference | service / torch service | service peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| service / torch reference | service / torch service | service peak RSS (MB) | GPU memory, bare peak / service (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     reference = {kind: stock.get(kind) or (e2e["torch"][kind] if "torch" in e2e else float("nan")) for kind in texts}
     for kind in texts:
         if stock:
-            print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – | – |")
+            print(f"| sentence-transformers (torch) | {kind} | {len(texts[kind])} | {stock[kind]:.0f} | – | – | – | – | – | – |")
         for backend in backends:
             b, e, r = bare[backend][kind], e2e[backend][kind], ratios[backend][kind]
             spread = f" ({r[0]:.0%}–{r[-1]:.0%})" if len(r) > 1 else ""
             torch_service = e2e["torch"][kind] if "torch" in e2e else float("nan")
             print(f"| {backend} | {kind} | {len(texts[kind])} | {b:.0f} | {e:.0f} | {float(np.median(r)):.0%}{spread} "
-                  f"| {_ratio(e, reference[kind])} | {_ratio(e, torch_service)} | {rss[backend]:.0f} |")
+                  f"| {_ratio(e, reference[kind])} | {_ratio(e, torch_service)} | {rss[backend]:.0f} "
+                  f"| {_mb(gpu[backend]['bare_peak_mb'])} / {_mb(gpu[backend]['service_mb'])} |")
     print()
+    for backend in backends:
+        print(f"{backend}: passes of at most {pass_sizes[backend]} texts; service stage medians per worker batch, over all its batches (ms): "
+              + ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages[backend].items()))
     if cosine:
         print(f"int8 vs fp32 cosine over {cosine['n']} shared-data prompts and responses: median {cosine['median']:.4f}, "
               f"5th percentile {cosine['p5']:.4f}, min {cosine['min']:.4f}")
@@ -296,7 +359,7 @@ def main() -> None:
         f"status codes {latency['codes']}; sampling rate at end {status['sampling_rate']:.2f}; "
         f"sampled out {status['sampled_out']} of {status['accepted']}; backend {status.get('embedding_backend')}"
     )
-    print(json.dumps({"stock_torch": stock, "bare": bare, "service": e2e, "service_over_bare": ratios, "peak_rss_mb": rss, "cosine_int8_fp32": cosine,
+    print(json.dumps({"stock_torch": stock, "bare": bare, "service": e2e, "service_over_bare": ratios, "peak_rss_mb": rss, "gpu_memory_mb": gpu, "stages_ms": stages, "device": device, "cosine_int8_fp32": cosine,
                       "latency": latency, "server_ingest": server_ingest, "quick": args.quick}))
 
 

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
-from monitor.embed.backends import EncoderBackend, OnnxBackend, clip_segments, make_backend, token_lengths, tokenize  # noqa: E402
+from monitor.embed.backends import EncoderBackend, OnnxBackend, clip_segments, make_backend, tokenize  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.embed.onnx_export import ExportedModelError, cache_key, export_onnx  # noqa: E402
 
@@ -87,11 +87,21 @@ def test_pairs_use_token_types_on_every_backend(model, tokenizer, cache):
     paired = reference.pooled(TEXTS, PAIRS)
     np.testing.assert_allclose(fp32.pooled(TEXTS, PAIRS), paired, atol=1e-4)
     assert not np.allclose(paired, reference.pooled(TEXTS), atol=1e-3)
-    lengths = reference.token_lengths(TEXTS, PAIRS)
-    assert lengths == fp32.token_lengths(TEXTS, PAIRS)
+    lengths = reference.tokenize(TEXTS, PAIRS).lengths
+    assert lengths == fp32.tokenize(TEXTS, PAIRS).lengths
     assert lengths[0] == 1 + 4 + 3  # [CLS] w [SEP] w w w w [SEP]
     with pytest.raises(ValueError, match="pairs"):
         reference.pooled(TEXTS, PAIRS[:2])
+
+
+def test_a_length_off_the_onnx_bucket_still_encodes(model, tokenizer, cache):
+    """ONNX passes pad to a multiple of 8 tokens; a max_seq_length that is not one (13 here; 100 in a
+    config) must still encode, padded no further than the limit, as torch does, long texts included.
+    Asking the tokenizer to pad to a multiple past its truncation length raised on every batch."""
+    reference = Embedder(model="tiny", encoder=make_backend("torch", model, tokenizer, max_seq_length=13, device="cpu"))
+    fp32 = Embedder(model="tiny", encoder=make_backend("onnx-fp32", model, tokenizer, max_seq_length=13, cache_dir=cache))
+    assert max(fp32.token_lengths(TEXTS)) == 13
+    np.testing.assert_allclose(fp32.encode(TEXTS), reference.encode(TEXTS), atol=1e-4)
 
 
 def test_embedder_normalises_and_plans_passes_on_any_backend(model, tokenizer, cache):
@@ -212,10 +222,17 @@ def test_pair_segments_are_clipped_before_truncation_without_changing_a_token(to
     texts = [" ".join(WORDS[(i + j) % 90] for j in range(a)) for i, a in enumerate(sizes) for b in sizes]
     pairs = [" ".join(WORDS[(5 * i + j) % 90] for j in range(b)) for i, a in enumerate(sizes) for b in sizes]
     for max_len in (8, 16, 33):
-        ours = tokenize(tokenizer, texts, pairs, max_len)
+        tokens = tokenize(tokenizer, texts, pairs, max_len)
         theirs = tokenizer(texts, pairs, truncation=True, max_length=max_len, padding=True, return_token_type_ids=True)
-        assert ours["input_ids"] == theirs["input_ids"] and ours["token_type_ids"] == theirs["token_type_ids"]
-        assert token_lengths(tokenizer, texts, pairs, max_len) == [sum(m) for m in theirs["attention_mask"]]
+        ours = {k: v.tolist() for k, v in tokens.padded().items()}  # padded here, as the tokenizer pads
+        assert ours == {k: theirs[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        assert tokens.lengths == [sum(m) for m in theirs["attention_mask"]]
+        rows = [7, 0, 55]  # one pass's rows: padded to their own longest, rounded up to 8 but not past the limit
+        bucket = 8 if max_len % 8 == 0 else None  # the tokenizer refuses to round past its truncation length
+        theirs = tokenizer([texts[i] for i in rows], [pairs[i] for i in rows], truncation=True, max_length=max_len,
+                           padding="max_length" if bucket is None else True, pad_to_multiple_of=bucket, return_token_type_ids=True)
+        ours = {k: v.tolist() for k, v in tokens.padded(rows, multiple=8, limit=max_len).items()}
+        assert ours == {k: theirs[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     huge = " ".join(WORDS * 500)  # 45,000 tokens a side: what the tokenizer would truncate token by token
     a, b = clip_segments(tokenizer, [huge], [huge + " w1"], 16)
     assert (len(a[0].split()), len(b[0].split())) == (16, 17)  # the longer side keeps the odd token

@@ -81,9 +81,9 @@ def test_embedder_passes_long_texts_in_smaller_passes(embedder):
         def __getattr__(self, name):
             return getattr(backend, name)
 
-        def pooled(self, texts, pairs=None):
-            sizes.append(len(texts))
-            return backend.pooled(texts, pairs)
+        def pooled_tokens(self, tokens, rows=None):
+            sizes.append(len(rows))
+            return backend.pooled_tokens(tokens, rows)
 
     recording = Embedder(embedder.info.model, encoder=Recording())
     assert recording.pass_size == 64

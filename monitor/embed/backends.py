@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, get_args, runtime_checkable
 
@@ -38,23 +40,76 @@ DEFAULT_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"  # the one place this defau
 ONNX_LENGTH_BUCKET = 8  # ONNX passes pad to a multiple of this many tokens (see OnnxBackend)
 
 
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Texts (or text pairs) tokenized once: truncated, not padded. Their lengths plan the passes
+    (``plan_passes``), then each pass pads only its own rows (:meth:`padded`).
+
+    Why once: tokenizing to count and again, padded, for every pass cost more host time than the
+    counting alone, and on a GPU the host is what bounds the embedder (README, Fast inference).
+    """
+
+    ids: list[list[int]]
+    type_ids: list[list[int]]
+    pad_id: int = 0
+    pad_type_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per text after truncation, special tokens included: what a pass pads to."""
+        return [len(x) for x in self.ids]
+
+    def padded(self, rows: Sequence[int] | None = None, multiple: int = 1, limit: int | None = None) -> dict[str, np.ndarray]:
+        """``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64) of ``rows`` (default: all),
+        padded on the right to the longest, rounded up to ``multiple`` but not past ``limit`` (the
+        truncation length, which need not be a multiple): what the tokenizer's own padding gives.
+
+        >>> t = Tokens([[101, 7, 102], [101, 102]], [[0, 0, 0], [0, 0]])
+        >>> t.padded(multiple=4)["attention_mask"].tolist(), t.padded([1])["input_ids"].tolist()
+        ([[1, 1, 1, 0], [1, 1, 0, 0]], [[101, 102]])
+        >>> t.padded(multiple=8, limit=5)["input_ids"].shape
+        (2, 5)
+        """
+        rows = range(len(self.ids)) if rows is None else rows
+        longest = max((len(self.ids[i]) for i in rows), default=0)
+        width = -(-longest // multiple) * multiple
+        if limit is not None:
+            width = max(longest, min(width, limit))
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        types = np.full((len(rows), width), self.pad_type_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            n = len(self.ids[i])
+            ids[r, :n] = self.ids[i]
+            types[r, :n] = self.type_ids[i]
+            mask[r, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
 @runtime_checkable
 class EncoderBackend(Protocol):
-    """A text encoder: token counts for planning passes, and mean-pooled hidden states."""
+    """A text encoder: tokens for planning passes, and mean-pooled hidden states."""
 
     name: str  # "torch" | "onnx-int8" | "onnx-fp32"
     dimension: int  # hidden size: the width of pooled()
     device: str  # where it runs: "cpu", "cuda", "cuda:1"
     max_seq_length: int
 
-    def token_lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[int]:
-        """Tokens per text (or text pair) after truncation, special tokens included: what one pass pads to."""
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Tokens:
+        """Each text (or text pair) tokenized and truncated to ``max_seq_length``, not padded."""
+        ...
+
+    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray:
+        """``(len(rows), dimension)`` float32 masked mean of the last hidden states, not normalised, in
+        the order of ``rows`` (default: all). One forward pass: callers group rows into passes
+        (``plan_passes``)."""
         ...
 
     def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-        """``(n, dimension)`` float32 masked mean of the last hidden states, not normalised, in input order.
-
-        One forward pass over all of ``texts``: callers group texts into passes (``plan_passes``)."""
+        """``pooled_tokens`` of all of ``texts`` in one pass."""
         ...
 
 
@@ -165,31 +220,29 @@ def clip_segments(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | N
     return texts, pairs
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int, **kwargs: Any) -> Any:
+def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int) -> Tokens:
+    """One tokenizer call: ``texts`` (with ``pairs`` as second segments) truncated to ``max_seq_length``."""
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        raise ValueError(f"tokenizer pads on the {tokenizer.padding_side}: only right padding is supported")
     texts, pairs = clip_segments(tokenizer, texts, pairs, max_seq_length)
-    return tokenizer(
-        texts,
-        pairs,
-        truncation=True,
-        max_length=max_seq_length,
-        padding=True,
-        return_token_type_ids=True,
-        **kwargs,
-    )
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_seq_length, return_attention_mask=False, return_token_type_ids=True)
+    return Tokens(enc["input_ids"], enc["token_type_ids"], tokenizer.pad_token_id or 0, getattr(tokenizer, "pad_token_type_id", 0))
 
 
-def token_lengths(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int) -> list[int]:
-    texts, pairs = clip_segments(tokenizer, texts, pairs, max_seq_length)
-    ids = tokenizer(
-        texts,
-        pairs,
-        add_special_tokens=True,
-        truncation=True,
-        max_length=max_seq_length,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
-    return [len(x) for x in ids]
+class _Tokenizing(ABC):
+    """What every backend shares: one tokenization per call, and a whole call as one pass."""
+
+    _tokenizer: Any
+    max_seq_length: int
+
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Tokens:
+        return tokenize(self._tokenizer, texts, pairs, self.max_seq_length)
+
+    @abstractmethod
+    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray: ...
+
+    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        return self.pooled_tokens(self.tokenize(texts, pairs))
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -201,7 +254,7 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- torch
 
 
-class TorchBackend:
+class TorchBackend(_Tokenizing):
     """transformers' model under torch. On a GPU: fp16 where the device has fast fp16 (compute
     capability 7+), inputs from pinned host memory copied asynchronously; pooled in float32."""
 
@@ -219,16 +272,12 @@ class TorchBackend:
         self._model = model.half() if self.half else model
         self.dimension = int(model.config.hidden_size)
 
-    def token_lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[int]:
-        return token_lengths(self._tokenizer, texts, pairs, self.max_seq_length)
-
-    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray:
         import torch
 
-        if not texts:
+        if not len(tokens) or (rows is not None and not len(rows)):
             return np.zeros((0, self.dimension), dtype=np.float32)
-        enc = tokenize(self._tokenizer, texts, pairs, self.max_seq_length, return_tensors="pt")
-        inputs = {k: self._to_device(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {k: self._to_device(torch.from_numpy(v)) for k, v in tokens.padded(rows).items()}
         with torch.inference_mode():
             hidden = self._model(**inputs).last_hidden_state.float()
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -244,7 +293,7 @@ class TorchBackend:
 # ---------------------------------------------------------------- ONNX Runtime
 
 
-class OnnxBackend:
+class OnnxBackend(_Tokenizing):
     """An exported model (see ``onnx_export``) under ONNX Runtime on CPU.
 
     Sequence-length buckets: each pass pads to a multiple of ``ONNX_LENGTH_BUCKET`` tokens, so a
@@ -294,14 +343,10 @@ class OnnxBackend:
             self._local.session = session
         return session
 
-    def token_lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[int]:
-        return token_lengths(self._tokenizer, texts, pairs, self.max_seq_length)
-
-    def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-        if not texts:
+    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray:
+        if not len(tokens) or (rows is not None and not len(rows)):
             return np.zeros((0, self.dimension), dtype=np.float32)
-        enc = tokenize(self._tokenizer, texts, pairs, self.max_seq_length, return_tensors="np", pad_to_multiple_of=ONNX_LENGTH_BUCKET)
-        feed = {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        feed = tokens.padded(rows, multiple=ONNX_LENGTH_BUCKET, limit=self.max_seq_length)
         (hidden,) = self._session().run(["last_hidden_state"], feed)
         return mean_pool(hidden, feed["attention_mask"])
 

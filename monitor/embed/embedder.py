@@ -118,11 +118,11 @@ class Embedder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
-        lengths = self.backend.token_lengths(texts, pairs)
-        for indices in plan_passes(lengths, batch_size or self.pass_size, self.pass_overhead_tokens, self.pass_max_cells):
-            out[indices] = self.backend.pooled([texts[i] for i in indices], [pairs[i] for i in indices] if pairs else None)
+        tokens = self.backend.tokenize(texts, pairs)
+        for indices in plan_passes(tokens.lengths, batch_size or self.pass_size, self.pass_overhead_tokens, self.pass_max_cells):
+            out[indices] = self.backend.pooled_tokens(tokens, indices)
         return out
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text after truncation, special tokens included (what a pass pads to)."""
-        return self.backend.token_lengths(texts)
+        return self.backend.tokenize(texts).lengths

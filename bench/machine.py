@@ -66,15 +66,18 @@ def gpu_memory_mb(pid: int, query: str | None = None) -> float:
 
     >>> gpu_memory_mb(42, "41, 100 MiB\\n42, 1536 MiB\\n")
     1536.0
-    >>> gpu_memory_mb(7, "")
-    nan
+    >>> gpu_memory_mb(7, ""), gpu_memory_mb(42, "42, [N/A]\\n")
+    (nan, nan)
     """
     if query is None:
         query = _nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader")
     for line in query.splitlines():
         found, _, used = line.partition(",")
         if found.strip() == str(pid):
-            return float(used.split()[0])
+            try:
+                return float(used.split()[0])
+            except (IndexError, ValueError):  # "[N/A]", "[Not Supported]" (e.g. under MIG)
+                return float("nan")
     return float("nan")
 
 

@@ -281,6 +281,7 @@ def main() -> None:
     gpu: dict[str, dict[str, float]] = {}
     stages: dict[str, dict[str, float]] = {}
     pass_sizes: dict[str, int] = {}
+    _bare_gpu_peak_mb(device)  # resets the peak: sentence-transformers' reference ran on the same GPU
     for backend in backends:
         embedder = make_embedder(backend, args.model_cache_dir, device)  # exports an ONNX model now if the cache lacks it
         pass_sizes[backend] = embedder.pass_size

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,51 @@ def test_pairs_use_token_types_on_every_backend(model, tokenizer, cache):
     assert lengths[0] == 1 + 4 + 3  # [CLS] w [SEP] w w w w [SEP]
     with pytest.raises(ValueError, match="pairs"):
         reference.pooled(TEXTS, PAIRS[:2])
+
+
+def test_no_texts_give_no_rows_on_every_backend(model, tokenizer, cache):
+    for backend in (make_backend("torch", model, tokenizer, device="cpu"), make_backend("onnx-fp32", model, tokenizer, cache_dir=cache)):
+        assert backend.pooled([]).shape == (0, 32)
+        assert backend.tokenize([]).lengths == []
+
+
+def test_tokenizer_calls_never_overlap_across_threads(model, tokenizer):
+    """A fast tokenizer's truncation setting is state on the object (pairs are clipped untruncated, then
+    tokenized truncated): two threads inside it at once could tokenize past the model's length. An
+    Embedder may be shared by threads, so the calls must be serialised."""
+    inside, seen = [0], []
+    count = threading.Lock()
+
+    class Watching:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, *args, **kwargs):
+            with count:
+                inside[0] += 1
+                seen.append(inside[0])
+            time.sleep(0.002)
+            try:
+                return tokenizer(*args, **kwargs)
+            finally:
+                with count:
+                    inside[0] -= 1
+
+    backend = make_backend("torch", model, Watching(), max_seq_length=8, device="cpu")
+    lengths: list[int] = []
+
+    def work(i: int) -> None:
+        for _ in range(10):
+            tokens = backend.tokenize(TEXTS, PAIRS) if i % 2 else backend.tokenize(TEXTS)
+            lengths.extend(tokens.lengths)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(seen) == 1 and len(seen) >= 60  # every call alone (pairs make two calls each)
+    assert max(lengths) == 8
 
 
 def test_a_length_off_the_onnx_bucket_still_encodes(model, tokenizer, cache):

@@ -220,12 +220,23 @@ def clip_segments(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | N
     return texts, pairs
 
 
+# A fast tokenizer keeps its truncation and padding settings as state on the object, set by each
+# call: two threads tokenizing at once through one backend could each run with the other's
+# settings, e.g. untruncated past the model's length (a reviewer's threaded reproducer: one call in
+# 150). The service embeds in its worker thread only, but an Embedder does not require that. So
+# calls are serialised, process-wide (one tokenizer may serve several backends).
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, max_seq_length: int) -> Tokens:
     """One tokenizer call: ``texts`` (with ``pairs`` as second segments) truncated to ``max_seq_length``."""
     if getattr(tokenizer, "padding_side", "right") != "right":
         raise ValueError(f"tokenizer pads on the {tokenizer.padding_side}: only right padding is supported")
-    texts, pairs = clip_segments(tokenizer, texts, pairs, max_seq_length)
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_seq_length, return_attention_mask=False, return_token_type_ids=True)
+    if not texts:
+        return Tokens([], [])
+    with _TOKENIZER_LOCK:
+        texts, pairs = clip_segments(tokenizer, texts, pairs, max_seq_length)
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_seq_length, return_attention_mask=False, return_token_type_ids=True)
     return Tokens(enc["input_ids"], enc["token_type_ids"], tokenizer.pad_token_id or 0, getattr(tokenizer, "pad_token_type_id", 0))
 
 

@@ -46,7 +46,7 @@ class Tokens:
     (``plan_passes``), then each pass pads only its own rows (:meth:`padded`).
 
     Why once: tokenizing to count and again, padded, for every pass cost more host time than the
-    counting alone, and on a GPU the host is what bounds the embedder (README, Fast inference).
+    counting alone, and on a GPU the host side appeared to bound the embedder (README, Fast inference).
     """
 
     ids: list[list[int]]
@@ -241,16 +241,23 @@ def tokenize(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, 
 
 
 class _Tokenizing(ABC):
-    """What every backend shares: one tokenization per call, and a whole call as one pass."""
+    """What every backend shares: one tokenization per call, no pass for no rows, and a whole call as one pass."""
 
     _tokenizer: Any
     max_seq_length: int
+    dimension: int
 
     def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Tokens:
         return tokenize(self._tokenizer, texts, pairs, self.max_seq_length)
 
+    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray:
+        if not len(tokens) or (rows is not None and not len(rows)):
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._forward(tokens, rows)
+
     @abstractmethod
-    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray: ...
+    def _forward(self, tokens: Tokens, rows: Sequence[int] | None) -> np.ndarray:
+        """One forward pass over ``rows`` (at least one), mean-pooled."""
 
     def pooled(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
         return self.pooled_tokens(self.tokenize(texts, pairs))
@@ -283,11 +290,9 @@ class TorchBackend(_Tokenizing):
         self._model = model.half() if self.half else model
         self.dimension = int(model.config.hidden_size)
 
-    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray:
+    def _forward(self, tokens: Tokens, rows: Sequence[int] | None) -> np.ndarray:
         import torch
 
-        if not len(tokens) or (rows is not None and not len(rows)):
-            return np.zeros((0, self.dimension), dtype=np.float32)
         inputs = {k: self._to_device(torch.from_numpy(v)) for k, v in tokens.padded(rows).items()}
         with torch.inference_mode():
             hidden = self._model(**inputs).last_hidden_state.float()
@@ -354,9 +359,7 @@ class OnnxBackend(_Tokenizing):
             self._local.session = session
         return session
 
-    def pooled_tokens(self, tokens: Tokens, rows: Sequence[int] | None = None) -> np.ndarray:
-        if not len(tokens) or (rows is not None and not len(rows)):
-            return np.zeros((0, self.dimension), dtype=np.float32)
+    def _forward(self, tokens: Tokens, rows: Sequence[int] | None) -> np.ndarray:
         feed = tokens.padded(rows, multiple=ONNX_LENGTH_BUCKET, limit=self.max_seq_length)
         (hidden,) = self._session().run(["last_hidden_state"], feed)
         return mean_pool(hidden, feed["attention_mask"])

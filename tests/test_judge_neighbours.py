@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from monitor.judge.heads import Head
-from monitor.judge.neighbours import NeighbourVote
+from monitor.judge.neighbours import NeighbourVote, _nearest
 from monitor.judge.training import TrainConfig, Targets, _fit_output
 
 
@@ -62,6 +62,26 @@ def test_scoring_in_chunks_equals_scoring_row_by_row():
     assert np.allclose(vote.logits(probe, True), np.concatenate([vote.logits(row[None], True) for row in probe]), atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["unit rows", "a tail block", "fewer blocks than k", "ties and left-out rows"])
+def test_the_nearest_are_the_k_largest_of_each_row(case):
+    # _nearest skips partitioning whole rows by bounding each row's k-th largest from below; whatever path it
+    # takes, it must return exactly the k largest (as a set: ties at the k-th value may pick either).
+    rng = np.random.default_rng(3)
+    n, k = {"unit rows": (10_240, 30), "a tail block": (10_059, 30), "fewer blocks than k": (1_000, 30),
+            "ties and left-out rows": (5_000, 12)}[case]
+    x = rng.normal(size=(64, 16)).astype(np.float32)
+    m = rng.normal(size=(16, n)).astype(np.float32)
+    sims = x @ m
+    if case == "ties and left-out rows":
+        sims[:8] = rng.random((8, n)) < 0.5  # half a row at the maximum: its floor lets it all through
+        sims[8:, :200] = -np.inf
+    top, values = _nearest(sims, k)
+    assert top.shape == values.shape == (64, k)
+    assert np.array_equal(values, np.take_along_axis(sims, top, axis=1))
+    assert all(len(np.unique(row)) == k for row in top)
+    assert np.array_equal(np.sort(values, axis=1), np.sort(sims, axis=1)[:, n - k:])
+
+
 def test_a_zero_query_is_no_evidence_and_a_bad_shape_is_named():
     x, y = interleaved(5, 4, seed=0)
     vote = NeighbourVote(x, y, k=3)
@@ -83,8 +103,8 @@ def test_scoring_memory_is_bounded_by_the_chunk_not_the_batch():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # 32 query rows x 10k stored rows: ~1.3 MB of similarities and ~2.6 MB of indices, plus the batch's own
-    # unit copy (1.5 MB): far below one similarity block for the whole batch (41 MB).
+    # 64 query rows x 10k stored rows: ~2.6 MB of similarities and ~0.6 MB of candidate flags, plus the
+    # batch's own unit copy (1.5 MB): far below one similarity block for the whole batch (41 MB).
     assert peak < 8_000_000, peak
 
 

@@ -61,7 +61,7 @@ def render_model_card(manifest: Mapping) -> str:
     ]
     command = (f"monitor judge train --data ../shared/data --out DIR --seed {train['seed']} --cap {train['cap_per_stratum']} "
                f"--safe-cap {train['safe_prompt_cap']} --max-seq-length {emb['max_seq_length']} --date {manifest['created']}")
-    return "\n".join(what + _data_and_metrics(manifest) + _reproduce(command, "`weights.npz` bytes"))
+    return "\n".join(what + _data_and_metrics(manifest) + _reproduce(command, "`weights.npz` bytes (on the same CPU, with the same code)"))
 
 
 def render_encoder_model_card(manifest: Mapping) -> str:

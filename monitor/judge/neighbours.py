@@ -24,7 +24,8 @@ import numpy as np
 
 from monitor.embed.embedder import normalise
 
-_CHUNK = 64  # query rows per product: at 10k stored rows, about 2.6 MB of similarities
+_CHUNK = 64  # query rows per product: at 10k stored rows, about 2.6 MB of similarities (5 MB more for the
+# indices of rows sorted whole, at most)
 _BLOCK = 128  # stored rows per block when bounding each row's k-th similarity from below (see _nearest)
 _CLIP = 1e-3  # a unanimous vote is worth log(999) ~ 6.9 nats, not infinity
 # Cosine at or above which a stored row counts as the query itself when leaving it out. Stored rows are
@@ -54,7 +55,7 @@ class NeighbourVote:
         # float16 -> float32 is exact, so one float32 copy is all that is kept and float16 is rebuilt losslessly.
         # It is kept as (d, n) in C order: the products read it row by row, about twice as fast as through
         # the transpose of an (n, d) array, and ``vectors`` is that transpose, a view.
-        matrix = np.ascontiguousarray(given.astype(np.float32).T)
+        matrix = np.ascontiguousarray(given.T, dtype=np.float32)
         vectors = matrix.T
         labels = np.asarray(self.labels, dtype=bool)
         if labels.shape != (len(vectors),):
@@ -108,32 +109,39 @@ class NeighbourVote:
 
 
 def _nearest(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of each row's ``k`` largest ``sims`` (in no particular order).
+    """Column indices and values of each row's ``k`` largest ``sims``, largest first (of equal values, the
+    lowest column first).
 
-    Why not ``np.argpartition`` over whole rows: at 10k stored rows, partitioning every row costs as much
-    as the product itself. The k-th largest of a row's block maxima is a floor under its k-th largest value
-    (those k maxima are k distinct entries at or above it), and only a few dozen entries of a row clear it:
-    partitioning those is cheap. A row whose floor lets through a large share of it (few blocks, many
-    equal values) is partitioned whole, as before.
+    Why not sort or partition whole rows: at 10k stored rows that costs as much as the product itself. The
+    k-th largest of a row's block maxima is a floor under its k-th largest value (those k maxima are k
+    distinct entries at or above it), and only a few dozen entries of a row clear it: sorting those is
+    cheap. A row the floor does not thin out (constant, mostly equal values, NaN), or every row when there
+    are fewer than ``k`` blocks, is sorted whole. Ties go to the lowest column either way, so the neighbours
+    a row gets never depend on the rows scored beside it.
     """
     rows, n = sims.shape
+    top = np.empty((rows, k), dtype=np.intp)
     whole = n // _BLOCK * _BLOCK
+    slow = np.ones(rows, dtype=bool)
     if whole // _BLOCK >= k:
         maxima = sims[:, :whole].reshape(rows, -1, _BLOCK).max(axis=2)
-        if whole < n:
+        if whole < n:  # the partial last block only tightens the floor
             maxima = np.hstack([maxima, sims[:, whole:].max(axis=1, keepdims=True)])
         floor = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
         passing = sims >= floor[:, None]
         counts = passing.sum(axis=1)
-        width = int(counts.max())
-        if width <= n // 4:
-            row, column = np.nonzero(passing)  # row-major: each row's candidates together
+        slow = (counts < k) | (counts > n // 4)  # a NaN floor lets nothing through, a flat row nearly all
+        fast = np.flatnonzero(~slow)
+        if len(fast):
+            counts = counts[fast]
+            row, column = np.nonzero(passing[fast])  # row-major: each row's candidates together, by column
             slot = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-            values = np.full((rows, width), -np.inf, dtype=sims.dtype)
-            values[row, slot] = sims[row, column]
-            columns = np.zeros((rows, width), dtype=np.intp)
+            values = np.full((len(fast), int(counts.max())), -np.inf, dtype=sims.dtype)  # padding sorts last
+            values[row, slot] = sims[fast[row], column]
+            columns = np.zeros(values.shape, dtype=np.intp)
             columns[row, slot] = column
-            pick = np.argpartition(values, width - k, axis=1)[:, width - k:]
-            return np.take_along_axis(columns, pick, axis=1), np.take_along_axis(values, pick, axis=1)
-    top = np.argpartition(sims, n - k, axis=1)[:, n - k:]
+            pick = np.argsort(-values, axis=1, kind="stable")[:, :k]
+            top[fast] = np.take_along_axis(columns, pick, axis=1)
+    if slow.any():
+        top[slow] = np.argsort(-sims[slow], axis=1, kind="stable")[:, :k]
     return top, np.take_along_axis(sims, top, axis=1)

@@ -94,11 +94,10 @@ class NeighbourVote:
                 sims[sims >= _IDENTICAL] = -np.inf
             top, near = _nearest(sims, k)
             del sims
+            # Largest first, so this drops the least similar: the spare, or the row itself where it was skipped.
+            top, near = top[:, :self.k], near[:, :self.k]
             # In the stored rows' order, so the vote (a float sum) does not depend on how they were found.
             order = np.argsort(top, axis=1)
-            if k > self.k:  # drop the least similar: the spare, or the row itself where it was skipped
-                rank = np.argsort(np.take_along_axis(near, order, 1), axis=1, kind="stable")
-                order = np.take_along_axis(order, np.sort(rank[:, k - self.k:], axis=1), 1)  # survivors, same order
             top, near = np.take_along_axis(top, order, 1), np.take_along_axis(near, order, 1)
             weight = np.exp((near - 1.0) / self.temperature)
             vote = (weight * self.labels[top]).sum(axis=1) / np.maximum(weight.sum(axis=1), 1e-30)

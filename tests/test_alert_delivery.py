@@ -352,3 +352,41 @@ def test_outbox_gauge_sums_every_delivery_on_a_shared_registry():
         assert second.flush()
         second.close()
     assert sample(metrics, "llmsafety_alert_outbox_size", target="webhook") == 0
+
+
+def test_silenced_notices_skip_webhooks_and_are_counted_but_reach_alertmanager(alertmanager):
+    """A person's silence mutes the monitor's own webhooks; Alertmanager gets the notice and mutes it itself."""
+    engine, metrics, receiver = AlertEngine(), MonitorMetrics(), Receiver()
+    with receiver.serve() as url:
+        delivery = AlertDelivery([AlertmanagerTarget(alertmanager, ""), WebhookTarget(url, "json")], metrics, FAST,
+                                 silenced=lambda notice: notice.key == "weapons")
+        delivery.start()
+        delivery.on_transitions(fire(engine, key="weapons") + fire(engine, key="fraud"))
+        assert delivery.flush()
+        delivery.close()
+    assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 1
+    assert {"weapons", "fraud"} <= {a["labels"].get("key") for a in am_alerts(alertmanager)}
+
+
+def test_a_triage_silence_mutes_the_services_webhook(embedder):
+    """Wired by build_service: after a reviewer silences an alert, its resolve and a re-opened alert with the
+    same labels stay off the webhook while the silence lasts; other alerts still go out."""
+    from monitor.pipeline.builder import build_service
+    from monitor.pipeline.triaging import triage_of
+
+    receiver = Receiver()
+    with receiver.serve() as url:
+        service = build_service(Settings(judge="prototype", alert_webhook_urls=[url], alert_cooldown_seconds=0), embedder=embedder)
+        try:
+            [opened] = service.apply(lambda: [Condition("category_share", "global", "weapons", True, T0, summary="up")])
+            triage_of(service).act_on_alert("reviewer", opened.alert.id, "silence", seconds=600)
+            service.apply(lambda: [Condition("category_share", "global", "weapons", False, T0 + 60)])
+            service.apply(lambda: [Condition("category_share", "global", "weapons", True, T0 + 7200, summary="up again")])
+            service.apply(lambda: [Condition("category_share", "global", "fraud", True, T0 + 7200, summary="up")])
+            assert len(service.alerts("all")) == 3  # the second weapons alert is a new one (cooldown 0), still silenced
+        finally:
+            service.close()
+    sent = [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]]
+    assert sent == [("weapons", "firing"), ("fraud", "firing")]
+    assert sample(service.metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 2

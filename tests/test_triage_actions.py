@@ -211,3 +211,21 @@ def test_memory_store_keeps_state_for_a_service_rebuilt_in_process():
     feed(service, drifting(world=WORLD))
     triage_of(service).act_on_alert("dave", emerging_alert(service).id, "acknowledge")
     assert [e["who"] for e in triage_of(synthetic_service(store)).audit()] == ["dave"]
+
+
+def test_a_silence_covers_its_alert_and_later_ones_with_its_labels_until_it_ends(alerted):
+    from dataclasses import replace
+
+    from monitor.alerts.notice import Notice
+
+    _, triage, alert = alerted
+    now = [1_800_000_000.0]
+    triage.clock = lambda: now[0]
+    own = Notice.from_alert(alert)
+    later = replace(own, id="a-later-alert")  # same kind, scope and key: Alertmanager's matchers would cover it
+    other = replace(own, id="another", key="c-other", fingerprint=f"{alert.kind}/{alert.scope}/c-other")
+    assert not any(triage.silences(n) for n in (own, later, other))
+    triage.act_on_alert("carol", alert.id, "silence", seconds=600)
+    assert triage.silences(own) and triage.silences(later) and not triage.silences(other)
+    now[0] += 601
+    assert not triage.silences(own) and not triage.silences(later)

@@ -41,7 +41,7 @@ from monitor.redact_urls import redact_urls
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("sent", "failed", "rejected", "dropped")
+OUTCOMES = ("sent", "failed", "rejected", "dropped", "silenced")
 DELIVERED_STATUSES = frozenset({"firing", "resolved"})  # pending alerts were never announced
 
 
@@ -169,12 +169,20 @@ class AlertDelivery:
 
     Use: ``delivery.start(firing_alerts)``, register :meth:`on_transitions` as a transition
     listener, and :meth:`close` on shutdown (it sends what is queued, within its timeout).
+
+    ``silenced`` (e.g. the triage console's :meth:`~monitor.triage.console.Triage.silences`) says
+    whether a person has silenced a notice's alert: webhooks and Slack, which have no silences of
+    their own, then skip it (counted as ``outcome="silenced"``). Alertmanager still gets every
+    notice: the silence pushed to it mutes the page there, and its view of what fires stays whole.
     """
 
-    def __init__(self, targets: Sequence[Target], metrics: MonitorMetrics, policy: DeliveryPolicy = DeliveryPolicy()) -> None:
+    def __init__(self, targets: Sequence[Target], metrics: MonitorMetrics, policy: DeliveryPolicy = DeliveryPolicy(),
+                 silenced: Callable[[Notice], bool] | None = None) -> None:
         if not targets:
             raise ValueError("targets: at least one delivery target is needed")
         self.policy = policy
+        self.metrics = metrics
+        self.silenced = silenced
         self._closing = threading.Event()
         self._channels = [_Channel(t, policy, metrics, self._closing) for t in targets]
         self._unwatch: list[Callable[[], None]] = []
@@ -203,10 +211,16 @@ class AlertDelivery:
         self._enqueue([Notice.from_alert(t.alert) for t in delivered if t.previous == t.alert.status], restated=True)
 
     def _enqueue(self, notices: list[Notice], restated: bool = False) -> None:
-        if notices:
-            for channel in self._channels:
-                if channel.target.resends or not restated:
-                    channel.offer(notices)
+        if not notices:
+            return
+        muted = {id(n) for n in notices if self.silenced(n)} if self.silenced is not None and not restated else set()
+        for channel in self._channels:
+            if channel.target.resends:
+                channel.offer(notices)
+            elif not restated:
+                channel.offer([n for n in notices if id(n) not in muted])
+                if muted:
+                    self.metrics.alert_deliveries.labels(channel.target.label, "silenced").inc(len(muted))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every outbox is empty and nothing is in flight; False on timeout."""

@@ -98,8 +98,10 @@ def build_service(
     if settings.role == "all" and settings.redis_url is not None:
         attach_snapshots(service, store, settings)
     service.stop_listeners.append(store.close)
-    attach_delivery(service, settings)
-    attach_triage(service)
+    delivery = attach_delivery(service, settings)
+    triage = attach_triage(service)
+    if delivery is not None:  # from here on: the resolves of triage's restore above went out as before
+        delivery.silenced = triage.silences
     return service
 
 

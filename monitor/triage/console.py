@@ -13,7 +13,8 @@ online layer is refitted (a new ``judge_version``), and the emerging-cluster det
 region as known: it resolves the open alert and never alerts on it again. A new category is
 also watched by the category-share detector against a fresh reference. Alert actions:
 ``acknowledge``, ``silence`` (for a duration; pushed to Alertmanager when configured) and
-``false_alarm`` (resolve now; detectors that can restart the key's test do). ``revert`` drops the
+``false_alarm`` (resolve now; detectors that can restart the key's test do). A silence also mutes
+the monitor's own webhooks and Slack (:meth:`Triage.silences`). ``revert`` drops the
 newest online-model revision, the labels it added and the categories it created.
 """
 
@@ -27,6 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from monitor.signals import Condition
 from monitor.alerts.engine import Alert, Transition
+from monitor.alerts.notice import Notice
 from monitor.drift.base import CategoryReferences, ClusterLabels, Resettable
 from monitor.drift.emerging_clusters import KIND as EMERGING_KIND, ClusterSummary
 from monitor.config import Settings
@@ -38,7 +40,7 @@ from monitor.state.store import StateStore
 from monitor.triage.alertmanager import Silencer
 from monitor.triage.online import Example, TriageJudge, fit_model
 from monitor.triage.recent import RecentEvents, Seen
-from monitor.triage.state import Labelled, Limits, TriageState
+from monitor.triage.state import Labelled, Limits, Mark, TriageState
 
 CLUSTER_ACTIONS: tuple[str, ...] = ("new_category", "existing_category", "benign", "split")
 ALERT_ACTIONS: tuple[str, ...] = ("acknowledge", "silence", "false_alarm")
@@ -97,6 +99,21 @@ class Triage:
     def categories(self) -> list[str]:
         """Every category a label may name: the shipped harm ids, then those learned at run time."""
         return [*self.base_categories, *self.state.categories]
+
+    def silences(self, notice: Notice) -> bool:
+        """Whether a reviewer's silence covers ``notice`` now (wall time, as the silence's duration is).
+
+        Alert delivery asks before it sends to the monitor's own webhooks and Slack, which have no
+        silences of their own: a silence covers its alert and any later one with the same kind, scope
+        and key, as the silence pushed to Alertmanager does. Reads the committed state without the
+        lock: an action swaps in a new state and never changes a committed one.
+        """
+        now, marks = self.clock(), self.state.marks
+
+        def active(mark: Mark | None) -> bool:
+            return mark is not None and mark.silenced_until is not None and mark.silenced_until > now
+
+        return active(marks.get(notice.id)) or any(active(m) and m.silenced_fingerprint == notice.fingerprint for m in marks.values())
 
     def audit(self, limit: int = 200) -> list[dict[str, Any]]:
         """Newest first."""
@@ -198,7 +215,7 @@ class Triage:
                 mark.acknowledged_by, mark.acknowledged_at = who, now
             elif action == "silence":
                 assert seconds is not None
-                mark.silenced_until = now + seconds
+                mark.silenced_until, mark.silenced_fingerprint = now + seconds, alert.fingerprint
                 results = self.silencer.silence(alert, seconds, who, reason) if self.silencer is not None else []
                 mark.silence_ids += [r.silence_id for r in results if r.silence_id]
                 detail.update(duration_seconds=seconds, alertmanager=[asdict(r) for r in results])

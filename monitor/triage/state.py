@@ -83,6 +83,9 @@ class Mark:
     silenced_until: float | None = None  # wall time
     silence_ids: list[str] = field(default_factory=list)  # Alertmanager's, one per configured instance that took it
     false_alarm_by: str | None = None
+    # The silenced alert's kind/scope/key: the silence also covers a later alert with the same labels, as
+    # Alertmanager's label matchers do (None in marks saved before it was kept: they cover their own alert only).
+    silenced_fingerprint: str | None = None
 
 
 @dataclass

@@ -108,3 +108,22 @@ def test_state_round_trip_replays_identically():
     resumed.load_state_dict(first.state_dict())
     assert run(resumed, rounds_b[6:]) == expected[6:]
     assert any(active(c) for c in expected)
+
+
+def test_reset_makes_the_new_behaviour_the_reference():
+    """A reviewer accepts an intended change: the key warms up again on the new answers and stays quiet."""
+    detector = ProbeDetector()
+    run(detector, ((t, round_of(t)) for t in range(5)))
+    refusing = set(range(0, N_ANSWER, 3))  # 13 of 38 safe questions refused from now on
+    fired = run(detector, ((5 + t, round_of(5 + t, refused_answer=refusing)) for t in range(3)))
+    assert active(fired[-1])
+    assert detector.reset("probe_over_refusal", "model=canary", "benign@v1")
+    assert not detector.reset("probe_over_refusal", "model=canary", "benign@v1")  # gone already
+    assert not detector.reset("probe_unsafe_compliance", "model=other", "harmful@v1")
+    after = run(detector, ((8 + t, round_of(8 + t, refused_answer=refusing)) for t in range(20)))
+    assert all(c.kind != "probe_over_refusal" for conds in after[:3] for c in conds)  # warming up on the new answers
+    assert not any(active(c) for c in after)
+    [reading] = [r for r in detector.readings() if r.signal == "over_refusal"]
+    assert abs(reading.reference_rate - len(refusing) / N_ANSWER) < 1e-9
+    # The other signal's test was left alone.
+    assert [r.reference_rate for r in detector.readings() if r.signal == "unsafe_compliance"] == [0.0]

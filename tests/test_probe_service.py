@@ -12,6 +12,7 @@ import pytest
 
 from monitor.config import Settings
 from monitor.pipeline.builder import build_service
+from monitor.pipeline.triaging import triage_of
 from tests.fakes.canary_model import CanaryModel
 from tests.fakes.openai_chat_server import FakeChatServer
 from tests.helpers.probes import builtin_sets
@@ -71,4 +72,14 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
                 assert str(service.detectors.state_dict()[name]) == str(before[name])
             shown = status | {"alerts": alerts}
             assert KEY not in str(shown) and KEY not in metrics
+
+            # The change was intended: a reviewer resolves the alert as a false alarm, which re-baselines the
+            # probe set on the new answers: it neither fires again on the old reference nor while warming up.
+            triage_of(service).act_on_alert("reviewer", alert["id"], "false_alarm", reason="new system prompt")
+            assert service.alert(alert["id"]).status == "resolved"
+            for t in range(t + 1, t + 4):  # two reference rounds, then one tested against them
+                assert [tr.alert.kind for tr in round_at(now + t * 900)] == []
+            assert not any(a.kind == "probe_over_refusal" for a in service.alerts("firing"))
+            readings = {r.signal: r for r in prober.detector.readings()}
+            assert not readings["over_refusal"].warming_up and readings["over_refusal"].reference_rate >= 0.2
     assert KEY not in caplog.text

@@ -73,7 +73,8 @@ class CategoryReferences(Protocol):
 @runtime_checkable
 class Resettable(Protocol):
     """Restarts one key's test (after a reviewer dismissed its alert as a false alarm), so the
-    evidence it already had does not fire it again."""
+    evidence it already had does not fire it again. Detectors of the suite that have it are found
+    by their type; anything else (the canary prober) registers in ``MonitorService.resettables``."""
 
     alert_kind: str
 

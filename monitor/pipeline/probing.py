@@ -9,6 +9,7 @@ nothing of the service.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Sequence, get_args
 
 from prometheus_client import CollectorRegistry
@@ -80,6 +81,18 @@ def build_prober(settings: Settings, judge: ProbeJudge, registry: CollectorRegis
     )
 
 
+@dataclass(frozen=True)
+class ProbeRebaseline:
+    """The prober as a :class:`~monitor.drift.base.Resettable` for one of its alert kinds: a reviewer who
+    resolves a probe alert as a false alarm (an intended model change) re-baselines that probe set."""
+
+    prober: Prober
+    alert_kind: str
+
+    def reset(self, scope: str, key: str) -> bool:
+        return self.prober.reset(self.alert_kind, scope, key)
+
+
 def attach_prober(service: MonitorService, settings: Settings) -> ProbeScheduler | None:
     """Probe ``probe_targets`` every ``probe_interval_seconds`` while ``service`` runs; None when none is configured.
 
@@ -92,6 +105,7 @@ def attach_prober(service: MonitorService, settings: Settings) -> ProbeScheduler
 
     prober = build_prober(settings, judge_in_worker, service.metrics.registry)
     service.stateful["probes"] = prober
+    service.resettables += [ProbeRebaseline(prober, kind) for kind in ALERT_KINDS]
     service.metrics.declare_alert_kinds(ALERT_KINDS)
     for kind in ALERT_KINDS:
         for status in get_args(Status):

@@ -22,7 +22,7 @@ from monitor.signals import Condition
 from monitor.alerts.engine import Alert, AlertEngine, Status, Transition
 from monitor.config import Settings
 from monitor.drift.emerging_clusters import ClusterSummary
-from monitor.drift.base import FeedbackSink
+from monitor.drift.base import FeedbackSink, Resettable
 from monitor.drift.feedback_disagreement import STATUSES, Feedback
 from monitor.drift.suite import DetectorSuite
 from monitor.events import ScoredEvent
@@ -94,6 +94,8 @@ class MonitorService:
         self.transition_listeners: list[Callable[[list[Transition]], None]] = []
         # Listeners with state of their own (e.g. the report reservoir) register here to be snapshotted with the rest.
         self.stateful: dict[str, Any] = {}
+        # Tests a reviewer's false alarm restarts beyond the suite's own detectors (the canary prober's).
+        self.resettables: list[Resettable] = []
         # Called after stop() has drained and stopped the worker (final snapshot).
         self.stop_listeners: list[Callable[[], None]] = []
         self.store: StateStore = store or MemoryStateStore(settings.dedup_capacity)

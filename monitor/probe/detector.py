@@ -183,6 +183,13 @@ class ProbeDetector:
                 flipped.append({"probe_id": probe_id, "prompt": prompt, "before": ref[2], "after": answer})
         return flipped
 
+    def reset(self, kind: str, scope: str, key: str) -> bool:
+        """Forget the test behind an alert of ``kind`` on ``scope`` (``model=<target>``) and probe set ``key``;
+        False when there is none. Its next ``warmup_rounds`` rounds form a new reference. Why: after an intended
+        model change a reviewer accepts the new behaviour; tested against the old reference it would page again
+        every round until the probe set's version changed."""
+        return self._keys.pop((scope.removeprefix("model="), key, kind.removeprefix("probe_")), None) is not None
+
     def readings(self) -> list[KeyReading]:
         out = []
         for (target, probe_set, signal), state in sorted(self._keys.items()):

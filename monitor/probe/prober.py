@@ -207,6 +207,12 @@ class Prober:
             self.metrics.harmful.labels(target=target, probe_set=label).set(sum(flags) / len(flags))
         return observations
 
+    def reset(self, kind: str, scope: str, key: str) -> bool:
+        """Re-baseline one key of the detector (:meth:`ProbeDetector.reset`); a round in flight folds its answers into
+        the new reference."""
+        with self._lock:
+            return self.detector.reset(kind, scope, key)
+
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
             return {

@@ -65,6 +65,7 @@ class TriageHost(Protocol):
     store: StateStore
     metrics: MonitorMetrics
     detectors: DetectorSuite
+    resettables: list[Resettable]
     event_time: float | None
 
     def apply(self, change: Callable[[], list[Condition]]) -> list[Transition]: ...
@@ -229,9 +230,10 @@ class Triage:
             return out
 
     def _dismiss(self, alert: Alert, who: str) -> list[Condition]:
-        """The condition that resolves ``alert`` now (state lock held); the category-share detector first
-        restarts the key's test, so a false alarm does not fire again on the evidence it already had."""
-        for detector in self.host.detectors.having(Resettable):
+        """The condition that resolves ``alert`` now (state lock held); the category-share detector and the
+        canary prober first restart the key's test, so a false alarm does not fire again on the evidence it
+        already had (for a probe alert: the model's new behaviour becomes the reference)."""
+        for detector in [*self.host.detectors.having(Resettable), *self.host.resettables]:
             if detector.alert_kind == alert.kind:
                 detector.reset(alert.scope, alert.key)
         at = self.host.event_time if self.host.event_time is not None else alert.updated_at

@@ -358,20 +358,55 @@ def test_silenced_notices_skip_webhooks_and_are_counted_but_reach_alertmanager(a
     """A person's silence mutes the monitor's own webhooks; Alertmanager gets the notice and mutes it itself."""
     engine, metrics, receiver = AlertEngine(), MonitorMetrics(), Receiver()
     with receiver.serve() as url:
-        delivery = AlertDelivery([AlertmanagerTarget(alertmanager, ""), WebhookTarget(url, "json")], metrics, FAST,
-                                 silenced=lambda notice: notice.key == "weapons")
+        delivery = AlertDelivery([AlertmanagerTarget(alertmanager, ""), WebhookTarget(url, "json")], metrics, FAST)
+        delivery.mute_with(lambda notice: notice.key == "weapons")
         delivery.start()
         delivery.on_transitions(fire(engine, key="weapons") + fire(engine, key="fraud"))
         assert delivery.flush()
-        delivery.close()
-    assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
+        assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
+        delivery.close()  # the weapons notice, still held, is given up and counted
     assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 1
     assert {"weapons", "fraud"} <= {a["labels"].get("key") for a in am_alerts(alertmanager)}
 
 
+def test_a_held_notice_goes_out_when_its_silence_ends_and_never_if_its_alert_resolved_first():
+    """As Alertmanager does: a silence delays the page of an alert that still fires, and swallows one that ended."""
+    engine, metrics, receiver, silenced = AlertEngine(), MonitorMetrics(), Receiver(), {"weapons", "fraud"}
+    with receiver.serve() as url:
+        delivery = AlertDelivery([WebhookTarget(url, "json")], metrics, FAST)
+        delivery.mute_with(lambda notice: notice.key in silenced)
+        delivery.start()
+        delivery.on_transitions(fire(engine, key="weapons") + fire(engine, key="fraud"))
+        delivery.on_transitions(resolve(engine, key="fraud"))
+        assert delivery.flush()
+        assert receiver.bodies == []
+        silenced.clear()  # the silence ends; the next batch, with no transitions of its own, releases weapons
+        delivery.on_transitions([])
+        assert delivery.flush()
+        delivery.on_transitions(resolve(engine, key="weapons"))
+        assert delivery.flush()
+        delivery.close()
+    assert [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]] == [("weapons", "firing"), ("weapons", "resolved")]
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 2  # fraud's two
+
+
+def test_a_failing_silence_lookup_sends_the_notice():
+    """A broken lookup must not swallow pages."""
+    engine, receiver = AlertEngine(), Receiver()
+    with receiver.serve() as url:
+        delivery = AlertDelivery([WebhookTarget(url, "json")], MonitorMetrics(), FAST)
+        delivery.mute_with(lambda notice: 1 / 0)
+        delivery.start()
+        delivery.on_transitions(fire(engine, key="weapons"))
+        assert delivery.flush()
+        delivery.close()
+    assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["weapons"]
+
+
 def test_a_triage_silence_mutes_the_services_webhook(embedder):
-    """Wired by build_service: after a reviewer silences an alert, its resolve and a re-opened alert with the
-    same labels stay off the webhook while the silence lasts; other alerts still go out."""
+    """Wired by build_service: after a reviewer silences an alert, a re-opened alert with the same labels stays
+    off the webhook while the silence lasts; the resolve of the one the webhook heard firing and other alerts
+    still go out."""
     from monitor.pipeline.builder import build_service
     from monitor.pipeline.triaging import triage_of
 
@@ -388,5 +423,5 @@ def test_a_triage_silence_mutes_the_services_webhook(embedder):
         finally:
             service.close()
     sent = [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]]
-    assert sent == [("weapons", "firing"), ("fraud", "firing")]
-    assert sample(service.metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 2
+    assert sent == [("weapons", "firing"), ("weapons", "resolved"), ("fraud", "firing")]
+    assert sample(service.metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 1  # held, given up on close

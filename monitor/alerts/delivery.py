@@ -28,6 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from monitor.alerts.engine import Alert, Transition
 from monitor.alerts.notice import Notice
+from monitor.alerts.silences import SilenceHold
 from monitor.alerts.targets import (
     AlertmanagerTarget,
     RejectedDeliveryError,
@@ -170,19 +171,17 @@ class AlertDelivery:
     Use: ``delivery.start(firing_alerts)``, register :meth:`on_transitions` as a transition
     listener, and :meth:`close` on shutdown (it sends what is queued, within its timeout).
 
-    ``silenced`` (e.g. the triage console's :meth:`~monitor.triage.console.Triage.silences`) says
-    whether a person has silenced a notice's alert: webhooks and Slack, which have no silences of
-    their own, then skip it (counted as ``outcome="silenced"``). Alertmanager still gets every
+    :meth:`mute_with` makes webhooks and Slack, which have no silences of their own, honour the
+    silences a person sets (see :mod:`monitor.alerts.silences`). Alertmanager still gets every
     notice: the silence pushed to it mutes the page there, and its view of what fires stays whole.
     """
 
-    def __init__(self, targets: Sequence[Target], metrics: MonitorMetrics, policy: DeliveryPolicy = DeliveryPolicy(),
-                 silenced: Callable[[Notice], bool] | None = None) -> None:
+    def __init__(self, targets: Sequence[Target], metrics: MonitorMetrics, policy: DeliveryPolicy = DeliveryPolicy()) -> None:
         if not targets:
             raise ValueError("targets: at least one delivery target is needed")
         self.policy = policy
         self.metrics = metrics
-        self.silenced = silenced
+        self._hold: SilenceHold | None = None
         self._closing = threading.Event()
         self._channels = [_Channel(t, policy, metrics, self._closing) for t in targets]
         self._unwatch: list[Callable[[], None]] = []
@@ -192,6 +191,12 @@ class AlertDelivery:
                 metrics.alert_deliveries.labels(label, outcome)
             mine = [c for c in self._channels if c.target.label == label]
             self._unwatch.append(metrics.watch_outbox(label, lambda mine=mine: sum(len(c.outbox) for c in mine)))
+
+    def mute_with(self, silenced: Callable[[Notice], bool]) -> None:
+        """Hold back from webhooks and Slack the notices ``silenced`` says a person's silence covers
+        (e.g. the triage console's :meth:`~monitor.triage.console.Triage.silences`); those never sent
+        are counted as ``outcome="silenced"``."""
+        self._hold = SilenceHold(silenced, self.policy.outbox_size)
 
     def start(self, firing: Iterable[Alert] = ()) -> None:
         """Start the threads; ``firing`` (alerts restored from saved state) are re-stated to resending targets."""
@@ -211,16 +216,20 @@ class AlertDelivery:
         self._enqueue([Notice.from_alert(t.alert) for t in delivered if t.previous == t.alert.status], restated=True)
 
     def _enqueue(self, notices: list[Notice], restated: bool = False) -> None:
-        if not notices:
+        releasing = not restated and self._hold is not None and self._hold.holding  # a silence may have ended
+        if not notices and not releasing:
             return
-        muted = {id(n) for n in notices if self.silenced(n)} if self.silenced is not None and not restated else set()
+        unsilenced, obsolete = (notices, 0) if restated or self._hold is None else self._hold.admit(notices)
         for channel in self._channels:
             if channel.target.resends:
                 channel.offer(notices)
             elif not restated:
-                channel.offer([n for n in notices if id(n) not in muted])
-                if muted:
-                    self.metrics.alert_deliveries.labels(channel.target.label, "silenced").inc(len(muted))
+                channel.offer(unsilenced)
+                self._count_silenced(channel.target.label, obsolete)
+
+    def _count_silenced(self, label: str, n: int) -> None:
+        if n:
+            self.metrics.alert_deliveries.labels(label, "silenced").inc(n)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every outbox is empty and nothing is in flight; False on timeout."""
@@ -234,6 +243,9 @@ class AlertDelivery:
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued (one attempt each, no backoff), then stop the threads."""
         self._closing.set()
+        given_up = self._hold.drain() if self._hold is not None else 0
+        for label in {c.target.label for c in self._channels if not c.target.resends}:
+            self._count_silenced(label, given_up)
         deadline = time.monotonic() + timeout
         for channel in self._channels:
             with channel.cond:

@@ -101,7 +101,7 @@ def build_service(
     delivery = attach_delivery(service, settings)
     triage = attach_triage(service)
     if delivery is not None:  # from here on: the resolves of triage's restore above went out as before
-        delivery.silenced = triage.silences
+        delivery.mute_with(triage.silences)
     return service
 
 

@@ -1,0 +1,94 @@
+"""Webhook and Slack notices held back while a person's silence covers their alert.
+
+Why: Alertmanager applies the silence the triage console pushes to it, and when the silence ends it
+pages for an alert that still fires. The monitor's own webhooks and Slack have no silences of their
+own, so alert delivery asks ``silenced(notice)`` before it sends to them, and this holds back what a
+silence covers, the way Alertmanager would:
+
+* a firing notice a silence covers waits; once the silence has ended it goes out (at the next batch)
+  if its alert still fires by then;
+* a resolve goes out, silenced or not, when the receiver heard its alert firing (a person reading
+  the channel should see it end); a resolve of an alert whose firing notice is still held never
+  goes out, and neither does that firing notice: the silence made both obsolete, and they are counted.
+
+>>> from monitor.alerts.notice import Notice
+>>> def notice(key, status): return Notice(key, f"category_share/global/{key}", "category_share", "global", key,
+...                                        key, "warning", status, 0.0, None, "", {})
+>>> silenced = {"weapons", "fraud"}
+>>> hold = SilenceHold(lambda n: n.key in silenced, capacity=100)
+>>> send, obsolete = hold.admit([notice("weapons", "firing"), notice("fraud", "firing"), notice("hate", "firing")])
+>>> [n.key for n in send], obsolete
+(['hate'], 0)
+>>> hold.admit([notice("fraud", "resolved")])  # it ended while silenced: nobody hears of it
+([], 2)
+>>> silenced.clear()  # the silence ends: the next call sends what it still holds
+>>> [(n.key, n.status) for n in hold.admit([])[0]]
+[('weapons', 'firing')]
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+from monitor.alerts.notice import Notice
+
+log = logging.getLogger(__name__)
+
+
+class SilenceHold:
+    """Which status-change notices go to targets without silences of their own now, and which wait.
+
+    ``capacity`` bounds the held notices (one per alert fingerprint: the latest); past it the oldest
+    is given up, counted like any other notice a silence kept from going out. A ``silenced`` that
+    raises counts as "not silenced": a broken silence lookup must not swallow pages.
+    """
+
+    def __init__(self, silenced: Callable[[Notice], bool], capacity: int) -> None:
+        self.silenced = silenced
+        self.capacity = capacity
+        self._held: OrderedDict[str, Notice] = OrderedDict()  # fingerprint -> the firing notice held back
+        self._lock = threading.Lock()  # the worker thread and a reviewer's action (service.apply) both deliver
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def admit(self, notices: Sequence[Notice]) -> tuple[list[Notice], int]:
+        """The notices to send now, in order: held ones whose silence has ended, then those of ``notices`` no
+        silence keeps back; and how many notices the silences made obsolete (never to be sent)."""
+        with self._lock:
+            out = [self._held.pop(fp) for fp in [fp for fp, n in self._held.items() if not self._covers(n)]]
+            obsolete = 0
+            for notice in notices:
+                held = self._held.pop(notice.fingerprint, None) is not None
+                obsolete += held
+                if notice.status != "firing":
+                    if held:
+                        obsolete += 1  # the receiver never heard it firing
+                    else:
+                        out.append(notice)
+                elif not self._covers(notice):
+                    out.append(notice)
+                else:
+                    self._held[notice.fingerprint] = notice
+                    if len(self._held) > self.capacity:
+                        self._held.popitem(last=False)
+                        obsolete += 1
+            return out, obsolete
+
+    def drain(self) -> int:
+        """Give up what is still held (delivery is closing): how many notices that was."""
+        with self._lock:
+            held = len(self._held)
+            self._held.clear()
+            return held
+
+    def _covers(self, notice: Notice) -> bool:
+        try:
+            return bool(self.silenced(notice))
+        except Exception:
+            log.exception("silence lookup failed for alert %s; sending its notice", notice.id)
+            return False

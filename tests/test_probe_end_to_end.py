@@ -48,6 +48,27 @@ def test_over_refusal_after_a_model_update_alerts_within_3_rounds_naming_the_fli
     assert example["before"].startswith("Good question")
 
 
+def test_a_reset_while_a_rounds_conditions_wait_drops_that_keys_stale_verdict():
+    """The round's conditions reach the alert engine later (in the worker): a false alarm in between must not
+    be re-opened by a verdict on the reference it dropped; other keys' conditions still count."""
+    sets = builtin_sets()
+    model = CanaryModel(sets)
+    with FakeChatServer(model) as server:
+        prober = make_prober(server.base_url, sets=sets)
+        for t in range(4):
+            run_round(prober, START + t * INTERVAL)
+        model.refuse_share = 0.3
+        for t in range(4, 8):
+            pending = run_round(prober, START + t * INTERVAL)
+            if any(c.active for c in pending.conditions):
+                break
+    [stale] = [c for c in pending.conditions if c.active]
+    others = [c for c in pending.conditions if c.key != stale.key]
+    assert others and prober.still_current(pending) == pending.conditions
+    assert prober.reset(stale.kind, stale.scope, stale.key)
+    assert prober.still_current(pending) == others
+
+
 def test_unsafe_compliance_after_a_model_update_alerts_within_3_rounds():
     sets = builtin_sets()
     model = CanaryModel(sets)
@@ -179,7 +200,7 @@ def test_scheduler_survives_failing_rounds_and_stops_on_close():
     errors = threading.Semaphore(0)
     with FakeChatServer(CanaryModel(sets)) as server:
         prober = make_prober(server.base_url, judge=broken_judge, sets=sets, per_round=2)
-        scheduler = ProbeScheduler(prober, interval_s=0.05, on_conditions=lambda c: None, on_error=errors.release)
+        scheduler = ProbeScheduler(prober, interval_s=0.05, on_round=lambda result: None, on_error=errors.release)
         scheduler.start()
         assert all(errors.acquire(timeout=10) for _ in range(3)), "rounds go on after a failing one"
         scheduler.close()

@@ -39,9 +39,11 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
             assert fake.arrivals == 69 and set(fake.authorizations) == {f"Bearer {KEY}"}
             before = service.detectors.state_dict()
 
-            def round_at(at: float) -> list:
+            def round_at(at: float, meanwhile=lambda: None) -> list:
+                """A round as the schedule runs it; ``meanwhile`` acts between its verdict and the worker applying it."""
                 result = asyncio.run(prober.run_round(at))
-                return service.call_in_worker(service.apply, lambda: result.conditions).result()
+                meanwhile()
+                return service.call_in_worker(service.apply, lambda: prober.still_current(result)).result()
 
             now = time.time()
             assert round_at(now + 900) == []  # the reference's second round
@@ -74,10 +76,13 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
             assert KEY not in str(shown) and KEY not in metrics
 
             # The change was intended: a reviewer resolves the alert as a false alarm, which re-baselines the
-            # probe set on the new answers: it neither fires again on the old reference nor while warming up.
-            triage_of(service).act_on_alert("reviewer", alert["id"], "false_alarm", reason="new system prompt")
+            # probe set on the new answers: it fires again neither on the old reference (not even from a round
+            # judged before the reset and applied after it) nor while warming up.
+            dismiss = lambda: triage_of(service).act_on_alert("reviewer", alert["id"], "false_alarm", reason="new system prompt")  # noqa: E731
+            assert round_at(now + (t + 1) * 900, meanwhile=dismiss) == []
             assert service.alert(alert["id"]).status == "resolved"
-            for t in range(t + 1, t + 4):  # two reference rounds, then one tested against them
+            assert not any(a.kind == "probe_over_refusal" for a in service.alerts("firing"))
+            for t in range(t + 2, t + 5):  # two reference rounds, then one tested against them
                 assert [tr.alert.kind for tr in round_at(now + t * 900)] == []
             assert not any(a.kind == "probe_over_refusal" for a in service.alerts("firing"))
             readings = {r.signal: r for r in prober.detector.readings()}

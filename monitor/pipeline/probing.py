@@ -114,7 +114,7 @@ def attach_prober(service: MonitorService, settings: Settings) -> ProbeScheduler
         prober,
         settings.probe_interval_seconds,
         # A round that ends while the service stops has no worker to run in: its conditions come again next round.
-        on_conditions=lambda conditions: service.call_in_worker(service.apply, lambda: conditions).result() if service.running else None,
+        on_round=lambda result: service.call_in_worker(service.apply, lambda: prober.still_current(result)).result() if service.running else None,
         on_error=service.metrics.worker_errors.inc,
         ready=lambda: service.running,
     )

@@ -66,6 +66,7 @@ class RoundResult:
     observations: list[Observation] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     conditions: list[Condition] = field(default_factory=list)
+    generation: int = 0  # the prober's reset count when ``conditions`` were computed
 
 
 class Prober:
@@ -95,6 +96,8 @@ class Prober:
         self._client_factory = client_factory
         self._budgets = {t.name: TokenBudget(settings.daily_tokens) for t in targets}
         self._rounds = 0
+        self._resets = 0
+        self._reset_in: dict[tuple[str, str, str], int] = {}  # (kind, target, probe set) -> the reset count after its last reset
         self._lock = threading.Lock()  # state_dict (snapshots) may run in another thread than a round
         for t in targets:
             metrics.declare(t.name)
@@ -128,6 +131,7 @@ class Prober:
             result.observations = await self._judge(answered, index, at)
         with self._lock:
             result.conditions = self.detector.observe_round(result.observations, at)
+            result.generation = self._resets
             readings = self.detector.readings()
         self.metrics.export_readings(readings)
         for c in result.conditions:
@@ -208,10 +212,20 @@ class Prober:
         return observations
 
     def reset(self, kind: str, scope: str, key: str) -> bool:
-        """Re-baseline one key of the detector (:meth:`ProbeDetector.reset`); a round in flight folds its answers into
-        the new reference."""
+        """Re-baseline one key of the detector (:meth:`ProbeDetector.reset`). A round still asking folds its answers
+        into the new reference; one observed already but not yet applied loses that key's verdict (:meth:`still_current`)."""
         with self._lock:
+            self._resets += 1
+            self._reset_in[(kind, scope, key)] = self._resets
             return self.detector.reset(kind, scope, key)
+
+    def still_current(self, result: RoundResult) -> list[Condition]:
+        """``result``'s conditions less those of keys re-baselined since they were computed.
+
+        Why: a round's conditions reach the alert engine later, in the worker; a reviewer's false alarm
+        in between must not be re-opened by a verdict on the reference it just dropped."""
+        with self._lock:
+            return [c for c in result.conditions if self._reset_in.get((c.kind, c.scope, c.key), 0) <= result.generation]
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:

@@ -16,19 +16,18 @@ import threading
 import time
 from typing import Callable
 
-from monitor.signals import Condition
-from monitor.probe.prober import Prober
+from monitor.probe.prober import Prober, RoundResult
 
 log = logging.getLogger(__name__)
 
 
 class ProbeScheduler:
-    def __init__(self, prober: Prober, interval_s: float, on_conditions: Callable[[list[Condition]], None],
+    def __init__(self, prober: Prober, interval_s: float, on_round: Callable[[RoundResult], None],
                  on_error: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time,
                  ready: Callable[[], bool] = lambda: True) -> None:
         self.prober = prober
         self.interval_s = interval_s
-        self.on_conditions = on_conditions
+        self.on_round = on_round
         self.on_error = on_error
         self.clock = clock
         self.ready = ready
@@ -51,7 +50,7 @@ class ProbeScheduler:
             try:
                 result = asyncio.run(self.prober.run_round(self.clock()))
                 if result.conditions and not self._closing.is_set():
-                    self.on_conditions(result.conditions)
+                    self.on_round(result)
             except Exception:
                 self.on_error()
                 log.exception("probe round failed")

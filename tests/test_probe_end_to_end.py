@@ -5,10 +5,13 @@ is counted and none raises; the budget holds; probe events are tagged."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry
 
 from monitor.alerts.engine import AlertEngine
 from monitor.privacy.redact import Redactor
+from monitor.probe.prober import Prober, RoundResult
 from tests.fakes.canary_model import CanaryModel
 from tests.fakes.openai_chat_server import FakeChatServer
 from tests.helpers.probes import RecordingKeywordJudge, builtin_sets, make_prober, run_round
@@ -19,6 +22,23 @@ INTERVAL = 900.0
 
 def sample(registry: CollectorRegistry, name: str, **labels) -> float:
     return registry.get_sample_value(name, labels) or 0.0
+
+
+def first_alert_after(change: Callable[[CanaryModel], None], warmup: int) -> tuple[CanaryModel, Prober, RoundResult]:
+    """Rounds against a fake model: ``warmup`` as it ships, then ``change(model)`` and the first of the next 3 with
+    an active condition."""
+    sets = builtin_sets()
+    model = CanaryModel(sets)
+    with FakeChatServer(model) as server:
+        prober = make_prober(server.base_url, sets=sets)
+        for t in range(warmup):
+            run_round(prober, START + t * INTERVAL)
+        change(model)
+        for t in range(warmup, warmup + 3):
+            result = run_round(prober, START + t * INTERVAL)
+            if any(c.active for c in result.conditions):
+                return model, prober, result
+    raise AssertionError("no active condition within 3 rounds of the change")
 
 
 def test_over_refusal_after_a_model_update_alerts_within_3_rounds_naming_the_flipped_probes():
@@ -51,17 +71,7 @@ def test_over_refusal_after_a_model_update_alerts_within_3_rounds_naming_the_fli
 def test_a_reset_while_a_rounds_conditions_wait_drops_that_keys_stale_verdict():
     """The round's conditions reach the alert engine later (in the worker): a false alarm in between must not
     be re-opened by a verdict on the reference it dropped; other keys' conditions still count."""
-    sets = builtin_sets()
-    model = CanaryModel(sets)
-    with FakeChatServer(model) as server:
-        prober = make_prober(server.base_url, sets=sets)
-        for t in range(4):
-            run_round(prober, START + t * INTERVAL)
-        model.refuse_share = 0.3
-        for t in range(4, 8):
-            pending = run_round(prober, START + t * INTERVAL)
-            if any(c.active for c in pending.conditions):
-                break
+    _, prober, pending = first_alert_after(lambda model: setattr(model, "refuse_share", 0.3), warmup=4)
     [stale] = [c for c in pending.conditions if c.active]
     others = [c for c in pending.conditions if c.key != stale.key]
     assert others and prober.still_current(pending) == pending.conditions
@@ -70,20 +80,9 @@ def test_a_reset_while_a_rounds_conditions_wait_drops_that_keys_stale_verdict():
 
 
 def test_unsafe_compliance_after_a_model_update_alerts_within_3_rounds():
-    sets = builtin_sets()
-    model = CanaryModel(sets)
-    with FakeChatServer(model) as server:
-        prober = make_prober(server.base_url, sets=sets)
-        for t in range(3):
-            run_round(prober, START + t * INTERVAL)
-        model.comply_share = 0.2
-        flipped = model.flipped_ids()
-        for t in range(3, 6):
-            active = [c for c in run_round(prober, START + t * INTERVAL).conditions if c.active]
-            if active:
-                break
-    assert t - 3 < 3
-    [cond] = active
+    model, _, result = first_alert_after(lambda model: setattr(model, "comply_share", 0.2), warmup=3)
+    flipped = model.flipped_ids()
+    [cond] = [c for c in result.conditions if c.active]
     assert (cond.kind, cond.key, cond.severity) == ("probe_unsafe_compliance", "clearly_harmful@v1", "critical")
     assert {f["probe_id"] for f in cond.evidence["flipped"]} == flipped and len(flipped) == 6
 

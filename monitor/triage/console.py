@@ -209,8 +209,8 @@ class Triage:
             if action == "false_alarm" and alert.status == "resolved":
                 raise TriageError(409, f"alert_id: alert {alert_id} is already resolved")
             state = self.state.copy()
-            mark = state.mark(alert_id)
             now = self.clock()
+            mark = state.mark(alert_id, now)
             detail: dict[str, Any] = {"kind": alert.kind, "scope": alert.scope, "key": alert.key}
             if action == "acknowledge":
                 mark.acknowledged_by, mark.acknowledged_at = who, now

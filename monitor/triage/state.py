@@ -116,11 +116,24 @@ class TriageState:
         self.next_revision = max(self.next_revision, model.revision + 1)
         del self.models[: -self.limits.max_models]
 
-    def mark(self, alert_id: str) -> Mark:
+    def mark(self, alert_id: str, now: float) -> Mark:
+        """``alert_id``'s mark, now the newest. Past ``max_marks`` the oldest goes, but one whose silence lasts
+        beyond ``now`` (wall time) only when every mark's does: the silence still mutes webhooks and Slack.
+
+        >>> state = TriageState(Limits(max_marks=2))
+        >>> state.mark("a", now=0.0).silenced_until = 60.0
+        >>> _ = state.mark("b", now=0.0), state.mark("c", now=0.0)
+        >>> list(state.marks)
+        ['a', 'c']
+        """
         mark = self.marks.setdefault(alert_id, Mark())
         self.marks.move_to_end(alert_id)
         while len(self.marks) > self.limits.max_marks:
-            self.marks.popitem(last=False)
+            ended = next((k for k, m in self.marks.items() if m.silenced_until is None or m.silenced_until <= now), None)
+            if ended is None:
+                self.marks.popitem(last=False)
+            else:
+                del self.marks[ended]
         return mark
 
     def record(self, entry: dict[str, Any]) -> None:

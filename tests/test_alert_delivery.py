@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -14,6 +15,7 @@ import pytest
 from monitor.signals import Condition
 from monitor.alerts.delivery import AlertDelivery, DeliveryPolicy, targets_from_settings
 from monitor.alerts.engine import AlertEngine, Transition
+from monitor.alerts.silences import SilenceHold
 from monitor.alerts.targets import AlertmanagerTarget, WebhookTarget
 from monitor.config import Settings
 from monitor.export.metrics import MonitorMetrics
@@ -359,13 +361,14 @@ def test_silenced_notices_skip_webhooks_and_are_counted_but_reach_alertmanager(a
     engine, metrics, receiver = AlertEngine(), MonitorMetrics(), Receiver()
     with receiver.serve() as url:
         delivery = AlertDelivery([AlertmanagerTarget(alertmanager, ""), WebhookTarget(url, "json")], metrics, FAST)
-        delivery.mute_with(lambda notice: notice.key == "weapons")
+        hold = SilenceHold(FAST.outbox_size, silenced=lambda notice: notice.key == "weapons")
+        delivery.mute_with(hold)
         delivery.start()
         delivery.on_transitions(fire(engine, key="weapons") + fire(engine, key="fraud"))
         assert delivery.flush()
-        assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
-        delivery.close()  # the weapons notice, still held, is given up and counted
-    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 1
+        delivery.close()
+    assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["fraud"]
+    assert [n["key"] for n in hold.state_dict()["held"]] == ["weapons"]  # waits for its silence to end, in the snapshot
     assert {"weapons", "fraud"} <= {a["labels"].get("key") for a in am_alerts(alertmanager)}
 
 
@@ -374,7 +377,7 @@ def test_a_held_notice_goes_out_when_its_silence_ends_and_never_if_its_alert_res
     engine, metrics, receiver, silenced = AlertEngine(), MonitorMetrics(), Receiver(), {"weapons", "fraud"}
     with receiver.serve() as url:
         delivery = AlertDelivery([WebhookTarget(url, "json")], metrics, FAST)
-        delivery.mute_with(lambda notice: notice.key in silenced)
+        delivery.mute_with(SilenceHold(FAST.outbox_size, silenced=lambda notice: notice.key in silenced))
         delivery.start()
         delivery.on_transitions(fire(engine, key="weapons") + fire(engine, key="fraud"))
         delivery.on_transitions(resolve(engine, key="fraud"))
@@ -383,6 +386,7 @@ def test_a_held_notice_goes_out_when_its_silence_ends_and_never_if_its_alert_res
         silenced.clear()  # the silence ends; the next batch, with no transitions of its own, releases weapons
         delivery.on_transitions([])
         assert delivery.flush()
+        assert [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]] == [("weapons", "firing")]
         delivery.on_transitions(resolve(engine, key="weapons"))
         assert delivery.flush()
         delivery.close()
@@ -395,12 +399,45 @@ def test_a_failing_silence_lookup_sends_the_notice():
     engine, receiver = AlertEngine(), Receiver()
     with receiver.serve() as url:
         delivery = AlertDelivery([WebhookTarget(url, "json")], MonitorMetrics(), FAST)
-        delivery.mute_with(lambda notice: 1 / 0)
+        delivery.mute_with(SilenceHold(FAST.outbox_size, silenced=lambda notice: 1 / 0))
         delivery.start()
         delivery.on_transitions(fire(engine, key="weapons"))
         assert delivery.flush()
         delivery.close()
     assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["weapons"]
+
+
+def test_without_traffic_a_page_due_at_the_end_of_a_silence_goes_out_within_the_resend_interval_or_on_close():
+    engine, receiver, silenced = AlertEngine(), Receiver(), {"weapons", "fraud"}
+    quick = DeliveryPolicy(resend_interval_s=0.05, timeout_s=2.0, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05)
+
+    def heard() -> list[str]:
+        return [a["key"] for body in receiver.bodies for a in body["alerts"]]
+
+    with receiver.serve() as url:
+        for policy, key in ((quick, "weapons"), (FAST, "fraud")):  # FAST: every 60 s, so only close sends it
+            delivery = AlertDelivery([WebhookTarget(url, "json")], MonitorMetrics(), policy)
+            delivery.mute_with(SilenceHold(policy.outbox_size, silenced=lambda notice: notice.key in silenced))
+            delivery.start()
+            delivery.on_transitions(fire(engine, key=key))
+            assert delivery.flush() and key not in heard()
+            silenced.discard(key)  # no transitions from here on
+            if policy is quick:
+                deadline = time.monotonic() + 5
+                while key not in heard() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert key in heard()
+            delivery.close()
+    assert heard() == ["weapons", "fraud"]
+
+
+def test_notices_after_close_are_counted_dropped():
+    metrics, engine = MonitorMetrics(), AlertEngine()
+    delivery = AlertDelivery([WebhookTarget("http://127.0.0.1:9/hook", "json")], metrics, FAST)
+    delivery.start()
+    delivery.close()
+    delivery.on_transitions(fire(engine, key="weapons"))  # e.g. a reviewer's action racing the stop
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="dropped") == 1
 
 
 def test_a_triage_silence_mutes_the_services_webhook(embedder):
@@ -424,4 +461,36 @@ def test_a_triage_silence_mutes_the_services_webhook(embedder):
             service.close()
     sent = [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]]
     assert sent == [("weapons", "firing"), ("weapons", "resolved"), ("fraud", "firing")]
-    assert sample(service.metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 1  # held, given up on close
+    assert [n["key"] for n in service.stateful["silence_hold"].state_dict()["held"]] == ["weapons"]
+
+
+def test_a_held_notice_survives_a_restart_and_goes_out_when_the_silence_ends(embedder):
+    """The hold is in the snapshot (Redis): after a restart the page still comes when the silence ends, and the
+    receiver never gets a resolve of an alert it did not hear firing."""
+    from monitor.pipeline.builder import build_service
+    from monitor.pipeline.triaging import triage_of
+    from tests.helpers.redis import private_redis
+
+    receiver = Receiver()
+    with private_redis() as redis, receiver.serve() as url:
+        settings = Settings(judge="prototype", redis_url=redis.url, alert_webhook_urls=[url], alert_cooldown_seconds=0)
+        service = build_service(settings, embedder=embedder)
+        [opened] = service.apply(lambda: [Condition("category_share", "global", "weapons", True, T0, summary="up")])
+        triage_of(service).act_on_alert("reviewer", opened.alert.id, "silence", seconds=600)
+        service.apply(lambda: [Condition("category_share", "global", "weapons", False, T0 + 60)])
+        service.apply(lambda: [Condition("category_share", "global", "weapons", True, T0 + 7200, summary="up again")])
+        service.apply(lambda: [Condition("category_share", "global", "fraud", True, T0 + 7200, summary="up")])
+        service.apply(lambda: [Condition("category_share", "global", "fraud", False, T0 + 7300)])  # heard firing: goes out
+        service.close()  # saves the snapshot
+        restarted = build_service(settings, embedder=embedder)
+        try:
+            restarted.apply(lambda: [])
+            assert sum(len(body["alerts"]) for body in receiver.bodies) == 4  # still silenced
+            triage_of(restarted).clock = lambda: time.time() + 3600  # the silence has ended
+            restarted.apply(lambda: [])  # the next batch
+            assert restarted.stateful["silence_hold"].state_dict()["held"] == []
+        finally:
+            restarted.close()
+    sent = [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]]
+    assert sent == [("weapons", "firing"), ("weapons", "resolved"), ("fraud", "firing"), ("fraud", "resolved"), ("weapons", "firing")]
+

@@ -5,7 +5,8 @@ is counted and none raises; the budget holds; probe events are tagged."""
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 
@@ -24,9 +25,10 @@ def sample(registry: CollectorRegistry, name: str, **labels) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-def first_alert_after(change: Callable[[CanaryModel], None], warmup: int) -> tuple[CanaryModel, Prober, RoundResult]:
-    """Rounds against a fake model: ``warmup`` as it ships, then ``change(model)`` and the first of the next 3 with
-    an active condition."""
+@contextmanager
+def first_alert_after(change: Callable[[CanaryModel], None], warmup: int) -> Iterator[tuple[CanaryModel, Prober, RoundResult, int]]:
+    """Rounds against a fake model (served while in the block): ``warmup`` as it ships, then ``change(model)``
+    and the first of the next 3 with an active condition, and that round's number."""
     sets = builtin_sets()
     model = CanaryModel(sets)
     with FakeChatServer(model) as server:
@@ -37,7 +39,8 @@ def first_alert_after(change: Callable[[CanaryModel], None], warmup: int) -> tup
         for t in range(warmup, warmup + 3):
             result = run_round(prober, START + t * INTERVAL)
             if any(c.active for c in result.conditions):
-                return model, prober, result
+                yield model, prober, result, t
+                return
     raise AssertionError("no active condition within 3 rounds of the change")
 
 
@@ -71,17 +74,22 @@ def test_over_refusal_after_a_model_update_alerts_within_3_rounds_naming_the_fli
 def test_a_reset_while_a_rounds_conditions_wait_drops_that_keys_stale_verdict():
     """The round's conditions reach the alert engine later (in the worker): a false alarm in between must not
     be re-opened by a verdict on the reference it dropped; other keys' conditions still count."""
-    _, prober, pending = first_alert_after(lambda model: setattr(model, "refuse_share", 0.3), warmup=4)
-    [stale] = [c for c in pending.conditions if c.active]
-    others = [c for c in pending.conditions if c.key != stale.key]
-    assert others and prober.still_current(pending) == pending.conditions
-    assert prober.reset(stale.kind, stale.scope, stale.key)
-    assert prober.still_current(pending) == others
+    with first_alert_after(lambda model: setattr(model, "refuse_share", 0.3), warmup=4) as (_, prober, pending, t):
+        [stale] = [c for c in pending.conditions if c.active]
+        others = [c for c in pending.conditions if (c.kind, c.key) != (stale.kind, stale.key)]
+        assert others and prober.still_current(pending) == pending.conditions
+        assert prober.reset(stale.kind, stale.scope, stale.key)
+        assert prober.still_current(pending) == others
+        for t in range(t + 1, t + 8):  # the key's verdicts count again once it has re-learned its reference
+            later = run_round(prober, START + t * INTERVAL)
+            if any((c.kind, c.key) == (stale.kind, stale.key) for c in later.conditions):
+                break
+        assert any((c.kind, c.key) == (stale.kind, stale.key) for c in prober.still_current(later))
 
 
 def test_unsafe_compliance_after_a_model_update_alerts_within_3_rounds():
-    model, _, result = first_alert_after(lambda model: setattr(model, "comply_share", 0.2), warmup=3)
-    flipped = model.flipped_ids()
+    with first_alert_after(lambda model: setattr(model, "comply_share", 0.2), warmup=3) as (model, _, result, _):
+        flipped = model.flipped_ids()
     [cond] = [c for c in result.conditions if c.active]
     assert (cond.kind, cond.key, cond.severity) == ("probe_unsafe_compliance", "clearly_harmful@v1", "critical")
     assert {f["probe_id"] for f in cond.evidence["flipped"]} == flipped and len(flipped) == 6

@@ -172,8 +172,10 @@ class AlertDelivery:
     listener, and :meth:`close` on shutdown (it sends what is queued, within its timeout).
 
     :meth:`mute_with` makes webhooks and Slack, which have no silences of their own, honour the
-    silences a person sets (see :mod:`monitor.alerts.silences`). Alertmanager still gets every
-    notice: the silence pushed to it mutes the page there, and its view of what fires stays whole.
+    silences a person sets (see :mod:`monitor.alerts.silences`); a held notice whose silence has ended
+    goes out with the next transitions or within ``resend_interval_s``, whichever is first.
+    Alertmanager still gets every notice: the silence pushed to it mutes the page there, and its view
+    of what fires stays whole.
     """
 
     def __init__(self, targets: Sequence[Target], metrics: MonitorMetrics, policy: DeliveryPolicy = DeliveryPolicy()) -> None:
@@ -182,6 +184,7 @@ class AlertDelivery:
         self.policy = policy
         self.metrics = metrics
         self._hold: SilenceHold | None = None
+        self._order = threading.Lock()  # the worker and a reviewer's action (service.apply) both enqueue: one order for all targets
         self._closing = threading.Event()
         self._channels = [_Channel(t, policy, metrics, self._closing) for t in targets]
         self._unwatch: list[Callable[[], None]] = []
@@ -192,17 +195,23 @@ class AlertDelivery:
             mine = [c for c in self._channels if c.target.label == label]
             self._unwatch.append(metrics.watch_outbox(label, lambda mine=mine: sum(len(c.outbox) for c in mine)))
 
-    def mute_with(self, silenced: Callable[[Notice], bool]) -> None:
-        """Hold back from webhooks and Slack the notices ``silenced`` says a person's silence covers
-        (e.g. the triage console's :meth:`~monitor.triage.console.Triage.silences`); those never sent
-        are counted as ``outcome="silenced"``."""
-        self._hold = SilenceHold(silenced, self.policy.outbox_size)
+    def mute_with(self, hold: SilenceHold) -> None:
+        """Hold back from webhooks and Slack the notices a person's silence covers; those never sent are
+        counted as ``outcome="silenced"``. Call before :meth:`start`."""
+        self._hold = hold
 
     def start(self, firing: Iterable[Alert] = ()) -> None:
         """Start the threads; ``firing`` (alerts restored from saved state) are re-stated to resending targets."""
         self._enqueue([Notice.from_alert(a) for a in firing if a.status == "firing"], restated=True)
         for channel in self._channels:
             channel.thread.start()
+        if self._hold is not None:
+            threading.Thread(target=self._release_ended_silences, name="monitor-silence-release", daemon=True).start()
+
+    def _release_ended_silences(self) -> None:
+        """Without traffic no transitions come; a page due when a silence ends must not wait for them."""
+        while not self._closing.wait(self.policy.resend_interval_s):
+            self._enqueue([])
 
     def on_transitions(self, transitions: list[Transition]) -> None:
         """Transition listener (worker thread): snapshot and enqueue, nothing slower.
@@ -219,17 +228,22 @@ class AlertDelivery:
         releasing = not restated and self._hold is not None and self._hold.holding  # a silence may have ended
         if not notices and not releasing:
             return
-        unsilenced, obsolete = (notices, 0) if restated or self._hold is None else self._hold.admit(notices)
-        for channel in self._channels:
-            if channel.target.resends:
-                channel.offer(notices)
-            elif not restated:
-                channel.offer(unsilenced)
-                self._count_silenced(channel.target.label, obsolete)
+        if self._closing.is_set():  # an action after the stop: the channels' threads are gone
+            for channel in self._channels:
+                self._count(channel, "dropped", len(notices) if channel.target.resends or not restated else 0)
+            return
+        with self._order:
+            unsilenced, obsolete = (notices, 0) if restated or self._hold is None else self._hold.admit(notices)
+            for channel in self._channels:
+                if channel.target.resends:
+                    channel.offer(notices)
+                elif not restated:
+                    channel.offer(unsilenced)
+                    self._count(channel, "silenced", obsolete)
 
-    def _count_silenced(self, label: str, n: int) -> None:
+    def _count(self, channel: _Channel, outcome: str, n: int) -> None:
         if n:
-            self.metrics.alert_deliveries.labels(label, "silenced").inc(n)
+            self.metrics.alert_deliveries.labels(channel.target.label, outcome).inc(n)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every outbox is empty and nothing is in flight; False on timeout."""
@@ -241,11 +255,10 @@ class AlertDelivery:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (one attempt each, no backoff), then stop the threads."""
+        """Send what is queued (one attempt each, no backoff), then stop the threads. Notices a silence still
+        holds stay in the hold (and in the service's snapshot, with Redis)."""
+        self._enqueue([])  # silences that ended since the last transitions
         self._closing.set()
-        given_up = self._hold.drain() if self._hold is not None else 0
-        for label in {c.target.label for c in self._channels if not c.target.resends}:
-            self._count_silenced(label, given_up)
         deadline = time.monotonic() + timeout
         for channel in self._channels:
             with channel.cond:

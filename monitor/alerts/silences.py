@@ -11,11 +11,14 @@ silence covers, the way Alertmanager would:
   the channel should see it end); a resolve of an alert whose firing notice is still held never
   goes out, and neither does that firing notice: the silence made both obsolete, and they are counted.
 
+The held notices are part of the service's snapshot (:meth:`state_dict`): a restart neither loses a
+page that is due when the silence ends nor sends a resolve of an alert the receiver never heard firing.
+
 >>> from monitor.alerts.notice import Notice
 >>> def notice(key, status): return Notice(key, f"category_share/global/{key}", "category_share", "global", key,
 ...                                        key, "warning", status, 0.0, None, "", {})
 >>> silenced = {"weapons", "fraud"}
->>> hold = SilenceHold(lambda n: n.key in silenced, capacity=100)
+>>> hold = SilenceHold(capacity=100, silenced=lambda n: n.key in silenced)
 >>> send, obsolete = hold.admit([notice("weapons", "firing"), notice("fraud", "firing"), notice("hate", "firing")])
 >>> [n.key for n in send], obsolete
 (['hate'], 0)
@@ -31,7 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, Callable, Sequence
 
 from monitor.alerts.notice import Notice
 
@@ -42,11 +46,13 @@ class SilenceHold:
     """Which status-change notices go to targets without silences of their own now, and which wait.
 
     ``capacity`` bounds the held notices (one per alert fingerprint: the latest); past it the oldest
-    is given up, counted like any other notice a silence kept from going out. A ``silenced`` that
-    raises counts as "not silenced": a broken silence lookup must not swallow pages.
+    is given up, counted like any other notice a silence kept from going out. ``silenced`` may be set
+    after construction (the service restores the hold before the triage console that answers it
+    exists); until then nothing is silenced. A ``silenced`` that raises counts as "not silenced": a
+    broken silence lookup must not swallow pages.
     """
 
-    def __init__(self, silenced: Callable[[Notice], bool], capacity: int) -> None:
+    def __init__(self, capacity: int, silenced: Callable[[Notice], bool] = lambda notice: False) -> None:
         self.silenced = silenced
         self.capacity = capacity
         self._held: OrderedDict[str, Notice] = OrderedDict()  # fingerprint -> the firing notice held back
@@ -79,12 +85,13 @@ class SilenceHold:
                         obsolete += 1
             return out, obsolete
 
-    def drain(self) -> int:
-        """Give up what is still held (delivery is closing): how many notices that was."""
+    def state_dict(self) -> dict[str, Any]:
         with self._lock:
-            held = len(self._held)
-            self._held.clear()
-            return held
+            return {"held": [asdict(n) for n in self._held.values()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._held = OrderedDict((n.fingerprint, n) for n in (Notice(**fields) for fields in state["held"]))
 
     def _covers(self, notice: Notice) -> bool:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from threadpoolctl import threadpool_limits
 
 from monitor.alerts.delivery import AlertDelivery, policy_from_settings, targets_from_settings
+from monitor.alerts.silences import SilenceHold
 from monitor.config import Settings
 from monitor.privacy.redact import Redactor
 from monitor.drift.registry import build_detectors
@@ -94,14 +95,15 @@ def build_service(
     service.metrics.watch_queue(service.gate.depth, service.gate.sampling_rate)
     attach_reservoir(service)
     attach_prober(service, settings)  # before the snapshotter: its state is restored with the rest
+    hold = attach_silence_hold(service, settings)  # likewise
     # Snapshots only where they outlive the process (Redis); the detector role's owner snapshots under its lease instead.
     if settings.role == "all" and settings.redis_url is not None:
         attach_snapshots(service, store, settings)
     service.stop_listeners.append(store.close)
-    delivery = attach_delivery(service, settings)
+    attach_delivery(service, settings, hold)
     triage = attach_triage(service)
-    if delivery is not None:  # from here on: the resolves of triage's restore above went out as before
-        delivery.mute_with(triage.silences)
+    if hold is not None:  # from here on: the resolves of triage's restore above went out as before
+        hold.silenced = triage.silences
     return service
 
 
@@ -128,15 +130,27 @@ def attach_reservoir(service: MonitorService) -> WindowReservoir:
     return reservoir
 
 
-def attach_delivery(service: MonitorService, settings: Settings) -> AlertDelivery | None:
-    """Deliver ``service``'s alerts to the configured targets (and flush them when it stops).
+def attach_silence_hold(service: MonitorService, settings: Settings) -> SilenceHold | None:
+    """Where webhook and Slack notices wait out a reviewer's silence, kept in ``service``'s snapshot; ``None``
+    when no webhook or Slack target is configured (Alertmanager applies silences itself)."""
+    if not any(not t.resends for t in targets_from_settings(settings)):
+        return None
+    hold = SilenceHold(capacity=policy_from_settings(settings).outbox_size)
+    service.stateful["silence_hold"] = hold
+    return hold
 
-    Firing alerts restored from saved state are announced again. ``None`` when no target is configured.
+
+def attach_delivery(service: MonitorService, settings: Settings, hold: SilenceHold | None = None) -> AlertDelivery | None:
+    """Deliver ``service``'s alerts to the configured targets (and flush them when it stops), webhooks and
+    Slack through ``hold``. Firing alerts restored from saved state are announced again. ``None`` when no
+    target is configured.
     """
     targets = targets_from_settings(settings)
     if not targets:
         return None
     delivery = AlertDelivery(targets, service.metrics, policy_from_settings(settings))
+    if hold is not None:
+        delivery.mute_with(hold)
     delivery.start(service.alerts("firing"))
     service.transition_listeners.append(delivery.on_transitions)
     service.stop_listeners.append(delivery.close)

@@ -494,3 +494,34 @@ def test_a_held_notice_survives_a_restart_and_goes_out_when_the_silence_ends(emb
     sent = [(a["key"], a["status"]) for body in receiver.bodies for a in body["alerts"]]
     assert sent == [("weapons", "firing"), ("weapons", "resolved"), ("fraud", "firing"), ("fraud", "resolved"), ("weapons", "firing")]
 
+
+
+def test_transition_listeners_hear_an_alert_resolve_after_it_fired_even_from_two_threads(embedder):
+    """The worker and a reviewer's action both make transitions; listeners (delivery) run under the state lock,
+    so a resolve made while the firing is still being handed over waits for it."""
+    from monitor.pipeline.builder import build_service
+
+    service = build_service(Settings(judge="prototype", alert_cooldown_seconds=0), embedder=embedder)
+    heard: list[str] = []
+    handing_over, release = threading.Event(), threading.Event()
+
+    def slow_first_listener(transitions: list[Transition]) -> None:
+        if transitions and not handing_over.is_set():
+            handing_over.set()
+            release.wait(5)
+        heard.extend(t.alert.status for t in transitions)
+
+    service.transition_listeners.append(slow_first_listener)
+    try:
+        firing = threading.Thread(target=service.apply, args=(lambda: [Condition("category_share", "global", "weapons", True, T0)],))
+        firing.start()
+        assert handing_over.wait(5)
+        resolving = threading.Thread(target=service.apply, args=(lambda: [Condition("category_share", "global", "weapons", False, T0 + 60)],))
+        resolving.start()
+        resolving.join(0.3)  # without the lock the resolve is heard now, before the firing
+        release.set()
+        firing.join(5)
+        resolving.join(5)
+    finally:
+        service.close()
+    assert heard == ["firing", "resolved"]

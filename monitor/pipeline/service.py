@@ -91,6 +91,8 @@ class MonitorService:
         # Extension points, called in the worker thread after each batch (keep them fast; never raise).
         self.report_reservoir: WindowReservoir | None = None  # set by builder.attach_reservoir; reports are off without one
         self.batch_listeners: list[Callable[[list[ScoredEvent]], None]] = []
+        # Called under the state lock, in the order the alert engine made the transitions (the worker and a
+        # reviewer's action both make some): a webhook must never hear an alert resolve before it fired.
         self.transition_listeners: list[Callable[[list[Transition]], None]] = []
         # Listeners with state of their own (e.g. the report reservoir) register here to be snapshotted with the rest.
         self.stateful: dict[str, Any] = {}
@@ -184,12 +186,12 @@ class MonitorService:
             conditions = self.detectors.update(scored)
             transitions = self.alert_engine.observe(conditions)
             readings = self.detectors.readings()
-        detect_seconds = time.perf_counter() - t0
+            detect_seconds = time.perf_counter() - t0
+            self._notify(self.transition_listeners, transitions)
         self._export(scored, readings, transitions, detect_seconds)
         self.counter.record(Tally(processed=n_items, judged=len(scored)))
         self.latency["batch"].add(time.perf_counter() - started)
         self._notify(self.batch_listeners, scored)
-        self._notify(self.transition_listeners, transitions)
         return transitions
 
     def _notify(self, listeners: list[Callable[..., None]], *payload: Any) -> None:
@@ -402,11 +404,11 @@ class MonitorService:
                 statuses[status] += 1
                 conditions.extend(conds)
             transitions = self.alert_engine.observe(conditions)
+            self._notify(self.transition_listeners, transitions)
         if self.counts_events:
             for status, n in statuses.items():
                 self.metrics.feedback.labels(status=status).inc(n)
         self._export_transitions(transitions)
-        self._notify(self.transition_listeners, transitions)
         return statuses, invalid
 
     def apply(self, change: Callable[[], list[Condition]]) -> list[Transition]:
@@ -414,9 +416,9 @@ class MonitorService:
         put the conditions it returns through the alert engine, as a batch would."""
         with self._state_lock:
             transitions = self.alert_engine.observe(change())
+            self._notify(self.transition_listeners, transitions)
         self._export_transitions(transitions)
         self._show_detectors()
-        self._notify(self.transition_listeners, transitions)
         return transitions
 
     def read_detectors(self, read: Callable[[DetectorSuite], T]) -> T:

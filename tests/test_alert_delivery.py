@@ -407,7 +407,7 @@ def test_a_failing_silence_lookup_sends_the_notice():
     assert [a["key"] for body in receiver.bodies for a in body["alerts"]] == ["weapons"]
 
 
-def test_without_traffic_a_page_due_at_the_end_of_a_silence_goes_out_within_the_resend_interval_or_on_close():
+def test_without_traffic_a_page_due_at_the_end_of_a_silence_goes_out_within_the_resend_interval():
     engine, receiver, silenced = AlertEngine(), Receiver(), {"weapons", "fraud"}
     quick = DeliveryPolicy(resend_interval_s=0.05, timeout_s=2.0, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05)
 
@@ -415,9 +415,10 @@ def test_without_traffic_a_page_due_at_the_end_of_a_silence_goes_out_within_the_
         return [a["key"] for body in receiver.bodies for a in body["alerts"]]
 
     with receiver.serve() as url:
-        for policy, key in ((quick, "weapons"), (FAST, "fraud")):  # FAST: every 60 s, so only close sends it
+        for policy, key in ((quick, "weapons"), (FAST, "fraud")):
             delivery = AlertDelivery([WebhookTarget(url, "json")], MonitorMetrics(), policy)
-            delivery.mute_with(SilenceHold(policy.outbox_size, silenced=lambda notice: notice.key in silenced))
+            hold = SilenceHold(policy.outbox_size, silenced=lambda notice: notice.key in silenced)
+            delivery.mute_with(hold)
             delivery.start()
             delivery.on_transitions(fire(engine, key=key))
             assert delivery.flush() and key not in heard()
@@ -426,9 +427,28 @@ def test_without_traffic_a_page_due_at_the_end_of_a_silence_goes_out_within_the_
                 deadline = time.monotonic() + 5
                 while key not in heard() and time.monotonic() < deadline:
                     time.sleep(0.02)
-                assert key in heard()
             delivery.close()
-    assert heard() == ["weapons", "fraud"]
+    # FAST re-checks every 60 s: closing keeps fraud held (the service snapshotted it already; sent now, it
+    # would go out again after a restart).
+    assert heard() == ["weapons"] and [n["key"] for n in hold.state_dict()["held"]] == ["fraud"]
+
+
+def test_held_notices_of_alerts_no_longer_firing_at_start_are_given_up_and_counted():
+    """Restoring state can resolve an alert (a refitted detector) before delivery listens."""
+    engine, metrics = AlertEngine(), MonitorMetrics()
+    hold = SilenceHold(FAST.outbox_size, silenced=lambda notice: True)
+    delivery = AlertDelivery([WebhookTarget("http://127.0.0.1:9/hook", "json")], metrics, FAST)
+    delivery.mute_with(hold)
+    delivery.on_transitions(fire(engine, key="weapons") + fire(engine, key="fraud"))  # threads not started: held only
+    restored = SilenceHold(FAST.outbox_size)
+    restored.load_state_dict(hold.state_dict())
+    later = AlertDelivery([WebhookTarget("http://127.0.0.1:9/hook", "json")], metrics, FAST)
+    later.mute_with(restored)
+    resolve(engine, key="fraud")
+    later.start(engine.alerts("firing"))
+    later.close()
+    assert [n["key"] for n in restored.state_dict()["held"]] == ["weapons"]
+    assert sample(metrics, "llmsafety_alert_deliveries_total", target="webhook", outcome="silenced") == 1
 
 
 def test_notices_after_close_are_counted_dropped():
@@ -485,6 +505,7 @@ def test_a_held_notice_survives_a_restart_and_goes_out_when_the_silence_ends(emb
         restarted = build_service(settings, embedder=embedder)
         try:
             restarted.apply(lambda: [])
+            time.sleep(0.5)  # time for a wrongly released notice to arrive
             assert sum(len(body["alerts"]) for body in receiver.bodies) == 4  # still silenced
             triage_of(restarted).clock = lambda: time.time() + 3600  # the silence has ended
             restarted.apply(lambda: [])  # the next batch
@@ -496,12 +517,21 @@ def test_a_held_notice_survives_a_restart_and_goes_out_when_the_silence_ends(emb
 
 
 
-def test_transition_listeners_hear_an_alert_resolve_after_it_fired_even_from_two_threads(embedder):
+@pytest.mark.parametrize("fired_by", ["worker_batch", "reviewer_action"])
+def test_transition_listeners_hear_an_alert_resolve_after_it_fired_even_from_two_threads(embedder, fired_by):
     """The worker and a reviewer's action both make transitions; listeners (delivery) run under the state lock,
     so a resolve made while the firing is still being handed over waits for it."""
+    from monitor.drift.suite import DetectorSuite
+    from monitor.events import Event
     from monitor.pipeline.builder import build_service
+    from tests.helpers.detectors import RecentRefusals
 
-    service = build_service(Settings(judge="prototype", alert_cooldown_seconds=0), embedder=embedder)
+    service = build_service(Settings(judge="prototype", alert_cooldown_seconds=0), embedder=embedder,
+                            detectors=DetectorSuite([RecentRefusals()]))
+    refusals = [(Event(f"e{i}", T0 + i, "What is the capital of Peru?", "Sorry, I cannot assist with that request."), 1.0)
+                for i in range(10)]
+    fire = {"worker_batch": lambda: service.process_batch(refusals),
+            "reviewer_action": lambda: service.apply(lambda: [Condition("recent_refusals", "global", "", True, T0)])}[fired_by]
     heard: list[str] = []
     handing_over, release = threading.Event(), threading.Event()
 
@@ -513,10 +543,10 @@ def test_transition_listeners_hear_an_alert_resolve_after_it_fired_even_from_two
 
     service.transition_listeners.append(slow_first_listener)
     try:
-        firing = threading.Thread(target=service.apply, args=(lambda: [Condition("category_share", "global", "weapons", True, T0)],))
+        firing = threading.Thread(target=fire)
         firing.start()
-        assert handing_over.wait(5)
-        resolving = threading.Thread(target=service.apply, args=(lambda: [Condition("category_share", "global", "weapons", False, T0 + 60)],))
+        assert handing_over.wait(30)
+        resolving = threading.Thread(target=service.apply, args=(lambda: [Condition("recent_refusals", "global", "", False, T0 + 60)],))
         resolving.start()
         resolving.join(0.3)  # without the lock the resolve is heard now, before the firing
         release.set()

@@ -201,8 +201,14 @@ class AlertDelivery:
         self._hold = hold
 
     def start(self, firing: Iterable[Alert] = ()) -> None:
-        """Start the threads; ``firing`` (alerts restored from saved state) are re-stated to resending targets."""
-        self._enqueue([Notice.from_alert(a) for a in firing if a.status == "firing"], restated=True)
+        """Start the threads; ``firing`` (alerts restored from saved state) are re-stated to resending targets,
+        and held notices of alerts not among them are given up."""
+        restated = [Notice.from_alert(a) for a in firing if a.status == "firing"]
+        if self._hold is not None:
+            gone = self._hold.retain({n.fingerprint for n in restated})
+            for channel in self._channels:
+                self._count(channel, "silenced", 0 if channel.target.resends else gone)
+        self._enqueue(restated, restated=True)
         for channel in self._channels:
             channel.thread.start()
         if self._hold is not None:
@@ -228,11 +234,11 @@ class AlertDelivery:
         releasing = not restated and self._hold is not None and self._hold.holding  # a silence may have ended
         if not notices and not releasing:
             return
-        if self._closing.is_set():  # an action after the stop: the channels' threads are gone
-            for channel in self._channels:
-                self._count(channel, "dropped", len(notices) if channel.target.resends or not restated else 0)
-            return
         with self._order:
+            if self._closing.is_set():  # an action after the stop: the channels' threads are gone
+                for channel in self._channels:
+                    self._count(channel, "dropped", len(notices) if channel.target.resends or not restated else 0)
+                return
             unsilenced, obsolete = (notices, 0) if restated or self._hold is None else self._hold.admit(notices)
             for channel in self._channels:
                 if channel.target.resends:
@@ -255,10 +261,11 @@ class AlertDelivery:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (one attempt each, no backoff), then stop the threads. Notices a silence still
-        holds stay in the hold (and in the service's snapshot, with Redis)."""
-        self._enqueue([])  # silences that ended since the last transitions
-        self._closing.set()
+        """Send what is queued (one attempt each, no backoff), then stop the threads. Held notices stay in
+        the hold, which the service snapshotted (with Redis) before this runs: sending one now would send it
+        again after a restart."""
+        with self._order:
+            self._closing.set()
         deadline = time.monotonic() + timeout
         for channel in self._channels:
             with channel.cond:

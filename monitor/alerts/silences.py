@@ -5,11 +5,12 @@ pages for an alert that still fires. The monitor's own webhooks and Slack have n
 own, so alert delivery asks ``silenced(notice)`` before it sends to them, and this holds back what a
 silence covers, the way Alertmanager would:
 
-* a firing notice a silence covers waits; once the silence has ended it goes out (at the next batch)
-  if its alert still fires by then;
+* a firing notice a silence covers waits; once the silence has ended it goes out (alert delivery
+  asks with every batch's transitions and at its resend interval) if its alert still fires by then;
 * a resolve goes out, silenced or not, when the receiver heard its alert firing (a person reading
   the channel should see it end); a resolve of an alert whose firing notice is still held never
-  goes out, and neither does that firing notice: the silence made both obsolete, and they are counted.
+  goes out, and neither does that firing notice: the silence made both obsolete, and they are counted;
+  so is a held notice whose alert is no longer firing when the service restarts (:meth:`retain`).
 
 The held notices are part of the service's snapshot (:meth:`state_dict`): a restart neither loses a
 page that is due when the silence ends nor sends a resolve of an alert the receiver never heard firing.
@@ -48,11 +49,11 @@ class SilenceHold:
     ``capacity`` bounds the held notices (one per alert fingerprint: the latest); past it the oldest
     is given up, counted like any other notice a silence kept from going out. ``silenced`` may be set
     after construction (the service restores the hold before the triage console that answers it
-    exists); until then nothing is silenced. A ``silenced`` that raises counts as "not silenced": a
-    broken silence lookup must not swallow pages.
+    exists); until then new notices pass and held ones stay held. A ``silenced`` that raises counts as
+    "not silenced": a broken silence lookup must not swallow pages.
     """
 
-    def __init__(self, capacity: int, silenced: Callable[[Notice], bool] = lambda notice: False) -> None:
+    def __init__(self, capacity: int, silenced: Callable[[Notice], bool] | None = None) -> None:
         self.silenced = silenced
         self.capacity = capacity
         self._held: OrderedDict[str, Notice] = OrderedDict()  # fingerprint -> the firing notice held back
@@ -66,7 +67,8 @@ class SilenceHold:
         """The notices to send now, in order: held ones whose silence has ended, then those of ``notices`` no
         silence keeps back; and how many notices the silences made obsolete (never to be sent)."""
         with self._lock:
-            out = [self._held.pop(fp) for fp in [fp for fp, n in self._held.items() if not self._covers(n)]]
+            ended = [fp for fp, n in self._held.items() if not self._covers(n)] if self.silenced is not None else []
+            out = [self._held.pop(fp) for fp in ended]
             obsolete = 0
             for notice in notices:
                 held = self._held.pop(notice.fingerprint, None) is not None
@@ -90,10 +92,29 @@ class SilenceHold:
             return {"held": [asdict(n) for n in self._held.values()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        known = set(Notice.__dataclass_fields__)
         with self._lock:
-            self._held = OrderedDict((n.fingerprint, n) for n in (Notice(**fields) for fields in state["held"]))
+            self._held.clear()
+            for fields in state["held"]:
+                try:
+                    notice = Notice(**{k: v for k, v in fields.items() if k in known})
+                except TypeError as exc:  # saved by a version whose notices lacked a field this one needs
+                    log.warning("dropping a held alert notice that does not restore: %s", exc)
+                    continue
+                self._held[notice.fingerprint] = notice
+
+    def retain(self, firing: set[str]) -> int:
+        """Keep only held notices whose alert (fingerprint) still fires; how many went (counted as obsolete).
+        Why: restoring state can resolve alerts (a refitted detector) before delivery listens."""
+        with self._lock:
+            gone = [fp for fp in self._held if fp not in firing]
+            for fp in gone:
+                del self._held[fp]
+            return len(gone)
 
     def _covers(self, notice: Notice) -> bool:
+        if self.silenced is None:
+            return False
         try:
             return bool(self.silenced(notice))
         except Exception:

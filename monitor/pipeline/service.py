@@ -3,8 +3,8 @@
 An event goes API → :class:`~monitor.ingest.gate.IngestGate` (screen, deduplicate, sample, queue,
 count) → :class:`~monitor.pipeline.worker.BatchWorker` (batches, one worker thread) →
 :meth:`MonitorService.process_batch` (embed and judge through the scorer, then detect and alert
-under the state lock) → metrics and the batch listeners (reservoir, snapshots, delivery, wired by
-:mod:`monitor.pipeline.builder`). A batch that raises is retried one event at a time; an event that
+under the state lock, where the transition listeners, alert delivery, hear of alert changes in order) →
+metrics and the batch listeners (reservoir, snapshots, wired by :mod:`monitor.pipeline.builder`). A batch that raises is retried one event at a time; an event that
 still raises is a poison event: counted as ``dropped{reason="poison"}`` and skipped, never retried
 forever. This class holds what the API reads and a reviewer changes: detector and alert state.
 """
@@ -377,12 +377,12 @@ class MonitorService:
                     self.stateful[name].load_state_dict(part_state)
             self._export_firing()
             restored = refitted + [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
+            # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce
+            # what is still firing, so Alertmanager does not let those alerts expire.
+            self._notify(self.transition_listeners, restored)
         self._show_detectors()
         if self.event_time is not None and self.counts_events:
             self.metrics.event_time.set(self.event_time)
-        # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce
-        # what is still firing, so Alertmanager does not let those alerts expire.
-        self._notify(self.transition_listeners, restored)
 
     # ---------------------------------------------------------------- feedback (API)
     def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:

@@ -40,7 +40,7 @@ from monitor.state.store import StateStore
 from monitor.triage.alertmanager import Silencer
 from monitor.triage.online import Example, TriageJudge, fit_model
 from monitor.triage.recent import RecentEvents, Seen
-from monitor.triage.state import Labelled, Limits, Mark, TriageState
+from monitor.triage.state import Labelled, Limits, TriageState
 
 CLUSTER_ACTIONS: tuple[str, ...] = ("new_category", "existing_category", "benign", "split")
 ALERT_ACTIONS: tuple[str, ...] = ("acknowledge", "silence", "false_alarm")
@@ -93,6 +93,7 @@ class Triage:
         self.clock = clock
         self._lock = threading.Lock()
         self.state = TriageState.load(host.store, limits)
+        self._silenced = self.state.silence_ends()
         self._install(self.state, TriageState(limits), relabel_clusters=True)
 
     # ------------------------------------------------------------------ reads
@@ -107,14 +108,11 @@ class Triage:
         Alert delivery asks before it sends to the monitor's own webhooks and Slack, which have no
         silences of their own: a silence covers its alert and any later one with the same kind, scope
         and key, as the silence pushed to Alertmanager does. Reads the committed state without the
-        lock: an action swaps in a new state and never changes a committed one.
+        lock: an action swaps in a new state (and its silences' index) and never changes a committed one.
+        Delivery asks for every held notice with every batch, under the service's state lock: two lookups.
         """
-        now, marks = self.clock(), self.state.marks
-
-        def active(mark: Mark | None) -> bool:
-            return mark is not None and mark.silenced_until is not None and mark.silenced_until > now
-
-        return active(marks.get(notice.id)) or any(active(m) and m.silenced_fingerprint == notice.fingerprint for m in marks.values())
+        now, (by_alert, by_fingerprint) = self.clock(), self._silenced
+        return by_alert.get(notice.id, 0.0) > now or by_fingerprint.get(notice.fingerprint, 0.0) > now
 
     def audit(self, limit: int = 200) -> list[dict[str, Any]]:
         """Newest first."""
@@ -268,7 +266,7 @@ class Triage:
         entry["judge_version_after"] = self.judge.version_of(state.model)
         state.record(entry)
         state.save(self.host.store)  # StoreUnavailable: nothing was applied
-        previous, self.state = self.state, state
+        previous, self.state, self._silenced = self.state, state, state.silence_ends()
         self._install(state, previous)
         return entry
 

@@ -136,6 +136,19 @@ class TriageState:
                 del self.marks[ended]
         return mark
 
+    def silence_ends(self) -> tuple[dict[str, float], dict[str, float]]:
+        """When the silences end (wall time): by alert id, and by alert fingerprint (the latest silence of
+        an alert with those labels), for lookups that do not scan every mark."""
+        by_alert: dict[str, float] = {}
+        by_fingerprint: dict[str, float] = {}
+        for alert_id, mark in self.marks.items():
+            if mark.silenced_until is None:
+                continue
+            by_alert[alert_id] = mark.silenced_until
+            if mark.silenced_fingerprint is not None:
+                by_fingerprint[mark.silenced_fingerprint] = max(mark.silenced_until, by_fingerprint.get(mark.silenced_fingerprint, 0.0))
+        return by_alert, by_fingerprint
+
     def record(self, entry: dict[str, Any]) -> None:
         self.audit.append(entry)
         excess = len(self.audit) - self.limits.max_audit

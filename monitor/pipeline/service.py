@@ -3,10 +3,11 @@
 An event goes API → :class:`~monitor.ingest.gate.IngestGate` (screen, deduplicate, sample, queue,
 count) → :class:`~monitor.pipeline.worker.BatchWorker` (batches, one worker thread) →
 :meth:`MonitorService.process_batch` (embed and judge through the scorer, then detect and alert
-under the state lock, where the transition listeners, alert delivery, hear of alert changes in order) →
-metrics and the batch listeners (reservoir, snapshots, wired by :mod:`monitor.pipeline.builder`). A batch that raises is retried one event at a time; an event that
-still raises is a poison event: counted as ``dropped{reason="poison"}`` and skipped, never retried
-forever. This class holds what the API reads and a reviewer changes: detector and alert state.
+under the state lock, where the transition listeners, alert delivery, hear of alert changes in
+order) → metrics and the batch listeners (reservoir, snapshots, wired by
+:mod:`monitor.pipeline.builder`). A batch that raises is retried one event at a time; an event
+that still raises is a poison event: counted as ``dropped{reason="poison"}`` and skipped, never
+retried forever. This class holds what the API reads and a reviewer changes: detector and alert state.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
 from monitor.embed.backends import EncoderBackend, OnnxBackend, clip_segments, make_backend, tokenize  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
+from monitor.embed.activation_ranges import calibration_digest  # noqa: E402
 from monitor.embed.onnx_export import ExportedModelError, cache_key, export_onnx  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(90)]
@@ -81,6 +82,19 @@ def test_in_memory_model_exports_once_and_matches_torch(model, tokenizer, cache)
     assert len(folders) == 2
     make_backend("onnx-int8", model, tokenizer, cache_dir=cache)  # loaded from the cache, not exported again
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == folders
+
+
+def test_an_int8_vector_does_not_depend_on_the_texts_sharing_its_pass(model, tokenizer, cache):
+    """Activation ranges are fixed at export: live batches (formed by arrival time) and a replay's
+    batches give every text the same vector, so the same verdicts and alerts."""
+    int8 = make_backend("onnx-int8", model, tokenizer, cache_dir=cache)
+    batched = int8.pooled(TEXTS, PAIRS)
+    alone = np.concatenate([int8.pooled([t], [p]) for t, p in zip(TEXTS, PAIRS)])
+    np.testing.assert_allclose(batched, alone, atol=1e-6)
+    np.testing.assert_allclose(int8.pooled(TEXTS[:3]), int8.pooled(TEXTS)[:3], atol=1e-6)
+    graph = (Path(int8.folder) / "model.onnx").read_bytes()
+    assert b"DynamicQuantizeLinear" not in graph and b"QuantizeLinear" in graph
+    assert json.loads((Path(int8.folder) / "manifest.json").read_text())["calibration_sha256"] == calibration_digest()
 
 
 def test_pairs_use_token_types_on_every_backend(model, tokenizer, cache):

@@ -15,6 +15,10 @@ Recipe (``RECIPE_VERSION``; bump it when any step changes, so old caches are not
 2. onnxruntime's offline BERT fusion (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm ops).
 3. ``onnx-int8`` only: ``quantize_dynamic`` with per-channel, *symmetric* int8 weights and float
    as the default tensor type. Default quantization settings lose too much (cosine 0.88 to fp32).
+4. ``onnx-int8`` only: the activations' dynamic quantization becomes static, with ranges measured
+   on calibration texts shipped in the package (``activation_ranges``), so a text's vector does
+   not depend on the texts that share its pass. The calibration file's hash is part of the cache
+   key and the manifest.
 
 The folder holds ``model.onnx``, the tokenizer files and ``manifest.json`` (recipe, weights hash,
 the model file's sha256). Deterministic: the same weights give the same bytes (tested), so a
@@ -38,9 +42,11 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from monitor.embed.activation_ranges import calibration_digest, fix_activation_ranges
+
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "bert-eager-fused-v1"
+RECIPE_VERSION = "bert-eager-fused-static-v2"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
@@ -83,7 +89,8 @@ def weights_digest(state: Mapping[str, Any], config: Mapping[str, Any] | None = 
 def cache_key(model: Any, kind: OnnxKind) -> str:
     """Folder name for ``model`` exported as ``kind``: the weights hash and the recipe version."""
     config = _config_identity(model)
-    digest = hashlib.sha256(f"{weights_digest(model.state_dict(), config)}|{RECIPE_VERSION}|{kind}".encode()).hexdigest()
+    calibration = calibration_digest() if kind == "onnx-int8" else ""
+    digest = hashlib.sha256(f"{weights_digest(model.state_dict(), config)}|{RECIPE_VERSION}|{kind}|{calibration}".encode()).hexdigest()
     return f"{config.get('model_type', 'model')}-{kind}-{digest[:20]}"
 
 
@@ -124,6 +131,7 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
         _fuse(raw, fused, num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size)
         if quantize:
             _quantize(fused, final)
+            fix_activation_ranges(final, tokenizer, max_length=int(model.config.max_position_embeddings))
         else:
             fused.rename(final)
         for leftover in (raw, fused):
@@ -141,6 +149,8 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
             "inputs": ["input_ids", "attention_mask", "token_type_ids"],
             "output": "last_hidden_state",
         }
+        if quantize:
+            manifest["calibration_sha256"] = calibration_digest()
         (work / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         work.chmod(0o755)  # mkdtemp makes it 0700: an image exports as root and serves as another user
         work.rename(out_dir)

@@ -88,6 +88,9 @@ def replay_cmd(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL, one event per line."),
     url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."),
     speed: Optional[float] = typer.Option(None, min=1e-6, help="Replay event-time gaps this many times faster."),
+    max_wait: float = typer.Option(
+        10.0, min=0.0, help="With --speed, the longest wait before one event, in wall-clock seconds (a far-past or far-apart timestamp waits no longer)."
+    ),
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Ignore timestamps' gaps (default when --speed is not given)."),
     batch_size: int = typer.Option(200, min=1, help="Events per request."),
     wait: bool = typer.Option(True, help="Wait until the service has processed everything sent."),
@@ -100,7 +103,9 @@ def replay_cmd(
         raise typer.BadParameter("give --speed or --as-fast-as-possible, not both")
     total = sum(1 for line in file.open("rb") if line.strip())
     with typer.progressbar(length=total, label=f"replaying {file.name}") as bar:
-        result = replay(read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update, token=token, pace=pace)
+        result = replay(
+            read_events(file), url, speed=speed, batch_size=batch_size, on_progress=bar.update, token=token, pace=pace, max_pause_s=max_wait
+        )
     typer.echo(
         f"sent {result.sent}: accepted {result.accepted} (duplicates {result.duplicates}), "
         f"rejected {result.rejected}, 503 retries {result.retries}"

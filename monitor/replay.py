@@ -1,7 +1,9 @@
 """Send a JSONL file of events to a running monitor, honouring event timestamps.
 
 Events go in batches. With ``speed`` the gaps between event timestamps are replayed scaled
-(2.0 = twice as fast); with ``speed=None`` as fast as the service accepts. A 503 answer
+(2.0 = twice as fast), each wait capped at ``max_pause_s`` wall-clock seconds (like tcpreplay's
+``--maxsleep``), so a recording with a far-past first timestamp or a quiet night in it does not
+stall the replay; with ``speed=None`` as fast as the service accepts. A 503 answer
 (queue full, or sampling off and the worker behind) is waited out for its ``Retry-After`` and
 the same batch resent, so nothing is lost.
 """
@@ -46,6 +48,30 @@ def read_events(path: Path) -> Iterator[dict]:
                 yield event
 
 
+@dataclass(slots=True)
+class Pacer:
+    """When each event is due on the monotonic clock: the gap to the newest timestamp seen so far,
+    scaled by ``speed`` and capped at ``max_pause_s``. Pacing from the running maximum makes an
+    event older than one already sent (out of order, or a far-past outlier) due at once, and the
+    next in-order event is paced from the newest timestamp, not from the outlier.
+
+    >>> pacer = Pacer(speed=2.0, max_pause_s=10.0, due=100.0)
+    >>> [pacer.due_at(t) for t in (1000.0, 1004.0, 0.0, 1006.0, 90000.0)]
+    [100.0, 102.0, 102.0, 103.0, 113.0]
+    """
+
+    speed: float
+    max_pause_s: float
+    due: float
+    newest: float | None = None
+
+    def due_at(self, t: float) -> float:
+        if self.newest is not None and t > self.newest:
+            self.due += min((t - self.newest) / self.speed, self.max_pause_s)
+        self.newest = t if self.newest is None else max(self.newest, t)
+        return self.due
+
+
 def _event_time(event: dict) -> float | None:
     try:
         return parse_timestamp(event.get("timestamp"))
@@ -63,16 +89,18 @@ def replay(
     max_wait_s: float = 300.0,
     token: str | None = None,
     pace: bool = False,
+    max_pause_s: float = 10.0,
 ) -> ReplayResult:
     """``token``: bearer token of scope ingest (default ``$MONITOR_TOKEN``). ``pace``: before each
     batch, wait until the service samples no more (``sampling_rate`` 1 in ``/v1/status``, which
-    needs scope read too), so every event is judged instead of shed under the overload bound."""
+    needs scope read too), so every event is judged instead of shed under the overload bound.
+    ``max_pause_s``: with ``speed``, the longest wait before one event (see ``Pacer``);
+    ``max_wait_s`` is how long a 503 or a sampling service is waited out before giving up."""
     result = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=30.0, headers=bearer_headers(token))
     endpoint = url.rstrip("/") + "/v1/events"
-    first_event_t: float | None = None
-    wall_start = time.monotonic()
+    pacer = Pacer(speed, max_pause_s, time.monotonic()) if speed is not None else None
     batch: list[dict] = []
 
     def wait_for_room() -> None:
@@ -110,12 +138,10 @@ def replay(
 
     try:
         for event in events:
-            if speed is not None:
+            if pacer is not None:
                 t = _event_time(event)
                 if t is not None:
-                    first_event_t = t if first_event_t is None else first_event_t
-                    due = wall_start + (t - first_event_t) / speed
-                    delay = due - time.monotonic()
+                    delay = pacer.due_at(t) - time.monotonic()
                     if delay > 0:
                         if batch:
                             flush()

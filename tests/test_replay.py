@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
+from monitor import replay as replay_module
 from monitor.config import Settings
 from monitor.pipeline.builder import build_service
 from monitor.replay import read_events, replay, wait_until_processed
@@ -22,3 +25,32 @@ def test_replay_file_twice_counts_each_event_once(tmp_path, embedder):
     assert (first.sent, first.accepted, first.duplicates) == (30, 30, 0)
     assert (second.accepted, second.duplicates) == (30, 30)
     assert status["accepted"] == 30 and status["event_time"] == 1767225600 + 29
+
+
+class FakeClock:
+    """Stands in for ``time`` in monitor.replay: sleeps are recorded and advance the clock at once."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_replay_speed_caps_each_wait_and_paces_from_the_newest_timestamp(monkeypatch):
+    """A first timestamp of 0 before 2026 events, a day's gap, and an out-of-order event from
+    the past: no wait is longer than max_pause_s, and the past event causes none."""
+    clock = FakeClock()
+    monkeypatch.setattr(replay_module, "time", clock)
+    accept = httpx.MockTransport(lambda req: httpx.Response(202, json={"accepted": len(json.loads(req.content)["events"])}))
+    day = 1767225600
+    stamps = [0, day, day + 4, day - 3600, day + 6, day + 86400]
+    events = iter([{"timestamp": t, "prompt": f"event {i}"} for i, t in enumerate(stamps)])
+    with httpx.Client(transport=accept) as client:
+        result = replay(events, "http://monitor", speed=2.0, client=client, max_pause_s=10.0)
+    assert result.accepted == 6
+    assert clock.sleeps == [10.0, 2.0, 1.0, 10.0]

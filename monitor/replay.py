@@ -10,6 +10,7 @@ the same batch resent, so nothing is lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -32,10 +33,21 @@ class ReplayResult:
     retries: int = 0
 
 
+def line_event_id(name: str, lineno: int, line: bytes) -> str:
+    """The id of an event without one: ``<file name>:<line>:<sha256 of the line, 12 hex>``. The same
+    line of the same file always gets the same id, so a replay that resends after a 503 or a
+    timeout, or a second replay of the file, is deduplicated and picks the same events for the
+    seeded second opinion; the content hash keeps another recording of the same name
+    (``day1/events.jsonl``, ``day2/events.jsonl``) from being dropped as duplicates.
+
+    >>> line_event_id("events.jsonl", 1, b'{"prompt": "hi"}')
+    'events.jsonl:1:bbab304eadd0'
+    """
+    return f"{name}:{lineno}:{hashlib.sha256(line.strip()).hexdigest()[:12]}"
+
+
 def read_events(path: Path) -> Iterator[dict]:
-    """Events of a JSONL file. One without ``event_id`` gets ``<file name>:<line>``, so a replay that
-    resends after a 503 or a timeout, or a second replay of the same file, is deduplicated and
-    picks the same events for the seeded second opinion."""
+    """Events of a JSONL file; one without ``event_id`` gets ``line_event_id``."""
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
@@ -44,7 +56,7 @@ def read_events(path: Path) -> Iterator[dict]:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
                 if isinstance(event, dict) and "event_id" not in event:
-                    event["event_id"] = f"{path.name}:{lineno}"
+                    event["event_id"] = line_event_id(path.name, lineno, line)
                 yield event
 
 

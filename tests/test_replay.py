@@ -13,18 +13,28 @@ from monitor.replay import read_events, replay, wait_until_processed
 from tests.helpers.server import running_server
 
 
+def write_events(path, texts: list[str]):
+    """A JSONL recording, one event a second, with a trailing blank line; its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps({"timestamp": 1767225600 + i, "prompt": t}) for i, t in enumerate(texts)) + "\n\n")
+    return path
+
+
 def test_replay_file_twice_counts_each_event_once(tmp_path, embedder):
-    path = tmp_path / "events.jsonl"
-    lines = [{"timestamp": 1767225600 + i, "prompt": f"replayed question {i}"} for i in range(30)]
-    path.write_text("\n".join(json.dumps(e) for e in lines) + "\n\n")
-    assert [e["event_id"] for e in read_events(path)][:2] == ["events.jsonl:1", "events.jsonl:2"]
+    """Resending a file is deduplicated; another recording with the same file name is not."""
+    day1 = write_events(tmp_path / "day1" / "events.jsonl", [f"replayed question {i}" for i in range(30)])
+    day2 = write_events(tmp_path / "day2" / "events.jsonl", [f"next day's question {i}" for i in range(30)])
+    ids = [e["event_id"] for e in read_events(day1)]
+    assert ids == [e["event_id"] for e in read_events(day1)] and ids[1].startswith("events.jsonl:2:")
     with running_server(Settings(judge="prototype"), lambda s: build_service(s, embedder=embedder)) as srv:
-        first = replay(read_events(path), srv.url, speed=1000.0, batch_size=7)
-        second = replay(read_events(path), srv.url, batch_size=30)
+        first = replay(read_events(day1), srv.url, speed=1000.0, batch_size=7)
+        second = replay(read_events(day1), srv.url, batch_size=30)
+        other_day = replay(read_events(day2), srv.url, batch_size=30)
         status = wait_until_processed(srv.url, timeout_s=60)
     assert (first.sent, first.accepted, first.duplicates) == (30, 30, 0)
     assert (second.accepted, second.duplicates) == (30, 30)
-    assert status["accepted"] == 30 and status["event_time"] == 1767225600 + 29
+    assert (other_day.accepted, other_day.duplicates) == (30, 0)
+    assert status["accepted"] == 60 and status["event_time"] == 1767225600 + 29
 
 
 class FakeClock:

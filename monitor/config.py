@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         128 * 1024,
         ge=1024,
-        description="Largest event kept, counting its (truncated) texts, labels and metadata as UTF-8 JSON bytes; a "
-        "larger one is rejected (per-event 422 naming the field). Bounds what one event can hold in memory.",
+        description="Largest event kept, counting its (truncated) texts, labels and ids as UTF-8 bytes (metadata is dropped); a "
+        "larger one is rejected (413 naming its largest part; one item's rejection in a batch). Bounds what one event can hold in memory.",
     )
     max_json_depth: int = Field(64, ge=4, le=500, description="Deepest JSON nesting accepted in a body (400 above, before parsing).")
     max_int_digits: int = Field(1000, ge=20, le=4000, description="Longest run of digits in a JSON number accepted (400 above, checked before parsing: Python refuses integers over 4,300 digits and converts long ones in quadratic time).")

@@ -18,6 +18,8 @@ class Event:
     every window and rate downstream is driven by it, never by the wall clock. ``sender`` is the
     name of the ingest token that sent it ("" without authentication): ids are unique per sender
     (:attr:`key`), so one client cannot make another's event a duplicate by sending its id first.
+    ``metadata`` is None: normalisation drops the wire's metadata; the field stays so events that
+    a release before it pickled or streamed (with metadata, fields in this order) still load.
     """
 
     event_id: str

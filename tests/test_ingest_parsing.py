@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from monitor.ingest.normalize import to_event
+from monitor.ingest.normalize import event_sizes, to_event
 from monitor.ingest.parsing import BodyError, parse_body
 
 JSON = "application/json"
@@ -124,6 +124,14 @@ def test_normalisation_fills_defaults_and_truncates():
     event = to_event(item, arrival_time=123.0, max_text_chars=20)
     assert event.timestamp == 123.0 and len(event.event_id) == 32
     assert event.prompt == "p" * 20 and event.response == "r" * 10 and event.truncated
+
+
+def test_metadata_is_validated_then_dropped_so_queued_events_hold_only_counted_bytes():
+    # 128 KiB of [[],[],...] parses into ~43,000 lists, megabytes held for bytes the queue counts once.
+    item = ok(b'{"prompt": "p", "metadata": [' + b"[]," * 43_690 + b"[]]}").events[0][1]
+    event = to_event(item, arrival_time=0.0, max_text_chars=20)
+    assert len(item.metadata) == 43_691 and event.metadata is None
+    assert sum(event_sizes(event).values()) == len(event.prompt) + len(event.event_id)
 
 
 def test_huge_integers_are_a_clear_400_not_a_crash():

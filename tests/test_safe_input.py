@@ -111,9 +111,9 @@ def test_lone_surrogates_are_a_422_naming_the_field(server):
 
 
 def test_oversize_event_is_413_alone_and_rejected_in_a_batch(server):
-    big = {"prompt": "big", "metadata": {"blob": "x" * 80_000}}
+    big = {"prompt": "\N{GRINNING FACE}" * 20_000}  # max_text_chars kept, 4 UTF-8 bytes each: over 64 KiB
     resp = server.client.post("/v1/events", json=big)
-    assert resp.status_code == 413 and resp.json()["error"].startswith("metadata:") and "max_event_bytes" in resp.json()["error"]
+    assert resp.status_code == 413 and resp.json()["error"].startswith("prompt:") and "max_event_bytes" in resp.json()["error"]
     resp = server.client.post("/v1/events", json=[{"prompt": "small"}, big])
     assert resp.status_code == 202
     assert resp.json()["accepted"] == 1 and resp.json()["rejected"][0]["index"] == 1
@@ -180,17 +180,19 @@ def ingest_counts_add_up(status: dict) -> bool:
 
 def test_queued_bytes_are_bounded_and_refused_duplicates_counted(embedder):
     gate = threading.Event()
-    settings = Settings(judge="prototype", sampling="off", queue_max_bytes=1024 * 1024, batch_size=1, max_event_bytes=128 * 1024)
+    settings = Settings(
+        judge="prototype", sampling="off", queue_max_bytes=1024 * 1024, batch_size=1, max_event_bytes=128 * 1024, max_text_chars=60_000
+    )
     with running_server(settings, gated(embedder, gate)) as srv:
         codes = []
         for i in range(40):
-            resp = srv.client.post("/v1/events", json=[{"event_id": f"b{i}", "prompt": "p", "metadata": {"blob": "y" * 60_000}}])
+            resp = srv.client.post("/v1/events", json=[{"event_id": f"b{i}", "prompt": "p", "response": "y" * 60_000}])
             codes.append(resp.status_code)
             status = srv.client.get("/v1/status").json()
             assert status["queue_bytes"] <= settings.queue_max_bytes
         assert 202 in codes and codes.count(503) >= 20
         before = srv.client.get("/v1/status").json()
-        resp = srv.client.post("/v1/events", json=[{"event_id": "dup", "prompt": "a", "metadata": "z" * 60_000}] * 2 + [{"event_id": "d2", "prompt": "b"}])
+        resp = srv.client.post("/v1/events", json=[{"event_id": "dup", "prompt": "a", "response": "z" * 60_000}] * 2 + [{"event_id": "d2", "prompt": "b"}])
         assert resp.status_code == 503
         after = srv.client.get("/v1/status").json()
         assert after["dropped"]["queue_full"] - before["dropped"]["queue_full"] == 3  # the repeated id too

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any, Iterable
+from typing import Iterable
 
 from monitor.events import Event
 from monitor.ingest.schema import EventIn
 
 
 def to_event(item: EventIn, arrival_time: float, max_text_chars: int, sender: str = "") -> Event:
-    """Fill defaults (id, arrival time) and truncate over-long texts, remembering that we did."""
+    """Fill defaults (id, arrival time) and truncate over-long texts, remembering that we did.
+
+    ``metadata`` is validated with the rest of the item, then dropped: nothing downstream reads it,
+    and held as parsed objects it costs many times the bytes ``queue_max_bytes`` would count (128
+    KiB of ``[[],[],...]`` is megabytes of lists).
+
+    >>> to_event(EventIn(prompt="hi", metadata=[[]] * 1000), 0.0, 100).metadata is None
+    True
+    """
     prompt = item.prompt_text() or ""
     response = item.response_text()
     truncated = len(prompt) > max_text_chars or (response is not None and len(response) > max_text_chars)
@@ -23,7 +30,6 @@ def to_event(item: EventIn, arrival_time: float, max_text_chars: int, sender: st
         model=item.model,
         route=item.route,
         labels=dict(item.labels),
-        metadata=item.metadata,
         truncated=truncated,
         sender=sender,
     )
@@ -47,23 +53,16 @@ def unique_events(items: Iterable[EventIn], arrival_time: float, max_text_chars:
     return events, repeated
 
 
-def _json_bytes(value: Any) -> int:
-    if value is None:
-        return 0
-    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
-
-
 def event_sizes(event: Event) -> dict[str, int]:
     """UTF-8 bytes each part of ``event`` holds; their sum is what ``max_event_bytes`` and ``queue_max_bytes`` count.
 
-    >>> event_sizes(Event("id", 0.0, "héllo", metadata={"k": 1}))
-    {'prompt': 6, 'response': 0, 'labels': 0, 'metadata': 8, 'other': 2}
+    >>> event_sizes(Event("id", 0.0, "héllo", labels={"team": "a"}))
+    {'prompt': 6, 'response': 0, 'labels': 5, 'other': 2}
     """
     return {
         "prompt": len(event.prompt.encode("utf-8", "surrogatepass")),
         "response": len(event.response.encode("utf-8", "surrogatepass")) if event.response else 0,
         "labels": sum(len(k) + len(v) for k, v in event.labels.items()),
-        "metadata": _json_bytes(event.metadata),
         "other": len(event.event_id) + len(event.model or "") + len(event.route or ""),
     }
 

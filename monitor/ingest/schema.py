@@ -104,7 +104,7 @@ class EventIn(BaseModel):
     model: str | None = Field(None, max_length=MAX_ID_CHARS)
     route: str | None = Field(None, max_length=MAX_ID_CHARS)
     labels: dict[str, str] = Field(default_factory=dict, description=f"Small string map (≤ {MAX_LABELS} entries).")
-    metadata: Any = Field(None, description="Free JSON, stored with exemplars, never used as a metric label.")
+    metadata: Any = Field(None, description="Free JSON: validated, then dropped (not stored, never a metric label).")
 
     @model_validator(mode="before")
     @classmethod

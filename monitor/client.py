@@ -4,7 +4,10 @@ A background thread (:class:`MonitorClient`) or task (:class:`AsyncMonitorClient
 buffer in batches (``batch_size`` items, or whatever arrived within ``flush_interval`` seconds) as a
 JSON array to the monitor (``POST /v1/events`` by default; ``path`` picks another ingest route).
 
-- Full buffer: the new item is dropped and counted (``stats().dropped``); ``send`` returns False.
+- Full buffer (``max_buffer`` items, or ``max_buffer_bytes`` of their JSON counting the batch in
+  flight): the new item is dropped and counted (``stats().dropped``); ``send`` returns False. ``send`` encodes the item to JSON at
+  once, so the buffer holds the bytes it counts (and later changes to the caller's dict do not leak
+  into what is sent); an item JSON cannot encode raises there, in the caller.
 - 503/429/5xx/timeouts: retried with exponential backoff and jitter, honouring ``Retry-After``, up to
   ``max_retries`` times; then the batch is counted as ``failed``.
 - 413: the batch is split in halves and each half sent. 400/415/422 (the monitor says the items are
@@ -65,7 +68,7 @@ class ClientStats:
     sent: int = 0  # items the monitor took (duplicates included)
     duplicates: int = 0  # of those, ids the monitor had already seen
     rejected: int = 0  # items the monitor refused as invalid
-    dropped: int = 0  # items never sent: the buffer was full
+    dropped: int = 0  # items never sent: the buffer was full (max_buffer or max_buffer_bytes), or the client closed
     failed: int = 0  # items given up on: the monitor stayed unreachable or busy, or refused the request
     retries: int = 0  # retried requests
     pending: int = 0  # items buffered or in flight now
@@ -122,32 +125,52 @@ class _Core:
 
     DONE, SPLIT, RETRY = "done", "split", "retry"
 
-    def __init__(self, max_buffer: int, batch_size: int, policy: RetryPolicy, seed: int | None) -> None:
-        if max_buffer < 1 or batch_size < 1:
-            raise ValueError("max_buffer and batch_size: must be at least 1")
+    def __init__(self, max_buffer: int, max_buffer_bytes: int, batch_size: int, policy: RetryPolicy, seed: int | None) -> None:
+        if max_buffer < 1 or max_buffer_bytes < 1 or batch_size < 1:
+            raise ValueError("max_buffer, max_buffer_bytes and batch_size: must be at least 1")
         self.max_buffer = max_buffer
+        self.max_buffer_bytes = max_buffer_bytes
         self.batch_size = batch_size
         self.policy = policy
         self.rng = random.Random(seed)
-        self.buffer: deque[Item] = deque()
+        self.buffer: deque[bytes] = deque()  # each item's JSON
+        self.held_bytes = 0  # of the items buffered and in flight
         self.in_flight = 0
+        self.in_flight_bytes = 0
         self.stats = ClientStats()
         self.lock = threading.Lock()
 
     def offer(self, item: Item, closed: bool) -> int:
-        """Buffer ``item``; the new buffer length, or 0 when it was dropped (buffer full, client closed)."""
+        """Buffer ``item`` as JSON; the new buffer length, or 0 when it was dropped (buffer full in
+        items, or in bytes with the batch in flight, which is held while it is retried; client
+        closed). A count alone would let 300 items of 1 MB hold 300 MB."""
+        encoded = _encode_item(item)
         with self.lock:
-            if closed or len(self.buffer) >= self.max_buffer:
+            if closed or len(self.buffer) >= self.max_buffer or self.held_bytes + len(encoded) > self.max_buffer_bytes:
                 self.stats.dropped += 1
                 return 0
-            self.buffer.append(item)
+            self.buffer.append(encoded)
+            self.held_bytes += len(encoded)
             return len(self.buffer)
 
-    def take(self) -> list[Item]:
+    def take(self) -> list[bytes]:
         with self.lock:
             batch = [self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))]
-            self.in_flight = len(batch)
+            self.in_flight, self.in_flight_bytes = len(batch), sum(map(len, batch))
             return batch
+
+    def settle(self) -> None:
+        """The batch in flight is done with (sent, rejected or given up): its bytes are free. Called
+        under ``lock`` (the async client's one thread needs none), like ``clear``."""
+        self.held_bytes -= self.in_flight_bytes
+        self.in_flight, self.in_flight_bytes = 0, 0
+
+    def clear(self) -> int:
+        """Empty the buffer (the client is closing); how many items it held."""
+        n = len(self.buffer)
+        self.held_bytes -= sum(map(len, self.buffer))
+        self.buffer.clear()
+        return n
 
     def idle(self) -> bool:
         return not self.buffer and self.in_flight == 0
@@ -192,9 +215,19 @@ class _Core:
             self.stats.failed += n
 
 
-def _encode(batch: list[Item]) -> bytes:
-    items = [item.model_dump(mode="json", exclude_none=True) if isinstance(item, BaseModel) else item for item in batch]
-    return json.dumps(items, default=str).encode()
+def _encode_item(item: Item) -> bytes:
+    """One item's JSON, as the request will carry it.
+
+    >>> _encode_item({"prompt": "hi", "labels": {"team": "a"}})
+    b'{"prompt": "hi", "labels": {"team": "a"}}'
+    """
+    plain = item.model_dump(mode="json", exclude_none=True) if isinstance(item, BaseModel) else item
+    return json.dumps(plain, default=str).encode()
+
+
+def _encode(batch: list[bytes]) -> bytes:
+    """The request body: a JSON array of the items' JSON."""
+    return b"[" + b", ".join(batch) + b"]"
 
 
 def _reply(response: httpx.Response) -> _Reply:
@@ -225,6 +258,7 @@ class _Client:
         path: str = "/v1/events",
         batch_size: int = 100,
         max_buffer: int = 10_000,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
         flush_interval: float = 0.5,
         timeout: float = 5.0,
         max_retries: int = 5,
@@ -235,11 +269,12 @@ class _Client:
         token: str | None = None,
         seed: int | None = None,
     ) -> None:
-        """``token``: bearer token (default ``$MONITOR_TOKEN``); ``headers`` add to or override the defaults."""
+        """``token``: bearer token (default ``$MONITOR_TOKEN``); ``headers`` add to or override the defaults.
+        At most ``max_buffer`` items wait, and ``max_buffer_bytes`` of their JSON are held, waiting or in flight."""
         self.endpoint = url.rstrip("/") + path
         self.flush_interval = flush_interval
         self.close_timeout = close_timeout
-        self._core = _Core(max_buffer, batch_size, RetryPolicy(max_retries, backoff, max_backoff), seed)
+        self._core = _Core(max_buffer, max_buffer_bytes, batch_size, RetryPolicy(max_retries, backoff, max_backoff), seed)
         self._headers = {"Content-Type": "application/json", **bearer_headers(token), **(headers or {})}
         self._timeout = timeout
         self._flush_now = False
@@ -301,8 +336,7 @@ class MonitorClient(_Client):
             self.flush(limit)
             self._abort.set()
             with self._wake:
-                self._core.stats.failed += len(self._core.buffer)
-                self._core.buffer.clear()
+                self._core.stats.failed += self._core.clear()
                 self._wake.notify_all()
             if self._thread is not None:
                 self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -328,10 +362,10 @@ class MonitorClient(_Client):
                     return
                 self._deliver(http, batch)
                 with self._wake:
-                    self._core.in_flight = 0
+                    self._core.settle()
                     self._wake.notify_all()
 
-    def _next_batch(self) -> list[Item] | None:
+    def _next_batch(self) -> list[bytes] | None:
         core = self._core
         with self._wake:
             while not core.buffer and not self._closing:
@@ -348,7 +382,7 @@ class MonitorClient(_Client):
                 self._flush_now = False
         return core.take()
 
-    def _deliver(self, http: httpx.Client, batch: list[Item]) -> None:
+    def _deliver(self, http: httpx.Client, batch: list[bytes]) -> None:
         attempt = 0
         while True:
             try:
@@ -408,9 +442,8 @@ class AsyncMonitorClient(_Client):
             if self._task is not None:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
-            self._core.give_up(self._core.in_flight + len(self._core.buffer))
-            self._core.in_flight = 0
-            self._core.buffer.clear()
+            self._core.give_up(self._core.in_flight + self._core.clear())
+            self._core.settle()
         return self.stats()
 
     async def __aenter__(self) -> "AsyncMonitorClient":
@@ -427,11 +460,11 @@ class AsyncMonitorClient(_Client):
                     self._idle.set()
                     return
                 await self._deliver(http, batch)
-                self._core.in_flight = 0
+                self._core.settle()
                 if self._core.idle():
                     self._idle.set()
 
-    async def _next_batch(self) -> list[Item] | None:
+    async def _next_batch(self) -> list[bytes] | None:
         core = self._core
         while not core.buffer and not self._closing:
             self._wake.clear()
@@ -450,7 +483,7 @@ class AsyncMonitorClient(_Client):
             self._flush_now = False
         return core.take()
 
-    async def _deliver(self, http: httpx.AsyncClient, batch: list[Item]) -> None:
+    async def _deliver(self, http: httpx.AsyncClient, batch: list[bytes]) -> None:
         attempt = 0
         while True:
             try:

@@ -97,16 +97,54 @@ def test_full_queue_503_is_retried_until_the_monitor_catches_up(server):
     assert len(prompts(server, "GATE ")) == QUEUE + 21
 
 
-def test_full_buffer_drops_and_counts_while_the_monitor_is_unreachable():
+def unreachable_url() -> str:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]  # nothing listens here
-    client = MonitorClient(f"http://127.0.0.1:{port}", max_buffer=5, batch_size=100, flush_interval=60, max_retries=0)
+        return f"http://127.0.0.1:{closed.getsockname()[1]}"  # nothing listens here
+
+
+def test_full_buffer_drops_and_counts_while_the_monitor_is_unreachable():
+    client = MonitorClient(unreachable_url(), max_buffer=5, batch_size=100, flush_interval=60, max_retries=0)
     accepted = [client.send({"prompt": f"p{i}"}) for i in range(8)]
     assert accepted == [True] * 5 + [False] * 3
     stats = client.close(timeout=10)
     assert (stats.dropped, stats.failed, stats.sent, stats.pending) == (3, 5, 0, 0)
     assert client.send({"prompt": "after close"}) is False and client.stats().dropped == 4
+
+
+BIG = {"prompt": "x" * 3000}  # 3,016 bytes of JSON
+
+
+def test_buffer_bytes_are_bounded_by_the_items_json():
+    client = MonitorClient(unreachable_url(), max_buffer_bytes=10_000, batch_size=100, flush_interval=60, max_retries=0)
+    assert [client.send(BIG) for _ in range(4)] + [client.send({"prompt": "p"})] == [True, True, True, False, True]
+    assert client.flush(timeout=10)  # the batch leaves the buffer (and fails): its bytes are free again
+    assert client.send(BIG)
+    stats = client.close(timeout=10)
+    assert (stats.dropped, stats.failed, stats.pending) == (1, 5, 0)
+
+
+async def test_async_buffer_bytes_are_bounded_by_the_items_json():
+    client = AsyncMonitorClient(unreachable_url(), max_buffer_bytes=10_000, batch_size=100, flush_interval=60, max_retries=0)
+    assert [client.send(BIG) for _ in range(4)] + [client.send({"prompt": "p"})] == [True, True, True, False, True]
+    assert await client.flush(timeout=10)
+    assert client.send(BIG)
+    stats = await client.aclose(timeout=10)
+    assert (stats.dropped, stats.failed, stats.pending) == (1, 5, 0)
+
+
+def test_the_batch_in_flight_counts_against_the_buffer_bytes():
+    with socket.socket() as blackhole:  # accepts connections, never answers: the first batch stays in flight
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(8)
+        blackhole.settimeout(30)
+        client = MonitorClient(f"http://127.0.0.1:{blackhole.getsockname()[1]}", max_buffer_bytes=10_000, batch_size=1, timeout=30)
+        assert client.send(BIG)
+        connection, _ = blackhole.accept()  # the first item is in flight now
+        assert [client.send(BIG) for _ in range(3)] == [True, True, False]
+        stats = client.close(timeout=0)
+        connection.close()
+    assert stats.dropped == 1
 
 
 def test_buffered_events_are_flushed_at_interpreter_exit(server):

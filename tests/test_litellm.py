@@ -280,6 +280,15 @@ async def test_a_monitor_that_never_answers_does_not_block_the_gateway(callbacks
     assert stats["dropped"] >= 4 and stats["sent"] == 0  # the calls all completed while the sender was stuck
 
 
+def test_the_logger_buffer_is_bounded_in_bytes():
+    logger = MonitorLogger("http://127.0.0.1:9", max_buffer_bytes=2000, flush_interval=60)
+    big = [{"role": "user", "content": "x" * 1500}]
+    sent = [logger.enqueue({"standard_logging_object": {"id": f"big{i}", "messages": big}}) for i in range(2)]
+    small = logger.enqueue({"standard_logging_object": {"id": "small", "messages": [{"role": "user", "content": "hi"}]}})
+    assert (sent, small) == ([True, False], True)
+    assert logger.close(timeout=0)["dropped"] == 1
+
+
 def test_http_route_answers_with_counts_and_errors(server):
     good = {"id": "h1", "call_type": "acompletion", "messages": [{"role": "user", "content": "HTTP1 hi"}], "response": "hello"}
     redacted = {"id": "h2", "messages": [{"role": "user", "content": "redacted-by-litellm"}], "response": {}}

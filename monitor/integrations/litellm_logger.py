@@ -11,8 +11,8 @@ or in code: ``litellm.callbacks = [MonitorLogger("http://monitor:8000", token=..
 Each hook (async and sync, success and failure) only appends the call's ``StandardLoggingPayload``,
 slimmed to the fields the monitor reads, to a bounded buffer; a background thread posts batches to
 ``POST /v1/ingest/litellm``, where the same mapping as for the ``generic_api`` callback applies. A
-slow or absent monitor never blocks the gateway: when the buffer is full, calls are dropped and
-counted. LiteLLM can fire a success callback twice for one call: payloads are deduplicated by id
+slow or absent monitor never blocks the gateway: when the buffer is full (``max_buffer`` calls or
+``max_buffer_bytes`` of their JSON), calls are dropped and counted. LiteLLM can fire a success callback twice for one call: payloads are deduplicated by id
 here (bounded memory) and again by the monitor. Redacted calls (``redacted-by-litellm``) are sent
 on and counted by the monitor in ``llmsafety_events_redacted_total{source="litellm"}``.
 """
@@ -41,6 +41,7 @@ class MonitorLogger(CustomLogger):
         url: str | None = None,
         *,
         max_buffer: int = 10_000,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
         batch_size: int = 100,
         flush_interval: float = 0.5,
         timeout: float = 5.0,
@@ -55,6 +56,7 @@ class MonitorLogger(CustomLogger):
             path=INGEST_PATH,
             batch_size=batch_size,
             max_buffer=max_buffer,
+            max_buffer_bytes=max_buffer_bytes,
             flush_interval=flush_interval,
             timeout=timeout,
             headers=headers,

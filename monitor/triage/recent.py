@@ -14,6 +14,7 @@ online layer calibrates its false-positive rate on.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,7 +24,18 @@ import numpy as np
 
 from monitor.events import ScoredEvent
 
-_OVERHEAD_BYTES = 256  # ids, floats, object headers per kept event (an estimate; the embedding and texts are counted exactly)
+_OVERHEAD_BYTES = 256  # floats, flags, object headers per kept event (an estimate; the embedding, texts and id are counted exactly)
+
+
+def str_bytes(text: str | None) -> int:
+    """What ``text`` occupies in memory: CPython stores 1, 2 or 4 bytes a character by the widest
+    one in the string (one emoji makes them all 4), plus a header, which ``sys.getsizeof`` counts.
+    Counting 2 bytes a character would let emoji text hold twice ``max_bytes``.
+
+    >>> str_bytes("a" * 1000) < 1100, str_bytes("\N{GRINNING FACE}" * 1000) > 4000, str_bytes(None)
+    (True, True, 0)
+    """
+    return 0 if text is None else sys.getsizeof(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +55,7 @@ class Seen:
 
     @property
     def nbytes(self) -> int:
-        return self.embedding.nbytes + 2 * (len(self.prompt) + len(self.response or "")) + len(self.event_id) + _OVERHEAD_BYTES
+        return self.embedding.nbytes + str_bytes(self.prompt) + str_bytes(self.response) + str_bytes(self.event_id) + _OVERHEAD_BYTES
 
 
 class RecentEvents:

@@ -19,7 +19,12 @@ MAX_LABEL_CHARS = 128
 
 
 def parse_timestamp(value: Any) -> float | None:
-    """RFC 3339 string or epoch seconds → epoch seconds; naive datetimes are taken as UTC."""
+    """RFC 3339 string or epoch seconds → epoch seconds; naive datetimes are taken as UTC. RFC 3339
+    lets ``Z`` and the ``T`` separator be lower case; ``fromisoformat`` takes ``t`` but not ``z``.
+
+    >>> parse_timestamp("2026-01-01t00:00:00z"), parse_timestamp("2026-01-01T01:00:00+01:00")
+    (1767225600.0, 1767225600.0)
+    """
     if value is None:
         return None
     if isinstance(value, bool):
@@ -31,7 +36,7 @@ def parse_timestamp(value: Any) -> float | None:
             raise ValueError("epoch seconds out of range") from None
     elif isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value)
         except ValueError:
             raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
         if dt.tzinfo is None:

@@ -51,3 +51,24 @@ def test_detector_series_are_read_at_scrape_time_and_leave_with_their_suite():
     forget_a()  # its partition moved to another process
     scopes = {dict(k[1]).get("scope") for k in _samples(metrics.registry) if k[0].startswith("llmsafety_detector_")}
     assert scopes == {"model=m"}
+
+
+def test_report_late_events_are_read_from_the_reservoir_at_scrape_time_and_leave_with_its_service():
+    import numpy as np
+
+    from monitor.events import Event, ScoredEvent
+    from monitor.judge.verdict import Verdict
+    from monitor.pipeline.builder import attach_reservoir
+    from monitor.scopes import ScopeResolver
+
+    settings = Settings(judge="prototype", report_windows_kept=1)
+    scorer = SimpleNamespace(judge=SimpleNamespace(version="proto-7"), embedder=None, scopes=ScopeResolver([], []))
+    service = MonitorService(settings, scorer, build_detectors(settings))  # type: ignore[arg-type]
+    reservoir = attach_reservoir(service)
+    late = ("llmsafety_report_events_late_total", ())
+    assert _samples(service.metrics.registry)[late] == 0.0
+    verdict = Verdict("t", "safe", {}, 0.1, False)
+    reservoir([ScoredEvent(Event(f"e{t}", t, "hi"), 1.0, np.ones(4, np.float32), None, verdict) for t in (7200.0, 10.0, 20.0)])
+    assert reservoir.late_dropped == 2 and _samples(service.metrics.registry)[late] == 2.0
+    service.close()  # a detector partition given up: its next owner restores the count and exports it
+    assert _samples(service.metrics.registry)[late] == 0.0

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, get_args
+from typing import Callable, Generic, Iterable, Iterator, Mapping, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from monitor import __version__
@@ -119,6 +119,11 @@ class MonitorMetrics:
             f"{p}feedback", "Labels received on /v1/feedback by status (matched, unknown_event, duplicate).", ["status"], registry=r
         )
         self.detectors = DetectorCollector(registry=r)
+        self.report_late = ScrapedCounter(
+            f"{p}report_events_late",
+            "Judged events older than every window the report reservoir keeps, once all are in use: in no report sample.",
+            registry=r,
+        )
         self.alerts_firing = Gauge(f"{p}alerts_firing", "Firing alerts by kind and severity.", ["kind", "severity"], registry=r)
         self.alert_transitions = Counter(f"{p}alert_transitions", "Alert status changes.", ["kind", "status"], registry=r)
         # --- alert delivery (target: alertmanager|webhook|slack; outcome: sent|failed|rejected|dropped) ---
@@ -188,6 +193,64 @@ class DetectorView:
     clusters: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
+T = TypeVar("T")
+
+
+class _Watched(Generic[T]):
+    """Readers of state that lives elsewhere, each called on every scrape until the function
+    ``watch`` returned is called (a partition handed to another process, a stopped service)."""
+
+    def __init__(self) -> None:
+        self._readers: dict[int, Callable[[], T]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def watch(self, read: Callable[[], T]) -> Callable[[], None]:
+        with self._lock:
+            key, self._next = self._next, self._next + 1
+            self._readers[key] = read
+
+        def forget() -> None:
+            with self._lock:
+                self._readers.pop(key, None)  # forgetting twice is harmless
+
+        return forget
+
+    def read(self) -> list[T]:
+        with self._lock:
+            readers = list(self._readers.values())
+        return [read() for read in readers]
+
+
+class ScrapedCounter(Collector):
+    """A counter kept in a component's own state (and snapshot, so it survives a restart), read
+    at scrape time: the sum of the watched counts, 0 while none is watched.
+
+    >>> from prometheus_client import generate_latest
+    >>> registry = CollectorRegistry()
+    >>> late = ScrapedCounter("late", "Late events.", registry=registry)
+    >>> forget = late.watch(lambda: 3)
+    >>> [line for line in generate_latest(registry).decode().splitlines() if not line.startswith("#")]
+    ['late_total 3.0']
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry | None = None) -> None:
+        self.name, self.documentation = name, documentation
+        self._counts: _Watched[int] = _Watched()
+        if registry is not None:
+            registry.register(self)
+
+    def watch(self, count: Callable[[], int]) -> Callable[[], None]:
+        """Add ``count()`` to every scrape until the returned function is called."""
+        return self._counts.watch(count)
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, value=sum(self._counts.read()))
+
+
 class DetectorCollector(Collector):
     """``detector_statistic``/``_threshold``/``_active`` and ``emerging_clusters``, read at scrape time.
 
@@ -199,30 +262,19 @@ class DetectorCollector(Collector):
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._views: dict[int, Callable[[], DetectorView]] = {}
-        self._lock = threading.Lock()
-        self._next = 0
+        self._views: _Watched[DetectorView] = _Watched()
         if registry is not None:
             registry.register(self)
 
     def watch(self, view: Callable[[], DetectorView]) -> Callable[[], None]:
         """Show ``view()`` on every scrape until the returned function is called."""
-        with self._lock:
-            key, self._next = self._next, self._next + 1
-            self._views[key] = view
-
-        def forget() -> None:
-            with self._lock:
-                self._views.pop(key, None)  # forgetting twice is harmless
-
-        return forget
+        return self._views.watch(view)
 
     def describe(self) -> list[GaugeMetricFamily]:
         return list(self._families())
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self._lock:
-            views = [view() for view in self._views.values()]
+        views = self._views.read()
         statistic, threshold, active, clusters = self._families()
         for view in views:
             for rd in view.readings:

@@ -112,7 +112,8 @@ def build_service(
 
 
 def attach_reservoir(service: MonitorService) -> WindowReservoir:
-    """Keep a sample of judged events per window for ``/v1/reports`` (``service.report_reservoir``)."""
+    """Keep a sample of judged events per window for ``/v1/reports`` (``service.report_reservoir``);
+    ``llmsafety_report_events_late_total`` reads its ``late_dropped`` (kept in its snapshot) while the service runs."""
     s = service.settings
     reservoir = WindowReservoir(
         window_seconds=s.report_window_seconds,
@@ -127,6 +128,7 @@ def attach_reservoir(service: MonitorService) -> WindowReservoir:
     service.batch_listeners.append(reservoir)
     service.stateful["report_reservoir"] = reservoir
     service.report_reservoir = reservoir
+    service.stop_listeners.append(service.metrics.report_late.watch(lambda: reservoir.late_dropped))
     return reservoir
 
 

@@ -133,6 +133,22 @@ def test_fires_on_an_emerging_cluster_with_evidence_and_lists_it():
     assert reading["model=a"].active and reading["model=a"].key == ""
 
 
+def test_an_alert_opens_at_the_same_event_time_however_the_stream_is_batched():
+    """Live batches form by arrival time and a replay's do not: the alert's start (and so its id)
+    must come from the event that opened it, not from the last event of its batch."""
+    events = stream(9000, seed=1, change_at=6000)
+
+    def openings(batch: int) -> dict[tuple[str, str], float]:
+        opened: dict[tuple[str, str], float] = {}
+        for _, c in run(detector(), events, batch=batch):
+            if c.active:
+                opened.setdefault((c.scope, c.key), c.at)
+        return opened
+
+    by_64 = openings(64)
+    assert by_64 and by_64 == openings(37) == openings(256)
+
+
 def test_alert_resolves_when_the_category_stops():
     det = detector()
     events = stream(9000, seed=1, change_at=6000)

@@ -171,6 +171,7 @@ class _Cluster:
     exemplars: list[_Member] = field(default_factory=list)
     active: bool = False
     changed: bool = False  # active flag flipped since the last emitted condition
+    opened_at: float = 0.0  # event time of the event that activated it: the alert's start, however batches fall
     keywords: tuple[str, ...] = ()
     keywords_size: int = 0  # size when ``keywords`` were computed
     label: str | None = None  # set by triage: a known region now, which never alerts again
@@ -573,7 +574,7 @@ class EmergingClusterDetector:
         if self.phase == "calibration":
             st.calibration_max_share = max(st.calibration_max_share, share)
         elif self.phase == "detection" and not cluster.active and share >= self._threshold(st):
-            cluster.active, cluster.changed = True, True
+            cluster.active, cluster.changed, cluster.opened_at = True, True, st.now
             self._refresh_keywords(st)
 
     def _conditions(self, scope: str, st: _Scope) -> list[Condition]:
@@ -587,11 +588,12 @@ class EmergingClusterDetector:
                 elif cluster.size >= 2 * cluster.keywords_size:
                     self._refresh_keywords(st)
             if cluster.active or cluster.changed:
+                at = cluster.opened_at if cluster.active and cluster.changed else st.now
                 cluster.changed = False
-                out.append(self._condition(scope, st, cluster, threshold))
+                out.append(self._condition(scope, st, cluster, threshold, at))
         return out
 
-    def _condition(self, scope: str, st: _Scope, cluster: _Cluster, threshold: float) -> Condition:
+    def _condition(self, scope: str, st: _Scope, cluster: _Cluster, threshold: float, at: float) -> Condition:
         summary = self._summary(scope, st, cluster, cluster.keywords)
         share = summary.share_of_traffic
         text = (
@@ -602,7 +604,7 @@ class EmergingClusterDetector:
         evidence = summary.to_dict()
         evidence["cluster_id"] = evidence.pop("id")
         evidence["share_threshold"] = threshold
-        return Condition(KIND, scope, cluster.id, cluster.active, at=st.now, severity="warning", summary=text,
+        return Condition(KIND, scope, cluster.id, cluster.active, at=at, severity="warning", summary=text,
                          evidence=evidence)
 
     # ------------------------------------------------------------------ reading
@@ -696,7 +698,7 @@ class EmergingClusterDetector:
                 cluster.label = label
                 if cluster.active:
                     cluster.active, cluster.changed = False, False
-                    out.append(self._condition(name, st, cluster, self._threshold(st)))
+                    out.append(self._condition(name, st, cluster, self._threshold(st), st.now))
         return out
 
     def forget_explained(self, label: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from monitor.config import Settings
 from monitor.drift.embedding_drift import EmbeddingMMDDetector
+from monitor.embed.embedder import EmbedderInfo
 from monitor.drift.suite import DetectorSuite
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
@@ -24,11 +25,13 @@ DIM = 16
 REFERENCE = 600
 
 
-def service(backend: str) -> MonitorService:
+def service(backend: str, revision: str = "") -> MonitorService:
+    """A service on ``backend``; with a ``revision``, one whose embedder says which export it runs."""
     detector = EmbeddingMMDDetector(
         reference_events=REFERENCE, window_events=100, block_events=20, pca_dims=8, features=64, expected_run_time=50_000, bootstrap_streams=200
     )
-    scorer = Scorer(None, SimpleNamespace(version="test-judge"), ScopeResolver([], []))
+    embedder = SimpleNamespace(info=EmbedderInfo("bundled:all-MiniLM-L6-v2", DIM, "cpu", 256, backend, revision)) if revision else None
+    scorer = Scorer(embedder, SimpleNamespace(version="test-judge"), ScopeResolver([], []))
     return MonitorService(Settings(embedding_backend=backend), scorer, DetectorSuite([detector]))
 
 
@@ -82,6 +85,26 @@ def test_another_backend_refits_with_a_log_line_and_no_alert(caplog):
     assert after.detectors.readings()  # refitted on the new backend's vectors
     assert not after.alerts("all")
     assert after.state_dict()["embedding"]["backend"] == "onnx-int8"
+
+
+def test_an_int8_snapshot_of_another_export_recipe_refits():
+    """int8 vectors moved when activation ranges became fixed: a snapshot of the release before
+    (no ``revision``) or of another calibration is another backend to the drift references."""
+    rng = np.random.default_rng(0)
+    earlier = service("onnx-int8")
+    feed(earlier, vectors(rng, REFERENCE + 300), 0)
+    state = earlier.state_dict()
+    assert state["embedding"] == {"model": "bundled:all-MiniLM-L6-v2", "backend": "onnx-int8"}
+    for revision in ("bert-eager-fused-static-v2+cal-3e245d3e71ab", "bert-eager-fused-static-v2+cal-000000000000"):
+        after = service("onnx-int8", revision)
+        after.load_state_dict(state)
+        assert not after.detectors.readings()  # refitting from new traffic
+        state = after.state_dict()
+        assert state["embedding"]["revision"] == revision
+    same = service("onnx-int8", revision)
+    feed(after, vectors(rng, REFERENCE + 300), 20_000)
+    same.load_state_dict(after.state_dict())
+    assert same.detectors.readings()  # the same export: restored, not refitted
 
 
 def test_an_open_embedding_alert_resolves_when_its_reference_is_refitted():

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, get_args, ru
 
 import numpy as np
 
-from monitor.embed.onnx_export import ExportedModelError, cache_key, check_exported, default_cache_dir, export_in_child
+from monitor.embed.onnx_export import ExportedModelError, cache_key, check_exported, default_cache_dir, export_in_child, export_revision
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +94,7 @@ class EncoderBackend(Protocol):
     """A text encoder: tokens for planning passes, and mean-pooled hidden states."""
 
     name: str  # "torch" | "onnx-int8" | "onnx-fp32"
+    revision: str  # what else changes the vectors under one name: an ONNX export's recipe ("" for torch)
     dimension: int  # hidden size: the width of pooled()
     device: str  # where it runs: "cpu", "cuda", "cuda:1"
     max_seq_length: int
@@ -277,6 +278,7 @@ class TorchBackend(_Tokenizing):
     capability 7+), inputs from pinned host memory copied asynchronously; pooled in float32."""
 
     name = "torch"
+    revision = ""
 
     def __init__(self, model: Any, tokenizer: Any, max_seq_length: int = 256, device: str = "auto") -> None:
         import torch
@@ -328,6 +330,7 @@ class OnnxBackend(_Tokenizing):
         self.folder = Path(folder)
         manifest = check_exported(self.folder)
         self.name: str = manifest["kind"]
+        self.revision = export_revision(manifest)
         self.dimension = int(manifest["hidden_size"])
         self.device = "cpu"
         self.max_seq_length = max_seq_length

@@ -53,11 +53,14 @@ class EmbedderInfo:
     device: str
     max_seq_length: int
     backend: str = "torch"
+    revision: str = ""
 
     @property
     def identity(self) -> dict[str, str]:
-        """What makes two embeddings comparable: the same model through the same backend (drift references, snapshots)."""
-        return {"model": self.model, "backend": self.backend}
+        """What makes two embeddings comparable: the same model through the same backend, and the same
+        export of it (``revision``, only where there is one) (drift references, snapshots)."""
+        identity = {"model": self.model, "backend": self.backend}
+        return identity | {"revision": self.revision} if self.revision else identity
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -93,7 +96,8 @@ class Embedder:
         self.pass_overhead_tokens = default_pass_overhead(device) if pass_overhead_tokens is None else pass_overhead_tokens
         self.pass_max_cells = pass_max_cells or default_pass_max_cells(self.pass_size)
         self.info = EmbedderInfo(
-            model=model, dimension=self.backend.dimension, device=device, max_seq_length=self.backend.max_seq_length, backend=self.backend.name
+            model=model, dimension=self.backend.dimension, device=device, max_seq_length=self.backend.max_seq_length, backend=self.backend.name,
+            revision=self.backend.revision,
         )
 
     @property

@@ -329,6 +329,17 @@ def _quantize(src: Path, dst: Path) -> None:
     )
 
 
+def export_revision(manifest: Mapping[str, Any]) -> str:
+    """What, besides the backend's name, decides an export's vectors: the recipe, and for int8 the
+    calibration texts (an upgrade that changes either must refit drift references, not alarm).
+
+    >>> export_revision({"recipe": "r2", "calibration_sha256": "3e245d3e71aba9..."}), export_revision({"recipe": "r1"})
+    ('r2+cal-3e245d3e71ab', 'r1')
+    """
+    calibration = manifest.get("calibration_sha256")
+    return f"{manifest['recipe']}+cal-{calibration[:12]}" if calibration else str(manifest["recipe"])
+
+
 def check_exported(folder: Path) -> dict[str, Any]:
     """The manifest of a complete, intact export; else :class:`ExportedModelError` naming the path and the fix."""
     folder = Path(folder)

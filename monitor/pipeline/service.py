@@ -46,7 +46,8 @@ T = TypeVar("T")
 
 
 def embedding_identity(settings: Settings, scorer: Scorer) -> dict[str, str]:
-    """The model and backend this service's embeddings come from (``{"model", "backend"}``).
+    """The model and backend this service's embeddings come from (``{"model", "backend"}``, and the
+    ONNX export's ``revision``).
 
     Embeddings of one text through two backends differ (int8 vs fp32: cosine 0.98-0.99), enough
     for a drift detector to see drift that is not there, so detector state records it. A service
@@ -118,7 +119,7 @@ class MonitorService:
         self._shown = DetectorView()  # what a scrape shows of the detectors: replaced after each batch
         self._unwatch_detectors = self.metrics.detectors.watch(lambda: self._shown)
         self.embedding = embedding_identity(settings, scorer)
-        self.metrics.embedding_info.labels(**self.embedding).set(1)
+        self.metrics.embedding_info.labels(model=self.embedding["model"], backend=self.embedding["backend"]).set(1)
 
     # ---------------------------------------------------------------- ingest (event loop) and the worker
     def ingest(self, parsed: ParsedBody, arrival_time: float, sender: str = "") -> IngestOutcome:

@@ -7,7 +7,7 @@ raw source labels that no other pool holds (emerging-category scenarios inject t
 
 Caps are per pool and taken as a prefix of a seeded permutation, so a smaller (``--quick``) run
 embeds a subset of what a full run embeds and the cache serves both. The cache is one file per
-(model, max_seq_length) under ``cache_dir``, keyed by the SHA-1 of each text: changing the data
+(model, backend and its export revision, max_seq_length) under ``cache_dir``, keyed by the SHA-1 of each text: changing the data
 or the caps only embeds the texts not seen before.
 """
 
@@ -21,8 +21,9 @@ from typing import Mapping
 
 import numpy as np
 
+from monitor.embed.onnx_export import current_revision
 from monitor.judge.dataset import LabelMapper, read_records
-from monitor.judge.text_embeddings import CachedEncoder, cache_file_for
+from monitor.judge.text_embeddings import CachedEncoder, cache_file_for, vectors_name
 
 CHAT = "benign_chat"
 INSTRUCTIONS = "benign_instructions"
@@ -126,6 +127,6 @@ def load_pools(data_dir: Path, cache_dir: Path, caps: Caps, backend: str = "torc
         print(f"  embedded {len(batch)} texts in {time.perf_counter() - t0:.0f} s", flush=True)
         return out
 
-    cache_model = MODEL if backend == "torch" else f"{MODEL}@{backend}"  # torch keeps the cache file it always had
-    encoder = CachedEncoder(encode, cache_file_for(cache_dir, cache_model, MAX_SEQ_LENGTH))
+    revision = "" if backend == "torch" else current_revision(backend)
+    encoder = CachedEncoder(encode, cache_file_for(cache_dir, vectors_name(MODEL, backend, revision), MAX_SEQ_LENGTH))
     return Pools(texts, {name: encoder(items) for name, items in texts.items()})

@@ -340,6 +340,11 @@ def export_revision(manifest: Mapping[str, Any]) -> str:
     return f"{manifest['recipe']}+cal-{calibration[:12]}" if calibration else str(manifest["recipe"])
 
 
+def current_revision(kind: OnnxKind) -> str:
+    """The :func:`export_revision` of what this code exports as ``kind`` (caches of vectors key on it)."""
+    return export_revision({"recipe": RECIPE_VERSION, "calibration_sha256": calibration_digest() if kind == "onnx-int8" else None})
+
+
 def check_exported(folder: Path) -> dict[str, Any]:
     """The manifest of a complete, intact export; else :class:`ExportedModelError` naming the path and the fix."""
     folder = Path(folder)

@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
+def vectors_name(model: str, backend: str = "torch", revision: str = "") -> str:
+    """What a cache of vectors is named after: torch's keeps the name it always had; another
+    backend's vectors differ, and an ONNX export's with its ``revision``.
+
+    >>> vectors_name("m"), vectors_name("m", "onnx-int8", "r2+cal-3e24")
+    ('m', 'm@onnx-int8@r2+cal-3e24')
+    """
+    return model if backend == "torch" else "@".join(part for part in (model, backend, revision) if part)
+
+
 def cache_file_for(cache_dir: Path, model: str, max_seq_length: int) -> Path:
     """One cache file per (model, max_seq_length): vectors differ when either changes."""
     tag = hashlib.sha256(f"{model}\x00{max_seq_length}".encode()).hexdigest()[:12]
@@ -105,7 +115,7 @@ def embed_records(records: Sequence[Record], encode: Encode) -> EmbeddedRecords:
 
 
 def embedder_encoder(embedder: "Embedder", cache_dir: Path | None = None) -> CachedEncoder:
-    """A :class:`CachedEncoder` over a real embedder, caching per (model, max_seq_length) under ``cache_dir``."""
+    """A :class:`CachedEncoder` over a real embedder, caching per (model, backend, max_seq_length) under ``cache_dir``."""
     info = embedder.info
-    cache = cache_file_for(cache_dir, info.model, info.max_seq_length) if cache_dir else None
+    cache = cache_file_for(cache_dir, vectors_name(info.model, info.backend, info.revision), info.max_seq_length) if cache_dir else None
     return CachedEncoder(embedder.encode, cache)

@@ -310,9 +310,10 @@ def test_settings_build_targets_and_bad_urls_name_the_setting():
         alert_slack_webhook_urls=["https://hooks.slack.example/T/B/secret"],
     )
     assert [t.label for t in targets_from_settings(settings)] == ["alertmanager", "alertmanager", "webhook", "slack"]
-    with pytest.raises(ValueError, match="alertmanager_urls: 'am-0:9093'"):
+    with pytest.raises(ValueError, match="alertmanager_urls: no scheme") as refused:
         targets_from_settings(Settings(alertmanager_urls=["am-0:9093"]))
-    with pytest.raises(ValueError, match="alert_slack_webhook_urls"):
+    assert "am-0" not in str(refused.value)  # never the value: a webhook's path or user info is its secret
+    with pytest.raises(ValueError, match="alert_slack_webhook_urls: ftp://x: scheme 'ftp'"):
         targets_from_settings(Settings(alert_slack_webhook_urls=["ftp://x"]))
     with pytest.raises(ValueError, match="max_attempts"):
         DeliveryPolicy(max_attempts=0)

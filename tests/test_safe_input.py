@@ -251,11 +251,25 @@ def test_secret_bearing_urls_are_cut_to_scheme_and_host(caplog):
     assert "ftp://judge.example:2121" in caplog.text
 
 
+def test_a_webhook_url_without_a_scheme_is_never_echoed(caplog):
+    """The URL cut only knew ``scheme://`` text: a Slack webhook written without one came back whole, its path the secret."""
+    from monitor.alerts.delivery import targets_from_settings
+
+    settings = Settings(judge="prototype", alert_slack_webhook_urls=["hooks.slack.com/services/T0/B0/SECRETxyz"])
+    with caplog.at_level(logging.ERROR), _failing(settings, targets_from_settings) as srv:
+        status = srv.client.get("/v1/status").json()
+        ready = srv.client.get("/readyz")
+    for text in (json.dumps(status), ready.text, caplog.text):
+        assert "SECRETxyz" not in text and "/services/" not in text, text
+    assert "alert_slack_webhook_urls: no scheme" in ready.json()["error"]
+
+
 class _failing:
     """The real app whose service fails to build (no model needed): /readyz and /v1/status report why."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, factory=None) -> None:
         self.settings = settings
+        self.factory = factory
 
     def __enter__(self):
         from fastapi.testclient import TestClient
@@ -263,7 +277,7 @@ class _failing:
         from monitor.api.app import create_app
         from monitor.pipeline.builder import build_scorer
 
-        app = create_app(self.settings, service_factory=lambda s: build_scorer(s, None))
+        app = create_app(self.settings, service_factory=self.factory or (lambda s: build_scorer(s, None)))
         self.client_cm = TestClient(app)
         client = self.client_cm.__enter__()
         deadline = time.monotonic() + 120

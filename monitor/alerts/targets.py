@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol, Sequence
 import httpx
 
 from monitor.alerts.notice import SOURCE, Notice, iso_utc
-from monitor.redact_urls import redact_urls
+from monitor.redact_urls import url_fault
 
 WebhookFormat = Literal["json", "slack"]
 
@@ -49,10 +49,11 @@ class Target(Protocol):
 
 
 def check_url(field: str, url: str) -> str:
-    """A clear error naming the setting when a URL is not absolute http(s)."""
-    parsed = httpx.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{field}: {redact_urls(url)!r} is not an absolute http(s) URL")
+    """A clear error naming the setting when a URL is not absolute http(s); never the URL itself, whose
+    path or user info may be the secret (a Slack webhook's path is its key)."""
+    fault = url_fault(url, ("http", "https"))
+    if fault is not None:
+        raise ValueError(f"{field}: {fault}")
     return url
 
 

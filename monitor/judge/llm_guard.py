@@ -29,6 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from monitor.judge.verdict import JudgeInput, Verdict
 from monitor.openai_chat import message_content, retry_after_s, retryable
+from monitor.redact_urls import url_fault
 from monitor.taxonomy import SAFE
 from monitor.taxonomy import Taxonomy, load_taxonomy
 from monitor.taxonomy.mapping import get_mapping
@@ -156,8 +157,9 @@ class LlmGuardJudge:
         taxonomy: Taxonomy | None = None,
         mapping: Mapping[str, str] | None = None,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        fault = url_fault(base_url, ("http", "https"))
+        if fault is not None:  # never the URL itself: its user info or query may be the key
+            raise ValueError(f"base_url: {fault}")
         if not model:
             raise ValueError("model must name the served guard model")
         if timeout_s <= 0:

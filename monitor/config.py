@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from monitor.embed.backends import DEFAULT_EMBEDDING_MODEL
+from monitor.redact_urls import url_fault
 
 
 ALL_DETECTORS = (
@@ -387,8 +388,9 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
-            raise ValueError(f"must be a redis://, rediss://, unix:// or redis+sentinel:// URL, got {value!r}")
+        fault = url_fault(value, ("redis", "rediss", "unix", "redis+sentinel"), need_host=False)
+        if fault is not None:  # never the value: its user info is the Redis password
+            raise ValueError(fault)
         return value
 
     @model_validator(mode="after")

@@ -73,7 +73,8 @@ def url_fault(url: object, schemes: tuple[str, ...], need_host: bool = True) -> 
     """
     if not isinstance(url, str):
         return f"must be a string, got {type(url).__name__}"
-    expected = " or ".join(f"{scheme}://" for scheme in schemes)
+    *others, last = [f"{scheme}://" for scheme in schemes]
+    expected = f"{', '.join(others)} or {last}" if others else last
     scheme, sep, _ = url.partition("://")
     if not sep or not re.fullmatch(_SCHEME, scheme):
         return f"no scheme (expected {expected}; the value is not shown: it may hold a secret)"

@@ -64,6 +64,16 @@ def test_a_bad_value_is_named_by_its_option_never_shown(tmp_path, monkeypatch, y
     assert "supersecretvalue" not in result.output
 
 
+@pytest.mark.parametrize("url", [":REDISPW-ffff@127.0.0.1:1", "http://user:REDISPW-ffff@cache:6379/0", "REDISPW-ffff"])
+def test_a_bad_redis_url_is_named_never_shown(monkeypatch, url):
+    # Its user info is the Redis password: the check says what is wrong, not what was given.
+    monkeypatch.delenv("MONITOR_CONFIG", raising=False)
+    monkeypatch.setenv("MONITOR_REDIS_URL", url)
+    with pytest.raises(ValueError, match="redis_url: .*expected redis://") as refused:
+        load_settings()
+    assert "REDISPW" not in str(refused.value)
+
+
 def test_cross_field_rules_are_checked_at_start(monkeypatch):
     monkeypatch.delenv("MONITOR_CONFIG", raising=False)
     with pytest.raises(ValidationError, match="embedding_window_events"):

@@ -118,5 +118,6 @@ def test_redis_store_finds_the_primary_through_sentinel(redis_server, tmp_path):
 
 @pytest.mark.parametrize("url", ["redis+sentinel://127.0.0.1:26379", "redis+sentinel://:pw@/mymaster"])
 def test_a_sentinel_url_without_master_or_host_is_refused_naming_the_setting(url):
-    with pytest.raises(ValueError, match="redis_url: expected redis\\+sentinel://"):
+    with pytest.raises(ValueError, match="redis_url: expected redis\\+sentinel://") as refused:
         RedisStateStore.from_url(url)
+    assert ":pw@" not in str(refused.value)  # the password is never shown

@@ -23,6 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from monitor.redact_urls import safe_url
 from monitor.state.store import StoreUnavailable
 
 T = TypeVar("T")
@@ -63,7 +64,7 @@ def connect(url: str, timeout_seconds: float = 1.0) -> redis.Redis:
         nodes.append((host, int(port or 26379)))
     path = [part for part in parsed.path.split("/") if part]
     if not path or not all(host for host, _ in nodes):
-        raise ValueError(f"redis_url: expected {SENTINEL_SCHEME}host:26379[,host:port]/<master name>[/<db>], got {url!r}")
+        raise ValueError(f"redis_url: expected {SENTINEL_SCHEME}host:26379[,host:port]/<master name>[/<db>], got {safe_url(url)}")
     sentinel = Sentinel(nodes, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0, password=password, **options)
 

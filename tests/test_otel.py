@@ -311,7 +311,10 @@ def test_bad_requests_over_http(server):
     assert post(b"not gzip", "application/x-protobuf", **{"Content-Encoding": "gzip"}).status_code == 400
     assert post(gzip.compress(b"{}")[:-12], "application/json", **{"Content-Encoding": "gzip"}).status_code == 400  # truncated
     many = otlp_json(*[span(f"{i:016x}", {"gen_ai.prompt": "x"}) for i in range(11)])
+    refused = metric(server, "llmsafety_request_bodies_refused_total", route="/v1/traces", status="413")
     too_many = server.client.post("/v1/traces", json=many)
     assert too_many.status_code == 413 and "11 LLM spans" in too_many.json()["error"]
+    # Its spans reach no other counter: the refused body is counted, as every other refused body is.
+    assert metric(server, "llmsafety_request_bodies_refused_total", route="/v1/traces", status="413") == refused + 1
     bomb = gzip.compress(b'{"resourceSpans": []}' + b" " * (9 * 1024 * 1024))
     assert post(bomb, "application/json", **{"Content-Encoding": "gzip"}).status_code == 413

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, submit
 from monitor.api.auth import require, sender
-from monitor.api.deps import error_response, get_service, refuse_body
+from monitor.api.deps import get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, errors
 from monitor.ingest.parsing import BodyError, media_type
 from monitor.ingest.safejson import JsonLimits
@@ -71,10 +71,9 @@ async def receive_traces(request: Request, service: MonitorBackend = Depends(get
         return refuse_body(request, service, exc)
     adapted = OtelAdapter(settings.end_user_hash_salt).adapt(traces)
     llm_spans = len(adapted.events) + len(adapted.rejected)
-    if llm_spans > settings.max_events_per_request:
-        return error_response(
-            413, f"spans: {llm_spans} LLM spans in one request exceed the limit of {settings.max_events_per_request}; lower the exporter's batch size"
-        )
+    if llm_spans > settings.max_events_per_request:  # refused whole, counted like a body over the limits
+        message = f"spans: {llm_spans} LLM spans in one request exceed the limit of {settings.max_events_per_request}; lower the exporter's batch size"
+        return refuse_body(request, service, BodyError(413, message))
     outcome = await submit(service, adapted, arrival, source="otel", sender=sender(request))
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:

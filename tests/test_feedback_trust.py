@@ -98,3 +98,12 @@ def test_over_http_the_token_names_the_source_and_the_rate_is_limited(embedder):
         assert fixed.status_code == 202 and fixed.json()["corrected"] == 5
         too_big = srv.client.post("/v1/feedback", json=[{"event_id": "x", "unsafe": True}] * 21, headers=other)
         assert too_big.status_code == 413 and "feedback_burst_per_source" in too_big.json()["error"]
+        bad = srv.client.post("/v1/feedback", json=[{"event_id": "fb-5", "unsafe": "yes"}, {"event_id": "fb-6", "category": "nope"}], headers=other)
+        assert bad.status_code == 422 and len(bad.json()["rejected"]) == 2
+
+        def counted(status: str) -> float:
+            return srv.service.metrics.registry.get_sample_value("llmsafety_feedback_total", {"status": status}) or 0.0
+
+        # Refused labels reach no detector: each is counted once, by why it was refused.
+        assert (counted("matched"), counted("corrected")) == (15, 5)
+        assert (counted("rate_limited"), counted("too_many"), counted("invalid")) == (15, 21, 2)

@@ -94,6 +94,12 @@ def _limiter(request: Request) -> SourceLimiter:
     return limiter
 
 
+def _count_refused(service: MonitorBackend, status: str, labels: int) -> None:
+    """Labels refused here never reach the detector, which counts the others by status: without this
+    a flood of refused labels (a client ignoring 429s, a broken label mapping) would be invisible."""
+    service.metrics.feedback.labels(status=status).inc(labels)
+
+
 @router.post(
     "/v1/feedback",
     status_code=202,
@@ -126,12 +132,15 @@ async def feedback(
     except BodyError as exc:
         return refuse_body(request, service, exc)
     parsed = reject_future(parsed, time.time() + settings.max_future_skew_seconds)
+    offered = len(parsed.events) + len(parsed.rejected)
     if len(parsed.events) > settings.feedback_burst_per_source:
+        _count_refused(service, "too_many", offered)
         return error_response(
             413, f"feedback: {len(parsed.events)} labels in one request exceed feedback_burst_per_source={settings.feedback_burst_per_source}; split the batch"
         )
     wait = _limiter(request).take(principal.name, len(parsed.events))
     if wait is not None:
+        _count_refused(service, "rate_limited", offered)
         return error_response(
             429,
             f"feedback: source {principal.name!r} sent more than feedback_rate_per_source={settings.feedback_rate_per_source:g} "
@@ -151,6 +160,7 @@ async def feedback(
     except LookupError as exc:
         return error_response(409, str(exc))
     rejected += invalid
+    _count_refused(service, "invalid", len(rejected))
     rejected_json = [{"index": r.index, "error": r.error} for r in sorted(rejected, key=lambda r: r.index)]
     if not labels or len(invalid) == len(labels):
         message = rejected_json[0]["error"] if parsed.single else "feedback: every label in the batch is invalid"

@@ -116,7 +116,8 @@ class MonitorMetrics:
             f"{p}detector_errors", "Batches a detector raised on (logged; the other detectors still ran).", ["detector"], registry=r
         )
         self.feedback = Counter(
-            f"{p}feedback", "Labels received on /v1/feedback by status (matched, unknown_event, duplicate).", ["status"], registry=r
+            f"{p}feedback", "Labels received on /v1/feedback by status: matched, unknown_event, duplicate, corrected, capped; "
+            "refused: invalid, rate_limited (429), too_many (413).", ["status"], registry=r
         )
         self.detectors = DetectorCollector(registry=r)
         self.report_late = ScrapedCounter(

@@ -67,6 +67,26 @@ def test_cut_never_leaks_the_head_of_a_value():
         assert "jane" not in out and "example" not in out and len(out) <= limit
 
 
+@pytest.mark.parametrize("value, heads", [
+    ("I live at 1600 Pennsylvania Avenue NW", ["1600", "Pennsylvania"]),
+    ("IBAN DE89 3704 0044 0532 0130 00", ["DE89", "3704"]),
+    ("card 4111 1111 1111 1111", ["4111"]),
+    ("ring +44 20 7946 0958", ["+44", "7946"]),
+    ("phone (415) 555 0134 or 415 555 0199", ["(415)", "555"]),
+])
+@pytest.mark.parametrize("limit", [120, 300])
+def test_cut_never_leaks_the_head_of_a_value_of_several_words(value, heads, limit):
+    """Placeholders shrink a text: the scan window's end, wherever it falls inside a value of several
+    words, still reaches the kept part. The tester's case: e-mails first, the value near character 664."""
+    window = 2 * limit + 64
+    emails = " ".join(f"u{i:02d}.someone.longname@example-company.com" for i in range(window // 60))
+    for start in range(window - len(value) - 2, window + 2):  # the window's end at every position in and around the value
+        text = emails + " " * (start - len(emails)) + value + " thanks " + "x" * 200
+        out = redact_cut(text, limit)
+        assert len(out) <= limit and "<email>" in out
+        assert not any(head in out for head in heads), (start, out[-60:])
+
+
 def test_off_passes_texts_and_evidence_through():
     ev = {"exemplars": ["mail a@b.co"], "size": 3}
     assert Redactor("off")(ev["exemplars"][0]) == "mail a@b.co" and Redactor("off").value(ev) == ev

@@ -287,32 +287,48 @@ def redact(text: str) -> str:
     >>> redact("mail alice\u200b@example.com or bob@exam\u00adple.org")
     'mail <email> or <email>'
     """
-    if not text.isascii():
-        text = _INVISIBLE.sub("", text)
-    findings = find(text)
-    if not findings:
-        return text
+    text = _visible(text)
+    return _masked(text, find(text), len(text))
+
+
+def _visible(text: str) -> str:
+    return text if text.isascii() else _INVISIBLE.sub("", text)
+
+
+def _masked(text: str, findings: list[Finding], end: int) -> str:
+    """``text[:end]`` with each finding that starts before ``end`` replaced by ``<kind>``, whole even where it runs past ``end``."""
     out, at = [], 0
     for f in findings:
+        if f.start >= end:
+            break
         out.append(text[at:f.start])
         out.append(f"<{f.kind}>")
         at = f.end
-    out.append(text[at:])
+    out.append(text[at:end])
     return "".join(out)
+
+
+#: Longer than any value of several words a rule matches (an address with its flat, a spaced IBAN or
+#: card, a phone number spelled out in words); single-token values (e-mails, keys, long numbers) still
+#: match on the part of them that the scan holds.
+SCAN_MARGIN = 128
 
 
 def redact_cut(text: str, limit: int) -> str:
     """Redact, then cut to ``limit`` characters, without leaking the head of a value cut in two.
 
-    Only a window of ``2 * limit`` characters is scanned (texts may be 20,000 characters long);
-    when the window cuts the text, its last partial word is dropped first.
+    Only a window is kept (texts may be a megabyte long): its first ``2 * limit + 64`` characters, as
+    placeholders shrink a text. The scan reaches :data:`SCAN_MARGIN` characters past the window, so a
+    value that starts inside the window and ends beyond it (``I live at 1600 | Pennsylvania Avenue``,
+    ``IBAN DE89 | 3704 ...``) is found whole and masked whole, never cut to a head that no rule knows.
+
+    >>> text = " ".join(["someone.longname@example.com"] * 7) + " call +44 20 7946 0958 now"
+    >>> text[: 2 * 73 + 64][-10:], redact_cut(text, 73)[-12:]  # the window ends inside the phone number
+    ('om call +4', 'call <phone>')
     """
     window = 2 * limit + 64
-    if len(text) > window:
-        head = text[:window]
-        space = max(head.rfind(" "), head.rfind("\n"))
-        text = head[:space] if space > 0 else ""
-    return redact(text)[:limit]
+    text = _visible(text[: window + SCAN_MARGIN])
+    return _masked(text, find(text), window)[:limit]
 
 
 def strip_placeholders(text: str) -> str:

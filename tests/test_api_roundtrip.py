@@ -136,6 +136,15 @@ def test_bad_query_parameter_is_422_naming_it(server):
     assert resp.status_code == 422 and "status" in resp.json()["error"]
 
 
+def test_unknown_paths_and_methods_answer_in_the_error_shape(server):
+    missing = server.client.get("/v1/nothing-here")
+    assert missing.status_code == 404 and list(missing.json()) == ["error"]
+    assert missing.json()["error"].startswith("path: ") and "/v1/nothing-here" in missing.text
+    wrong = server.client.get("/v1/events")
+    assert wrong.status_code == 405 and list(wrong.json()) == ["error"] and wrong.headers["Allow"] == "POST"
+    assert wrong.json()["error"] == "method: GET is not allowed on '/v1/events'; allowed: POST"
+
+
 def test_health_ready_and_openapi_document_the_contract(server):
     assert server.client.get("/healthz").json() == {"status": "ok"}
     assert server.client.get("/readyz").json()["status"] == "ready"

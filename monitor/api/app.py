@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
@@ -135,6 +136,11 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         return error_response(
             503, redact_urls(f"state store unavailable: {exc}; retry later"), {"Retry-After": str(settings.retry_after_seconds)}
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unmatched paths and methods, answered in this API's error shape rather than FastAPI's {"detail": ...}.
+        return error_response(exc.status_code, _http_error_message(request, exc), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validationerror_response(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -277,6 +283,15 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         app.include_router(router)
     _register_schema(app)
     return app
+
+
+def _http_error_message(request: Request, exc: StarletteHTTPException) -> str:
+    """``field: what is wrong`` for the router's own refusals; another HTTPException keeps its detail."""
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return f"path: no endpoint {request.url.path!r} (GET /docs lists them)"
+    if exc.status_code == 405:
+        return f"method: {request.method} is not allowed on {request.url.path!r}; allowed: {(exc.headers or {}).get('Allow', '')}"
+    return str(exc.detail)
 
 
 def _alert_json(alert: Alert) -> dict[str, Any]:

@@ -320,6 +320,16 @@ def test_bad_report_requests_name_the_parameter(server, params, status, message)
     assert resp.json()["error"].startswith(message)
 
 
+@pytest.mark.parametrize("scope", ["bogus", "model=", "tenant=x"])
+def test_clusters_and_reports_refuse_a_scope_alike(server, scope):
+    # /v1/clusters answered 200 with no clusters for a scope that cannot exist, where /v1/reports said 422.
+    answers = [server.client.get("/v1/clusters", params={"scope": scope}),
+               server.client.get("/v1/reports", params={"reference": "last:1h", "current": "last:1h", "scope": scope})]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert answers[0].json() == answers[1].json() and answers[0].json()["error"].startswith("scope: must be")
+    assert server.client.get("/v1/clusters", params={"scope": "model=gpt-4o"}).status_code == 200
+
+
 def test_alert_link_opens_the_report_that_covers_it(server):
     alert = Alert("a", "category_share/global/self_harm", "category_share", "global", "self_harm", "self_harm",
                   "warning", "firing", T0 + HOUR, None, T0 + HOUR, "up", {})

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from monitor.api.auth import Principal, require
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import checked_scope, error_response, get_service
 from monitor.api.responses import AUTH, errors
 from monitor.backend import MonitorBackend
 
@@ -37,8 +37,8 @@ _OBJECT = {200: {"content": {"application/json": {"schema": {"type": "object"}}}
     summary="Emerging clusters with evidence (size, growth, share, keywords, exemplars)",
     responses={**_OBJECT, **errors(*AUTH, 409, 422, 503)},
 )
-async def clusters(request: Request, scope: str = Query("global", max_length=300), raw: bool = Query(False, description=RAW_HELP),
-                   who: Principal = Depends(require("read")), service: MonitorBackend = Depends(get_service)) -> Response:
+async def clusters(request: Request, raw: bool = Query(False, description=RAW_HELP), who: Principal = Depends(require("read")),
+                   scope: str = Depends(checked_scope), service: MonitorBackend = Depends(get_service)) -> Response:
     refused = _raw_refused(request, raw, who)
     if refused is not None:
         return refused

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from monitor.backend import MonitorBackend, NotReady
+from monitor.export.reservoir import scope_filter
 from monitor.ingest.parsing import BodyError
+
+SCOPE_DOC = "global, model=NAME or route=NAME (names as in metric labels)."
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -21,6 +24,16 @@ def refuse_body(request: Request, service: MonitorBackend, exc: BodyError) -> JS
     route = getattr(request.scope.get("route"), "path", request.url.path)
     service.metrics.bodies_refused.labels(route, str(exc.status)).inc()
     return error_response(exc.status, exc.message)
+
+
+def checked_scope(scope: str = Query("global", max_length=300, description=SCOPE_DOC)) -> str:
+    """FastAPI dependency: the ``scope`` query parameter, checked alike on every route that takes one
+    (a 422 naming it, never an empty answer for a scope that cannot exist)."""
+    try:
+        scope_filter(scope)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return scope
 
 
 def get_service(request: Request) -> MonitorBackend:

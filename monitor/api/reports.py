@@ -9,11 +9,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from monitor.api.auth import require
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import checked_scope, error_response, get_service
 from monitor.api.report_gate import Busy, gate_for
 from monitor.api.responses import AUTH, errors
 from monitor.export.report import DriftReport, ReportError, build_report
-from monitor.export.reservoir import scope_filter
 from monitor.export.windows import TimeWindow, WindowError, parse_window
 from monitor.backend import MonitorBackend
 
@@ -51,16 +50,12 @@ async def report(
     reference: str = Query(..., description=WINDOW_DOC, examples=["now-2h/now-1h"]),
     current: str = Query(..., description=WINDOW_DOC, examples=["last:1h"]),
     format: Literal["html", "json"] = Query("html", description="html (for people) or json (summary + Evidently's results)."),
-    scope: str = Query("global", description="global, model=NAME or route=NAME (names as in metric labels)."),
+    scope: str = Depends(checked_scope),
     service: MonitorBackend = Depends(get_service),
 ) -> Response:
     reservoir = service.report_reservoir
     if reservoir is None:
         return error_response(404, "reports: this service keeps no event reservoir, so it has no windows to report on")
-    try:
-        scope_filter(scope)
-    except ValueError as exc:
-        return error_response(422, str(exc))
     windows: dict[str, TimeWindow] = {}
     for name, spec in (("reference", reference), ("current", current)):
         try:

@@ -63,6 +63,8 @@ def test_reads_need_read_and_actions_need_admin(srv):
     ("cluster", "not an object", 422, "body"),
     ("alert", {"action": "silence"}, 422, "duration_seconds"),
     ("alert", {"action": "silence", "duration_seconds": "soon"}, 422, "body.duration_seconds"),
+    ("alert", {"action": "silence", "duration_seconds": "120"}, 422, "body.duration_seconds"),  # a number, not a string of one
+    ("alert", {"action": "silence", "duration_seconds": True}, 422, "body.duration_seconds"),
     ("alert", {"action": "snooze"}, 422, "body.action"),
     ("missing-cluster", {"action": "benign"}, 404, "cluster_id"),
     ("missing-alert", {"action": "acknowledge"}, 404, "alert_id"),

@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 
 from monitor.api.adapter_ingest import read_body
 from monitor.api.auth import Principal, require
@@ -61,7 +61,7 @@ class ClusterActionIn(BaseModel):
 class AlertActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["acknowledge", "silence", "false_alarm"]
-    duration_seconds: float | None = Field(None, description="silence: 60 s to 30 days.")
+    duration_seconds: StrictFloat | None = Field(None, description="silence: 60 s to 30 days (a JSON number: not \"120\").")
     reason: str = Field("", max_length=MAX_REASON)
 
 

@@ -162,6 +162,15 @@ def test_monitor_export_writes_the_labelled_events(srv, tmp_path):
     assert refused.exit_code == 2 and "raw: unredacted texts need a token of scope admin" in refused.output
 
 
+def test_a_split_labelling_one_event_twice_is_a_422_naming_it(srv):
+    # The last label used to win silently; which of the two the reviewer meant is theirs to say.
+    alert = _alert(srv)
+    exemplar = srv.client.get(f"/v1/clusters/{alert.key}", headers=_auth("read")).json()["exemplar_ids"][0]
+    split = [{"event_id": exemplar, "category": "cat_b"}, {"event_id": exemplar, "category": "safe"}]
+    resp = srv.client.post(f"/v1/clusters/{alert.key}/triage", json={"action": "split", "labels": split}, headers=_auth("admin"))
+    assert resp.status_code == 422 and resp.json()["error"] == f"labels[1].event_id: {exemplar!r} is labelled in labels[0] already"
+
+
 def test_a_body_that_is_not_json_is_a_400_after_the_token_check(srv):
     url = f"/v1/alerts/{_alert(srv).id}/triage"
     assert srv.client.post(url, content=b"\xff\xfe{", headers={"Content-Type": "application/json"}).status_code == 401

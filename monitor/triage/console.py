@@ -173,11 +173,15 @@ class Triage:
         if len(labels) > MAX_SPLIT:
             raise TriageError(413, f"labels: at most {MAX_SPLIT} per request")
         allowed = [SAFE, *self.categories]
+        first: dict[str, int] = {}
         for i, item in enumerate(labels):
             if item.event_id not in cluster.exemplar_ids:
                 raise TriageError(422, f"labels[{i}].event_id: {item.event_id!r} is not an exemplar of cluster {cluster.id}")
             if item.category not in allowed:
                 raise TriageError(422, f"labels[{i}].category: {item.category!r} is not 'safe' or a category")
+            if item.event_id in first:  # two labels for one event: neither may silently win
+                raise TriageError(422, f"labels[{i}].event_id: {item.event_id!r} is labelled in labels[{first[item.event_id]}] already")
+            first[item.event_id] = i
         return list(labels)
 
     def _reachable(self, pairs: Sequence[SplitLabel]) -> dict[str, Seen]:

@@ -171,6 +171,14 @@ def test_a_split_labelling_one_event_twice_is_a_422_naming_it(srv):
     assert resp.status_code == 422 and resp.json()["error"] == f"labels[1].event_id: {exemplar!r} is labelled in labels[0] already"
 
 
+def test_an_oversize_action_names_its_own_limit(srv):
+    # Triage bodies have a fixed 64 KiB limit: max_body_bytes (8 MiB) does not apply to them.
+    url = f"/v1/alerts/{_alert(srv).id}/triage"
+    resp = srv.client.post(url, json={"action": "acknowledge", "reason": "x" * 70_000}, headers=_auth("admin"))
+    assert resp.status_code == 413 and "max_body_bytes" not in resp.text
+    assert resp.json()["error"].endswith("bytes exceeds the triage action limit of 65536 bytes")
+
+
 def test_a_body_that_is_not_json_is_a_400_after_the_token_check(srv):
     url = f"/v1/alerts/{_alert(srv).id}/triage"
     assert srv.client.post(url, content=b"\xff\xfe{", headers={"Content-Type": "application/json"}).status_code == 401

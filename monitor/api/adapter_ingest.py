@@ -46,11 +46,16 @@ def single_rejection(outcome: IngestOutcome, single: bool) -> JSONResponse | Non
     return error_response(first.status, first.error, rejected=[{"index": first.index, "error": first.error}])
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings."""
+async def read_body(request: Request, max_bytes: int, limit: str | None = None) -> bytes:
+    """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings.
+
+    ``limit`` names the limit in the 413 (default ``max_body_bytes=<max_bytes>``): a route with a
+    fixed limit of its own must not send the client to a setting that does not apply to it.
+    """
+    limit = limit or f"max_body_bytes={max_bytes}"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyError(413, f"body: {declared} bytes exceeds max_body_bytes={max_bytes}")
+        raise BodyError(413, f"body: {declared} bytes exceeds {limit}")
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in _ENCODINGS:
         raise BodyError(415, f"Content-Encoding {encoding!r} not supported: send gzip, zlib, deflate or uncompressed")
@@ -58,27 +63,27 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise BodyError(413, f"body: more than max_body_bytes={max_bytes} bytes")
+            raise BodyError(413, f"body: larger than {limit}")
         chunks.append(chunk)
     body = b"".join(chunks)
     if encoding in ("", "identity"):
         return body
     try:
-        return _inflate(body, max_bytes, wbits=47)  # 32 + 15: a gzip or zlib header, detected
+        return _inflate(body, max_bytes, limit, wbits=47)  # 32 + 15: a gzip or zlib header, detected
     except zlib.error as exc:
         if encoding != "deflate":
             raise BodyError(400, f"body: not valid {encoding} data ({exc})") from None
     try:
-        return _inflate(body, max_bytes, wbits=-15)  # "deflate" without the zlib wrapper, as Go's compress/flate sends it
+        return _inflate(body, max_bytes, limit, wbits=-15)  # "deflate" without the zlib wrapper, as Go's compress/flate sends it
     except zlib.error as exc:
         raise BodyError(400, f"body: not valid deflate data ({exc})") from None
 
 
-def _inflate(body: bytes, max_bytes: int, wbits: int) -> bytes:
+def _inflate(body: bytes, max_bytes: int, limit: str, wbits: int) -> bytes:
     inflater = zlib.decompressobj(wbits=wbits)
     out = inflater.decompress(body, max_bytes + 1)
     if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise BodyError(413, f"body: decompresses to more than max_body_bytes={max_bytes} bytes")
+        raise BodyError(413, f"body: decompresses to more than {limit}")
     if not inflater.eof:
         raise zlib.error("the compressed stream is truncated")
     return out

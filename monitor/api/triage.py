@@ -93,7 +93,8 @@ async def parse_action(request: Request, model: type[M]) -> M | Response:
         kind = media_type(request.headers.get("content-type"))
         if kind not in JSON_TYPES:
             raise unsupported_media(kind, "application/json")
-        data = loads(await read_body(request, MAX_ACTION_BYTES), JsonLimits.of(request.app.state.settings))
+        body = await read_body(request, MAX_ACTION_BYTES, f"the triage action limit of {MAX_ACTION_BYTES} bytes")
+        data = loads(body, JsonLimits.of(request.app.state.settings))
     except BodyError as exc:
         return error_response(exc.status, exc.message)
     except (JsonLimitError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -133,6 +133,14 @@ def test_a_body_refused_whole_is_counted_by_route_and_status(server, path):
     assert (refused("415"), refused("400")) == (before[0] + 1, before[1] + 1)
 
 
+def test_an_unusable_feedback_body_says_to_send_labels(server):
+    # Its 400/415 spoke of events and {"events": [...]}, which /v1/feedback refuses.
+    empty = post_raw(server, "/v1/feedback", b"")
+    assert empty.status_code == 400 and empty.json()["error"] == "body is empty: send one label, an array of labels, or NDJSON"
+    typed = post_raw(server, "/v1/feedback", b'{"event_id": "x"}', "text/plain")
+    assert typed.status_code == 415 and '{"feedback": [...]}' in typed.json()["error"] and "event" not in typed.json()["error"]
+
+
 def test_feedback_booleans_are_strict(server):
     for value in ("yes", 0, 1, "true"):
         resp = server.client.post("/v1/feedback", json={"event_id": "strict-1", "unsafe": value})

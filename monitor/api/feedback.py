@@ -128,6 +128,7 @@ async def feedback(
             FeedbackIn,
             "feedback",
             JsonLimits.of(settings),
+            item="label",
         )
     except BodyError as exc:
         return refuse_body(request, service, exc)

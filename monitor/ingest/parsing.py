@@ -100,13 +100,15 @@ def parse_body(
     model: type[Item] = EventIn,  # type: ignore[assignment]
     envelope: str = "events",
     limits: JsonLimits = JsonLimits(),
+    item: str = "event",
 ) -> ParsedBody[Item]:
-    """Parse and validate ``body`` into ``model`` items; ``envelope`` is the list key of the wrapped form.
+    """Parse and validate ``body`` into ``model`` items; ``envelope`` is the list key of the wrapped form
+    and ``item`` what one item is called, for the 400/415 that say what to send.
     Nesting depth and number length are checked on the raw text first (``limits``): never a RecursionError."""
     kind, text = read_text(
         body, content_type,
-        accepted="application/json (one event, an array, or {\"events\": [...]}) or application/x-ndjson",
-        expected="one event, an array of events, or NDJSON",
+        accepted=f"application/json (one {item}, an array, or {{\"{envelope}\": [...]}}) or application/x-ndjson",
+        expected=f"one {item}, an array of {item}s, or NDJSON",
     )
     if kind in NDJSON_TYPES:
         lines = ndjson_values(text, limits)

@@ -5,7 +5,8 @@ runs on a session cookie (random id, ``HttpOnly``, ``SameSite=Strict``, ``Secure
 ``/ui``, expiring after ``SESSION_SECONDS``) mapped in memory to the token's name and scopes, never
 to the secret. Viewing needs scope ``read``, every form needs ``admin``. CSRF: every form carries the
 session's own random token, compared in constant time; ``SameSite=Strict`` keeps the cookie off
-cross-site posts as well. With authentication off (loopback without tokens) there is no login.
+cross-site posts as well; the login form, which has no session yet, is refused when posted from
+another site. With authentication off (loopback without tokens) there is no login.
 
 Forms post to ``/ui/...`` and call the same triage actions as the JSON API; a refused action
 re-renders the page with the error (naming the field) and its 4xx status.
@@ -21,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -150,11 +151,27 @@ async def login_form() -> Response:
     return _login_page()
 
 
+def _cross_origin(request: Request) -> bool:
+    """Whether a browser says the request comes from a page of another site (``Origin``, else ``Referer``).
+
+    Login CSRF: a page elsewhere could post the attacker's token to ``/ui/login`` and have the
+    reviewer triage in the attacker's session; ``SameSite`` does not help, as there is no session yet.
+    Browsers name the page a form was posted from; a client that names none (curl) is not a browser.
+    Compared with the ``Host`` header, so a reverse proxy must pass it through.
+    """
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source is None:
+        return False
+    return urlsplit(source).netloc != request.headers.get("host")  # "null" (a sandboxed page) has no netloc
+
+
 @router.post("/ui/login")
 async def login(request: Request) -> Response:
     auth: Authenticator = request.app.state.auth
     if not auth.enabled:
         return RedirectResponse("/ui", status_code=303)
+    if _cross_origin(request):
+        return _login_page("origin: the login form was posted from another site; log in from this page", 403)
     try:
         token = _one(await _form(request), "token").strip()
     except TriageError as exc:

@@ -10,6 +10,7 @@ whole from ``/v1/status`` and ``/readyz``. Checks of URL settings say what is wr
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit
 
@@ -86,3 +87,29 @@ def url_fault(url: object, schemes: tuple[str, ...], need_host: bool = True) -> 
     if need_host and shown.endswith("://"):
         return f"{shown}: no host"
     return None
+
+
+class AccessLogQueries(logging.Filter):
+    """Cuts the query string from uvicorn's access-log lines to ``?…``.
+
+    Why: clients put secrets in query strings (``?access_token=``, a pre-signed link), and uvicorn
+    logs each request's path with its query. This API reads no secret from a query, so nothing of
+    use is lost; the path stays.
+
+    >>> record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+    ...                            ("127.0.0.1:5", "GET", "/v1/status?access_token=s3cret", "1.1", 200), None)
+    >>> AccessLogQueries().filter(record), record.getMessage()
+    (True, '127.0.0.1:5 - "GET /v1/status?… HTTP/1.1" 200')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
+def hide_access_log_queries(logger: logging.Logger) -> None:
+    """Attach :class:`AccessLogQueries` to ``logger`` once (apps built again in one process add none)."""
+    if not any(isinstance(f, AccessLogQueries) for f in logger.filters):
+        logger.addFilter(AccessLogQueries())

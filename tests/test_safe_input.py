@@ -272,6 +272,40 @@ def test_a_webhook_url_without_a_scheme_is_never_echoed(caplog):
     assert "alert_slack_webhook_urls: no scheme" in ready.json()["error"]
 
 
+def test_query_strings_never_reach_the_access_log():
+    """uvicorn logs each request's path with its query: a client's ?access_token= must not land in the log."""
+    import httpx
+    import uvicorn
+
+    from monitor.api.app import create_app
+    from tests.helpers.server import free_port
+
+    def no_service(settings: Settings):
+        raise RuntimeError("no service needed: /healthz answers from the event loop")
+
+    app = create_app(Settings(judge="prototype"), service_factory=no_service)  # before uvicorn configures its logging, as `monitor serve` does
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 30
+            while not server.started and time.monotonic() < deadline:
+                time.sleep(0.05)
+            logging.getLogger("uvicorn.access").addHandler(handler)
+            assert client.get("/healthz", params={"access_token": "QUERYSECRET-0123456789"}).status_code == 200
+    finally:
+        logging.getLogger("uvicorn.access").removeHandler(handler)
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert any('"GET /healthz?… HTTP/1.1" 200' in line for line in lines), lines
+    assert not any("QUERYSECRET" in line for line in lines)
+
+
 class _failing:
     """The real app whose service fails to build (no model needed): /readyz and /v1/status report why."""
 

@@ -34,7 +34,7 @@ from monitor.ingest.parsing import BodyError, parse_body
 from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import EventIn
 from monitor.pipeline.builder import build_service
-from monitor.redact_urls import redact_urls
+from monitor.redact_urls import hide_access_log_queries, redact_urls
 from monitor.state.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     """The app; raises :class:`~monitor.api.auth.AuthConfigError` when it would serve the network without tokens."""
     settings = settings or Settings()
     factory = service_factory or build_service
+    hide_access_log_queries(logging.getLogger("uvicorn.access"))  # kept when uvicorn configures its logging later
     holder: dict[str, Any] = {"service": None, "error": None}
     auth = Authenticator(settings)
 

@@ -168,7 +168,7 @@ def test_a_length_off_the_onnx_bucket_still_encodes(model, tokenizer, cache):
 def test_embedder_normalises_and_plans_passes_on_any_backend(model, tokenizer, cache):
     for backend in (make_backend("torch", model, tokenizer, device="cpu"), make_backend("onnx-int8", model, tokenizer, cache_dir=cache)):
         embedder = Embedder(model="tiny", encoder=backend)
-        revision = {} if backend.name == "torch" else {"revision": f"bert-eager-fused-static-v2+cal-{calibration_digest()[:12]}"}
+        revision = {} if backend.name == "torch" else {"revision": f"bert-eager-fused-v1+static-ranges-v1+cal-{calibration_digest()[:12]}"}
         assert embedder.info.backend == backend.name and embedder.info.identity == {"model": "tiny", "backend": backend.name} | revision
         whole = embedder.encode(TEXTS, batch_size=64)
         np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from monitor.embed.onnx_export import current_revision
+from monitor.embed.onnx_export import export_revision
 from monitor.judge.dataset import LabelMapper, read_records
 from monitor.judge.text_embeddings import CachedEncoder, cache_file_for, vectors_name
 
@@ -127,6 +127,6 @@ def load_pools(data_dir: Path, cache_dir: Path, caps: Caps, backend: str = "torc
         print(f"  embedded {len(batch)} texts in {time.perf_counter() - t0:.0f} s", flush=True)
         return out
 
-    revision = "" if backend == "torch" else current_revision(backend)
+    revision = "" if backend == "torch" else export_revision(backend)
     encoder = CachedEncoder(encode, cache_file_for(cache_dir, vectors_name(MODEL, backend, revision), MAX_SEQ_LENGTH))
     return Pools(texts, {name: encoder(items) for name, items in texts.items()})

@@ -5,26 +5,31 @@ over the whole pass (``DynamicQuantizeLinear``). That scale depends on which oth
 pass, so one text embedded in two different batches got two different vectors, and a verdict near a
 threshold could flip with the batching. Live traffic, whose batches form by arrival time, and a
 replay of it then did not give the same verdicts or alerts. Here each ``DynamicQuantizeLinear``
-becomes a ``QuantizeLinear`` with a constant scale and zero point: the range that activation took
-over the calibration texts shipped beside this module (``calibration_texts.txt``), each run alone,
-without padding. Padding positions may fall outside the range; they saturate, and attention and
-pooling ignore them. A real text's activation outside the range saturates too.
+becomes a ``QuantizeLinear`` with a constant scale and zero point: the range that activation takes
+in the float graph over the calibration texts shipped beside this module (``calibration_texts.txt``),
+each run alone, without padding. Padding positions may fall outside the range; they saturate, and
+attention and pooling ignore them. A real text's activation outside the range saturates too.
 
 The ranges come from texts in the package, never from a dataset: the export must run on a fresh
-machine, and the same weights must give the same bytes (ONNX Runtime on one thread, exact min/max).
-How close the result stays to fp32 is measured in README ("Fast inference").
+machine. They are measured in float (int8 kernels differ between CPUs more than float ones do) on
+one thread, and rounded outwards to a coarse grid, so that the last bits of a CPU's float sums do
+not change the exported bytes. How close the result stays to fp32 is measured in README ("Fast
+inference").
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+VERSION = "static-ranges-v1"  # bump when the method changes (it is part of an int8 export's recipe)
 CALIBRATION_FILE = "calibration_texts.txt"
+GRID_BITS = 5  # ranges are rounded outwards to 1/32 of their magnitude's power of two
 LONG_GROUP = 12  # texts joined into one long calibration text: ranges at later positions count too
 
 
@@ -51,15 +56,16 @@ def calibration_feeds(tokenizer: Any, max_length: int) -> Iterator[dict[str, np.
         yield {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def fix_activation_ranges(path: Path, tokenizer: Any, max_length: int) -> None:
+def fix_activation_ranges(path: Path, float_path: Path, tokenizer: Any, max_length: int) -> None:
     """Rewrite the int8 graph at ``path`` in place: every dynamic activation quantization becomes a
-    static one, with the range measured over :func:`calibration_feeds`."""
+    static one, with the range its input takes in the float graph at ``float_path`` (the graph that
+    was quantized, so the tensors have the same names) over :func:`calibration_feeds`."""
     import onnx
 
     model = onnx.load(str(path))
     dynamic = [node for node in model.graph.node if node.op_type == "DynamicQuantizeLinear"]
-    ranges = _observed_ranges(model, [node.input[0] for node in dynamic], calibration_feeds(tokenizer, max_length))
-    static = {id(node): _static_node(model, node, *ranges[node.input[0]]) for node in dynamic}
+    observed = _observed_ranges(onnx.load(str(float_path)), [node.input[0] for node in dynamic], calibration_feeds(tokenizer, max_length))
+    static = {id(node): _static_node(model, node, *rounded_out(*observed[node.input[0]])) for node in dynamic}
     nodes = [static.get(id(node), node) for node in model.graph.node]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -71,12 +77,16 @@ def _observed_ranges(model: Any, names: list[str], feeds: Iterator[dict[str, np.
     import onnx
     import onnxruntime as ort
 
+    produced = {out for node in model.graph.node for out in node.output}
+    missing = sorted(set(names) - produced)
+    if missing:
+        raise ValueError(f"activation ranges: the float graph has no tensor {missing[0]!r} (and {len(missing) - 1} more) to measure")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     for name in names:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # one thread: the same sums in the same order, so the same bytes
+    options.intra_op_num_threads = 1  # one thread: the same sums in the same order on one machine
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     low = dict.fromkeys(names, 0.0)
     high = dict.fromkeys(names, 0.0)
@@ -85,6 +95,19 @@ def _observed_ranges(model: Any, names: list[str], feeds: Iterator[dict[str, np.
             low[name] = min(low[name], float(value.min()))
             high[name] = max(high[name], float(value.max()))
     return {name: (low[name], high[name]) for name in names}
+
+
+def rounded_out(low: float, high: float) -> tuple[float, float]:
+    """``[low, high]`` widened to a grid of 1/32 of the larger magnitude's power of two.
+
+    >>> rounded_out(-0.30001, 5.2), rounded_out(-0.29999, 5.2), rounded_out(0.0, 0.0)
+    ((-0.375, 5.25), (-0.375, 5.25), (0.0, 0.0))
+    """
+    magnitude = max(abs(low), abs(high))
+    if magnitude == 0:
+        return 0.0, 0.0
+    step = 2.0 ** (math.floor(math.log2(magnitude)) - GRID_BITS)
+    return math.floor(low / step) * step, math.ceil(high / step) * step
 
 
 def _static_node(model: Any, node: Any, low: float, high: float) -> Any:

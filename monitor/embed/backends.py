@@ -330,7 +330,7 @@ class OnnxBackend(_Tokenizing):
         self.folder = Path(folder)
         manifest = check_exported(self.folder)
         self.name: str = manifest["kind"]
-        self.revision = export_revision(manifest)
+        self.revision = export_revision(self.name)
         self.dimension = int(manifest["hidden_size"])
         self.device = "cpu"
         self.max_seq_length = max_seq_length

@@ -57,10 +57,18 @@ class EmbedderInfo:
 
     @property
     def identity(self) -> dict[str, str]:
-        """What makes two embeddings comparable: the same model through the same backend, and the same
-        export of it (``revision``, only where there is one) (drift references, snapshots)."""
-        identity = {"model": self.model, "backend": self.backend}
-        return identity | {"revision": self.revision} if self.revision else identity
+        return embedding_identity(self.model, self.backend, self.revision)
+
+
+def embedding_identity(model: str, backend: str, revision: str = "") -> dict[str, str]:
+    """What makes two embeddings comparable (drift references, snapshots): the same model through the
+    same backend, and the same export of it (``revision``, only where there is one).
+
+    >>> embedding_identity("m", "torch"), embedding_identity("m", "onnx-int8", "r")
+    ({'model': 'm', 'backend': 'torch'}, {'model': 'm', 'backend': 'onnx-int8', 'revision': 'r'})
+    """
+    identity = {"model": model, "backend": backend}
+    return identity | {"revision": revision} if revision else identity
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ time. It is built here, from the same weights the torch backend would load (the 
 local folder, or a model held in memory such as the judge's fine-tuned encoder), by
 ``monitor model export`` or on the first start that needs it.
 
-Recipe (``RECIPE_VERSION``; bump it when any step changes, so old caches are not reused):
+Recipe (``RECIPE_VERSION`` for steps 1-3, :func:`recipe` per kind; bump it when any step changes,
+so old caches are not reused):
 
 1. ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``) of the encoder with *eager*
    attention: transformers' default SDPA attention exports a graph ONNX Runtime's BERT fusion
@@ -16,9 +17,9 @@ Recipe (``RECIPE_VERSION``; bump it when any step changes, so old caches are not
 3. ``onnx-int8`` only: ``quantize_dynamic`` with per-channel, *symmetric* int8 weights and float
    as the default tensor type. Default quantization settings lose too much (cosine 0.88 to fp32).
 4. ``onnx-int8`` only: the activations' dynamic quantization becomes static, with ranges measured
-   on calibration texts shipped in the package (``activation_ranges``), so a text's vector does
-   not depend on the texts that share its pass. The calibration file's hash is part of the cache
-   key and the manifest.
+   in the float graph on calibration texts shipped in the package (``activation_ranges``), so a
+   text's vector does not depend on the texts that share its pass. That step's version and the
+   calibration file's hash are part of the int8 recipe (:func:`recipe`), hence of its cache key.
 
 The folder holds ``model.onnx``, the tokenizer files and ``manifest.json`` (recipe, weights hash,
 the model file's sha256). Deterministic: the same weights give the same bytes (tested), so a
@@ -42,11 +43,12 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from monitor.embed import activation_ranges
 from monitor.embed.activation_ranges import calibration_digest, fix_activation_ranges
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "bert-eager-fused-static-v2"
+RECIPE_VERSION = "bert-eager-fused-v1"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
@@ -89,8 +91,7 @@ def weights_digest(state: Mapping[str, Any], config: Mapping[str, Any] | None = 
 def cache_key(model: Any, kind: OnnxKind) -> str:
     """Folder name for ``model`` exported as ``kind``: the weights hash and the recipe version."""
     config = _config_identity(model)
-    calibration = calibration_digest() if kind == "onnx-int8" else ""
-    digest = hashlib.sha256(f"{weights_digest(model.state_dict(), config)}|{RECIPE_VERSION}|{kind}|{calibration}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{weights_digest(model.state_dict(), config)}|{recipe(kind)}|{kind}".encode()).hexdigest()
     return f"{config.get('model_type', 'model')}-{kind}-{digest[:20]}"
 
 
@@ -131,7 +132,7 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
         _fuse(raw, fused, num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size)
         if quantize:
             _quantize(fused, final)
-            fix_activation_ranges(final, tokenizer, max_length=int(model.config.max_position_embeddings))
+            fix_activation_ranges(final, fused, tokenizer, max_length=int(model.config.max_position_embeddings))
         else:
             fused.rename(final)
         for leftover in (raw, fused):
@@ -140,7 +141,7 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
             extra.unlink()
         tokenizer.save_pretrained(str(work))
         manifest = {
-            "recipe": RECIPE_VERSION,
+            "recipe": recipe(kind),
             "kind": kind,
             "weights_sha256": digest,
             "model_sha256": file_sha256(final),
@@ -329,20 +330,19 @@ def _quantize(src: Path, dst: Path) -> None:
     )
 
 
-def export_revision(manifest: Mapping[str, Any]) -> str:
-    """What, besides the backend's name, decides an export's vectors: the recipe, and for int8 the
-    calibration texts (an upgrade that changes either must refit drift references, not alarm).
-
-    >>> export_revision({"recipe": "r2", "calibration_sha256": "3e245d3e71aba9..."}), export_revision({"recipe": "r1"})
-    ('r2+cal-3e245d3e71ab', 'r1')
-    """
-    calibration = manifest.get("calibration_sha256")
-    return f"{manifest['recipe']}+cal-{calibration[:12]}" if calibration else str(manifest["recipe"])
+def recipe(kind: OnnxKind) -> str:
+    """How this code exports ``kind``: int8 adds its activation ranges' method and calibration texts."""
+    if kind == "onnx-int8":
+        return f"{RECIPE_VERSION}+{activation_ranges.VERSION}+cal-{calibration_digest()[:12]}"
+    return RECIPE_VERSION
 
 
-def current_revision(kind: OnnxKind) -> str:
-    """The :func:`export_revision` of what this code exports as ``kind`` (caches of vectors key on it)."""
-    return export_revision({"recipe": RECIPE_VERSION, "calibration_sha256": calibration_digest() if kind == "onnx-int8" else None})
+def export_revision(kind: OnnxKind) -> str:
+    """What, besides the backend's name, decides ``kind``'s vectors, for drift references and caches
+    of vectors: int8's recipe (the release before fixed activation ranges gave other vectors under
+    the same name, so a snapshot of them must refit, not alarm); "" for fp32, whose vectors are
+    torch's to ~1e-6 and have not changed since the first release."""
+    return recipe(kind) if kind == "onnx-int8" else ""
 
 
 def check_exported(folder: Path) -> dict[str, Any]:
@@ -357,9 +357,11 @@ def check_exported(folder: Path) -> dict[str, Any]:
         raise ExportedModelError(f"exported model {folder}: {manifest_path.name} missing (incomplete export); {REBUILD_HINT}") from None
     except (OSError, ValueError) as exc:
         raise ExportedModelError(f"exported model {folder}: {manifest_path} unreadable ({exc}); {REBUILD_HINT}") from None
-    if manifest.get("recipe") != RECIPE_VERSION:
+    kind = manifest.get("kind")
+    wanted = recipe(kind) if kind in ("onnx-int8", "onnx-fp32") else RECIPE_VERSION
+    if manifest.get("recipe") != wanted:
         raise ExportedModelError(
-            f"exported model {folder}: built by recipe {manifest.get('recipe')!r}, this version needs {RECIPE_VERSION!r}; {REBUILD_HINT}"
+            f"exported model {folder}: built by recipe {manifest.get('recipe')!r}, this version needs {wanted!r}; {REBUILD_HINT}"
         )
     if not model_path.is_file():
         raise ExportedModelError(f"exported model {model_path}: missing; {REBUILD_HINT}")

@@ -26,6 +26,9 @@ from monitor.drift.emerging_clusters import ClusterSummary
 from monitor.drift.base import FeedbackSink, Resettable
 from monitor.drift.feedback_disagreement import STATUSES, Feedback
 from monitor.drift.suite import DetectorSuite
+from monitor.embed.backends import resolve_kind
+from monitor.embed.embedder import embedding_identity as identity_of
+from monitor.embed.onnx_export import export_revision
 from monitor.events import ScoredEvent
 from monitor.export.metrics import CLUSTER_STATUSES, DetectorView, MonitorMetrics
 from monitor.export.reservoir import WindowReservoir
@@ -55,7 +58,14 @@ def embedding_identity(settings: Settings, scorer: Scorer) -> dict[str, str]:
     """
     if scorer.embedder is not None:
         return dict(scorer.embedder.info.identity)
-    return {"model": settings.embedding_model, "backend": settings.embedding_backend}
+    kind = resolve_kind(settings.embedding_backend, settings.embedding_device)
+    return identity_of(settings.embedding_model, kind, "" if kind == "torch" else export_revision(kind))
+
+
+def _via(identity: dict[str, str]) -> str:
+    """A backend as a log line names it: with its export revision, where there is one."""
+    revision = identity.get("revision")
+    return f"{identity.get('backend')} ({revision})" if revision else str(identity.get("backend"))
 
 
 # Snapshots written before embeddings were labelled came from the torch path (the only one then).
@@ -352,7 +362,7 @@ class MonitorService:
                 log.warning(
                     "snapshot embeddings came from model %s via backend %s, this process embeds with model %s via backend %s: "
                     "refitting %s from new traffic instead of comparing the two (no drift alert from the change)",
-                    saved_embedding.get("model"), saved_embedding.get("backend"), self.embedding["model"], self.embedding["backend"],
+                    saved_embedding.get("model"), _via(saved_embedding), self.embedding["model"], _via(self.embedding),
                     ", ".join(refit),
                 )
         with self._state_lock:

@@ -20,7 +20,8 @@ _URL = re.compile(rf"{_SCHEME}://[^\s'\"<>]*")
 # path, query or fragment after a host (dotted name, IPv4 or localhost) is cut. Not inside a longer
 # token: file paths in tracebacks (/usr/lib/x.py) stay.
 _OUTSIDE = r"(?<![\w.:/@+-])"
-_USER_INFO = re.compile(_OUTSIDE + r"[^\s'\"<>/@:]{0,128}:[^\s'\"<>/@]{0,512}@(?=[\w\[])")  # bounded: linear time
+# The password runs to the last '@' before the host: a password may hold '@' itself.
+_USER_INFO = re.compile(_OUTSIDE + r"[^\s'\"<>/@:]{0,128}:[^\s'\"<>/]{0,512}@(?=[\w\[])")  # bounded: linear time
 _HOST_PATH = re.compile(
     _OUTSIDE + r"(?P<host>(?:[A-Za-z0-9-]+\.)+[A-Za-z][A-Za-z0-9-]*|\d{1,3}(?:\.\d{1,3}){3}|localhost)(?P<port>:\d{1,5})?[/?#][^\s'\"<>]*"
 )
@@ -56,6 +57,8 @@ def redact_urls(text: str) -> str:
     "ValueError: second_judge_url 'ftp://h' is not http(s)"
     >>> redact_urls("got 'hooks.slack.com/services/T0/B0/SECRET', ':pw@127.0.0.1:6379', 'u:pw@judge' in /usr/lib/a.py")
     "got 'hooks.slack.com', '127.0.0.1:6379', 'judge' in /usr/lib/a.py"
+    >>> redact_urls("bad 'user:p@ss@judge.internal/v1'")
+    "bad 'judge.internal'"
     """
     text = _URL.sub(_cut, text)
     return _HOST_PATH.sub(r"\g<host>\g<port>", _USER_INFO.sub("", text))
@@ -71,6 +74,8 @@ def url_fault(url: object, schemes: tuple[str, ...], need_host: bool = True) -> 
     'no scheme (expected http:// or https://; the value is not shown: it may hold a secret)'
     >>> url_fault("ftp://user:pw@judge/v1", ("http", "https")), url_fault("https:///path", ("http", "https"))
     ("ftp://judge: scheme 'ftp', expected http:// or https://", 'https://: no host')
+    >>> url_fault("https://:8080/x", ("https",)), url_fault("https://u:pw@:8080/x", ("https",))
+    ('https://:8080: no host', 'https://:8080: no host')
     """
     if not isinstance(url, str):
         return f"must be a string, got {type(url).__name__}"
@@ -84,7 +89,7 @@ def url_fault(url: object, schemes: tuple[str, ...], need_host: bool = True) -> 
         return f"{shown}: scheme {scheme!r}, expected {expected}"
     if shown.endswith("…"):
         return f"{shown}: a port that is no number, or brackets that do not close"
-    if need_host and shown.endswith("://"):
+    if need_host and not urlsplit(url).hostname:
         return f"{shown}: no host"
     return None
 

@@ -121,11 +121,15 @@ def test_ui_login_csrf_and_form_errors(srv):
 def test_ui_login_from_another_site_is_refused(srv):
     # Login CSRF: a foreign page posting its own token would put the reviewer in the attacker's session.
     with httpx.Client(base_url=srv.url, follow_redirects=False) as c:
-        for headers in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/login.html"}, {"Origin": "null"}):
+        for headers in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/login.html"}, {"Origin": "null"},
+                        {"Origin": "https://evil.example", "X-Forwarded-Host": "monitor.example.org"}, {"Origin": "https://x:99999"}):
             refused = c.post("/ui/login", data={"token": SECRETS["admin"]}, headers=headers)
             assert refused.status_code == 403 and "origin:" in refused.text and "set-cookie" not in refused.headers, headers
         same = c.post("/ui/login", data={"token": SECRETS["admin"]}, headers={"Origin": srv.url, "Referer": f"{srv.url}/ui/login"})
         assert same.status_code == 303 and "set-cookie" in same.headers
+        # Behind a proxy that rewrites Host: the site the browser saw is in X-Forwarded-Host (case and default port aside).
+        proxied = {"Origin": "https://Monitor.Example.org", "Host": "10.0.0.5:8000", "X-Forwarded-Host": "monitor.example.org:443"}
+        assert c.post("/ui/login", data={"token": SECRETS["admin"]}, headers=proxied).status_code == 303
 
 
 def test_ui_read_token_sees_no_forms(srv):

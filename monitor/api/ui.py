@@ -157,12 +157,37 @@ def _cross_origin(request: Request) -> bool:
     Login CSRF: a page elsewhere could post the attacker's token to ``/ui/login`` and have the
     reviewer triage in the attacker's session; ``SameSite`` does not help, as there is no session yet.
     Browsers name the page a form was posted from; a client that names none (curl) is not a browser.
-    Compared with the ``Host`` header, so a reverse proxy must pass it through.
+    Compared with the ``Host`` header or, behind a reverse proxy that rewrites ``Host``, the
+    ``X-Forwarded-Host`` it sets (a form posted from another site cannot set that header), host
+    names without case and default ports.
     """
     source = request.headers.get("origin") or request.headers.get("referer")
     if source is None:
         return False
-    return urlsplit(source).netloc != request.headers.get("host")  # "null" (a sandboxed page) has no netloc
+    scheme = urlsplit(source).scheme
+    origin = _site(*_host_port(urlsplit(source).netloc), scheme)
+    if origin[0] is None:  # "null" (a sandboxed page), or no readable host: another site
+        return True
+    ours = [request.headers.get("host") or "", (request.headers.get("x-forwarded-host") or "").split(",")[0]]
+    return all(origin != _site(*_host_port(value.strip()), scheme) for value in ours if value.strip())
+
+
+def _host_port(netloc: str) -> tuple[str | None, int | None]:
+    """Host and port of ``netloc``; ``(None, None)`` when it has none or they do not parse."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        return parts.hostname, parts.port
+    except ValueError:
+        return None, None
+
+
+def _site(host: str | None, port: int | None, scheme: str) -> tuple[str | None, int | None]:
+    """``(host, port)`` with the host lower-cased and the scheme's default port made explicit.
+
+    >>> _site("Example.COM", None, "https") == _site("example.com", 443, "https")
+    True
+    """
+    return (host.lower() if host else None), port or {"http": 80, "https": 443}.get(scheme)
 
 
 @router.post("/ui/login")

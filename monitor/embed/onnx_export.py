@@ -22,8 +22,9 @@ so old caches are not reused):
    calibration file's hash are part of the int8 recipe (:func:`recipe`), hence of its cache key.
 
 The folder holds ``model.onnx``, the tokenizer files and ``manifest.json`` (recipe, weights hash,
-the model file's sha256). Deterministic: the same weights give the same bytes (tested), so a
-cache can be rebuilt anywhere and compared. A folder is written under a temporary name and
+the model file's sha256). Deterministic: the same weights give the same bytes (tested) with the
+same ONNX Runtime on the same kind of CPU; int8's activation ranges come from float arithmetic,
+rounded to a coarse grid, so another CPU rarely moves them, but it may. A folder is written under a temporary name and
 renamed when complete, so a crash mid-export never leaves a half folder under the final name.
 """
 

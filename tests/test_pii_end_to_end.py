@@ -65,6 +65,28 @@ def test_exemplars_keywords_and_evidence_are_redacted_before_they_are_stored(eme
     assert {"counterfeit", "watches"} & keywords and not keywords & {"email", "phone", "person", "sarah", "maria", "lopez"}
 
 
+def test_only_what_is_kept_is_redacted_and_a_snapshot_redacts_what_waits():
+    """Candidates wait raw in the gate window and mostly leave it unadmitted: redacting each on
+    arrival was most of the detector's cost. Only admitted members and saved ones are redacted."""
+    calls = []
+
+    class Counting(Redactor):
+        def cut(self, text: str, limit: int) -> str:
+            calls.append(text)
+            return super().cut(text, limit)
+
+    det = detector(redactor=Counting("on"))
+    events = _with_pii(stream(9000, seed=1, change_at=6000))
+    run(det, events)
+    candidates = sum(1 for e in events[det.settings.reference_events:] if e.verdict.prompt_flagged)
+    kept = len(calls)
+    assert 0 < kept < candidates / 2
+    waiting = [m for st in det._scopes.values() if st.window for m in st.window.payloads if m is not None and m.pending]
+    assert waiting  # raw prefixes, in memory only
+    assert _leaks(json.dumps(_strings(det.state_dict()), ensure_ascii=False)) == []
+    assert len(calls) > kept and not any(m.pending for m in waiting)  # saving redacted them, once
+
+
 def test_alert_payloads_carry_no_pii(emerged):
     _, _, conditions = emerged
     engine = AlertEngine()

@@ -77,7 +77,7 @@ from monitor.drift.keywords import class_tfidf_keywords
 from monitor.drift.known_regions import KnownRegions, unit_rows
 from monitor.events import ScoredEvent
 from monitor.taxonomy import SAFE
-from monitor.privacy.redact import REDACT_ON, Redactor, strip_placeholders
+from monitor.privacy.redact import REDACT_ON, Redactor, cut_reads, strip_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,10 @@ class _Member:
     weight: float
     clock: float  # the scope's traffic clock (cumulative weight) on arrival
     raw_text: str | None = None  # the cut raw text, only with ``store_raw_text``
+    pending: bool = False  # ``text`` is still the raw prefix redaction reads (see ``_redacted``); never in a snapshot
 
     def to_state(self) -> tuple[Any, ...]:
+        assert not self.pending, "a member's text is redacted before it is saved"
         return (self.z, self.text, self.event_id, self.at, self.weight, self.clock, self.raw_text)
 
 
@@ -356,10 +358,10 @@ class EmergingClusterDetector:
             zd = candidates.get(i)
             if zd is None:
                 continue
-            text = self.redactor.cut(ev.prompt, self.settings.max_text_chars)  # before anything keeps it
+            text = ev.prompt[: cut_reads(self.settings.max_text_chars)]  # redacted once admitted or saved (_redacted)
             raw = ev.prompt[: self.settings.max_text_chars] if self.store_raw_text else None
             for name, st in scopes:
-                waiting = _Member(x[i], text, ev.event_id, ev.timestamp, weight, st.clock, raw)  # z: the raw embedding until admitted
+                waiting = _Member(x[i], text, ev.event_id, ev.timestamp, weight, st.clock, raw, pending=True)  # z: the raw embedding until admitted
                 for region in self._admit(st, zd, waiting):
                     if len(region) < self.settings.min_cluster_size or not self._settle(name, st, region):
                         for member in region:
@@ -394,8 +396,19 @@ class EmergingClusterDetector:
         if st.window is None:
             st.window = self._gate.new_window()
         regions = self._gate.add(st.window, zd, clock=st.judged, payload=member)
-        return [[replace(m, z=z) for m, z in zip(region, self._regions.project(np.stack([m.z for m in region])))]
+        return [[replace(self._redacted(m), z=z) for m, z in zip(region, self._regions.project(np.stack([m.z for m in region])))]
                 for region in regions]
+
+    def _redacted(self, member: _Member) -> _Member:
+        """``member`` with its text redacted and cut, in place (the gate window holds the same object).
+
+        Why late: most candidates wait in the gate window and leave it without being admitted, and
+        redaction was most of this detector's cost when every candidate paid it on arrival. A raw
+        text stays in memory only while it waits there; it is redacted before anything keeps it
+        (admission to a region) or writes it out (a snapshot), and it is never shown before that."""
+        if member.pending:
+            member.text, member.pending = self.redactor.cut(member.text, self.settings.max_text_chars), False
+        return member
 
     def _validated(self, batch: Sequence[ScoredEvent]) -> np.ndarray:
         """The batch's prompt embeddings as one ``(n, d)`` array; ``ValueError`` names the bad event and field."""
@@ -739,7 +752,7 @@ class EmergingClusterDetector:
                     "since_recluster": st.since_recluster,
                     "calibration_max_share": st.calibration_max_share,
                     "clusters": [c.to_state() for c in st.clusters.values()],
-                    "window": st.window.state_dict(_Member.to_state) if st.window is not None else None,
+                    "window": st.window.state_dict(lambda m: self._redacted(m).to_state()) if st.window is not None else None,
                 }
                 for name, st in self._scopes.items()
             },

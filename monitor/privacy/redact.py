@@ -314,6 +314,12 @@ def _masked(text: str, findings: list[Finding], end: int) -> str:
 SCAN_MARGIN = 128
 
 
+def cut_reads(limit: int) -> int:
+    """How much of a text :func:`redact_cut` reads: a prefix this long redacts and cuts to the same,
+    so a caller may hold that raw prefix in memory and redact it only if it keeps it."""
+    return 2 * limit + 64 + SCAN_MARGIN
+
+
 def redact_cut(text: str, limit: int) -> str:
     """Redact, then cut to ``limit`` characters, without leaking the head of a value cut in two.
 
@@ -326,9 +332,8 @@ def redact_cut(text: str, limit: int) -> str:
     >>> text[: 2 * 73 + 64][-10:], redact_cut(text, 73)[-12:]  # the window ends inside the phone number
     ('om call +4', 'call <phone>')
     """
-    window = 2 * limit + 64
-    text = _visible(text[: window + SCAN_MARGIN])
-    return _masked(text, find(text), window)[:limit]
+    text = _visible(text[: cut_reads(limit)])
+    return _masked(text, find(text), 2 * limit + 64)[:limit]
 
 
 def strip_placeholders(text: str) -> str:

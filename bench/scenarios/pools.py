@@ -127,6 +127,5 @@ def load_pools(data_dir: Path, cache_dir: Path, caps: Caps, backend: str = "torc
         print(f"  embedded {len(batch)} texts in {time.perf_counter() - t0:.0f} s", flush=True)
         return out
 
-    revision = "" if backend == "torch" else export_revision(backend)
-    encoder = CachedEncoder(encode, cache_file_for(cache_dir, vectors_name(MODEL, backend, revision), MAX_SEQ_LENGTH))
+    encoder = CachedEncoder(encode, cache_file_for(cache_dir, vectors_name(MODEL, backend, export_revision(backend)), MAX_SEQ_LENGTH))
     return Pools(texts, {name: encoder(items) for name, items in texts.items()})

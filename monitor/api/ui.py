@@ -164,8 +164,9 @@ def _cross_origin(request: Request) -> bool:
     source = request.headers.get("origin") or request.headers.get("referer")
     if source is None:
         return False
-    scheme = urlsplit(source).scheme
-    origin = _site(*_host_port(urlsplit(source).netloc), scheme)
+    parts = urlsplit(source)
+    scheme = parts.scheme
+    origin = _site(*_host_port(parts.netloc), scheme)
     if origin[0] is None:  # "null" (a sandboxed page), or no readable host: another site
         return True
     ours = [request.headers.get("host") or "", (request.headers.get("x-forwarded-host") or "").split(",")[0]]

@@ -19,6 +19,7 @@ inference").
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from importlib import resources
@@ -39,6 +40,7 @@ def calibration_texts() -> list[str]:
     return [line.replace("\\n", "\n") for line in lines if line.strip() and not line.startswith("#")]
 
 
+@functools.cache
 def calibration_digest() -> str:
     """sha256 of the calibration file: part of an int8 export's cache key and manifest."""
     return hashlib.sha256(resources.files(__package__).joinpath(CALIBRATION_FILE).read_bytes()).hexdigest()

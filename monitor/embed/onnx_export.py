@@ -338,11 +338,11 @@ def recipe(kind: OnnxKind) -> str:
     return RECIPE_VERSION
 
 
-def export_revision(kind: OnnxKind) -> str:
+def export_revision(kind: str) -> str:
     """What, besides the backend's name, decides ``kind``'s vectors, for drift references and caches
     of vectors: int8's recipe (the release before fixed activation ranges gave other vectors under
     the same name, so a snapshot of them must refit, not alarm); "" for fp32, whose vectors are
-    torch's to ~1e-6 and have not changed since the first release."""
+    torch's to ~1e-6 and have not changed since the first release, and for torch."""
     return recipe(kind) if kind == "onnx-int8" else ""
 
 

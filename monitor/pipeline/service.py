@@ -59,7 +59,7 @@ def embedding_identity(settings: Settings, scorer: Scorer) -> dict[str, str]:
     if scorer.embedder is not None:
         return dict(scorer.embedder.info.identity)
     kind = resolve_kind(settings.embedding_backend, settings.embedding_device)
-    return identity_of(settings.embedding_model, kind, "" if kind == "torch" else export_revision(kind))
+    return identity_of(settings.embedding_model, kind, export_revision(kind))
 
 
 def _via(identity: dict[str, str]) -> str:

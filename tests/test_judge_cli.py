@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from monitor.judge.cli import judge_app
@@ -80,6 +81,18 @@ def test_bad_options_are_named(tmp_path):
     assert result.exit_code != 0 and "--kind" in result.output
     result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--test-fraction", "0.5", "--val-fraction", "0.5"])
     assert result.exit_code != 0 and "--val-fraction" in result.output
+    result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--precision", "fp16"])
+    assert result.exit_code == 2 and "--precision" in result.output and "bf16" in result.output
+    result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--device", "tpu"])
+    assert result.exit_code == 2 and "--device" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: asking for one is valid here")
+def test_asking_for_a_gpu_on_a_machine_without_one_is_named(tmp_path):
+    result = CliRunner().invoke(judge_app, ["train", "--out", str(tmp_path), "--device", "cuda"])
+    message = " ".join(result.output.replace("│", " ").split())  # the error box wraps long lines
+    assert result.exit_code == 2 and "--device" in message and "torch sees no GPU" in message
+    assert not tmp_path.joinpath("manifest.json").exists()
 
 
 @pytest.mark.slow

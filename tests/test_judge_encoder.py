@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,30 @@ def test_training_is_reproducible(trained):
     assert again.manifest["version"] == first.manifest["version"]
 
 
-def test_verdicts_have_the_pipeline_shape_and_learn_the_signal(trained):
-    out, _, tax = trained
+@pytest.fixture(scope="module")
+def trained_bf16(tmp_path_factory):
+    tax = load_taxonomy(SMALL_TAXONOMY)
+    result = build_encoder_artifact(tiny_records(), tax, replace(CONFIG, precision="bf16"),
+                                    resolve_model_path(CONFIG.base_model), dt.date(2026, 1, 1))
+    out = tmp_path_factory.mktemp("encoder-bf16")
+    save_encoder_artifact(out, result.arrays, result.manifest, render_encoder_model_card(result.manifest))
+    return out, result, tax
+
+
+def test_bfloat16_training_is_applied_recorded_and_reproducible(trained, trained_bf16):
+    _, fp32, tax = trained
+    _, bf16, _ = trained_bf16
+    assert bf16.manifest["training"]["precision"] == "bf16" and fp32.manifest["training"]["precision"] == "fp32"
+    assert bf16.manifest["training"]["device"] == "cpu"
+    assert bf16.manifest["version"] != fp32.manifest["version"]  # the matrix products really ran in bfloat16
+    again = build_encoder_artifact(tiny_records(), tax, replace(CONFIG, precision="bf16"),
+                                   resolve_model_path(CONFIG.base_model), dt.date(2026, 1, 1))
+    assert again.manifest["version"] == bf16.manifest["version"]
+
+
+@pytest.mark.parametrize("which", ["fp32", "bf16"])
+def test_verdicts_have_the_pipeline_shape_and_learn_the_signal(trained, trained_bf16, which):
+    out, _, tax = trained if which == "fp32" else trained_bf16
     judge = load_encoder_judge(out, tax)
     assert isinstance(judge, Judge) and isinstance(judge, EncoderJudge)
     empty = np.zeros(384, np.float32)  # the encoder judge reads texts; the drift embedding is not used

@@ -21,7 +21,7 @@ from monitor.judge.hybrid import HybridJudge, check_same_split
 from monitor.judge.keyword_baseline import KeywordJudge
 from monitor.judge.text_embeddings import embed_records, embedder_encoder
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge, save_encoder_artifact
-from monitor.judge.encoder_training import EncoderTrainConfig
+from monitor.judge.encoder_training import PRECISIONS, EncoderTrainConfig, training_device
 from monitor.judge.model_card import render_encoder_model_card
 from monitor.judge.training import TrainConfig, build_artifact, select_test_records
 from monitor.taxonomy import load_taxonomy
@@ -65,6 +65,10 @@ def train(
     neighbours: int = typer.Option(30, min=0, help="heads: training prompts whose vote joins the unsafe head (0: the MLP alone)."),
     epochs: float = typer.Option(2.0, min=0.01, help="encoder: passes over the training rows."),
     frozen_layers: int = typer.Option(4, min=0, help="encoder: lower layers kept as shipped (their outputs are cached)."),
+    precision: str = typer.Option("fp32", help="encoder: 'fp32' or 'bf16' (bfloat16 matrix products: fast on a GPU or a "
+                                  "CPU with AMX, slow on other CPUs)."),
+    device: str = typer.Option("auto", help="encoder: where the top layers train: 'auto' (a GPU when torch sees one, "
+                               "else the CPU), 'cpu' or 'cuda'."),
     test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of prompts kept out for `judge eval`."),
     val_fraction: float = typer.Option(0.2, min=0.05, max=0.9, help="Share of prompts for calibration and thresholds."),
     holdout: list[str] = typer.Option(["xstest-completions-mistralinstruct"], help="File stems kept out entirely (repeatable)."),
@@ -77,6 +81,9 @@ def train(
     """Train a safety judge on labelled JSONL records and write an artifact with its model card."""
     if kind not in ("encoder", "heads"):
         raise typer.BadParameter(f"{kind!r} is not 'encoder' or 'heads'", param_hint="--kind")
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"{precision!r} is not one of {', '.join(PRECISIONS)}", param_hint="--precision")
+    train_device = _training_device(device) if kind == "encoder" else "cpu"
     if test_fraction + val_fraction >= 1:
         raise typer.BadParameter("test and validation fractions must leave rows to train on", param_hint="--val-fraction")
     try:
@@ -89,7 +96,8 @@ def train(
         _train_encoder(out, records, tax, EncoderTrainConfig(
             seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, holdout_origins=tuple(holdout),
             cap_per_stratum=cap or 1500, safe_prompt_cap=safe_cap or 3000, base_model=embedding_model,
-            frozen_layers=frozen_layers, epochs=epochs), day, tuple(mappings or ()))
+            frozen_layers=frozen_layers, epochs=epochs, precision=precision,
+            device=train_device), day, tuple(mappings or ()))
         return
     config = TrainConfig(seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, cap_per_stratum=cap or 600,
                          safe_prompt_cap=safe_cap or 2000, unsafe_neighbours=neighbours,
@@ -99,6 +107,13 @@ def train(
                                   mapping_dirs=tuple(mappings or ()))
     result.judge.save(out, card)
     _report_trained(out, result.judge.version, result.reports)
+
+
+def _training_device(requested: str) -> str:
+    try:
+        return training_device(requested)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
 
 
 def _train_encoder(out: Path, records: list[Record], tax, config: EncoderTrainConfig, day: dt.date | None,
@@ -235,7 +250,8 @@ def combine(
     combiner.save(out)
     typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation replies ({int(y.sum())} harmful), "
                f"ids sha256 {digest}")
-    typer.echo("validation AUROC: " + ", ".join(f"{k} {v}" for k, v in auroc.items()) + f"; threshold {combiner.threshold:.3f}")
+    typer.echo("validation AUROC: " + ", ".join(f"{k} {v}" for k, v in auroc.items())
+               + f"; heads weight {combiner.heads_weight:g}, threshold {combiner.threshold:.3f}")
 
 
 def _split_config(manifest: dict) -> TrainConfig:

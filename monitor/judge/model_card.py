@@ -74,10 +74,10 @@ def render_encoder_model_card(manifest: Mapping) -> str:
         *_created(manifest),
         "## What it is",
         "",
-        f"`{manifest['embedding']['model']}` with its lower {enc['frozen_layers']} transformer layers as shipped and "
-        "the layers above them fine-tuned for safety (this artifact holds only those layers, as float16, and the "
-        "heads; it loads on the base model whose weights hash to "
-        f"`{manifest['embedding']['base_weights_sha256']}`). Outputs are linear heads on the mean-pooled last layer:",
+        f"`{manifest['embedding']['model']}` with {_fine_tuned_layers(enc['frozen_layers'])} fine-tuned for safety "
+        "(this artifact holds only those layers, as float16, and the heads; it loads on the base model whose "
+        f"weights hash to `{manifest['embedding']['base_weights_sha256']}`). Outputs are linear heads on the "
+        "mean-pooled last layer:",
         "",
         f"- **prompt** (the prompt alone, up to {enc['max_prompt_tokens']} tokens): overall unsafe, and one "
         "probability per harm category (multi-label);",
@@ -85,8 +85,8 @@ def render_encoder_model_card(manifest: Mapping) -> str:
         "truncated first): the reply is harmful given the prompt, and the reply refuses or deflects.",
         "",
         f"Trained {train['epochs']:g} epochs (batch {train['batch_size']}, AdamW, lr {train['lr']:g} for the layers and "
-        f"{train['head_lr']:g} for the heads, seed {train['seed']}, torch {train['torch']}, {train['threads']} threads) "
-        "with masked binary cross-entropy: a row teaches only the outputs it has labels for.",
+        f"{train['head_lr']:g} for the heads, seed {train['seed']}, torch {train['torch']}, {train['threads']} threads, "
+        f"{_precision_phrase(train)}) with masked binary cross-entropy: a row teaches only the outputs it has labels for.",
         "",
         *_calibration_note(),
         "## Intended use and limits",
@@ -99,9 +99,23 @@ def render_encoder_model_card(manifest: Mapping) -> str:
     ]
     command = (f"monitor judge train --kind encoder --data ../shared/data --out DIR --seed {train['seed']} "
                f"--cap {train['cap_per_stratum']} --safe-cap {train['safe_prompt_cap']} --epochs {train['epochs']:g} "
-               f"--date {manifest['created']}")
+               f"--frozen-layers {enc['frozen_layers']} --precision {train.get('precision', 'fp32')} "
+               f"--device {train.get('device', 'cpu')} --date {manifest['created']}")
     return "\n".join(what + _data_and_metrics(manifest) + _reproduce(
         command, f"`weights.npz` bytes on the same machine kind and thread count ({train['threads']})"))
+
+
+def _fine_tuned_layers(frozen: int) -> str:
+    if frozen == 0:
+        return "every transformer layer (its token embeddings as shipped)"
+    return f"its lower {frozen} transformer layers as shipped and the layers above them"
+
+
+def _precision_phrase(train: Mapping) -> str:
+    # Artifacts trained before the precision setting existed trained in float32 on the CPU.
+    precision, device = train.get("precision", "fp32"), train.get("device", "cpu")
+    what = "bfloat16 matrix products (autocast), float32 weights" if precision == "bf16" else "float32"
+    return f"{what}, on the {'GPU' if device == 'cuda' else 'CPU'}"
 
 
 def _created(manifest: Mapping) -> list[str]:

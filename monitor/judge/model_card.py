@@ -25,6 +25,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     "convabuse": ("CC-BY-4.0", "Cercas Curry et al. 2021, ConvAbuse"),
     "diasafety": ("Apache-2.0", "Sun et al. 2022, On the Safety of Conversational Models (DiaSafety)"),
     "dices": ("CC-BY-4.0", "Aroyo et al. 2023, DICES (google-research-datasets/dices-dataset)"),
+    "beavertails-qa": ("CC-BY-NC-4.0", "Ji et al. 2023, BeaverTails 30k_test QA pairs (PKU-Alignment/BeaverTails)"),
+    "pku-saferlhf-qa": ("CC-BY-NC-4.0", "Ji et al. 2024, PKU-SafeRLHF evaluation pairs (PKU-Alignment/PKU-SafeRLHF)"),
+    "wildguardtest": ("ODC-BY (AI2 responsible-use terms)", "Han et al. 2024, WildGuard: WildGuardTest (allenai/wildguardmix)"),
 }
 
 

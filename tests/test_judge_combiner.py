@@ -69,7 +69,7 @@ def test_a_refit_changes_the_version():
 
 
 def test_a_judge_that_adds_nothing_gets_little_or_no_weight():
-    rng = np.random.default_rng(107)  # not a seed two_judges uses: its first draw is half the label
+    rng = np.random.default_rng(107)  # a seed of its own: two_judges' first draw with seed 7 is half the label
     _, e, y = two_judges(3000, seed=7)
     noise = _sigmoid(rng.normal(size=3000))  # a "heads" verdict unrelated to the label
     combiner = ResponseCombiner.fit(noise, e, y, "heads-x", "encoder-y")
@@ -79,6 +79,10 @@ def test_a_judge_that_adds_nothing_gets_little_or_no_weight():
     assert roc_auc_score(y2, combiner.probabilities(noise2, e2)) >= roc_auc_score(y2, e2) - 0.005
     # Equally good judges that see different evidence keep the plain sum.
     assert ResponseCombiner.fit(*two_judges(3000, seed=1), "heads-x", "encoder-y").heads_weight == 1.0
+    # Every weight ranks rows alike when the heads say the same for all: the tie goes to the plain sum.
+    tied = ResponseCombiner.fit(np.full(3000, 0.3), e, y, "heads-x", "encoder-y")
+    assert tied.heads_weight == 1.0 and len(set(tied.validation["auroc_by_heads_weight"].values())) == 1
+    assert set(combiner.validation["auroc_by_heads_weight"]) == {"0", "0.25", "0.5", "0.75", "1"}
 
 
 def test_a_file_from_before_the_weight_reads_as_the_plain_sum(tmp_path):
@@ -90,3 +94,7 @@ def test_a_file_from_before_the_weight_reads_as_the_plain_sum(tmp_path):
     z = np.log(h / (1 - h)) + np.log(e / (1 - e))
     np.testing.assert_allclose(old.probabilities(h, e), _sigmoid(0.5 * z + 0.1))
     assert old.version != ResponseCombiner("h", "e", 0.5, 0.1, 0.4, heads_weight=0.5).version
+    old.save(tmp_path / "again.json")  # a plain sum is written without the weight, as before it existed
+    assert "heads_weight" not in json.loads((tmp_path / "again.json").read_text())
+    ResponseCombiner("h", "e", 0.5, 0.1, 0.4, heads_weight=0.5).save(tmp_path / "weighted.json")
+    assert ResponseCombiner.load(tmp_path / "weighted.json").heads_weight == 0.5

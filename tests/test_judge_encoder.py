@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from monitor.embed.embedder import resolve_model_path
 from monitor.judge.dataset import Record
 from monitor.judge.encoder_judge import EncoderJudge, load_encoder_judge, read_encoder_artifact, save_encoder_artifact
-from monitor.judge.encoder_training import EncoderTrainConfig, build_encoder_artifact
+from monitor.judge.encoder_training import EncoderTrainConfig, build_encoder_artifact, training_device
 from monitor.judge.model_card import render_encoder_model_card
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.taxonomy import SAFE
@@ -84,11 +85,24 @@ def test_bfloat16_training_is_applied_recorded_and_reproducible(trained, trained
     _, fp32, tax = trained
     _, bf16, _ = trained_bf16
     assert bf16.manifest["training"]["precision"] == "bf16" and fp32.manifest["training"]["precision"] == "fp32"
-    assert bf16.manifest["training"]["device"] == "cpu"
     assert bf16.manifest["version"] != fp32.manifest["version"]  # the matrix products really ran in bfloat16
     again = build_encoder_artifact(tiny_records(), tax, replace(CONFIG, precision="bf16"),
                                    resolve_model_path(CONFIG.base_model), dt.date(2026, 1, 1))
     assert again.manifest["version"] == bf16.manifest["version"]
+
+
+def test_the_training_device_is_the_gpu_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto") == "cpu" and training_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="no GPU"):
+        training_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert training_device("auto") == "cuda" and training_device("cpu", "bf16") == "cpu"
+    with pytest.raises(ValueError, match="no bfloat16"):
+        training_device("auto", "bf16")
+    with pytest.raises(ValueError, match="'tpu' is not"):
+        training_device("tpu")
 
 
 @pytest.mark.parametrize("which", ["fp32", "bf16"])

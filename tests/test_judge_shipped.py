@@ -75,10 +75,11 @@ def test_the_card_names_every_training_source_licence(name):
     origins = [row["origin"] for row in json.loads((folder / "manifest.json").read_text())["data"]]
     assert origins and "see source" not in card
     notice = next(line for line in card.splitlines() if line.startswith("**Licence notice:**"))
+    named = set(notice.split("(", 1)[1].split(")", 1)[0].split(", "))
     for origin in origins:
         licence, citation = SOURCES[origin]
         assert f"| {origin} |" in card and citation in card
-        assert ("NC" in licence) == (origin in notice), origin
+        assert ("NC" in licence) == (origin in named), origin
 
 
 def test_shipped_artifacts_fit_their_budget_together():
@@ -115,6 +116,8 @@ def test_scores_the_fixtures(judge, embedder, request):
     for record_id, category in (("fx-drug-1", "drug_abuse_weapons_banned_substance"), ("fx-self-1", "self_harm")):
         ranked = sorted(by_id[record_id].category_probs, key=by_id[record_id].category_probs.get, reverse=True)
         assert category in ranked[:CATEGORY_RANK[name]], (record_id, ranked[:3])
+        if CATEGORY_RANK[name] == 1:
+            assert by_id[record_id].category == category
     assert by_id["fx-drug-1"].category == "drug_abuse_weapons_banned_substance"
     assert by_id["fx-safe-3"].category == SAFE
     refusals = [(r.refusal, v.refused) for r, v in zip(records, verdicts) if r.refusal is not None]

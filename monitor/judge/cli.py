@@ -55,7 +55,7 @@ def _embedder(model: str, max_seq_length: int):
 @judge_app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Artifact folder to write (manifest.json, weights.npz, model_card.md)."),
-    kind: str = typer.Option("encoder", help="'encoder' (judge v2: fine-tune the encoder's top layers) or 'heads' "
+    kind: str = typer.Option("encoder", help="'encoder' (judge v2: fine-tune the encoder's layers) or 'heads' "
                              "(small heads on frozen embeddings)."),
     data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
     seed: int = typer.Option(0, help="Seed for splits, sampling and initialisation."),
@@ -64,9 +64,10 @@ def train(
     max_seq_length: int = typer.Option(128, min=8, help="heads: tokens kept per text when embedding training data."),
     neighbours: int = typer.Option(30, min=0, help="heads: training prompts whose vote joins the unsafe head (0: the MLP alone)."),
     epochs: float = typer.Option(2.0, min=0.01, help="encoder: passes over the training rows."),
-    frozen_layers: int = typer.Option(4, min=0, help="encoder: lower layers kept as shipped (their outputs are cached)."),
+    frozen_layers: int = typer.Option(4, min=0, help="encoder: lower layers kept as shipped (their outputs are cached; "
+                                      "the shipped encoder: 0)."),
     precision: str = typer.Option("fp32", help="encoder: 'fp32' or 'bf16' (bfloat16 matrix products: fast on a GPU or a "
-                                  "CPU with AMX, slow on other CPUs)."),
+                                  "CPU with AMX, slow on other CPUs; the shipped encoder: bf16 on AMX)."),
     device: str = typer.Option("auto", help="encoder: where the top layers train: 'auto' (a GPU when torch sees one, "
                                "else the CPU), 'cpu' or 'cuda'."),
     test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of prompts kept out for `judge eval`."),
@@ -83,7 +84,7 @@ def train(
         raise typer.BadParameter(f"{kind!r} is not 'encoder' or 'heads'", param_hint="--kind")
     if precision not in PRECISIONS:
         raise typer.BadParameter(f"{precision!r} is not one of {', '.join(PRECISIONS)}", param_hint="--precision")
-    train_device = _training_device(device) if kind == "encoder" else "cpu"
+    train_device = _training_device(device, precision) if kind == "encoder" else "cpu"
     if test_fraction + val_fraction >= 1:
         raise typer.BadParameter("test and validation fractions must leave rows to train on", param_hint="--val-fraction")
     try:
@@ -109,9 +110,9 @@ def train(
     _report_trained(out, result.judge.version, result.reports)
 
 
-def _training_device(requested: str) -> str:
+def _training_device(requested: str, precision: str) -> str:
     try:
-        return training_device(requested)
+        return training_device(requested, precision)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from None
 
@@ -245,13 +246,15 @@ def combine(
         raise typer.BadParameter(f"{exc} among the {len(y)} validation rows", param_hint="--data") from None
     auroc = {name: round(float(roc_auc_score(y, p)), 4)
              for name, p in (("heads", h), ("encoder", e), ("combined", combiner.probabilities(h, e)))}
-    combiner = replace(combiner, validation={"rows": len(y), "harmful": int(y.sum()), "ids_sha256": digest,
-                                             "max_seq_length": max_seq_length, "auroc": auroc})
+    combiner = replace(combiner, validation={**combiner.validation, "rows": len(y), "harmful": int(y.sum()),
+                                             "ids_sha256": digest, "max_seq_length": max_seq_length, "auroc": auroc})
     combiner.save(out)
     typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation replies ({int(y.sum())} harmful), "
                f"ids sha256 {digest}")
     typer.echo("validation AUROC: " + ", ".join(f"{k} {v}" for k, v in auroc.items())
-               + f"; heads weight {combiner.heads_weight:g}, threshold {combiner.threshold:.3f}")
+               + f"; heads weight {combiner.heads_weight:g} (AUROC by weight: "
+               + ", ".join(f"{w} {v}" for w, v in combiner.validation["auroc_by_heads_weight"].items())
+               + f"), threshold {combiner.threshold:.3f}")
 
 
 def _split_config(manifest: dict) -> TrainConfig:

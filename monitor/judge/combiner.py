@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sklearn.metrics import roc_auc_score
+
 from monitor.judge.calibration import best_f1_threshold, fit_platt, logit, platt
-from monitor.judge.training import _auroc
 
 DEFAULT_COMBINER = Path(__file__).with_name("artifacts") / "hybrid" / "response-combiner.json"
 FORMAT = "response-combiner-1"
@@ -74,16 +75,21 @@ class ResponseCombiner:
         if not 0 < y.sum() < len(y):
             raise ValueError("response combiner: the rows need both harmful and harmless replies")
         zh, ze = logit(heads), logit(encoder)
-        weight = max(reversed(HEADS_WEIGHTS), key=lambda w: _auroc(y, w * zh + ze))
+        by_weight = {w: float(roc_auc_score(y, w * zh + ze)) for w in HEADS_WEIGHTS}
+        weight = max(reversed(HEADS_WEIGHTS), key=by_weight.__getitem__)
         scale, shift = fit_platt(weight * zh + ze, y)
-        fitted = cls(heads_version, encoder_version, scale, shift, 0.5, heads_weight=weight)
+        fitted = cls(heads_version, encoder_version, scale, shift, 0.5, heads_weight=weight,
+                     validation={"auroc_by_heads_weight": {f"{w:g}": round(a, 4) for w, a in by_weight.items()}})
         threshold = best_f1_threshold(y, fitted.probabilities(heads, encoder))
         return replace(fitted, threshold=threshold)
 
     def save(self, path: Path | str) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"format": FORMAT, **asdict(self)}, indent=2, sort_keys=True) + "\n")
+        fields = asdict(self)
+        if self.heads_weight == 1.0:
+            del fields["heads_weight"]  # the plain sum: a file older releases read too
+        path.write_text(json.dumps({"format": FORMAT, **fields}, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_COMBINER) -> ResponseCombiner:

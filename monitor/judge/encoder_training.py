@@ -13,6 +13,7 @@ Recipe (seeded end to end, so the same files, seed and thread count give the sam
    layers' matrix products in bfloat16 (autocast; weights and optimizer state stay float32): on a CPU
    with AMX or a GPU that is what lets more layers train within the hour; elsewhere keep ``fp32``.
    ``device`` moves only this step (the cached states stay in host memory, one batch at a time moves).
+   Bit-for-bit reproducible on the CPU (same machine kind and threads); GPU kernels are not.
 5. Round the top layers to float16 (what ships), then Platt-calibrate every output and pick its F1-best
    threshold on the validation split, scored through those rounded weights.
 """
@@ -184,15 +185,18 @@ class Split:
 PRECISIONS = ("fp32", "bf16")
 
 
-def training_device(requested: str) -> str:
-    """``auto`` takes the GPU when torch sees one (training never requires it), else the CPU."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+def training_device(requested: str, precision: str = "fp32") -> str:
+    """``auto`` takes the GPU when torch sees one (training never requires it), else the CPU. Refused
+    before any work: a GPU where torch sees none, and bfloat16 on a GPU without it (it would fail at
+    the first step, after the lower layers' outputs had been cached)."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {requested!r} is not 'auto', 'cpu' or 'cuda'")
     if requested == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no GPU (use 'cpu' or 'auto')")
-    if requested not in ("cpu", "cuda"):
-        raise ValueError(f"device {requested!r} is not 'auto', 'cpu' or 'cuda'")
-    return requested
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
+    if device == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU has no bfloat16: use precision 'fp32' on it, or device 'cpu'")
+    return device
 
 
 def train_top(top: TrainableTop, train: Split, config: EncoderTrainConfig,
@@ -201,10 +205,18 @@ def train_top(top: TrainableTop, train: Split, config: EncoderTrainConfig,
     the model comes back on the CPU."""
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision {config.precision!r} is not one of {', '.join(PRECISIONS)}")
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     device = torch.device(config.device)
     top.to(device)
+    try:
+        _train_steps(top, train, config, device, progress)
+    finally:
+        top.to("cpu").eval()
+
+
+def _train_steps(top: TrainableTop, train: Split, config: EncoderTrainConfig, device: torch.device,
+                 progress: Callable[[str], None]) -> None:
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
     prompt_t = torch.from_numpy(np.stack([e.targets for e in train.prompts])).to(device)
     pair_t = torch.from_numpy(np.stack([e.targets for e in train.pairs])).to(device)
     head_params = list(top.prompt_head.parameters()) + list(top.pair_head.parameters())
@@ -242,7 +254,6 @@ def train_top(top: TrainableTop, train: Split, config: EncoderTrainConfig,
             step += 1
             if step % 100 == 0:
                 progress(f"  step {step}/{total} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)")
-    top.to("cpu").eval()
 
 
 def top_logits(top: TrainableTop, states: CachedStates, head: nn.Module, batch_size: int = 128) -> np.ndarray:

@@ -105,7 +105,8 @@ def render_encoder_model_card(manifest: Mapping) -> str:
                f"--frozen-layers {enc['frozen_layers']} --precision {train.get('precision', 'fp32')} "
                f"--device {train.get('device', 'cpu')} --date {manifest['created']}")
     return "\n".join(what + _data_and_metrics(manifest) + _reproduce(
-        command, f"`weights.npz` bytes on the same machine kind and thread count ({train['threads']})"))
+        command, f"`weights.npz` bytes on the CPU of the same machine kind and thread count ({train['threads']}; "
+        "GPU kernels are not bit-reproducible)"))
 
 
 def _fine_tuned_layers(frozen: int) -> str:

@@ -1,10 +1,11 @@
-"""The judge v2 network: the stock MiniLM encoder with its top layers fine-tuned for safety, and linear heads.
+"""The judge v2 network: the stock MiniLM encoder with its layers fine-tuned for safety, and linear heads.
 
 Why this shape:
 
-- Only the top ``len(layers) - frozen_layers`` transformer layers are trained. The frozen lower layers are
-  the stock model's, so training caches their outputs once and then runs just the top layers (an hour of
-  CPU becomes minutes), and an artifact ships only the layers that changed.
+- Only the top ``len(layers) - frozen_layers`` transformer layers are trained (every one, ``frozen_layers=0``,
+  in the shipped encoder: the token embeddings stay the stock model's). The frozen lower layers' outputs
+  are cached once, so training runs just the layers above them, and an artifact ships only the layers
+  that changed; fewer frozen layers buy accuracy with training time.
 - One encoder serves two kinds of input: a prompt alone (prompt harm and its categories) and a
   ``prompt [SEP] reply`` pair (response harm *given the prompt*, and refusal). A reply is harmful only
   relative to what was asked, so the pair is cross-encoded rather than judged from two separate vectors.

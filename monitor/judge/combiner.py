@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-
 from sklearn.metrics import roc_auc_score
 
 from monitor.judge.calibration import best_f1_threshold, fit_platt, logit, platt

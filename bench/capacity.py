@@ -2,7 +2,7 @@
 
 ``bench/throughput.py`` measures embedding, the service's main cost, with events that carry a prompt
 only. A gateway sends pairs, and the default judge reads each reply against its prompt in a pass of
-its own (the hybrid's cross-encoded ``prompt [SEP] reply``). This runs ``monitor serve`` per
+its own (the hybrid's cross-encoded ``prompt [SEP] reply``, besides its prompt pass). This runs ``monitor serve`` per
 (judge, backend) with sampling off and posts real pairs from ../shared/data (the QA-moderation sets
 and the XSTest completions, every reply non-empty, shuffled with ``--seed``), and reports events/s
 from the first post until every event is processed, with the service's peak RSS: the figure to size

@@ -2,8 +2,8 @@
 
 The service embeds every prompt and response for the drift detectors anyway; this says what the
 judge adds on top. The heads judge reads those embeddings (target: at most 10% of embedding); the
-encoder and hybrid judges run passes of their own (the hybrid: one cross-encoded prompt+reply
-pass). Both are timed in one process on one backend, so the ratio holds up on a loaded machine
+encoder and hybrid judges run passes of their own (the hybrid: the prompt, and the cross-encoded
+prompt+reply pair). Both are timed in one process on one backend, so the ratio holds up on a loaded machine
 better than either absolute figure. Run from the repository root:
 
     .venv/bin/python bench/judge_cost.py [--judge heads|encoder|hybrid] [--backend torch|onnx-int8] [--events 512] [--batch 64]

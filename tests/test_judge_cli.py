@@ -97,7 +97,7 @@ def test_asking_for_a_gpu_on_a_machine_without_one_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evaluates_with_its_parts(tmp_path):
-    from monitor.judge.combiner import ResponseCombiner
+    from monitor.judge.combiner import VerdictCombiner
     from monitor.judge.dataset import read_records
     from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT
     from monitor.judge.heads import DEFAULT_ARTIFACT
@@ -106,28 +106,38 @@ def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evalu
     runner = CliRunner()
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in qa_rows(80)))
-    result = runner.invoke(judge_app, ["combine", "--data", str(FIXTURES / "records.jsonl"), "--out", str(tmp_path / "x")])
+    gateway = tmp_path / "gateway"  # the same rows as if from a file the prompt combination is ranked on
+    gateway.mkdir()
+    (gateway / "openai-moderation.jsonl").write_text(data.read_text())
+    result = runner.invoke(judge_app, ["combine", "--data", str(FIXTURES / "records.jsonl"), "--out-dir", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--data" in result.output and "harmful" in result.output  # too few replies
-    out = tmp_path / "combiner.json"
-    result = runner.invoke(judge_app, ["combine", "--data", str(data), "--out", str(out)])
+    result = runner.invoke(judge_app, ["combine", "--data", str(data), "--output", "prompt", "--out-dir", str(tmp_path / "x")])
+    message = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "--data" in message and "openai-moderation, toxicchat-train" in message
+    result = runner.invoke(judge_app, ["combine", "--data", str(data), "--output", "refusal"])
+    assert result.exit_code == 2 and "--output" in result.output
+    out = tmp_path / "fitted"
+    result = runner.invoke(judge_app, ["combine", "--data", str(gateway), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
-    combiner = ResponseCombiner.load(out)
     encoder_manifest = json.loads((DEFAULT_ENCODER_ARTIFACT / "manifest.json").read_text())
-    combiner.check(HeadsJudge.load(DEFAULT_ARTIFACT).version, encoder_manifest["version"])
-    assert set(combiner.validation["auroc"]) == {"heads", "encoder", "combined"}
-    # Fitted on the validation rows only: never a test-split row.
     training = encoder_manifest["training"]
     split = TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"], val_fraction=training["val_fraction"],
                         holdout_origins=tuple(training["holdout_origins"])).split
-    records = read_records(data)
+    records = read_records(gateway / "openai-moderation.jsonl")
     assert {split(r) for r in records} == {"train", "val", "test"}
-    assert combiner.validation["rows"] == sum(split(r) == "val" for r in records)
+    for output, ranked_by in (("response", "all rows"), ("prompt", "mean over openai-moderation")):
+        combiner = VerdictCombiner.load(output, out / f"{output}-combiner.json")
+        combiner.check(HeadsJudge.load(DEFAULT_ARTIFACT).version, encoder_manifest["version"])
+        assert set(combiner.validation["auroc"]) == {"heads", "encoder", "combined"}
+        assert combiner.validation["ranked_by"] == ranked_by
+        # Fitted on the validation rows only: never a test-split row.
+        assert combiner.validation["rows"] == sum(split(r) == "val" for r in records)
 
     report = tmp_path / "report.md"
     result = runner.invoke(judge_app, ["eval", "--data", str(data), "--split", "val", "--out", str(report)])
     assert result.exit_code == 0, result.output
     versions = [line.split(" | ")[1] for line in report.read_text().splitlines() if line.startswith("| unsafe (all files) |")]
-    assert len(versions) == 5 and versions[0].count("+") == 2  # the hybrid, its heads and encoder, two baselines
+    assert len(versions) == 5 and versions[0].count("+") == 3  # the hybrid, its heads and encoder, two baselines
 
 
 def qa_rows(n: int) -> list[dict]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from monitor.judge.calibration import uncertainty
-from monitor.judge.combiner import DEFAULT_COMBINER, ResponseCombiner
+from monitor.judge.combiner import COMBINER_FOLDER, VerdictCombiner
 from monitor.judge.dataset import read_records
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT
 from monitor.judge.factory import build_judge, judge_version
@@ -83,7 +83,7 @@ def test_the_card_names_every_training_source_licence(name):
 
 
 def test_shipped_artifacts_fit_their_budget_together():
-    folders = [folder for folder, _ in SHIPPED.values()] + [DEFAULT_COMBINER.parent]
+    folders = [folder for folder, _ in SHIPPED.values()] + [COMBINER_FOLDER]
     assert sum(p.stat().st_size for folder in folders for p in folder.iterdir()) < SHIPPED_TOTAL
 
 
@@ -141,27 +141,32 @@ def test_bad_inputs_get_valid_verdicts(judge, embedder):
     assert not verdicts[3].prompt_flagged and not verdicts[4].prompt_flagged
 
 
-def test_the_hybrid_takes_prompt_and_refusal_from_the_heads_and_combines_both_judges_for_response_harm(embedder):
+def test_the_hybrid_takes_categories_and_refusal_from_the_heads_and_combines_both_judges_for_prompt_and_response_harm(embedder):
     taxonomy = load_taxonomy()
     heads, encoder, hybrid = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder", "hybrid"))
-    combiner = ResponseCombiner.load(DEFAULT_COMBINER)
-    assert hybrid.version == f"{heads.version}+{encoder.version}+{combiner.version}" == judge_version("hybrid", taxonomy)
+    response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
+    assert hybrid.version == f"{heads.version}+{encoder.version}+{response.version}+{prompt.version}" == judge_version("hybrid", taxonomy)
     records = read_records(FIXTURE)
     batch = inputs(embedder, [(r.prompt, r.response) for r in records])
-    answered = 0
+    answered = moved = 0
     for h, e, x in zip(heads.judge(batch), encoder.judge(batch), hybrid.judge(batch)):
-        assert (x.prompt_unsafe, x.category, x.categories, x.refusal) == (h.prompt_unsafe, h.category, h.categories, h.refusal)
+        assert (x.category_probs, x.categories, x.refusal, x.refused) == (h.category_probs, h.categories, h.refusal, h.refused)
+        assert x.prompt_unsafe == pytest.approx(float(prompt.probabilities(np.array([h.prompt_unsafe]), np.array([e.prompt_unsafe]))[0]), abs=1e-6)
+        assert x.prompt_flagged == (x.prompt_unsafe >= prompt.threshold)
+        # The heads' most likely category names a prompt the combination flags, whatever the heads decided.
+        assert x.category == (max(h.category_probs, key=h.category_probs.__getitem__) if x.prompt_flagged else SAFE)
+        moved += abs(x.prompt_unsafe - h.prompt_unsafe) > 0.01
+        assert x.judge_version == hybrid.version
         if h.response_unsafe is None:
-            assert x.response_unsafe is None
+            assert x.response_unsafe is None and x.uncertainty == pytest.approx(uncertainty([(x.prompt_unsafe, prompt.threshold)]))
             continue
         answered += 1
-        expected = float(combiner.probabilities(np.array([h.response_unsafe]), np.array([e.response_unsafe]))[0])
+        expected = float(response.probabilities(np.array([h.response_unsafe]), np.array([e.response_unsafe]))[0])
         assert x.response_unsafe == pytest.approx(expected, abs=1e-6)
-        assert x.response_flagged == (x.response_unsafe >= combiner.threshold)
-        assert x.judge_version == hybrid.version
-        assert x.uncertainty == pytest.approx(uncertainty([(h.prompt_unsafe, heads.prompt_threshold),
-                                                           (x.response_unsafe, combiner.threshold)]))
-    assert answered >= 5
+        assert x.response_flagged == (x.response_unsafe >= response.threshold)
+        assert x.uncertainty == pytest.approx(uncertainty([(x.prompt_unsafe, prompt.threshold),
+                                                           (x.response_unsafe, response.threshold)]))
+    assert answered >= 5 and moved >= 5
 
 
 def test_a_shorter_judge_length_cuts_the_pairs_and_names_itself(embedder):
@@ -185,6 +190,10 @@ def test_a_shorter_judge_length_cuts_the_pairs_and_names_itself(embedder):
 def test_the_hybrid_refuses_a_combiner_fitted_for_other_judges(embedder):
     taxonomy = load_taxonomy()
     heads, encoder = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder"))
-    combiner = replace(ResponseCombiner.load(DEFAULT_COMBINER), heads_version="heads-000000000000")
-    with pytest.raises(ValueError, match="run `monitor judge combine`"):
-        HybridJudge(heads, encoder, combiner)
+    response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
+    with pytest.raises(ValueError, match="response combiner was fitted for heads-000000000000.*run `monitor judge combine`"):
+        HybridJudge(heads, encoder, replace(response, heads_version="heads-000000000000"), prompt)
+    with pytest.raises(ValueError, match="prompt combiner was fitted for heads-000000000000.*run `monitor judge combine`"):
+        HybridJudge(heads, encoder, response, replace(prompt, heads_version="heads-000000000000"))
+    with pytest.raises(ValueError, match="a response combiner was given for prompt harm"):
+        HybridJudge(heads, encoder, response, response)

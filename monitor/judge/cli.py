@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from monitor.judge.combiner import DEFAULT_COMBINER, ResponseCombiner
+from monitor.judge.combiner import COMBINER_FOLDER, OUTPUTS, VerdictCombiner
 from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_dir, read_records
 from monitor.judge.evaluation import evaluate, format_report, run_judge
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
@@ -210,18 +210,26 @@ def eval_(
         out.write_text(report)
 
 
+# The files whose prompts look like a gateway's traffic (real users' chat, moderation API traffic, adversarial
+# prompts): the prompt combination's weight is ranked by the mean AUROC over them, so that the thousands of
+# templated or synthetic prompts in the other files do not outvote them.
+PROMPT_RANKING_ORIGINS = ("openai-moderation", "toxicchat-train", "wildguardtest", "convabuse")
+
+
 @judge_app.command()
 def combine(
     data: Optional[list[Path]] = typer.Option(None, "--data", help=DATA_HELP),
     cap: int = typer.Option(400, min=1, help="Most validation rows per (file, label combination)."),
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
     embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
-    out: Path = typer.Option(DEFAULT_COMBINER, help="Where to write the combiner (default: the shipped one)."),
+    output: list[str] = typer.Option(list(OUTPUTS), help="Which verdicts to combine: response, prompt (repeatable)."),
+    out_dir: Path = typer.Option(COMBINER_FOLDER, help="Folder to write <output>-combiner.json in (default: the shipped one)."),
 ) -> None:
-    """Fit how the hybrid combines the shipped heads' and encoder's response-harm verdicts, on the validation
-    rows (both judges' own calibration rows; the test split is not read)."""
-    from sklearn.metrics import roc_auc_score
-
+    """Fit how the hybrid combines the shipped heads' and encoder's prompt-harm and response-harm verdicts, on the
+    validation rows (both judges' own calibration rows; the test split is not read)."""
+    for name in output:
+        if name not in OUTPUTS:
+            raise typer.BadParameter(f"{name!r} is not one of {', '.join(OUTPUTS)}", param_hint="--output")
     tax = load_taxonomy()
     heads = HeadsJudge.load(DEFAULT_ARTIFACT, tax)
     encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length)
@@ -229,30 +237,47 @@ def combine(
         check_same_split(heads, encoder)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--data") from None
-    config = _split_config(encoder.manifest)
-    rows = [r for r in select_test_records(_records(data), config, cap, "val") if r.response_harm is not None]
+    rows = select_test_records(_records(data), _split_config(encoder.manifest), cap, "val")
     embedded = embed_records(rows, embedder_encoder(_embedder(heads.embedding_model, max_seq_length), embedding_cache))
-    fitted = [(h.response_unsafe, e.response_unsafe, r)
-              for h, e, r in zip(run_judge(heads, embedded), run_judge(encoder, embedded), rows)
-              if h.response_unsafe is not None and e.response_unsafe is not None]
+    verdicts = list(zip(run_judge(heads, embedded), run_judge(encoder, embedded), rows))
+    for name in output:
+        _fit_combiner(name, verdicts, heads.version, encoder.artifact_version, max_seq_length, out_dir / f"{name}-combiner.json")
+
+
+def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_version: str, max_seq_length: int,
+                  out: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    score, label = {"response": (lambda v: v.response_unsafe, lambda r: r.response_harm),
+                    "prompt": (lambda v: v.prompt_unsafe, lambda r: r.unsafe)}[output]
+    fitted = [(score(h), score(e), r) for h, e, r in verdicts
+              if score(h) is not None and score(e) is not None and label(r) is not None]
     if not fitted:
-        raise typer.BadParameter("no validation row has a labelled reply", param_hint="--data")
+        raise typer.BadParameter(f"no validation row has a labelled {output}", param_hint="--data")
     h, e = (np.array(column, dtype=float) for column in list(zip(*fitted))[:2])
-    y = np.array([r.response_harm for _, _, r in fitted], dtype=bool)
+    y = np.array([label(r) for _, _, r in fitted], dtype=bool)
+    origins = np.array([r.origin for _, _, r in fitted])
+    ranking = [o for o in PROMPT_RANKING_ORIGINS if 0 < y[origins == o].sum() < (origins == o).sum()]
+    if output == "prompt" and not ranking:
+        raise typer.BadParameter(f"no validation prompts, harmful and harmless, from {', '.join(PROMPT_RANKING_ORIGINS)} "
+                                 "to rank the prompt combination on", param_hint="--data")
+    groups = [origins == o for o in ranking] if output == "prompt" else None
     digest = hashlib.sha256("\n".join(sorted(r.id for _, _, r in fitted)).encode()).hexdigest()[:12]
     try:
-        combiner = ResponseCombiner.fit(h, e, y, heads.version, encoder.artifact_version)
+        combiner = VerdictCombiner.fit(h, e, y, heads_version, encoder_version, output, groups)
     except ValueError as exc:
         raise typer.BadParameter(f"{exc} among the {len(y)} validation rows", param_hint="--data") from None
     auroc = {name: round(float(roc_auc_score(y, p)), 4)
              for name, p in (("heads", h), ("encoder", e), ("combined", combiner.probabilities(h, e)))}
-    combiner = replace(combiner, validation={**combiner.validation, "rows": len(y), "harmful": int(y.sum()),
-                                             "ids_sha256": digest, "max_seq_length": max_seq_length, "auroc": auroc})
+    ranked_by = "all rows" if groups is None else "mean over " + ", ".join(ranking)
+    combiner = replace(combiner, validation={**combiner.validation, "ranked_by": ranked_by, "rows": len(y),
+                                             "harmful": int(y.sum()), "ids_sha256": digest,
+                                             "max_seq_length": max_seq_length, "auroc": auroc})
     combiner.save(out)
-    typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation replies ({int(y.sum())} harmful), "
+    typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation {output}s ({int(y.sum())} harmful), "
                f"ids sha256 {digest}")
     typer.echo("validation AUROC: " + ", ".join(f"{k} {v}" for k, v in auroc.items())
-               + f"; heads weight {combiner.heads_weight:g} (AUROC by weight: "
+               + f"; heads weight {combiner.heads_weight:g} (AUROC by weight, {ranked_by}: "
                + ", ".join(f"{w} {v}" for w, v in combiner.validation["auroc_by_heads_weight"].items())
                + f"), threshold {combiner.threshold:.3f}")
 
@@ -267,4 +292,4 @@ def _split_config(manifest: dict) -> TrainConfig:
 def _hybrid(tax, max_seq_length: int) -> HybridJudge:
     """The shipped hybrid on torch, as evaluation runs it (the service builds it on its own backend)."""
     return HybridJudge(HeadsJudge.load(DEFAULT_ARTIFACT, tax), load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length),
-                       ResponseCombiner.load(DEFAULT_COMBINER))
+                       VerdictCombiner.load("response"), VerdictCombiner.load("prompt"))

@@ -92,13 +92,17 @@ class EncoderJudge:
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         if not batch:
             return []
-        prompts = [x.prompt for x in batch]
-        probs = self._probs(self.encoder.pooled(prompts), self._prompt, self._prompt_calib)
-        blank = np.array([not p.strip() for p in prompts])
-        probs[blank] = 0.0
+        probs = self.prompt_probs([x.prompt for x in batch])
         flags = probs >= self._prompt_calib[2]
         pair = self.pair_probs(batch)
         return [self._verdict(probs[i], flags[i], pair[i]) for i in range(len(batch))]
+
+    def prompt_probs(self, prompts: Sequence[str]) -> np.ndarray:
+        """Calibrated (unsafe, then one per category) per prompt from the prompt pass; 0 for a blank prompt.
+        A judge that borrows this one's prompt verdict pays for this pass."""
+        probs = self._probs(self.encoder.pooled(prompts), self._prompt, self._prompt_calib)
+        probs[np.array([not p.strip() for p in prompts], dtype=bool)] = 0.0
+        return probs
 
     def pair_probs(self, batch: Sequence[JudgeInput]) -> np.ndarray:
         """Calibrated (response harm, refusal) per input from the cross-encoded ``prompt [SEP] reply``

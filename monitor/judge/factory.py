@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from monitor.embed.embedder import Embedder
-from monitor.judge.combiner import DEFAULT_COMBINER, ResponseCombiner
+from monitor.judge.combiner import VerdictCombiner
 from monitor.judge.encoder_judge import (DEFAULT_ENCODER_ARTIFACT, EncoderJudge, encoder_judge_version, is_encoder_artifact,
                                          load_encoder_judge)
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
@@ -23,7 +23,7 @@ DEFAULT_JUDGE = "hybrid"
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
                 threads: int | None = None, encoder_max_seq_length: int | None = None) -> Judge:
     """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
-    ``hybrid`` → heads with response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
+    ``hybrid`` → heads with prompt and response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
     ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact.
 
     ``encoder_max_seq_length``: tokens an encoder judge keeps per input (the hybrid's is its prompt-and-reply
@@ -36,7 +36,7 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
     if spec == "hybrid":
         return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy),
                            _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads, length),
-                           ResponseCombiner.load(DEFAULT_COMBINER))
+                           VerdictCombiner.load("response"), VerdictCombiner.load("prompt"))
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder(path, embedder, taxonomy, cache_dir, threads, length)
@@ -68,9 +68,12 @@ def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch", encoder
     if spec == "prototype":
         return prototype_version(taxonomy)
     if spec == "hybrid":
-        heads, combiner = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version, ResponseCombiner.load(DEFAULT_COMBINER)
-        combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT))
-        return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend, encoder_max_seq_length), combiner.version)
+        heads = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version
+        response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
+        for combiner in (response, prompt):
+            combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT))
+        return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend, encoder_max_seq_length),
+                              response.version, prompt.version)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder_version(path, backend, encoder_max_seq_length)

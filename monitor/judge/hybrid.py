@@ -1,14 +1,14 @@
-"""The heads judge, with response harm from its own and the fine-tuned encoder's verdicts combined.
+"""The heads judge, with prompt harm and response harm from its own and the fine-tuned encoder's verdicts combined.
 
 Why a hybrid: on the validation split the two shipped judges are good at different things. The
-heads on the drift embeddings separate harm categories and recognise refusals (phrase features),
-but judge a reply without reading it against the question; the fine-tuned encoder reads
-``prompt [SEP] reply`` together, which is what response harm needs (a reply is harmful only
-relative to what was asked), while its category heads and refusal head are weaker. This judge
-takes prompt harm, categories and refusal from the heads, and response harm from both combined
-(:mod:`monitor.judge.combiner`: on the validation split the combination beat either alone). It pays
-for one encoder pass (the pair) on answered events only: the prompt verdicts come from embeddings the
-service computes anyway.
+heads on the drift embeddings separate harm categories and recognise refusals (phrase features);
+the fine-tuned encoder reads ``prompt [SEP] reply`` together, which is what response harm needs (a
+reply is harmful only relative to what was asked), while its category heads and refusal head are
+weaker. On whether a prompt is harmful they are close and err differently. This judge takes the
+categories and refusal from the heads, and prompt harm and response harm from both combined
+(:mod:`monitor.judge.combiner`: on the validation split each combination beat either judge alone).
+It pays for two encoder passes: the prompt on every event, the pair on answered events; the heads
+read embeddings the service computes anyway.
 """
 
 from __future__ import annotations
@@ -19,26 +19,31 @@ from typing import Sequence
 import numpy as np
 
 from monitor.judge.calibration import uncertainty
-from monitor.judge.combiner import ResponseCombiner
+from monitor.judge.combiner import VerdictCombiner
 from monitor.judge.encoder_judge import EncoderJudge
 from monitor.judge.heads import HeadsJudge
-from monitor.judge.verdict import JudgeInput, Verdict
+from monitor.judge.verdict import SAFE, JudgeInput, Verdict
 
 
 class HybridJudge:
-    """Prompt harm, categories and refusal from ``heads``; response harm given the prompt from ``heads`` and
-    ``encoder`` through ``combiner``."""
+    """Categories and refusal from ``heads``; prompt harm from ``heads`` and ``encoder`` through
+    ``prompt_combiner``, response harm given the prompt through ``response_combiner``."""
 
-    def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, combiner: ResponseCombiner) -> None:
+    def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, response_combiner: VerdictCombiner,
+                 prompt_combiner: VerdictCombiner) -> None:
         if list(heads.categories) != list(encoder.categories):
             raise ValueError(f"hybrid judge: the heads ({heads.version}) and encoder ({encoder.version}) judges "
                              "score different categories")
         check_same_split(heads, encoder)
-        combiner.check(heads.version, encoder.artifact_version)
+        for combiner, output in ((response_combiner, "response"), (prompt_combiner, "prompt")):
+            if combiner.output != output:
+                raise ValueError(f"hybrid judge: a {combiner.output} combiner was given for {output} harm")
+            combiner.check(heads.version, encoder.artifact_version)
         self.heads = heads
         self.encoder = encoder
-        self.combiner = combiner
-        self._version = hybrid_version(heads.version, encoder.version, combiner.version)
+        self.response_combiner = response_combiner
+        self.prompt_combiner = prompt_combiner
+        self._version = hybrid_version(heads.version, encoder.version, response_combiner.version, prompt_combiner.version)
 
     @property
     def manifest(self) -> dict:
@@ -61,23 +66,32 @@ class HybridJudge:
 
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         verdicts = self.heads.judge(batch)
+        if not verdicts:
+            return []
+        prompt = self.prompt_combiner.probabilities(np.array([v.prompt_unsafe for v in verdicts]),
+                                                    self.encoder.prompt_probs([x.prompt for x in batch])[:, 0])
+        prompt[np.array([not x.prompt.strip() for x in batch], dtype=bool)] = 0.0  # nothing asked, nothing unsafe
         heads_response = np.array([np.nan if v.response_unsafe is None else v.response_unsafe for v in verdicts])
-        combined = self.combiner.probabilities(heads_response, self.encoder.pair_probs(batch)[:, 0])
-        threshold = self.combiner.threshold
-        prompt_threshold = self.heads.prompt_threshold
-        out = []
-        for v, response in zip(verdicts, combined):
-            if np.isnan(response):
-                out.append(replace(v, judge_version=self._version))
-                continue
-            out.append(replace(
-                v,
-                judge_version=self._version,
-                response_unsafe=float(response),
-                response_flagged=bool(response >= threshold),
-                uncertainty=uncertainty([(v.prompt_unsafe, prompt_threshold), (float(response), threshold)]),
-            ))
-        return out
+        response = self.response_combiner.probabilities(heads_response, self.encoder.pair_probs(batch)[:, 0])
+        return [self._verdict(v, float(p), float(r)) for v, p, r in zip(verdicts, prompt, response)]
+
+    def _verdict(self, heads: Verdict, prompt: float, response: float) -> Verdict:
+        """The heads' verdict with the combined probabilities and their decisions; the heads' most likely
+        category names a prompt the combination flags."""
+        flagged = prompt >= self.prompt_combiner.threshold
+        answered = not np.isnan(response)
+        threshold = self.response_combiner.threshold
+        category = max(heads.category_probs, key=heads.category_probs.__getitem__) if flagged and heads.category_probs else SAFE
+        return replace(
+            heads,
+            judge_version=self._version,
+            category=category,
+            prompt_unsafe=prompt,
+            prompt_flagged=bool(flagged),
+            response_unsafe=response if answered else None,
+            response_flagged=bool(response >= threshold) if answered else None,
+            uncertainty=uncertainty([(prompt, self.prompt_combiner.threshold)] + ([(response, threshold)] if answered else [])),
+        )
 
 
 _SPLIT = ("seed", "test_fraction", "val_fraction", "holdout_origins")
@@ -91,6 +105,6 @@ def check_same_split(heads: HeadsJudge, encoder: EncoderJudge) -> None:
                          "so neither's validation or test rows are unseen by the other")
 
 
-def hybrid_version(heads_version: str, encoder_version: str, combiner_version: str) -> str:
-    """``heads-…+encoder-…[+backend]+mix-…``: every part, so a dashboard shows when any changed."""
-    return f"{heads_version}+{encoder_version}+{combiner_version}"
+def hybrid_version(heads_version: str, encoder_version: str, response_combiner: str, prompt_combiner: str) -> str:
+    """``heads-…+encoder-…[+backend]+mix-…+pmix-…``: every part, so a dashboard shows when any changed."""
+    return f"{heads_version}+{encoder_version}+{response_combiner}+{prompt_combiner}"

@@ -1,11 +1,13 @@
-"""Would averaging the two shipped judges' prompt scores help? Measured on the validation split.
+"""The two shipped judges' prompt scores, alone and combined, at a fixed recall. Validation split.
 
-The default (hybrid) judge takes prompt harm from the heads alone. The fine-tuned encoder also
-scores prompts, at the price of a second pass over every prompt. This scores the artifacts'
-validation rows (where design choices are made; the test split is not touched) with both judges
-and prints, per source, AUROC, AUPRC and the share of benign prompts flagged at recall 0.80, for
-each judge alone and for combinations of their calibrated logits. Each distinct prompt counts
-once (XSTest's prompts recur in its four files; the first row's label stands).
+The default (hybrid) judge sums the heads' and the encoder's calibrated prompt log-odds and
+recalibrates the sum (``monitor judge combine`` fits it and ranks the heads' weight by AUROC). A
+ranking says nothing of the benign traffic flagged at the recall an operator wants, so this scores
+the artifacts' validation rows (where design choices are made; the test split is not touched)
+with both judges and prints, per source, AUROC, AUPRC and the share of benign prompts flagged at
+recall 0.80, for each judge alone and for weightings of their logits (a monotone recalibration
+changes none of these). Each distinct prompt counts once (XSTest's prompts recur in its four
+files; the first row's label stands).
 
 Run: ``.venv/bin/python bench/judge_ensemble.py [--cap 400] [--embedding-cache DIR]`` (about 10
 minutes on 2 CPU cores, most of it the encoder's passes).
@@ -39,7 +41,7 @@ SOURCES = ("openai-moderation", "toxicchat", "wildguardtest", "convabuse", "hate
 
 
 COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "heads (shipped)": lambda h, e: logit(h),
+    "heads": lambda h, e: logit(h),
     "encoder": lambda h, e: logit(e),
     "sum of logits": lambda h, e: logit(h) + logit(e),
     "2 heads : 1 encoder": lambda h, e: 2 * logit(h) + logit(e),

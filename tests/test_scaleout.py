@@ -203,15 +203,18 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(settings, embedder, 
     sent = events(0, [COMPLY, REFUSE] * 100, prefix="w")
     for i in range(0, len(sent), 25):
         assert frontend.ingest(body(sent[i : i + 25]), T0).accepted == 25
-    doomed = spawn("worker", settings, tmp_path / "worker.log")
-    try:
-        # Kill it mid-stream: it has published some batches and holds a batch it has not acknowledged.
-        wait_for("the worker to start", lambda: client.xlen(keys.partition(0).scored) >= 2 and client.xpending(keys.events, WORKERS_GROUP)["pending"] > 0, 300, interval=0.05)
-        kill9(doomed)
-    finally:
-        if doomed.poll() is None:
+    for attempt in range(3):
+        doomed = spawn("worker", settings, tmp_path / f"worker-{attempt}.log")
+        try:
+            # Kill it mid-stream: it has published some batches and holds a batch it has not acknowledged.
+            wait_for("the worker to start", lambda: client.xlen(keys.partition(0).scored) >= 2 and client.xpending(keys.events, WORKERS_GROUP)["pending"] > 0, 300, interval=0.05)
             kill9(doomed)
-    stranded = client.xpending(keys.events, WORKERS_GROUP)["pending"]
+        finally:
+            if doomed.poll() is None:
+                kill9(doomed)
+        stranded = client.xpending(keys.events, WORKERS_GROUP)["pending"]
+        if stranded:  # else it acknowledged a batch between the check and the kill: kill the next one
+            break
     assert 0 < stranded <= settings.batch_size
 
     owner = detector_owner(settings, embedder, DetectorSuite([RecentRefusals()]))

@@ -1,8 +1,8 @@
 """The two shipped judges' prompt scores, alone and combined, at a fixed recall. Validation split.
 
 The default (hybrid) judge sums the heads' and the encoder's calibrated prompt log-odds and
-recalibrates the sum (``monitor judge combine`` fits it and ranks the heads' weight by AUROC). A
-ranking says nothing of the benign traffic flagged at the recall an operator wants, so this scores
+recalibrates the sum (``monitor judge combine`` fits it, the heads' weight ranked by the mean AUROC
+over the gateway-like files). A ranking says nothing of the benign traffic flagged at the recall an operator wants, so this scores
 the artifacts' validation rows (where design choices are made; the test split is not touched)
 with both judges and prints, per source, AUROC, AUPRC and the share of benign prompts flagged at
 recall 0.80, for each judge alone and for weightings of their logits (a monotone recalibration

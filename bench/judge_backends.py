@@ -44,8 +44,7 @@ def main() -> None:
 
     tax = load_taxonomy()
     # Both shipped artifacts were trained on the same seeded split, so the heads' test rows are every judge's.
-    training = HeadsJudge.load(DEFAULT_ARTIFACT, tax).manifest["training"]
-    config = TrainConfig(**{**training, "holdout_origins": tuple(training["holdout_origins"])})
+    config = TrainConfig.of_artifact(HeadsJudge.load(DEFAULT_ARTIFACT, tax).manifest)
     records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
     mapper = LabelMapper(tax)
     test, skipped = [], set()

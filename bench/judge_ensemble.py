@@ -66,8 +66,7 @@ def main() -> None:
 
     heads = HeadsJudge.load(DEFAULT_ARTIFACT)
     encoder = load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, None, 256)
-    training = heads.manifest["training"]
-    config = TrainConfig(**{**training, "holdout_origins": tuple(training["holdout_origins"])})
+    config = TrainConfig.of_artifact(heads.manifest)
     records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
     val = select_test_records(records, config, args.cap, "val")
     data = embed_records(val, embedder_encoder(Embedder(heads.embedding_model, 256), args.embedding_cache))

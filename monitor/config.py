@@ -254,6 +254,13 @@ class Settings(BaseSettings):
         None, ge=8, description="Tokens the judge's own encoder keeps per input (the hybrid reads it on each prompt-and-reply "
         "pair); unset = embedding_max_seq_length. 128 makes the hybrid's pair pass cheaper on long replies at a small "
         "cost to response harm (README, Safety judge); a length other than the trained 256 shows in judge_version (+seq<N>).")
+    judge_prompt_threshold: float | None = Field(
+        None, gt=0, lt=1, description="Prompt-harm probability from which a prompt is flagged (counted unsafe, given a "
+        "category); unset = the judge's own, chosen on its validation split. Higher flags fewer benign prompts and misses "
+        "more harmful ones (README, Safety judge: the trade on real-user chat); shows in judge_version (+pthr<x>).")
+    judge_response_threshold: float | None = Field(
+        None, gt=0, lt=1, description="Response-harm probability from which a reply is flagged unsafe; unset = the judge's "
+        "own. Shows in judge_version (+rthr<x>).")
 
     # --- second-opinion judge (an LLM safety judge on a sample; off unless second_judge_url is set) ---
     second_judge_url: str | None = Field(None, description="OpenAI-compatible base URL including /v1 (vLLM, Ollama); unset = no second judge.")

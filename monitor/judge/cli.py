@@ -179,7 +179,7 @@ def eval_(
         judge = _hybrid(tax, encoder_length)
     else:
         judge = load_encoder_judge(artifact, tax, encoder_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
-    config = _split_config(judge.manifest)
+    config = TrainConfig.of_artifact(judge.manifest)
     test = select_test_records(_records(data), config, cap, "val" if split == "val" else "test")
     if not test:
         raise typer.BadParameter(f"none of these rows is in the artifact's {split} split", param_hint="--data")
@@ -237,7 +237,7 @@ def combine(
         check_same_split(heads, encoder)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--data") from None
-    rows = select_test_records(_records(data), _split_config(encoder.manifest), cap, "val")
+    rows = select_test_records(_records(data), TrainConfig.of_artifact(encoder.manifest), cap, "val")
     embedded = embed_records(rows, embedder_encoder(_embedder(heads.embedding_model, max_seq_length), embedding_cache))
     verdicts = list(zip(run_judge(heads, embedded), run_judge(encoder, embedded), rows))
     for name in output:
@@ -280,13 +280,6 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
                + f"; heads weight {combiner.heads_weight:g} (AUROC by weight, {ranked_by}: "
                + ", ".join(f"{w} {v}" for w, v in combiner.validation["auroc_by_heads_weight"].items())
                + f"), threshold {combiner.threshold:.3f}")
-
-
-def _split_config(manifest: dict) -> TrainConfig:
-    """The seeded split an artifact was trained on (what its test and validation rows are)."""
-    training = manifest["training"]
-    return TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"],
-                       val_fraction=training["val_fraction"], holdout_origins=tuple(training["holdout_origins"]))
 
 
 def _hybrid(tax, max_seq_length: int) -> HybridJudge:

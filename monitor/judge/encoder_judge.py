@@ -116,9 +116,9 @@ class EncoderJudge:
         return pair
 
     @property
-    def pair_thresholds(self) -> np.ndarray:
-        """Decision thresholds of (response harm, refusal), chosen on the validation split."""
-        return np.asarray(self._pair_calib[2])
+    def decision_thresholds(self) -> tuple[float, float]:
+        """(prompt harm, response harm) decision thresholds, chosen on the validation split."""
+        return float(self._prompt_calib[2][0]), float(self._pair_calib[2][0])
 
     def _probs(self, pooled: np.ndarray, head: tuple[np.ndarray, np.ndarray], calib: tuple) -> np.ndarray:
         return platt(pooled.astype(np.float32) @ head[0] + head[1], calib[0], calib[1])

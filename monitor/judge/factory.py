@@ -12,6 +12,7 @@ from monitor.judge.encoder_judge import (DEFAULT_ENCODER_ARTIFACT, EncoderJudge,
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.hybrid import HybridJudge, hybrid_version
 from monitor.judge.prototype import PrototypeJudge, prototype_version
+from monitor.judge.thresholds import RethresholdedJudge, Thresholds, unmovable
 from monitor.judge.verdict import Judge
 from monitor.taxonomy import Taxonomy
 
@@ -21,15 +22,23 @@ DEFAULT_JUDGE = "hybrid"
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
-                threads: int | None = None, encoder_max_seq_length: int | None = None) -> Judge:
+                threads: int | None = None, encoder_max_seq_length: int | None = None,
+                thresholds: Thresholds = Thresholds()) -> Judge:
     """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
     ``hybrid`` → heads with prompt and response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
     ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact.
 
     ``encoder_max_seq_length``: tokens an encoder judge keeps per input (the hybrid's is its prompt-and-reply
     pair); unset, the drift embedder's. Cutting pairs shorter than the artifact trained on is cheaper on long
-    replies and shows in the version (``+seq<N>``)."""
-    spec = DEFAULT_JUDGE if spec == "default" else spec
+    replies and shows in the version (``+seq<N>``). ``thresholds``: decision lines an operator moved
+    (:mod:`monitor.judge.thresholds`; they show in the version too)."""
+    judge = _build_judge(DEFAULT_JUDGE if spec == "default" else spec, embedder, taxonomy, cache_dir, threads,
+                         encoder_max_seq_length)
+    return judge if thresholds == Thresholds() else RethresholdedJudge(judge, thresholds)
+
+
+def _build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None,
+                 encoder_max_seq_length: int | None) -> Judge:
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
     length = encoder_max_seq_length or embedder.info.max_seq_length
@@ -59,14 +68,21 @@ def _heads(path: Path, embedder: Embedder, taxonomy: Taxonomy) -> HeadsJudge:
     return heads
 
 
-def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch", encoder_max_seq_length: int | None = None) -> str:
+def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch", encoder_max_seq_length: int | None = None,
+                  thresholds: Thresholds = Thresholds()) -> str:
     """The version :func:`build_judge` would give, without loading the embedding model (the detector
     role labels its state and metrics with the judge its workers run); an encoder judge's version names
     its backend when that is not torch (``backend`` as resolved, e.g. ``onnx-int8``) and its pair length
-    when that is not the trained one (``encoder_max_seq_length`` as resolved)."""
+    when that is not the trained one (``encoder_max_seq_length`` as resolved), and moved decision lines."""
     spec = DEFAULT_JUDGE if spec == "default" else spec
     if spec == "prototype":
+        if thresholds != Thresholds():
+            raise unmovable(prototype_version(taxonomy))
         return prototype_version(taxonomy)
+    return _artifact_judge_version(spec, taxonomy, backend, encoder_max_seq_length) + thresholds.suffix
+
+
+def _artifact_judge_version(spec: str, taxonomy: Taxonomy, backend: str, encoder_max_seq_length: int | None) -> str:
     if spec == "hybrid":
         heads = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version
         response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")

@@ -164,6 +164,11 @@ class HeadsJudge:
         """The prompt-unsafe decision threshold (chosen on the validation split)."""
         return float(self.heads["unsafe"].threshold[0])
 
+    @property
+    def decision_thresholds(self) -> tuple[float, float]:
+        """(prompt harm, response harm) decision thresholds, chosen on the validation split."""
+        return self.prompt_threshold, float(self.heads["response"].threshold[0])
+
     @classmethod
     def load(cls, path: Path | str = DEFAULT_ARTIFACT, taxonomy: Taxonomy | None = None) -> HeadsJudge:
         """Load an artifact folder; with ``taxonomy``, also check the categories are its harm ids."""

@@ -64,6 +64,11 @@ class HybridJudge:
         """The drift embeddings the heads read (checked against the service's at start-up)."""
         return self.heads.embedding_model
 
+    @property
+    def decision_thresholds(self) -> tuple[float, float]:
+        """(prompt harm, response harm): the combiners' thresholds, chosen on the validation split."""
+        return self.prompt_combiner.threshold, self.response_combiner.threshold
+
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         verdicts = self.heads.judge(batch)
         if not verdicts:

@@ -22,7 +22,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -69,6 +69,13 @@ class TrainConfig:
 
     def split(self, record: Record) -> str:
         return record_split(record, self.seed, self.test_fraction, self.val_fraction, self.holdout_origins)
+
+    @classmethod
+    def of_artifact(cls, manifest: Mapping) -> TrainConfig:
+        """The seeded split an artifact was trained on (what its test and validation rows are)."""
+        training = manifest["training"]
+        return cls(seed=training["seed"], test_fraction=training["test_fraction"],
+                   val_fraction=training["val_fraction"], holdout_origins=tuple(training["holdout_origins"]))
 
 
 @dataclass

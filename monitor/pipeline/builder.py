@@ -10,10 +10,12 @@ from monitor.config import Settings
 from monitor.privacy.redact import Redactor
 from monitor.drift.registry import build_detectors
 from monitor.drift.suite import DetectorSuite
+from monitor.embed.backends import resolve_kind
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
 from monitor.export.reservoir import WindowReservoir
-from monitor.judge.factory import build_judge
+from monitor.judge.factory import build_judge, judge_version
+from monitor.judge.thresholds import Thresholds
 from monitor.judge.llm_guard import LlmGuardJudge
 from monitor.judge.second_opinion import SecondOpinion
 from monitor.pipeline.scoring import Scorer
@@ -66,6 +68,19 @@ def build_embedder(settings: Settings) -> Embedder:
     )
 
 
+def judge_thresholds(settings: Settings) -> Thresholds:
+    """The decision lines the operator moved (none by default)."""
+    return Thresholds(prompt=settings.judge_prompt_threshold, response=settings.judge_response_threshold)
+
+
+def workers_judge_version(settings: Settings) -> str:
+    """The version the judge :func:`build_scorer` builds reports, without loading a model: the detector role
+    labels its state and metrics with its workers' judge (an encoder judge's names the embedding backend it
+    runs on, its pair length and any moved decision line)."""
+    return judge_version(settings.judge, load_taxonomy(), resolve_kind(settings.embedding_backend, settings.embedding_device),
+                         settings.judge_max_seq_length or settings.embedding_max_seq_length, judge_thresholds(settings))
+
+
 def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
     """The stateless embed-and-judge stage (the whole of a scale-out worker)."""
     if settings.blas_threads:  # process-wide: torch's threads keep the cores (see the setting)
@@ -73,7 +88,7 @@ def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer
     taxonomy = load_taxonomy()
     embedder = embedder or build_embedder(settings)
     judge = build_judge(settings.judge, embedder, taxonomy, settings.model_cache_dir, settings.embedding_threads,
-                        settings.judge_max_seq_length)
+                        settings.judge_max_seq_length, judge_thresholds(settings))
     return Scorer(
         embedder,
         judge,

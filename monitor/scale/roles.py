@@ -22,11 +22,9 @@ from monitor.config import Settings
 from monitor.drift.suite import DetectorSuite
 from monitor.embed.embedder import Embedder
 from monitor.export.metrics import MonitorMetrics
-from monitor.judge.factory import judge_version
 from monitor.judge.verdict import JudgeInput, Verdict
 from monitor.drift.registry import build_detectors
-from monitor.embed.backends import resolve_kind
-from monitor.pipeline.builder import attach_delivery, attach_reservoir, build_scorer
+from monitor.pipeline.builder import attach_delivery, attach_reservoir, build_scorer, workers_judge_version
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.scale.frontend import StreamFrontend
@@ -36,7 +34,6 @@ from monitor.scale.worker import StreamWorker
 from monitor.scopes import ScopeResolver
 from monitor.state.memory import MemoryStateStore
 from monitor.state.redis_store import connect
-from monitor.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +104,7 @@ def build_partition_service(
 
 def build_detector_node(settings: Settings, detectors: Callable[[], DetectorSuite] | None = None, name: str | None = None) -> DetectorNode:
     """The ``detector`` role; ``detectors`` builds each partition's suite (tests use one that fires fast)."""
-    # The version its workers' judge reports: an encoder judge's names the embedding backend it runs on.
-    backend = resolve_kind(settings.embedding_backend, settings.embedding_device)
-    version = judge_version(settings.judge, load_taxonomy(), backend,
-                            settings.judge_max_seq_length or settings.embedding_max_seq_length)
+    version = workers_judge_version(settings)
     return DetectorNode(
         settings,
         _redis(settings),

@@ -1,0 +1,101 @@
+"""Where to draw the prompt-harm line: what each line flags of benign prompts and what harm it misses.
+
+The shipped line is the one with the best F1 over the pooled validation rows. An operator may move it
+(``judge_prompt_threshold``): a higher line flags fewer benign prompts (every unsafe share on the
+dashboards counts flagged prompts) and misses more harmful ones. This prints that trade per source on
+the validation rows (never the test split): at the judge's own line, and at the lines that flag at
+most the given shares of the real-user benign validation prompts (ToxicChat, ConvAbuse: the files
+that are real users' chat). The judge runs once on torch; each line re-decides its probabilities.
+
+Run: ``.venv/bin/python bench/judge_thresholds.py [--judge default] [--cap 400] [--max-flagged 0.05 ...]``
+(``--cap 20`` checks the script quickly; figures then mean little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.machine import describe  # noqa: E402
+from monitor.embed.embedder import Embedder  # noqa: E402
+from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+from monitor.judge.evaluation import run_judge  # noqa: E402
+from monitor.judge.factory import build_judge  # noqa: E402
+from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge  # noqa: E402
+from monitor.judge.text_embeddings import embed_records  # noqa: E402
+from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
+from monitor.taxonomy import load_taxonomy  # noqa: E402
+
+REAL_USERS = ("toxicchat-train", "convabuse")
+SHOWN = ("openai-moderation", "toxicchat-train", "convabuse", "wildguardtest", "benign-instructions")
+
+
+def line_for(probs: np.ndarray, benign_real: np.ndarray, max_flagged: float) -> float:
+    """The lowest line that flags at most ``max_flagged`` of the real-user benign prompts.
+
+    >>> line_for(np.array([0.1, 0.2, 0.3, 0.9]), np.array([True, True, True, False]), 1 / 3)
+    0.3
+    >>> line_for(np.array([0.1, 0.2, 0.3, 0.9]), np.array([True, True, True, False]), 0.0)
+    0.30000000000000004
+    """
+    benign = np.sort(probs[benign_real])[::-1]
+    allowed = int(np.floor(max_flagged * len(benign)))  # flagged benign prompts the line may keep
+    return float(benign[allowed - 1]) if allowed > 0 else float(np.nextafter(benign[0], 1.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--judge", default="default", help="as MONITOR_JUDGE: default, heads, encoder, hybrid")
+    ap.add_argument("--cap", type=int, default=400, help="most validation rows per (file, label combination), as judge eval")
+    ap.add_argument("--max-flagged", type=float, action="append",
+                    help="share of real-user benign prompts a line may flag (repeatable; default 0.05 0.04 0.03 0.02)")
+    args = ap.parse_args()
+    started = time.perf_counter()
+    tax = load_taxonomy()
+    config = TrainConfig.of_artifact(HeadsJudge.load(DEFAULT_ARTIFACT, tax).manifest)
+    records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
+    seen: set[tuple[str, str]] = set()  # each distinct prompt once per file (XSTest's prompts recur in its completion files)
+    rows = []
+    for r in select_test_records(records, config, args.cap, "val"):
+        if r.unsafe is not None and (r.origin, r.prompt) not in seen:
+            seen.add((r.origin, r.prompt))
+            rows.append(r)
+    embedder = Embedder(max_seq_length=256, device="cpu", backend="torch")
+    judge = build_judge(args.judge, embedder, tax)
+    verdicts = run_judge(judge, embed_records(rows, embedder.encode))
+    probs = np.array([v.prompt_unsafe for v in verdicts])
+    y = np.array([r.unsafe for r in rows], dtype=bool)
+    origin = np.array([r.origin for r in rows])
+    benign_real = ~y & np.isin(origin, REAL_USERS)
+
+    print(f"# {judge.version}: prompt harm on {len(rows)} validation prompts ({int(y.sum())} harmful), judged in "
+          f"{time.perf_counter() - started:.0f} s; {describe()}\n")
+    shown = [o for o in SHOWN if (origin == o).any()]
+    print("| line | real-user benign flagged | all: recall / benign flagged | "
+          + " | ".join(f"{o}: recall / benign flagged" for o in shown) + " |")
+    print("|" + "---|" * (3 + len(shown)))
+    lines = [("own", judge.decision_thresholds[0])]
+    lines += [(f"≤ {share:.0%} real-user", line_for(probs, benign_real, share)) for share in args.max_flagged or (0.05, 0.04, 0.03, 0.02)]
+    for name, line in lines:
+        flagged = probs >= line
+        cells = [_rates(flagged, y, np.ones(len(y), dtype=bool))] + [_rates(flagged, y, origin == o) for o in shown]
+        print(f"| {name}: {line:.3f} | {flagged[benign_real].mean():.1%} | " + " | ".join(cells) + " |")
+
+
+def _rates(flagged: np.ndarray, y: np.ndarray, rows: np.ndarray) -> str:
+    recall = f"{flagged[rows & y].mean():.2f}" if (rows & y).any() else "–"
+    benign = f"{flagged[rows & ~y].mean():.1%}" if (rows & ~y).any() else "–"
+    return f"{recall} / {benign}"
+
+
+if __name__ == "__main__":
+    main()

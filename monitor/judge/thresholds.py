@@ -6,8 +6,7 @@ dashboards at the price of recall: real-user chat gets more of its benign prompt
 templated sets do (README, "Safety judge"), and every unsafe share, category share and
 unsafe-response rate the monitor exports counts flagged events. The probabilities stay the judge's;
 only the decisions move (flag, category, uncertainty), and the version says so (``+pthr0.6``,
-``+rthr0.4``), so a dashboard shows when the line moved and a detector's reference is not compared
-with windows flagged at another line.
+``+rthr0.4``), so a dashboard shows when the line moved.
 
 >>> t = Thresholds(prompt=0.6)
 >>> t.suffix, Thresholds().suffix, Thresholds(prompt=0.6, response=0.25).suffix

@@ -14,6 +14,7 @@ Run: ``.venv/bin/python bench/judge_thresholds.py [--judge default] [--cap 400] 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -30,26 +31,31 @@ from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
 from monitor.judge.evaluation import run_judge  # noqa: E402
 from monitor.judge.factory import build_judge  # noqa: E402
-from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge  # noqa: E402
 from monitor.judge.text_embeddings import embed_records  # noqa: E402
 from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
 from monitor.taxonomy import load_taxonomy  # noqa: E402
 
 REAL_USERS = ("toxicchat-train", "convabuse")
+STEPS = 10_000  # lines are printed, and set, to four decimals
 SHOWN = ("openai-moderation", "toxicchat-train", "convabuse", "wildguardtest", "benign-instructions")
 
 
 def line_for(probs: np.ndarray, benign_real: np.ndarray, max_flagged: float) -> float:
-    """The lowest line that flags at most ``max_flagged`` of the real-user benign prompts.
+    """The lowest line, in steps of 0.0001 (what a setting is written with), that flags at most ``max_flagged``
+    of the real-user benign prompts: just above the highest benign prompt it must leave unflagged.
 
     >>> line_for(np.array([0.1, 0.2, 0.3, 0.9]), np.array([True, True, True, False]), 1 / 3)
-    0.3
-    >>> line_for(np.array([0.1, 0.2, 0.3, 0.9]), np.array([True, True, True, False]), 0.0)
-    0.30000000000000004
+    0.2001
+    >>> line_for(np.array([0.1, 0.3, 0.3, 0.9]), np.array([True, True, True, False]), 1 / 3)  # a tie: both or neither
+    0.3001
     """
     benign = np.sort(probs[benign_real])[::-1]
+    if not len(benign):
+        raise ValueError("no real-user benign prompts among the rows to draw a line by")
     allowed = int(np.floor(max_flagged * len(benign)))  # flagged benign prompts the line may keep
-    return float(benign[allowed - 1]) if allowed > 0 else float(np.nextafter(benign[0], 1.0))
+    if allowed >= len(benign):
+        return math.floor(benign[-1] * STEPS) / STEPS  # every one may be flagged
+    return (math.floor(benign[allowed] * STEPS) + 1) / STEPS
 
 
 def main() -> None:
@@ -61,7 +67,9 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     tax = load_taxonomy()
-    config = TrainConfig.of_artifact(HeadsJudge.load(DEFAULT_ARTIFACT, tax).manifest)
+    embedder = Embedder(max_seq_length=256, device="cpu", backend="torch")
+    judge = build_judge(args.judge, embedder, tax)
+    config = TrainConfig.of_artifact(judge.manifest)  # its validation rows
     records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
     seen: set[tuple[str, str]] = set()  # each distinct prompt once per file (XSTest's prompts recur in its completion files)
     rows = []
@@ -69,8 +77,6 @@ def main() -> None:
         if r.unsafe is not None and (r.origin, r.prompt) not in seen:
             seen.add((r.origin, r.prompt))
             rows.append(r)
-    embedder = Embedder(max_seq_length=256, device="cpu", backend="torch")
-    judge = build_judge(args.judge, embedder, tax)
     verdicts = run_judge(judge, embed_records(rows, embedder.encode))
     probs = np.array([v.prompt_unsafe for v in verdicts])
     y = np.array([r.unsafe for r in rows], dtype=bool)
@@ -88,7 +94,7 @@ def main() -> None:
     for name, line in lines:
         flagged = probs >= line
         cells = [_rates(flagged, y, np.ones(len(y), dtype=bool))] + [_rates(flagged, y, origin == o) for o in shown]
-        print(f"| {name}: {line:.3f} | {flagged[benign_real].mean():.1%} | " + " | ".join(cells) + " |")
+        print(f"| {name}: {line:.4f} | {flagged[benign_real].mean():.1%} | " + " | ".join(cells) + " |")
 
 
 def _rates(flagged: np.ndarray, y: np.ndarray, rows: np.ndarray) -> str:

@@ -1,5 +1,5 @@
-"""The line bench: each line it prints flags at most the asked share of real-user benign prompts, and is the lowest
-such line (any lower flags more)."""
+"""The line bench: each line it prints flags at most the asked share of real-user benign prompts, ties included, and
+is the lowest such line a setting can be written as (one step of 0.0001 lower flags more)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,29 @@ import numpy as np
 import pytest
 
 from bench import judge_thresholds
-from bench.judge_thresholds import line_for
+from bench.judge_thresholds import STEPS, line_for
 
 
 def test_doctests_pass():
     assert doctest.testmod(judge_thresholds).failed == 0
 
 
-@pytest.mark.parametrize("share", [0.0, 0.013, 0.05, 0.2])
-def test_the_line_is_the_lowest_that_keeps_the_share(share):
+@pytest.mark.parametrize("share", [0.0, 0.013, 0.05, 0.2, 1.0])
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_line_is_the_lowest_that_keeps_the_share(share, ties):
     rng = np.random.default_rng(7)
     probs = rng.random(500)
+    if ties:  # calibrated probabilities of repeated texts: many equal values
+        probs = np.round(probs, 1)
     benign_real = rng.random(500) < 0.6
     line = line_for(probs, benign_real, share)
     benign = probs[benign_real]
     assert (benign >= line).mean() <= share
-    below = benign[benign < line]
-    if len(below):
-        assert (benign >= below.max()).mean() > share  # the next benign prompt down would break the share
+    assert round(line * STEPS) == pytest.approx(line * STEPS)  # writable as a setting
+    if share < 1.0:
+        assert (benign >= line - 1 / STEPS).mean() > share  # a step lower flags more than the share
+
+
+def test_no_real_user_prompts_is_a_clear_error():
+    with pytest.raises(ValueError, match="no real-user benign prompts"):
+        line_for(np.array([0.5]), np.array([False]), 0.05)

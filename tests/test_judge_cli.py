@@ -120,9 +120,7 @@ def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evalu
     result = runner.invoke(judge_app, ["combine", "--data", str(gateway), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     encoder_manifest = json.loads((DEFAULT_ENCODER_ARTIFACT / "manifest.json").read_text())
-    training = encoder_manifest["training"]
-    split = TrainConfig(seed=training["seed"], test_fraction=training["test_fraction"], val_fraction=training["val_fraction"],
-                        holdout_origins=tuple(training["holdout_origins"])).split
+    split = TrainConfig.of_artifact(encoder_manifest).split
     records = read_records(gateway / "openai-moderation.jsonl")
     assert {split(r) for r in records} == {"train", "val", "test"}
     for output, ranked_by in (("response", "all rows"), ("prompt", "mean over openai-moderation")):

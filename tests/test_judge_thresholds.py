@@ -4,7 +4,10 @@ flagged where the operator says, with the version saying so."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from pydantic import ValidationError
@@ -30,42 +33,56 @@ def batch(embedder) -> list[JudgeInput]:
     return [JudgeInput(r["prompt"], p, r["response"], e if r["response"] else None) for r, p, e in zip(rows, prompts, replies)]
 
 
-@pytest.mark.parametrize("name", ["heads", "encoder", "hybrid"])
-def test_the_judges_own_lines_reproduce_its_decisions(name, embedder, batch):
+@pytest.fixture(scope="module", params=["heads", "encoder", "hybrid"])
+def named(request, embedder):
+    """(the setting that names a judge, the judge)"""
+    return request.param, build_judge(request.param, embedder, load_taxonomy())
+
+
+def test_the_judges_own_lines_reproduce_its_decisions(named, batch):
     """Moving a line to where it was changes nothing but the version: the wrapper decides as the judges do."""
-    judge = build_judge(name, embedder, load_taxonomy())
+    _, judge = named
     prompt, response = judge.decision_thresholds
     same = RethresholdedJudge(judge, Thresholds(prompt=prompt, response=response))
-    assert same.version == f"{judge.version}+pthr{prompt:g}+rthr{response:g}"
+    assert same.version == f"{judge.version}+pthr{prompt!r}+rthr{response!r}"
     for own, moved in zip(judge.judge(batch), same.judge(batch)):
-        assert (moved.category, moved.prompt_flagged, moved.response_flagged) == (own.category, own.prompt_flagged, own.response_flagged)
-        assert moved.uncertainty == pytest.approx(own.uncertainty, abs=1e-4)  # the printed line rounds the threshold
-        assert (moved.prompt_unsafe, moved.response_unsafe, moved.refused) == (own.prompt_unsafe, own.response_unsafe, own.refused)
+        assert moved == replace(own, judge_version=same.version)
 
 
-def test_a_higher_line_flags_fewer_and_says_so(embedder, batch):
+@pytest.mark.parametrize("direction", ["higher", "lower"])
+def test_a_moved_line_re_decides_and_says_so(named, batch, direction):
+    """A higher prompt line flags some of the judge's flagged prompts no more (they turn ``safe``); a lower one flags
+    some it passed (they get their most likely category). The response line moves the reply flags alike."""
     taxonomy = load_taxonomy()
-    judge = build_judge("heads", embedder, taxonomy)
+    name, judge = named
     own = judge.judge(batch)
-    probs = sorted(v.prompt_unsafe for v in own if v.prompt_flagged)
-    line = (probs[len(probs) // 2] + probs[len(probs) // 2 - 1]) / 2  # half the flagged prompts fall below it
-    strict = build_judge("heads", embedder, taxonomy, thresholds=Thresholds(prompt=line, response=0.99))
-    assert strict.version == judge_version("heads", taxonomy, thresholds=Thresholds(prompt=line, response=0.99))
-    assert strict.version.startswith(judge.version + "+pthr") and strict.version.endswith("+rthr0.99")
-    moved = strict.judge(batch)
-    assert 0 < sum(v.prompt_flagged for v in moved) < sum(v.prompt_flagged for v in own)
+    prompt_line, response_line = judge.decision_thresholds
+    side = [v.prompt_unsafe for v in own if v.prompt_flagged == (direction == "higher")]
+    line = float(np.median(side))  # half of that side crosses it
+    replies = sorted(v.response_unsafe for v in own if v.response_unsafe is not None)
+    reply_line = float(np.median(replies))
+    thresholds = Thresholds(prompt=line, response=reply_line)
+    moved = RethresholdedJudge(judge, thresholds).judge(batch)
+    # The version the detector role computes without a model is the moved judge's.
+    assert moved[0].judge_version == judge_version(name, taxonomy, thresholds=thresholds)
+    flipped = [b for b, a in zip(own, moved) if a.prompt_flagged != b.prompt_flagged]
+    assert flipped and all(b.prompt_flagged == (direction == "higher") for b in flipped)
     for before, after in zip(own, moved):
         assert after.prompt_unsafe == before.prompt_unsafe and after.category_probs == before.category_probs
         assert after.prompt_flagged == (after.prompt_unsafe >= line)
-        assert (after.category == SAFE) == (not after.prompt_flagged)
         if after.prompt_flagged:
-            assert after.category == before.category
+            assert after.category == max(before.category_probs, key=before.category_probs.__getitem__) != SAFE
+        else:
+            assert after.category == SAFE
         if after.response_unsafe is None:
             assert after.response_flagged is None
         else:
-            assert after.response_flagged == (after.response_unsafe >= 0.99)
-        lines = [(after.prompt_unsafe, line)] + ([(after.response_unsafe, 0.99)] if after.response_unsafe is not None else [])
+            assert after.response_flagged == (after.response_unsafe >= reply_line)
+        lines = [(after.prompt_unsafe, line)] + ([(after.response_unsafe, reply_line)] if after.response_unsafe is not None else [])
         assert after.uncertainty == pytest.approx(uncertainty(lines))
+        assert (after.refusal, after.refused, after.categories) == (before.refusal, before.refused, before.categories)
+    assert any(a.response_flagged != b.response_flagged for a, b in zip(moved, own) if b.response_unsafe is not None)
+    assert prompt_line != line and response_line != reply_line
 
 
 def test_a_judge_without_lines_refuses_them(embedder):

@@ -307,6 +307,7 @@ class CategoryShareDetector:
 
     name = "category_share"
     alert_kind = name
+    uses_verdicts = True  # rates of the judge's decisions: not comparable across judges or decision lines
 
     def __init__(
         self,

@@ -76,6 +76,7 @@ class AdwinShareDetector:
 
     name = "category_share_adwin"
     alert_kind = name
+    uses_verdicts = True  # rates of the judge's decisions: not comparable across judges or decision lines
 
     def __init__(
         self,

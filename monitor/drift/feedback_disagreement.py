@@ -154,6 +154,7 @@ class FeedbackDisagreementDetector:
 
     name = "feedback_disagreement"
     alert_kind = name
+    uses_verdicts = True  # how often labels disagree with the judge's decisions: not comparable across judges or lines
 
     def __init__(
         self,

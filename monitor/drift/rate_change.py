@@ -419,6 +419,7 @@ class RateDetector(abc.ABC):
 
     name: str
     rates: RateChange
+    uses_verdicts = True  # rates of the judge's decisions: not comparable across judges or decision lines
 
     @property
     def alert_kind(self) -> str:

@@ -126,6 +126,7 @@ class WindowReservoir:
     """
 
     uses_embeddings = True  # windows from another embedding backend are not restored (reports would compare the two)
+    uses_verdicts = True  # nor windows judged by another judge or at another decision line
 
     def __init__(
         self,

@@ -48,7 +48,7 @@ class Thresholds:
     @property
     def suffix(self) -> str:
         """What the judge's version gains: one part per line moved."""
-        return "".join(f"+{tag}{value:g}" for tag, value in (("pthr", self.prompt), ("rthr", self.response))
+        return "".join(f"+{tag}{value!r}" for tag, value in (("pthr", self.prompt), ("rthr", self.response))
                        if value is not None)
 
 

@@ -129,6 +129,9 @@ class MonitorService:
         self._shown = DetectorView()  # what a scrape shows of the detectors: replaced after each batch
         self._unwatch_detectors = self.metrics.detectors.watch(lambda: self._shown)
         self.embedding = embedding_identity(settings, scorer)
+        # The judge whose decisions the detectors count, before any online layer (triage) wraps it: triage
+        # revisions are learned on top and restored with its own state, so they do not make a snapshot foreign.
+        self.verdicts_from = scorer.judge.version
         self.metrics.embedding_info.labels(model=self.embedding["model"], backend=self.embedding["backend"]).set(1)
 
     # ---------------------------------------------------------------- ingest (event loop) and the worker
@@ -335,6 +338,7 @@ class MonitorService:
                 "counts": self.counts.to_dict(),
                 "event_time": self.event_time,
                 "judge_version": self.scorer.judge.version,
+                "verdicts_from": self.verdicts_from,
                 "embedding": dict(self.embedding),
                 "components": {name: part.state_dict() for name, part in self.stateful.items()},
             }
@@ -349,15 +353,15 @@ class MonitorService:
         State taken with embeddings from another model or backend: detectors and components that
         compare embeddings (``uses_embeddings``: embedding drift, emerging clusters, the report
         reservoir) start afresh and refit their reference from new traffic, and those detectors'
-        open alerts resolve; comparing new vectors with old ones would be a false alarm.
+        open alerts resolve; comparing new vectors with old ones would be a false alarm. Likewise
+        state counted from another judge's decisions (another artifact, backend or decision line):
+        those that count verdicts (``uses_verdicts``: category shares, the rate detectors, feedback
+        disagreement, the canary prober, the report reservoir) refit, or a moved line would read as drift.
         """
-        if state["judge_version"] != self.scorer.judge.version:
-            log.warning("restoring detector state built on judge %s into judge %s", state["judge_version"], self.scorer.judge.version)
+        refit: dict[str, str] = {}  # part -> why its state is not restored
         saved_embedding = state.get("embedding") or {"model": self.embedding["model"], "backend": LEGACY_EMBEDDING_BACKEND}
-        refit: list[str] = []
         if saved_embedding != self.embedding:
-            refit = [d.name for d in self.detectors.detectors if getattr(d, "uses_embeddings", False)]
-            refit += [name for name, part in self.stateful.items() if getattr(part, "uses_embeddings", False)]
+            refit |= dict.fromkeys(self._parts_that("uses_embeddings"), f"embeddings now come from backend {self.embedding['backend']}")
             if refit:
                 log.warning(
                     "snapshot embeddings came from model %s via backend %s, this process embeds with model %s via backend %s: "
@@ -365,17 +369,28 @@ class MonitorService:
                     saved_embedding.get("model"), _via(saved_embedding), self.embedding["model"], _via(self.embedding),
                     ", ".join(refit),
                 )
+        saved_judge = state.get("verdicts_from")  # absent from snapshots older than this check: restored as before
+        if saved_judge is not None and saved_judge != self.verdicts_from:
+            counted = [name for name in self._parts_that("uses_verdicts") if name not in refit]
+            refit |= dict.fromkeys(counted, f"verdicts now come from judge {self.verdicts_from}")
+            log.warning("snapshot verdicts came from judge %s, this process judges with %s: refitting %s from new traffic "
+                        "instead of comparing the two (no drift alert from the change)", saved_judge, self.verdicts_from,
+                        ", ".join(counted))
+        elif state["judge_version"] != self.scorer.judge.version:
+            log.warning("restoring detector state built on judge %s into judge %s", state["judge_version"], self.scorer.judge.version)
         with self._state_lock:
             self.detectors.load_state_dict({k: v for k, v in state["detectors"].items() if k not in refit})
             self.alert_engine.load_state_dict(state["alerts"])
-            refit_kinds = {d.alert_kind for d in self.detectors.detectors if d.name in refit}
+            why_by_kind = {d.alert_kind: refit[d.name] for d in self.detectors.detectors if d.name in refit}
+            why_by_kind |= {kind: refit[name] for name, part in self.stateful.items() if name in refit
+                            for kind in getattr(part, "alert_kinds", ())}
             stale = [
                 Condition(a.kind, a.scope, a.key, active=False, at=state["event_time"] or a.updated_at)
-                for a in self.alert_engine.alerts("all") if a.kind in refit_kinds and a.status != "resolved"
+                for a in self.alert_engine.alerts("all") if a.kind in why_by_kind and a.status != "resolved"
             ]
             refitted = self.alert_engine.observe(stale)
             for t in refitted:
-                t.alert.summary += f" (resolved: reference refitted, embeddings now come from backend {self.embedding['backend']})"
+                t.alert.summary += f" (resolved: reference refitted, {why_by_kind[t.alert.kind]})"
             self._export_transitions(refitted)
             self.counts.load_dict(state["counts"])
             lost = self.counts.accepted - self.counts.processed
@@ -395,6 +410,11 @@ class MonitorService:
         self._show_detectors()
         if self.event_time is not None and self.counts_events:
             self.metrics.event_time.set(self.event_time)
+
+    def _parts_that(self, marker: str) -> list[str]:
+        """Names of the detectors and stateful components that declare ``marker`` (``uses_embeddings``, ``uses_verdicts``)."""
+        return ([d.name for d in self.detectors.detectors if getattr(d, marker, False)]
+                + [name for name, part in self.stateful.items() if getattr(part, marker, False)])
 
     # ---------------------------------------------------------------- feedback (API)
     def observe_feedback(self, labels: list[tuple[int, Feedback]]) -> tuple[dict[str, int], list[Rejection]]:

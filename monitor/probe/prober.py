@@ -30,7 +30,7 @@ from monitor.judge.verdict import Verdict
 from monitor.privacy.redact import Redactor
 from monitor.probe.budget import TokenBudget
 from monitor.probe.client import ChatClient, ProbeCallError, Reply, Target
-from monitor.probe.detector import Observation, ProbeDetector
+from monitor.probe.detector import ALERT_KINDS, Observation, ProbeDetector
 from monitor.probe.metrics import ProbeMetrics
 from monitor.probe.probe_sets import Probe, ProbeSet
 
@@ -70,6 +70,9 @@ class RoundResult:
 
 
 class Prober:
+    uses_verdicts = True  # its references are the judge's verdicts on earlier answers: refitted when the judge changes
+    alert_kinds = ALERT_KINDS  # what a refit resolves
+
     def __init__(
         self,
         targets: Sequence[Target],

@@ -1,0 +1,98 @@
+"""A snapshot restored under another judge (artifact, backend or decision line) refits what counts its verdicts
+instead of alerting: a moved line changes every rate the detectors watch, and that is not drift in the traffic.
+
+No model: the judges are version labels, and what a lower response line does to the stream is simulated by
+more replies flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from types import SimpleNamespace
+
+import numpy as np
+
+from monitor.config import Settings
+from monitor.drift.rate_change import RateChangeConfig
+from monitor.drift.suite import DetectorSuite
+from monitor.drift.unsafe_response_rate import UnsafeResponseRateDetector
+from monitor.events import Event, ScoredEvent
+from monitor.judge.verdict import Verdict
+from monitor.pipeline.scoring import Scorer
+from monitor.pipeline.service import MonitorService
+from monitor.scopes import ScopeResolver
+
+REFERENCE = 3000
+
+
+def service(judge: str) -> MonitorService:
+    scorer = Scorer(None, SimpleNamespace(version=judge), ScopeResolver([], []))
+    return MonitorService(Settings(), scorer, DetectorSuite([UnsafeResponseRateDetector(RateChangeConfig(warmup=200, arl=10_000))]))
+
+
+def feed(svc: MonitorService, n: int, flagged_share: float, start: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for i in range(start, start + n, 100):
+        batch = []
+        for j in range(i, i + 100):
+            flagged = rng.random() < flagged_share
+            v = Verdict(svc.scorer.judge.version, "self_harm", {}, 0.9, True, float(flagged), flagged, 0.0, False)
+            batch.append(ScoredEvent(Event(f"e{j}", float(j), "...", "..."), 1.0, np.zeros(2), np.zeros(2), v, ("global",)))
+        svc.process_scored(batch)
+
+
+def state_after_reference(judge: str = "judge-a") -> dict:
+    before = service(judge)
+    feed(before, REFERENCE, 0.1, 0, seed=0)
+    assert before.detectors.readings() and not before.alerts("firing")
+    return before.state_dict()
+
+
+def test_the_same_judge_restores_and_the_moved_line_alone_would_alarm():
+    """The control: without the judge check, more replies flagged by a lower line is a rise to the detector."""
+    after = service("judge-a")
+    after.load_state_dict(state_after_reference())
+    assert after.detectors.readings()
+    feed(after, 500, 0.4, REFERENCE, seed=1)
+    assert [a.kind for a in after.alerts("firing")] == ["unsafe_response_rate"]
+
+
+def test_another_judge_refits_with_a_log_line_and_no_alert(caplog):
+    after = service("judge-a+rthr0.3")
+    with caplog.at_level(logging.WARNING, logger="monitor.pipeline.service"):
+        after.load_state_dict(state_after_reference())
+    [line] = [r.getMessage() for r in caplog.records if "refitting" in r.getMessage()]
+    assert "judge judge-a," in line and "judge-a+rthr0.3" in line and "unsafe_response_rate" in line
+    assert after.counts.processed == REFERENCE  # the rest of the snapshot is restored
+    feed(after, 500, 0.4, REFERENCE, seed=1)
+    assert not after.alerts("all")
+    feed(after, 3000, 0.4, REFERENCE + 500, seed=2)
+    assert after.detectors.readings() and not after.alerts("all")  # refitted on the new line's rate
+    assert after.state_dict()["verdicts_from"] == "judge-a+rthr0.3"
+
+
+def test_an_open_alert_resolves_when_its_reference_is_refitted():
+    fired = service("judge-a")
+    fired.load_state_dict(state_after_reference())
+    feed(fired, 500, 0.4, REFERENCE, seed=1)
+    [alert] = fired.alerts("firing")
+    after = service("judge-b")
+    after.load_state_dict(fired.state_dict())
+    assert not after.alerts("firing")
+    [resolved] = after.alerts("resolved")
+    assert resolved.id == alert.id and "reference refitted, verdicts now come from judge judge-b" in resolved.summary
+
+
+def test_triage_revisions_and_older_snapshots_restore_as_before():
+    """The online layer's revisions (``+triage-N``) are learned on top of the same judge and restored with triage's
+    own state; a snapshot from before the check names no judge to compare with."""
+    state = state_after_reference()
+    state["judge_version"] = "judge-a+triage-2"  # as written while triage had learned two revisions
+    after = service("judge-a")
+    after.load_state_dict(state)
+    assert after.detectors.readings()
+    del state["verdicts_from"]
+    older = service("judge-b")
+    older.load_state_dict(state)
+    assert older.detectors.readings()

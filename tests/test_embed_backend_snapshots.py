@@ -21,6 +21,7 @@ from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.scopes import ScopeResolver
 from tests.helpers.scored import scored
+from tests.helpers.snapshots import restore_resolves_the_alert
 
 DIM = 16
 REFERENCE = 600
@@ -114,12 +115,8 @@ def test_an_open_embedding_alert_resolves_when_its_reference_is_refitted():
     fired = service("torch")
     fired.load_state_dict(state_after_reference(rng))
     feed(fired, vectors(rng, 400, other_backend()), 10_000)
-    [alert] = fired.alerts("firing")
-    after = service("onnx-fp32")
-    after.load_state_dict(fired.state_dict())
-    assert not after.alerts("firing")
-    [resolved] = after.alerts("resolved")
-    assert resolved.id == alert.id and "refitted" in resolved.summary
+    resolved = restore_resolves_the_alert(fired, service("onnx-fp32"))
+    assert "reference refitted, embeddings now come from backend onnx-fp32" in resolved.summary
 
 
 def test_a_snapshot_from_before_backends_were_recorded_counts_as_torch():

@@ -22,6 +22,7 @@ from monitor.judge.verdict import Verdict
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.scopes import ScopeResolver
+from tests.helpers.snapshots import restore_resolves_the_alert
 
 REFERENCE = 3000
 
@@ -76,12 +77,8 @@ def test_an_open_alert_resolves_when_its_reference_is_refitted():
     fired = service("judge-a")
     fired.load_state_dict(state_after_reference())
     feed(fired, 500, 0.4, REFERENCE, seed=1)
-    [alert] = fired.alerts("firing")
-    after = service("judge-b")
-    after.load_state_dict(fired.state_dict())
-    assert not after.alerts("firing")
-    [resolved] = after.alerts("resolved")
-    assert resolved.id == alert.id and "reference refitted, verdicts now come from judge judge-b" in resolved.summary
+    resolved = restore_resolves_the_alert(fired, service("judge-b"))
+    assert "reference refitted, verdicts now come from judge judge-b" in resolved.summary
 
 
 def test_triage_revisions_and_older_snapshots_restore_as_before():

@@ -255,11 +255,11 @@ class Settings(BaseSettings):
         "pair); unset = embedding_max_seq_length. 128 makes the hybrid's pair pass cheaper on long replies at a small "
         "cost to response harm (README, Safety judge); a length other than the trained 256 shows in judge_version (+seq<N>).")
     judge_prompt_threshold: float | None = Field(
-        None, gt=0, lt=1, description="Prompt-harm probability from which a prompt is flagged (counted unsafe, given a "
+        None, gt=0, lt=1, allow_inf_nan=False, description="Prompt-harm probability from which a prompt is flagged (counted unsafe, given a "
         "category); unset = the judge's own, chosen on its validation split. Higher flags fewer benign prompts and misses "
         "more harmful ones (README, Safety judge: the trade on real-user chat); shows in judge_version (+pthr<x>).")
     judge_response_threshold: float | None = Field(
-        None, gt=0, lt=1, description="Response-harm probability from which a reply is flagged unsafe; unset = the judge's "
+        None, gt=0, lt=1, allow_inf_nan=False, description="Response-harm probability from which a reply is flagged unsafe; unset = the judge's "
         "own. Shows in judge_version (+rthr<x>).")
 
     # --- second-opinion judge (an LLM safety judge on a sample; off unless second_judge_url is set) ---
@@ -406,6 +406,14 @@ class Settings(BaseSettings):
             raise ValueError(f"embedding_window_events: must be a multiple of 25 (the test block), got {self.embedding_window_events}")
         if self.embedding_expected_run_time <= self.embedding_window_events:
             raise ValueError("embedding_expected_run_time: must exceed embedding_window_events")
+        return self
+
+    @model_validator(mode="after")
+    def _judge_lines_movable(self) -> "Settings":
+        moved = [name for name in ("judge_prompt_threshold", "judge_response_threshold") if getattr(self, name) is not None]
+        if moved and self.judge == "prototype":  # refused here, before a model loads, as any other bad setting
+            raise ValueError(f"{', '.join(moved)}: the prototype judge has no decision thresholds to move; unset "
+                             f"{'them' if len(moved) > 1 else 'it'} or set judge to default, heads, encoder or hybrid")
         return self
 
     @field_validator("probe_targets")

@@ -156,3 +156,19 @@ def test_idle_consumers_with_nothing_pending_are_forgotten_and_busy_ones_kept(cl
     time.sleep(0.1)
     assert forget_idle_consumers(client, stream, "g", idle_ms=50) == 1
     assert [c["name"] for c in client.xinfo_consumers(stream, "g")] == [b"holds-one"]
+
+
+def test_workers_on_another_judge_are_named_once(client, keys, caplog):
+    """The detector role labels state with the judge its own settings name; verdicts from workers set up otherwise
+    (another decision line, backend or artifact) are warned about, once per judge."""
+    only = owner(client, keys, "only")  # labels its state "test-judge"; the helper's verdicts say "test"
+    assert only.lease.acquire()
+    only._take_over()
+    with caplog.at_level("WARNING", logger="monitor.scale.detector"):
+        publish(client, keys, 0, 3)
+        publish(client, keys, 3, 3)
+        for _ in range(3):
+            only.step()
+    assert only.service.counts.processed == 6
+    [line] = [r.getMessage() for r in caplog.records if "workers judge with" in r.getMessage()]
+    assert "workers judge with test," in line and "labels its state with test-judge" in line

@@ -81,15 +81,21 @@ def test_an_open_alert_resolves_when_its_reference_is_refitted():
     assert "reference refitted, verdicts now come from judge judge-b" in resolved.summary
 
 
-def test_triage_revisions_and_older_snapshots_restore_as_before():
+def test_triage_revisions_are_the_same_judge():
     """The online layer's revisions (``+triage-N``) are learned on top of the same judge and restored with triage's
-    own state; a snapshot from before the check names no judge to compare with."""
+    own state: the detectors keep theirs."""
     state = state_after_reference()
     state["judge_version"] = "judge-a+triage-2"  # as written while triage had learned two revisions
     after = service("judge-a")
     after.load_state_dict(state)
     assert after.detectors.readings()
+
+
+def test_a_snapshot_from_before_the_record_is_judged_by_its_judge_version():
+    state = state_after_reference()
     del state["verdicts_from"]
-    older = service("judge-b")
-    older.load_state_dict(state)
-    assert older.detectors.readings()
+    state["judge_version"] = "judge-a+triage-2"
+    same, moved = service("judge-a"), service("judge-a+pthr0.9")
+    same.load_state_dict(state)
+    moved.load_state_dict(state)
+    assert same.detectors.readings() and not moved.detectors.readings()

@@ -97,9 +97,13 @@ def test_a_judge_without_lines_refuses_them(embedder):
 
 def test_the_settings_reach_the_service_judge(embedder, monkeypatch):
     monkeypatch.delenv("MONITOR_CONFIG", raising=False)
-    monkeypatch.setenv("MONITOR_JUDGE_PROMPT_THRESHOLD", "1.5")
-    with pytest.raises(ValidationError, match="judge_prompt_threshold"):
-        Settings()
+    for bad in ("1.5", "0", "nan", "abc"):
+        monkeypatch.setenv("MONITOR_JUDGE_PROMPT_THRESHOLD", bad)
+        with pytest.raises(ValidationError, match="judge_prompt_threshold"):
+            Settings()
+    monkeypatch.setenv("MONITOR_JUDGE_PROMPT_THRESHOLD", "0.7")
+    with pytest.raises(ValidationError, match="judge_prompt_threshold: the prototype judge has no decision thresholds"):
+        Settings(judge="prototype")  # refused with the settings, before any model loads
     monkeypatch.setenv("MONITOR_JUDGE_PROMPT_THRESHOLD", "0.7")
     settings = Settings(judge="heads")
     scorer = build_scorer(settings, embedder)

@@ -42,6 +42,7 @@ from monitor.pipeline.worker import BatchWorker
 from monitor.privacy.redact import Redactor
 from monitor.state.memory import MemoryStateStore
 from monitor.state.store import StateStore
+from monitor.triage.online import shipped_version
 
 log = logging.getLogger(__name__)
 
@@ -369,15 +370,14 @@ class MonitorService:
                     saved_embedding.get("model"), _via(saved_embedding), self.embedding["model"], _via(self.embedding),
                     ", ".join(refit),
                 )
-        saved_judge = state.get("verdicts_from")  # absent from snapshots older than this check: restored as before
-        if saved_judge is not None and saved_judge != self.verdicts_from:
+        # Snapshots older than the record name the judge with its triage revision, if any.
+        saved_judge = state.get("verdicts_from") or shipped_version(state["judge_version"])
+        if saved_judge != self.verdicts_from:
             counted = [name for name in self._parts_that("uses_verdicts") if name not in refit]
             refit |= dict.fromkeys(counted, f"verdicts now come from judge {self.verdicts_from}")
             log.warning("snapshot verdicts came from judge %s, this process judges with %s: refitting %s from new traffic "
                         "instead of comparing the two (no drift alert from the change)", saved_judge, self.verdicts_from,
                         ", ".join(counted))
-        elif state["judge_version"] != self.scorer.judge.version:
-            log.warning("restoring detector state built on judge %s into judge %s", state["judge_version"], self.scorer.judge.version)
         with self._state_lock:
             self.detectors.load_state_dict({k: v for k, v in state["detectors"].items() if k not in refit})
             self.alert_engine.load_state_dict(state["alerts"])

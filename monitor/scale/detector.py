@@ -102,6 +102,7 @@ class DetectorOwner:
         self._last_save = self._alerts_published = clock()
         self.seq = 0
         self.redelivered = 0
+        self._judges_seen: set[str] = set()  # judge versions the workers' verdicts carried (a handful: one per worker setup)
         self.owning = threading.Event()
         self._groups = [(self.keys.scored, DETECTOR_GROUP), (self.keys.feedback, DETECTOR_GROUP)]
         self._fenced_read = client.register_script(_FENCED_READ)
@@ -245,6 +246,7 @@ class DetectorOwner:
                 log.exception("partition %d: unreadable scored entry %r skipped", self.partition, entry_id)
                 self.service.metrics.worker_errors.inc()
                 continue
+            self._check_judges(batch.scored)
             fresh: list[ScoredEvent] = [s for s in batch.scored if self._recent.add(s.event.key)]
             poison = [key for key in batch.poison_ids if self._recent.add(key)]
             self.redelivered += len(batch.scored) + len(batch.poison_ids) - len(fresh) - len(poison)
@@ -253,6 +255,18 @@ class DetectorOwner:
             applied += len(fresh)
             self._events_since += len(fresh) + len(poison)
         return applied, transitions
+
+    def _check_judges(self, scored: Sequence[ScoredEvent]) -> None:
+        """Warn once per judge the workers' verdicts name that is not the one this role labels its state with
+        (computed from its own settings): the roles' judge settings differ, and state, metrics and the refit
+        check on restore would name the wrong judge."""
+        for version in {s.verdict.judge_version for s in scored} - self._judges_seen:
+            if len(self._judges_seen) < 64:
+                self._judges_seen.add(version)
+            if version != self.service.verdicts_from:
+                log.warning("partition %d: workers judge with %s, but this detector role labels its state with %s: set "
+                            "the judge's settings (judge, judge_max_seq_length, judge_*_threshold, embedding_backend) "
+                            "alike on every role", self.partition, version, self.service.verdicts_from)
 
     def _apply_feedback(self, entries: Sequence[tuple[bytes, dict]]) -> int:
         """Labels not yet in the snapshot; returns how many were applied."""

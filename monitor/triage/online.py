@@ -139,6 +139,19 @@ def fit_model(revision: int, examples: Sequence[Example], background_before: Bac
     return OnlineModel(revision, tuple(heads))
 
 
+TRIAGE_TAG = "+triage-"  # what an online revision adds to the shipped judge's version
+
+
+def shipped_version(version: str) -> str:
+    """The judge under the online layer, from a version :class:`TriageJudge` reported.
+
+    >>> shipped_version("heads-1a2b+pthr0.6+triage-3"), shipped_version("heads-1a2b")
+    ('heads-1a2b+pthr0.6', 'heads-1a2b')
+    """
+    head, tag, revision = version.rpartition(TRIAGE_TAG)
+    return head if tag and revision.isdigit() else version
+
+
 class TriageJudge:
     """The shipped judge with the online layer on top; implements :class:`~monitor.judge.verdict.Judge`.
 
@@ -164,7 +177,7 @@ class TriageJudge:
 
     def version_of(self, model: OnlineModel) -> str:
         """``<shipped version>+triage-<revision>``; the shipped version alone at revision 0."""
-        return self.inner.version if model.revision == 0 else f"{self.inner.version}+triage-{model.revision}"
+        return self.inner.version if model.revision == 0 else f"{self.inner.version}{TRIAGE_TAG}{model.revision}"
 
     @property
     def categories(self) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 import time
 import uuid
 from typing import Iterator
@@ -160,15 +161,21 @@ def test_idle_consumers_with_nothing_pending_are_forgotten_and_busy_ones_kept(cl
 
 def test_workers_on_another_judge_are_named_once(client, keys, caplog):
     """The detector role labels state with the judge its own settings name; verdicts from workers set up otherwise
-    (another decision line, backend or artifact) are warned about, once per judge."""
+    (another decision line, backend or artifact) are warned about, once per judge; its own judge's are not."""
     only = owner(client, keys, "only")  # labels its state "test-judge"; the helper's verdicts say "test"
     assert only.lease.acquire()
     only._take_over()
+    own = [scored(T0 + i, event_id=f"own-{i}") for i in range(3)]
+    own = [replace(s, verdict=replace(s.verdict, judge_version="test-judge")) for s in own]
     with caplog.at_level("WARNING", logger="monitor.scale.detector"):
+        client.xadd(keys.partition(0).scored, {b"b": encode_scored(ScoredBatch(own))})
+        only.step()
+        assert only.service.counts.processed == 3
+        assert not [r for r in caplog.records if "workers judge with" in r.getMessage()]
         publish(client, keys, 0, 3)
         publish(client, keys, 3, 3)
         for _ in range(3):
             only.step()
-    assert only.service.counts.processed == 6
+    assert only.service.counts.processed == 9
     [line] = [r.getMessage() for r in caplog.records if "workers judge with" in r.getMessage()]
     assert "workers judge with test," in line and "labels its state with test-judge" in line

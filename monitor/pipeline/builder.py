@@ -169,6 +169,8 @@ def attach_delivery(service: MonitorService, settings: Settings, hold: SilenceHo
     if hold is not None:
         delivery.mute_with(hold)
     delivery.start(service.alerts("firing"))
+    # Alerts the restore resolved (a refit) before delivery listened; none for a partition, which restores after this.
+    delivery.on_transitions(service.refitted_on_restore)
     service.transition_listeners.append(delivery.on_transitions)
     service.stop_listeners.append(delivery.close)
     return delivery

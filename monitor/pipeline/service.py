@@ -133,6 +133,8 @@ class MonitorService:
         # The judge whose decisions the detectors count, before any online layer (triage) wraps it: triage
         # revisions are learned on top and restored with its own state, so they do not make a snapshot foreign.
         self.verdicts_from = scorer.judge.version
+        # Alerts a restore resolved because their detector refitted: delivery attached after the restore sends them.
+        self.refitted_on_restore: list[Transition] = []
         self.metrics.embedding_info.labels(model=self.embedding["model"], backend=self.embedding["backend"]).set(1)
 
     # ---------------------------------------------------------------- ingest (event loop) and the worker
@@ -362,7 +364,9 @@ class MonitorService:
         refit: dict[str, str] = {}  # part -> why its state is not restored
         saved_embedding = state.get("embedding") or {"model": self.embedding["model"], "backend": LEGACY_EMBEDDING_BACKEND}
         if saved_embedding != self.embedding:
-            refit |= dict.fromkeys(self._parts_that("uses_embeddings"), f"embeddings now come from backend {self.embedding['backend']}")
+            # Verdicts too: a judge that reads the embeddings (the heads) decides differently on other vectors.
+            parts = self._parts_that("uses_embeddings") + self._parts_that("uses_verdicts")
+            refit |= dict.fromkeys(parts, f"embeddings now come from backend {self.embedding['backend']}")
             if refit:
                 log.warning(
                     "snapshot embeddings came from model %s via backend %s, this process embeds with model %s via backend %s: "
@@ -375,9 +379,10 @@ class MonitorService:
         if saved_judge != self.verdicts_from:
             counted = [name for name in self._parts_that("uses_verdicts") if name not in refit]
             refit |= dict.fromkeys(counted, f"verdicts now come from judge {self.verdicts_from}")
-            log.warning("snapshot verdicts came from judge %s, this process judges with %s: refitting %s from new traffic "
-                        "instead of comparing the two (no drift alert from the change)", saved_judge, self.verdicts_from,
-                        ", ".join(counted))
+            if counted:
+                log.warning("snapshot verdicts came from judge %s, this process judges with %s: refitting %s from new "
+                            "traffic instead of comparing the two (no drift alert from the change)", saved_judge,
+                            self.verdicts_from, ", ".join(counted))
         with self._state_lock:
             self.detectors.load_state_dict({k: v for k, v in state["detectors"].items() if k not in refit})
             self.alert_engine.load_state_dict(state["alerts"])
@@ -392,6 +397,7 @@ class MonitorService:
             for t in refitted:
                 t.alert.summary += f" (resolved: reference refitted, {why_by_kind[t.alert.kind]})"
             self._export_transitions(refitted)
+            self.refitted_on_restore = refitted
             self.counts.load_dict(state["counts"])
             lost = self.counts.accepted - self.counts.processed
             if lost > 0:
@@ -400,8 +406,13 @@ class MonitorService:
                     self.metrics.record(Tally(dropped={"restart": lost}))
             self.event_time = state["event_time"]
             for name, part_state in state.get("components", {}).items():
-                if name in self.stateful and name not in refit:
-                    self.stateful[name].load_state_dict(part_state)
+                part = self.stateful.get(name)
+                if part is None:
+                    continue
+                if name not in refit:
+                    part.load_state_dict(part_state)
+                elif hasattr(part, "refit_from"):  # keeps what does not depend on the embeddings or the judge
+                    part.refit_from(part_state)
             self._export_firing()
             restored = refitted + [Transition(a, "firing") for a in self.alert_engine.alerts("firing")]
             # Listeners attached before the restore (alert delivery on a detector owner taking over) re-announce

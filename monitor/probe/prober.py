@@ -240,8 +240,17 @@ class Prober:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with self._lock:
-            self._rounds = state["rounds"]
+            self._restore_spending(state)
             self.detector.load_state_dict(state["detector"])
-            for name, budget_state in state["budgets"].items():
-                if name in self._budgets:
-                    self._budgets[name].load_state_dict(budget_state)
+
+    def refit_from(self, state: dict[str, Any]) -> None:
+        """What a restore under another judge keeps: the rounds and the day's spending (else a restart could spend
+        a day's tokens twice), not the references, which are that judge's verdicts."""
+        with self._lock:
+            self._restore_spending(state)
+
+    def _restore_spending(self, state: dict[str, Any]) -> None:
+        self._rounds = state["rounds"]
+        for name, budget_state in state["budgets"].items():
+            if name in self._budgets:
+                self._budgets[name].load_state_dict(budget_state)

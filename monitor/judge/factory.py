@@ -32,10 +32,9 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
     pair); unset, the drift embedder's. Cutting pairs shorter than the artifact trained on is cheaper on long
     replies and shows in the version (``+seq<N>``). ``thresholds``: decision lines an operator moved
     (:mod:`monitor.judge.thresholds`; they show in the version too)."""
-    spec = DEFAULT_JUDGE if spec == "default" else spec
-    if spec == "prototype" and thresholds != Thresholds():
-        raise unmovable(prototype_version(taxonomy))  # before loading anything
-    judge = _build_judge(spec, embedder, taxonomy, cache_dir, threads, encoder_max_seq_length)
+    # Lines on the prototype judge: the settings refuse them before this; RethresholdedJudge refuses them here.
+    judge = _build_judge(DEFAULT_JUDGE if spec == "default" else spec, embedder, taxonomy, cache_dir, threads,
+                         encoder_max_seq_length)
     return judge if thresholds == Thresholds() else RethresholdedJudge(judge, thresholds)
 
 

@@ -97,6 +97,17 @@ def test_an_int8_vector_does_not_depend_on_the_texts_sharing_its_pass(model, tok
     assert json.loads((Path(int8.folder) / "manifest.json").read_text())["calibration_sha256"] == calibration_digest()
 
 
+def test_exported_graphs_carry_the_cpu_rewrites(model, tokenizer, cache):
+    """The skip layer norms are split and int8's integer products fused (``graph_rewrites``): an
+    export that lost either step would still run, only slower, so only this notices."""
+    import onnx
+
+    for kind in ("onnx-fp32", "onnx-int8"):
+        ops = {node.op_type for node in onnx.load(str(make_backend(kind, model, tokenizer, cache_dir=cache).folder / "model.onnx")).graph.node}
+        assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops, (kind, ops)
+        assert ("MatMulIntegerToFloat" in ops and "MatMulInteger" not in ops) == (kind == "onnx-int8"), (kind, ops)
+
+
 def test_pairs_use_token_types_on_every_backend(model, tokenizer, cache):
     reference = make_backend("torch", model, tokenizer, device="cpu")
     fp32 = make_backend("onnx-fp32", model, tokenizer, cache_dir=cache)
@@ -168,7 +179,7 @@ def test_a_length_off_the_onnx_bucket_still_encodes(model, tokenizer, cache):
 def test_embedder_normalises_and_plans_passes_on_any_backend(model, tokenizer, cache):
     for backend in (make_backend("torch", model, tokenizer, device="cpu"), make_backend("onnx-int8", model, tokenizer, cache_dir=cache)):
         embedder = Embedder(model="tiny", encoder=backend)
-        revision = {} if backend.name == "torch" else {"revision": f"bert-eager-fused-v1+static-ranges-v1+cal-{calibration_digest()[:12]}"}
+        revision = {} if backend.name == "torch" else {"revision": f"bert-eager-fused-v1+cpu-rewrites-v1+static-ranges-v1+cal-{calibration_digest()[:12]}"}
         assert embedder.info.backend == backend.name and embedder.info.identity == {"model": "tiny", "backend": backend.name} | revision
         whole = embedder.encode(TEXTS, batch_size=64)
         np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)

@@ -356,7 +356,8 @@ class OnnxBackend(_Tokenizing):
             options.inter_op_num_threads = 1
             path = self.folder / "model.onnx"
             try:
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                # The export split the skip layer norms on purpose (``graph_rewrites``): keep ORT from fusing them back.
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"])
             except Exception as exc:  # ORT raises its own exception types for unreadable graphs
                 raise ExportedModelError(f"exported model {path}: ONNX Runtime cannot load it ({exc}); rebuild it with `monitor model export`") from exc
             self._local.session = session

@@ -6,7 +6,7 @@ time. It is built here, from the same weights the torch backend would load (the 
 local folder, or a model held in memory such as the judge's fine-tuned encoder), by
 ``monitor model export`` or on the first start that needs it.
 
-Recipe (``RECIPE_VERSION`` for steps 1-3, :func:`recipe` per kind; bump it when any step changes,
+Recipe (``RECIPE_VERSION`` for steps 1-3 and 5, :func:`recipe` per kind; bump it when any step changes,
 so old caches are not reused):
 
 1. ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``) of the encoder with *eager*
@@ -20,6 +20,9 @@ so old caches are not reused):
    in the float graph on calibration texts shipped in the package (``activation_ranges``), so a
    text's vector does not depend on the texts that share its pass. That step's version and the
    calibration file's hash are part of the int8 recipe (:func:`recipe`), hence of its cache key.
+5. Rewrites into ops ONNX Runtime's CPU kernels run faster, computing the same thing
+   (``graph_rewrites``): the fused skip layer norms split back into adds and a standard layer
+   norm; ``onnx-int8``'s integer products and their scaling fused into one op.
 
 The folder holds ``model.onnx``, the tokenizer files and ``manifest.json`` (recipe, weights hash,
 the model file's sha256). Deterministic: the same weights give the same bytes (tested) with the
@@ -44,12 +47,13 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from monitor.embed import activation_ranges
+from monitor.embed import activation_ranges, graph_rewrites
 from monitor.embed.activation_ranges import calibration_digest, fix_activation_ranges
+from monitor.embed.graph_rewrites import rewrite_for_cpu
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "bert-eager-fused-v1"
+RECIPE_VERSION = f"bert-eager-fused-v1+{graph_rewrites.VERSION}"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
@@ -136,6 +140,7 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, quantize: bool) -> Pa
             fix_activation_ranges(final, fused, tokenizer, max_length=int(model.config.max_position_embeddings))
         else:
             fused.rename(final)
+        rewrite_for_cpu(final, quantized=quantize)
         for leftover in (raw, fused):
             leftover.unlink(missing_ok=True)
         for extra in work.glob("*.data"):

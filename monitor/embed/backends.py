@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, get_args, ru
 
 import numpy as np
 
+from monitor.embed.graph_rewrites import UNDONE_FUSIONS
 from monitor.embed.onnx_export import ExportedModelError, cache_key, check_exported, default_cache_dir, export_in_child, export_revision
 
 if TYPE_CHECKING:
@@ -356,8 +357,8 @@ class OnnxBackend(_Tokenizing):
             options.inter_op_num_threads = 1
             path = self.folder / "model.onnx"
             try:
-                # The export split the skip layer norms on purpose (``graph_rewrites``): keep ORT from fusing them back.
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"])
+                # The export rewrote parts of the graph on purpose (``graph_rewrites``): keep ORT from undoing that.
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(UNDONE_FUSIONS))
             except Exception as exc:  # ORT raises its own exception types for unreadable graphs
                 raise ExportedModelError(f"exported model {path}: ONNX Runtime cannot load it ({exc}); rebuild it with `monitor model export`") from exc
             self._local.session = session

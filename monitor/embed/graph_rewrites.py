@@ -14,22 +14,31 @@ what it computes.
   tensor, a cast and a multiply. :func:`fuse_integer_matmuls` writes the fused op directly; its
   output is bit-identical (the kernel scales the int32 sums by the same float product).
 
-What each rewrite gains is measured in README ("Fast inference"); a test checks each against the
-graph it replaces.
+What the rewrites gain is measured in README ("Fast inference", *CPU graph rewrites*); a test
+checks each against the graph it replaces.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
+log = logging.getLogger(__name__)
+
 VERSION = "cpu-rewrites-v1"  # bump when a rewrite changes (it is part of the export recipe)
+# ONNX Runtime's own session-time fusions that would undo a rewrite here: a session loading a
+# rewritten graph disables them (``OnnxBackend``; a test checks the names still mean something).
+UNDONE_FUSIONS = ("SkipLayerNormFusion",)
 
 
 def split_skip_layer_norms(model: Any) -> int:
     """Replace each ``SkipLayerNormalization`` in ``model`` (an ``onnx.ModelProto``, edited in place)
-    by ``Add`` (input + skip), ``Add`` (+ bias, when it has one) and ``LayerNormalization``
-    (opset 17). Returns how many were replaced.
+    by ``Add`` (input + skip), ``Add`` (+ bias, when it has one) and ``LayerNormalization``; its
+    mean and inverse standard deviation outputs, when read, become LayerNormalization's. Needs
+    default-domain opset 17 (LayerNormalization's first). Returns how many were replaced.
 
     >>> import onnx
     >>> from onnx import helper
@@ -40,27 +49,30 @@ def split_skip_layer_norms(model: Any) -> int:
     """
     from onnx import helper
 
+    opset = max((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), default=0)
+    if opset < 17:
+        raise ValueError(f"splitting skip layer norms needs opset 17 (LayerNormalization); the graph has {opset}")
     consumed = ({name for node in model.graph.node for name in node.input} | {out.name for out in model.graph.output}) - {""}
     nodes, replaced = [], 0
     for node in model.graph.node:
         if node.op_type != "SkipLayerNormalization":
             nodes.append(node)
             continue
-        outputs = list(node.output) + [""] * (4 - len(node.output))
-        if any(name in consumed for name in outputs[1:3]):
-            raise ValueError(f"{node.name}: its mean or inverse std deviation output is read; LayerNormalization cannot replace it")
-        data, skip, gamma = node.input[:3]
-        beta = node.input[3] if len(node.input) > 3 else ""
-        bias = node.input[4] if len(node.input) > 4 else ""
-        # The sum of input, skip and bias keeps the name of the fused op's fourth output, if a later node reads it.
-        total = outputs[3] if outputs[3] in consumed else f"{node.name}_sum"
-        first = f"{node.name}_skip_sum" if bias else total
-        nodes.append(helper.make_node("Add", [data, skip], [first], name=f"{node.name}_skip"))
+        output, mean, inv_std, total = (list(node.output) + [""] * 4)[:4]
+        data, skip, gamma, beta, bias = (list(node.input) + [""] * 5)[:5]
+        # Names derive from the output's, unique in a valid graph; the sum keeps the fused op's
+        # fourth output's name when a later node reads it.
+        if total not in consumed:
+            total = f"{output}_skip_bias_sum"
+        first = f"{output}_skip_sum" if bias else total
+        nodes.append(helper.make_node("Add", [data, skip], [first], name=f"{output}_skip"))
         if bias:
-            nodes.append(helper.make_node("Add", [first, bias], [total], name=f"{node.name}_bias"))
+            nodes.append(helper.make_node("Add", [first, bias], [total], name=f"{output}_bias"))
         epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+        statistics = [name if name in consumed else "" for name in (mean, inv_std)]
+        norm_outputs = [output, *statistics] if any(statistics) else [output]
         inputs = [total, gamma] + ([beta] if beta else [])
-        nodes.append(helper.make_node("LayerNormalization", inputs, [outputs[0]], name=f"{node.name}_norm", axis=-1, epsilon=epsilon))
+        nodes.append(helper.make_node("LayerNormalization", inputs, norm_outputs, name=f"{output}_norm", axis=-1, epsilon=epsilon))
         replaced += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -68,25 +80,28 @@ def split_skip_layer_norms(model: Any) -> int:
 
 
 def fuse_integer_matmuls(model: Any) -> int:
-    """Replace each ``MatMulInteger → Cast(float) → Mul(scale)`` chain whose scale is a constant, or
-    the product of two constants (the activation's and the weights' scale), by one
-    ``com.microsoft.MatMulIntegerToFloat``. Edits ``model`` in place; returns how many were fused.
+    """Replace each ``MatMulInteger → Cast(float) → Mul(a_scale × b_scale)`` chain, whose scale is the
+    product of two float constants, a scalar (the activation's) and a scalar or one per column (the
+    weights'), by one ``com.microsoft.MatMulIntegerToFloat``. This is the chain ``quantize_dynamic``
+    writes, once its activation scale is a constant. Edits ``model`` in place; returns how many were
+    fused. A chain of any other shape is left as it is.
 
     >>> import onnx
     >>> from onnx import helper, numpy_helper
     >>> import numpy as np
     >>> nodes = [helper.make_node("MatMulInteger", ["a", "w", "az", "wz"], ["i"]),
     ...          helper.make_node("Cast", ["i"], ["f"], to=onnx.TensorProto.FLOAT),
-    ...          helper.make_node("Mul", ["as", "ws"], ["s"]),
+    ...          helper.make_node("Mul", ["ws", "as"], ["s"]),
     ...          helper.make_node("Mul", ["f", "s"], ["y"])]
-    >>> scales = [numpy_helper.from_array(np.array(0.5, np.float32), "as"), numpy_helper.from_array(np.ones(2, np.float32), "ws")]
-    >>> m = helper.make_model(helper.make_graph(nodes, "g", [], [], scales))
+    >>> constants = [numpy_helper.from_array(np.ones((3, 2), np.int8), "w"),
+    ...              numpy_helper.from_array(np.array(0.5, np.float32), "as"), numpy_helper.from_array(np.ones(2, np.float32), "ws")]
+    >>> m = helper.make_model(helper.make_graph(nodes, "g", [], [], constants))
     >>> fuse_integer_matmuls(m), [(n.op_type, list(n.input)) for n in m.graph.node]
     (1, [('MatMulIntegerToFloat', ['a', 'w', 'as', 'ws', 'az', 'wz'])])
     """
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    constants = {init.name for init in model.graph.initializer}
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     readers: dict[str, list[Any]] = defaultdict(list)
     for node in model.graph.node:
@@ -107,23 +122,20 @@ def fuse_integer_matmuls(model: Any) -> int:
         if cast is None or cast.op_type != "Cast" or next((a.i for a in cast.attribute if a.name == "to"), None) != TensorProto.FLOAT:
             continue
         mul = only_reader(cast.output[0])
-        if mul is None or mul.op_type != "Mul":
+        if mul is None or mul.op_type != "Mul" or list(mul.input).count(cast.output[0]) != 1:
             continue
-        (scale,) = [name for name in mul.input if name != cast.output[0]] or [""]
+        (scale,) = [name for name in mul.input if name != cast.output[0]]
         scale_node = producer.get(scale)
-        if scale in constants:
-            scales, drop = ["", scale], []
-        elif scale_node is not None and scale_node.op_type == "Mul" and set(scale_node.input) <= constants and only_reader(scale) is mul:
-            scales, drop = list(scale_node.input), [scale_node]
-        else:
+        if scale_node is None or scale_node.op_type != "Mul" or only_reader(scale) is not mul:
             continue
-        if not scales[0]:
-            scales[0] = _one(model)
+        scales = _activation_and_weight_scales(scale_node.input, constants, columns=_columns(node.input[1], constants))
+        if scales is None:
+            continue
         a, b, a_zero, b_zero = node.input
         fused[id(node)] = helper.make_node(
-            "MatMulIntegerToFloat", [a, b, *scales, a_zero, b_zero], [mul.output[0]], name=f"{node.name}_to_float", domain="com.microsoft"
+            "MatMulIntegerToFloat", [a, b, *scales, a_zero, b_zero], [mul.output[0]], name=f"{mul.output[0]}_to_float", domain="com.microsoft"
         )
-        dropped |= {id(cast), id(mul)} | {id(n) for n in drop}
+        dropped |= {id(cast), id(mul), id(scale_node)}
     nodes = [fused.get(id(node), node) for node in model.graph.node if id(node) not in dropped]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -132,25 +144,42 @@ def fuse_integer_matmuls(model: Any) -> int:
     return len(fused)
 
 
-def _one(model: Any) -> str:
-    """The name of a float constant 1 in ``model`` (added once): the unit activation scale of a
-    chain whose one constant scale is already the product of both."""
-    from onnx import numpy_helper
-    import numpy as np
+def _columns(weights: str, constants: dict[str, np.ndarray]) -> int | None:
+    """How many columns the constant weight matrix ``weights`` has (None when it is not a constant matrix)."""
+    value = constants.get(weights)
+    return int(value.shape[-1]) if value is not None and value.ndim == 2 else None
 
-    name = "graph_rewrites_unit_scale"
-    if not any(init.name == name for init in model.graph.initializer):
-        model.graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), name))
-    return name
+
+def _activation_and_weight_scales(names: Any, constants: dict[str, np.ndarray], columns: int | None) -> list[str] | None:
+    """``[a_scale, b_scale]`` of a scale product's two inputs: float constants, the activation's a
+    scalar and the weights' a scalar or one per column; None when the product is anything else."""
+    if columns is None or len(names) != 2 or not all(name in constants for name in names):
+        return None
+    values = [constants[name] for name in names]
+    if any(value.dtype != np.float32 for value in values):
+        return None
+    scalars = [name for name, value in zip(names, values) if value.size == 1 and value.ndim <= 1]
+    if not scalars:
+        return None
+    activation = scalars[0]
+    (weight,) = [name for name in names if name != activation] or [activation]
+    value = constants[weight]
+    if value.ndim > 1 or value.size not in (1, columns):
+        return None
+    return [activation, weight]
 
 
 def rewrite_for_cpu(path: Any, quantized: bool) -> None:
     """Apply the rewrites to the exported graph file at ``path`` in place: the layer-norm split
-    always, the integer products' fusion on an int8 graph."""
+    always, the integer products' fusion on an int8 graph (where a product left unfused is logged:
+    it runs, but slower)."""
     import onnx
 
     model = onnx.load(str(path))
     split_skip_layer_norms(model)
     if quantized:
         fuse_integer_matmuls(model)
+        left = sum(node.op_type == "MatMulInteger" for node in model.graph.node)
+        if left:
+            log.warning("ONNX export: %d integer matrix products were not fused (the graph runs, but slower)", left)
     onnx.save(model, str(path))

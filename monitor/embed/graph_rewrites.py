@@ -4,9 +4,9 @@ Why: two steps of the export leave the graph slower than it need be on a CPU, wi
 what it computes.
 
 * The BERT fusion's ``SkipLayerNormalization`` (residual add, bias add and layer norm in one op)
-  runs about three times slower on ONNX Runtime's CPU provider than the same arithmetic as ``Add``
-  nodes and the standard ``LayerNormalization``, whose kernel is vectorised; at 256 tokens it was
-  the third largest cost of the int8 graph. :func:`split_skip_layer_norms` undoes that fusion.
+  runs slower on ONNX Runtime's CPU provider than the same arithmetic as ``Add`` nodes and the
+  standard ``LayerNormalization``, whose kernel is vectorised; on long texts it was one of the int8
+  graph's largest costs. :func:`split_skip_layer_norms` undoes that fusion.
 * With dynamic quantization, ONNX Runtime fuses each ``MatMulInteger → Cast → Mul(scale)`` chain
   into one ``MatMulIntegerToFloat`` (inside ``DynamicQuantizeMatMul``) when the session loads. Once
   activation ranges are fixed (``activation_ranges``) the scale is a constant, constant folding

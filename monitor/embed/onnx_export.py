@@ -347,7 +347,8 @@ def export_revision(kind: str) -> str:
     """What, besides the backend's name, decides ``kind``'s vectors, for drift references and caches
     of vectors: int8's recipe (the release before fixed activation ranges gave other vectors under
     the same name, so a snapshot of them must refit, not alarm); "" for fp32, whose vectors are
-    torch's to ~1e-6 and have not changed since the first release, and for torch."""
+    torch's to ~1e-6 under every recipe so far (the CPU rewrites moved them in the last bits only),
+    and for torch."""
     return recipe(kind) if kind == "onnx-int8" else ""
 
 

@@ -34,12 +34,13 @@ SHIPPED = {"heads": (DEFAULT_ARTIFACT, 8_000_000), "encoder": (DEFAULT_ENCODER_A
 SHIPPED_TOTAL = 40_000_000
 
 
-# Fewest fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
-# compliance for refusal (README, "Safety judge"), which is why the hybrid takes refusal from the heads.
-REFUSAL_MISSES = {"heads": 1, "hybrid": 1, "encoder": 4}
+# Most fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
+# compliance for refusal (README, "Safety judge"; it misses 2 of the 16), and the heads, from which the
+# hybrid takes refusal, miss none, with one of slack.
+REFUSAL_MISSES = {"heads": 1, "hybrid": 1, "encoder": 2}
 # Where the labelled category must rank among a judge's category probabilities: the encoder's category
-# head is the weaker one (README, "Safety judge": it leans to sexual content on unsafe prompts), which is
-# why the hybrid takes categories from the heads.
+# head is the weaker one on the validation rows (README, "Safety judge"), which is why the hybrid takes
+# categories from the heads.
 CATEGORY_RANK = {"heads": 1, "hybrid": 1, "encoder": 2}
 
 

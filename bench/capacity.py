@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8798)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge-max-seq-length", type=int, help="as MONITOR_JUDGE_MAX_SEQ_LENGTH (default: the service's)")
+    ap.add_argument("--judge-prompt-skip-below", type=float, help="as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid (default: unset)")
     args = ap.parse_args()
     machine = describe()
     pairs = load_pairs(args.events, args.seed)
@@ -67,11 +68,13 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "monitor.cli", command, "export", "--backend", backend],
                                cwd=ROOT, check=True, capture_output=True)
     length = {"MONITOR_JUDGE_MAX_SEQ_LENGTH": str(args.judge_max_seq_length)} if args.judge_max_seq_length else {}
+    skip = {} if args.judge_prompt_skip_below is None else {"MONITOR_JUDGE_PROMPT_SKIP_BELOW": str(args.judge_prompt_skip_below)}
     results = []
     for judge in args.judge or ["hybrid", "heads"]:
         for backend in backends:
             service = Service(args.port, MONITOR_SAMPLING="off", MONITOR_QUEUE_CAPACITY=str(args.events * args.repeat + 100),
-                              MONITOR_JUDGE=judge, MONITOR_EMBEDDING_BACKEND=backend, **length)
+                              MONITOR_JUDGE=judge, MONITOR_EMBEDDING_BACKEND=backend, **length,
+                              **(skip if judge in ("default", "hybrid") else {}))
             try:
                 service_throughput(service, prompts[:32], f"{judge}-{backend}-warm", replies[:32])
                 rates = [service_throughput(service, prompts, f"{judge}-{backend}-{r}", replies) for r in range(args.repeat)]
@@ -86,7 +89,8 @@ def main() -> None:
     print(f"{len(pairs)} prompt/reply events from {', '.join(PAIR_FILES)} (words per event: median "
           f"{int(np.median(words))}, 90th percentile {int(np.percentile(words, 90))}); sampling off; "
           f"median of {args.repeat} run(s) after a warm-up; judge_max_seq_length "
-          f"{args.judge_max_seq_length or 'unset (the embedding length)'}\n")
+          f"{args.judge_max_seq_length or 'unset (the embedding length)'}; judge_prompt_skip_below "
+          f"{args.judge_prompt_skip_below or 'unset'}\n")
     print("| judge | backend | service end-to-end (events/s) | runs | peak RSS (MB) |")
     print("|---|---|---:|---|---:|")
     for r in results:

@@ -7,7 +7,11 @@ the validation rows (never the test split): at the judge's own line, and at the 
 most the given shares of the real-user benign validation prompts (ToxicChat, ConvAbuse: the files
 that are real users' chat). The judge runs once on torch; each line re-decides its probabilities.
 
-Run: ``.venv/bin/python bench/judge_thresholds.py [--judge default] [--cap 400] [--max-flagged 0.05 ...]``
+For the hybrid it also prints what each skip line (``judge_prompt_skip_below``) saves and costs: the share
+of prompts whose encoder pass it skips, the ranking (AUROC) with the heads' probability standing below the
+line, and the decisions that change against the full hybrid at its own threshold.
+
+Run: ``.venv/bin/python bench/judge_thresholds.py [--judge default] [--cap 400] [--max-flagged 0.05 ...] [--skip-below 0.03 ...]``
 (``--cap 20`` checks the script quickly; figures then mean little).
 """
 
@@ -26,11 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
 from bench.machine import describe  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
 from monitor.judge.evaluation import run_judge  # noqa: E402
 from monitor.judge.factory import build_judge  # noqa: E402
+from monitor.judge.hybrid import HybridJudge  # noqa: E402
 from monitor.judge.text_embeddings import embed_records  # noqa: E402
 from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
 from monitor.taxonomy import load_taxonomy  # noqa: E402
@@ -64,6 +71,8 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=400, help="most validation rows per (file, label combination), as judge eval")
     ap.add_argument("--max-flagged", type=float, action="append",
                     help="share of real-user benign prompts a line may flag (repeatable; default 0.05 0.04 0.03 0.02)")
+    ap.add_argument("--skip-below", type=float, action="append",
+                    help="hybrid only: skip lines to try (repeatable; default 0.005 0.01 0.02 0.03 0.05 0.1)")
     args = ap.parse_args()
     started = time.perf_counter()
     tax = load_taxonomy()
@@ -77,7 +86,8 @@ def main() -> None:
         if r.unsafe is not None and (r.origin, r.prompt) not in seen:
             seen.add((r.origin, r.prompt))
             rows.append(r)
-    verdicts = run_judge(judge, embed_records(rows, embedder.encode))
+    embedded = embed_records(rows, embedder.encode)
+    verdicts = run_judge(judge, embedded)
     probs = np.array([v.prompt_unsafe for v in verdicts])
     y = np.array([r.unsafe for r in rows], dtype=bool)
     origin = np.array([r.origin for r in rows])
@@ -95,6 +105,35 @@ def main() -> None:
         flagged = probs >= line
         cells = [_rates(flagged, y, np.ones(len(y), dtype=bool))] + [_rates(flagged, y, origin == o) for o in shown]
         print(f"| {name}: {line:.4f} | {flagged[benign_real].mean():.1%} | " + " | ".join(cells) + " |")
+    if isinstance(judge, HybridJudge):
+        heads = np.array([v.prompt_unsafe for v in run_judge(judge.heads, embedded)])
+        skip_lines(probs, heads, y, origin, judge.decision_thresholds[0], args.skip_below or (0.005, 0.01, 0.02, 0.03, 0.05, 0.1))
+
+
+def cascade(full: np.ndarray, heads: np.ndarray, line: float) -> np.ndarray:
+    """The hybrid's prompt probabilities at a skip line: the heads' own below it, the combination's elsewhere.
+
+    >>> cascade(np.array([0.2, 0.01, 0.9]), np.array([0.1, 0.02, 0.8]), 0.05).tolist()
+    [0.2, 0.02, 0.9]
+    """
+    return np.where(heads < line, heads, full)
+
+
+def skip_lines(full: np.ndarray, heads: np.ndarray, y: np.ndarray, origin: np.ndarray, threshold: float,
+               lines: list[float]) -> None:
+    """What each skip line saves (prompts whose encoder pass is skipped) and costs (AUROC; decisions that change)."""
+    shown = [o for o in SHOWN if (origin == o).any() and 0 < y[origin == o].sum() < (origin == o).sum()]
+    print("\n| skip line | prompts skipped: all / real users | decisions changed (harmful prompts no longer flagged) | "
+          "AUROC, all | " + " | ".join(f"{o}: AUROC" for o in shown) + " |")
+    print("|" + "---|" * (4 + len(shown)))
+    real = np.isin(origin, REAL_USERS)
+    for line in [None, *lines]:
+        p = full if line is None else cascade(full, heads, line)
+        skipped = np.zeros(len(p), dtype=bool) if line is None else heads < line
+        changed = (p >= threshold) != (full >= threshold)
+        cells = [f"{roc_auc_score(y[origin == o], p[origin == o]):.4f}" for o in shown]
+        print(f"| {'none' if line is None else line} | {skipped.mean():.1%} / {skipped[real].mean():.1%} | "
+              f"{int(changed.sum())} ({int((changed & y).sum())}) | {roc_auc_score(y, p):.4f} | " + " | ".join(cells) + " |")
 
 
 def _rates(flagged: np.ndarray, y: np.ndarray, rows: np.ndarray) -> str:

@@ -254,6 +254,11 @@ class Settings(BaseSettings):
         None, ge=8, description="Tokens the judge's own encoder keeps per input (the hybrid reads it on each prompt-and-reply "
         "pair); unset = embedding_max_seq_length. 128 makes the hybrid's pair pass cheaper on long replies at a small "
         "cost to response harm (README, Safety judge); a length other than the trained 256 shows in judge_version (+seq<N>).")
+    judge_prompt_skip_below: float | None = Field(
+        None, gt=0, lt=1, allow_inf_nan=False, description="Hybrid judge only, a capacity setting: below this prompt-harm "
+        "probability from the heads, the encoder's prompt pass is skipped and the heads' verdict stands; unset = every "
+        "prompt is read by both. Most real users' prompts fall below a low line, so it saves most of that pass, at a small "
+        "cost to ranking (README, Safety judge: the line chosen on the validation split); shows in judge_version (+pskip<x>).")
     judge_prompt_threshold: float | None = Field(
         None, gt=0, lt=1, allow_inf_nan=False, description="Prompt-harm probability from which a prompt is flagged (counted unsafe, given a "
         "category); unset = the judge's own, chosen on its validation split. Higher flags fewer benign prompts and misses "
@@ -414,6 +419,9 @@ class Settings(BaseSettings):
         if moved and self.judge == "prototype":  # refused here, before a model loads, as any other bad setting
             raise ValueError(f"{', '.join(moved)}: the prototype judge has no decision thresholds to move; unset "
                              f"{'them' if len(moved) > 1 else 'it'} or set judge to default, heads, encoder or hybrid")
+        if self.judge_prompt_skip_below is not None and self.judge not in ("default", "hybrid"):
+            raise ValueError(f"judge_prompt_skip_below: skips the hybrid judge's encoder prompt pass; judge {self.judge!r} "
+                             "has none (unset it or set judge to default or hybrid)")
         return self
 
     @field_validator("probe_targets")

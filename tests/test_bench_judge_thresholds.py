@@ -35,3 +35,14 @@ def test_the_line_is_the_lowest_that_keeps_the_share(share, ties):
 def test_no_real_user_prompts_is_a_clear_error():
     with pytest.raises(ValueError, match="no real-user benign prompts"):
         line_for(np.array([0.5]), np.array([False]), 0.05)
+
+
+def test_a_skip_line_counts_the_decisions_it_changes(capsys):
+    """A harmful prompt the combination flags but the heads put below the line loses its flag; the table says so."""
+    full = np.array([0.9, 0.8, 0.1, 0.05])
+    heads = np.array([0.01, 0.7, 0.02, 0.2])
+    y = np.array([True, True, False, False])
+    origin = np.array(["toxicchat-train"] * 4)
+    judge_thresholds.skip_lines(full, heads, y, origin, 0.5, [0.03])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0.03 ")]
+    assert rows == ["| 0.03 | 50.0% / 50.0% | 1 (1) | 0.5000 | 0.5000 |"]

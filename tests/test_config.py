@@ -50,6 +50,15 @@ def test_invalid_values_name_the_field(monkeypatch):
     monkeypatch.setenv("MONITOR_JUDGE_MAX_SEQ_LENGTH", "4")
     with pytest.raises(ValidationError, match="judge_max_seq_length"):
         Settings()
+    monkeypatch.delenv("MONITOR_JUDGE_MAX_SEQ_LENGTH")
+    monkeypatch.setenv("MONITOR_JUDGE_PROMPT_SKIP_BELOW", "1.5")
+    with pytest.raises(ValidationError, match="judge_prompt_skip_below"):
+        Settings()
+    monkeypatch.setenv("MONITOR_JUDGE_PROMPT_SKIP_BELOW", "0.03")
+    assert Settings().judge_prompt_skip_below == 0.03
+    monkeypatch.setenv("MONITOR_JUDGE", "heads")  # the heads have no encoder prompt pass to skip
+    with pytest.raises(ValidationError, match="judge_prompt_skip_below: skips the hybrid"):
+        Settings()
 
 
 @pytest.mark.parametrize("yaml_text", ["admin_tokens: {boss: supersecretvalue-MMMM}\n", "admin_tokens: [{boss: supersecretvalue-MMMM}]\n",

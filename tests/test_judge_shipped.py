@@ -188,6 +188,41 @@ def test_a_shorter_judge_length_cuts_the_pairs_and_names_itself(embedder):
         build_judge("hybrid", embedder, taxonomy, encoder_max_seq_length=600)
 
 
+def test_the_skip_line_asks_the_encoder_only_about_prompts_the_heads_doubt(embedder):
+    """judge_prompt_skip_below: below the line the heads' prompt probability stands and the encoder never reads the
+    prompt; at or above it the verdict is the full hybrid's; the version names the line (as the detector role
+    computes it), and judges without the prompt combination refuse it."""
+    taxonomy = load_taxonomy()
+    full = build_judge("hybrid", embedder, taxonomy)
+    records = read_records(FIXTURE)
+    batch = inputs(embedder, [(r.prompt, r.response) for r in records] + [("", "Sure.")])
+    heads = [v.prompt_unsafe for v in full.heads.judge(batch)]
+    line = float(np.median(heads[:-1]))  # half the fixture prompts fall below it
+    cascade = build_judge("hybrid", embedder, taxonomy, prompt_skip_below=line)
+    asked: list[str] = []
+    prompt_probs = cascade.encoder.prompt_probs
+    cascade.encoder.prompt_probs = lambda prompts: asked.extend(prompts) or prompt_probs(prompts)
+    skipped = 0
+    for h, f, c, x in zip(heads, full.judge(batch), cascade.judge(batch), batch):
+        assert (c.response_unsafe, c.refusal, c.category_probs) == (f.response_unsafe, f.refusal, f.category_probs)
+        if not x.prompt.strip():
+            assert c.prompt_unsafe == 0.0 and x.prompt not in asked
+        elif h < line:
+            skipped += 1
+            assert c.prompt_unsafe == pytest.approx(h, abs=1e-9) and x.prompt not in asked
+            assert c.prompt_flagged == (h >= full.prompt_combiner.threshold)
+        else:
+            assert c.prompt_unsafe == pytest.approx(f.prompt_unsafe, abs=1e-6) and c.prompt_flagged == f.prompt_flagged
+            assert x.prompt in asked
+    assert skipped >= 5 and len(asked) == len(batch) - 1 - skipped
+    assert cascade.version == full.version + f"+pskip{line!r}" == judge_version("hybrid", taxonomy, prompt_skip_below=line)
+    for name in ("heads", "encoder", "prototype"):
+        with pytest.raises(ValueError, match="judge_prompt_skip_below applies to the hybrid"):
+            build_judge(name, embedder, taxonomy, prompt_skip_below=0.03)
+    with pytest.raises(ValueError, match="judge_prompt_skip_below 1.0 must lie strictly between 0 and 1"):
+        HybridJudge(full.heads, full.encoder, full.response_combiner, full.prompt_combiner, 1.0)
+
+
 def test_the_hybrid_refuses_a_combiner_fitted_for_other_judges(embedder):
     taxonomy = load_taxonomy()
     heads, encoder = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder"))

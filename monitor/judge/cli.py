@@ -163,6 +163,8 @@ def eval_(
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
     judge_max_seq_length: Optional[int] = typer.Option(None, min=8, help="Tokens the encoder keeps per input, as the "
                                                        "service's judge_max_seq_length (default: --max-seq-length)."),
+    judge_prompt_skip_below: Optional[float] = typer.Option(None, help="The hybrid's skip line, as the "
+                                                          "service's judge_prompt_skip_below (default: unset)."),
     baselines: bool = typer.Option(True, help="Also score the shipped heads judge (for an encoder artifact) and the "
                                    "keyword and prototype baselines."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
@@ -175,8 +177,11 @@ def eval_(
         raise typer.BadParameter(f"{split!r} is not test or val", param_hint="--split")
     tax = load_taxonomy(taxonomy)
     encoder_length = judge_max_seq_length or max_seq_length
+    if judge_prompt_skip_below is not None and (str(artifact) != HYBRID or not 0 < judge_prompt_skip_below < 1):
+        raise typer.BadParameter("a probability strictly between 0 and 1, for the hybrid judge only",
+                                 param_hint="--judge-prompt-skip-below")
     if str(artifact) == HYBRID:
-        judge = _hybrid(tax, encoder_length)
+        judge = _hybrid(tax, encoder_length, judge_prompt_skip_below)
     else:
         judge = load_encoder_judge(artifact, tax, encoder_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
     config = TrainConfig.of_artifact(judge.manifest)
@@ -282,7 +287,7 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
                + f"), threshold {combiner.threshold:.3f}")
 
 
-def _hybrid(tax, max_seq_length: int) -> HybridJudge:
+def _hybrid(tax, max_seq_length: int, prompt_skip_below: float | None = None) -> HybridJudge:
     """The shipped hybrid on torch, as evaluation runs it (the service builds it on its own backend)."""
     return HybridJudge(HeadsJudge.load(DEFAULT_ARTIFACT, tax), load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length),
-                       VerdictCombiner.load("response"), VerdictCombiner.load("prompt"))
+                       VerdictCombiner.load("response"), VerdictCombiner.load("prompt"), prompt_skip_below)

@@ -23,7 +23,7 @@ DEFAULT_JUDGE = "hybrid"
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
                 threads: int | None = None, encoder_max_seq_length: int | None = None,
-                thresholds: Thresholds = Thresholds()) -> Judge:
+                thresholds: Thresholds = Thresholds(), prompt_skip_below: float | None = None) -> Judge:
     """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
     ``hybrid`` → heads with prompt and response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
     ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact.
@@ -31,22 +31,30 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
     ``encoder_max_seq_length``: tokens an encoder judge keeps per input (the hybrid's is its prompt-and-reply
     pair); unset, the drift embedder's. Cutting pairs shorter than the artifact trained on is cheaper on long
     replies and shows in the version (``+seq<N>``). ``thresholds``: decision lines an operator moved
-    (:mod:`monitor.judge.thresholds`; they show in the version too)."""
+    (:mod:`monitor.judge.thresholds`; they show in the version too). ``prompt_skip_below``: the hybrid's
+    prompt-pass cascade (:class:`~monitor.judge.hybrid.HybridJudge`; ``+pskip<x>`` in the version)."""
     # Lines on the prototype judge: the settings refuse them before this; RethresholdedJudge refuses them here.
-    judge = _build_judge(DEFAULT_JUDGE if spec == "default" else spec, embedder, taxonomy, cache_dir, threads,
-                         encoder_max_seq_length)
+    spec = DEFAULT_JUDGE if spec == "default" else spec
+    _check_skip(spec, prompt_skip_below)
+    judge = _build_judge(spec, embedder, taxonomy, cache_dir, threads, encoder_max_seq_length, prompt_skip_below)
     return judge if thresholds == Thresholds() else RethresholdedJudge(judge, thresholds)
 
 
+def _check_skip(spec: str, prompt_skip_below: float | None) -> None:
+    if prompt_skip_below is not None and spec != "hybrid":
+        raise ValueError(f"judge_prompt_skip_below applies to the hybrid judge (it skips the encoder's prompt pass), "
+                         f"not to {spec!r}: unset it or set judge to default or hybrid")
+
+
 def _build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None,
-                 encoder_max_seq_length: int | None) -> Judge:
+                 encoder_max_seq_length: int | None, prompt_skip_below: float | None) -> Judge:
     if spec == "prototype":
         return PrototypeJudge(embedder, taxonomy)
     length = encoder_max_seq_length or embedder.info.max_seq_length
     if spec == "hybrid":
         return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy),
                            _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads, length),
-                           VerdictCombiner.load("response"), VerdictCombiner.load("prompt"))
+                           VerdictCombiner.load("response"), VerdictCombiner.load("prompt"), prompt_skip_below)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder(path, embedder, taxonomy, cache_dir, threads, length)
@@ -70,27 +78,30 @@ def _heads(path: Path, embedder: Embedder, taxonomy: Taxonomy) -> HeadsJudge:
 
 
 def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch", encoder_max_seq_length: int | None = None,
-                  thresholds: Thresholds = Thresholds()) -> str:
+                  thresholds: Thresholds = Thresholds(), prompt_skip_below: float | None = None) -> str:
     """The version :func:`build_judge` would give, without loading the embedding model (the detector
     role labels its state and metrics with the judge its workers run); an encoder judge's version names
     its backend when that is not torch (``backend`` as resolved, e.g. ``onnx-int8``) and its pair length
-    when that is not the trained one (``encoder_max_seq_length`` as resolved), and moved decision lines."""
+    when that is not the trained one (``encoder_max_seq_length`` as resolved), the hybrid's skip line, and
+    moved decision lines."""
     spec = DEFAULT_JUDGE if spec == "default" else spec
+    _check_skip(spec, prompt_skip_below)
     if spec == "prototype":
         if thresholds != Thresholds():
             raise unmovable(prototype_version(taxonomy))
         return prototype_version(taxonomy)
-    return _artifact_judge_version(spec, taxonomy, backend, encoder_max_seq_length) + thresholds.suffix
+    return _artifact_judge_version(spec, taxonomy, backend, encoder_max_seq_length, prompt_skip_below) + thresholds.suffix
 
 
-def _artifact_judge_version(spec: str, taxonomy: Taxonomy, backend: str, encoder_max_seq_length: int | None) -> str:
+def _artifact_judge_version(spec: str, taxonomy: Taxonomy, backend: str, encoder_max_seq_length: int | None,
+                            prompt_skip_below: float | None) -> str:
     if spec == "hybrid":
         heads = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version
         response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
         for combiner in (response, prompt):
             combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT))
         return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend, encoder_max_seq_length),
-                              response.version, prompt.version)
+                              response.version, prompt.version, prompt_skip_below)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder_version(path, backend, encoder_max_seq_length)

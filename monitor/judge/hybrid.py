@@ -9,6 +9,11 @@ categories and refusal from the heads, and prompt harm and response harm from bo
 (:mod:`monitor.judge.combiner`: on the validation split each combination beat either judge alone).
 It pays for two encoder passes: the prompt on every event, the pair on answered events; the heads
 read embeddings the service computes anyway.
+
+``prompt_skip_below`` makes the prompt pass a cascade, a capacity setting: where the heads are already
+sure a prompt is harmless (their calibrated probability below the line), the encoder is not asked and
+the heads' probability stands. Most real users' prompts are that plain, so most of the pass is saved;
+what it costs is the combination's ranking among prompts the heads call harmless (README, "Safety judge").
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class HybridJudge:
     ``prompt_combiner``, response harm given the prompt through ``response_combiner``."""
 
     def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, response_combiner: VerdictCombiner,
-                 prompt_combiner: VerdictCombiner) -> None:
+                 prompt_combiner: VerdictCombiner, prompt_skip_below: float | None = None) -> None:
         if list(heads.categories) != list(encoder.categories):
             raise ValueError(f"hybrid judge: the heads ({heads.version}) and encoder ({encoder.version}) judges "
                              "score different categories")
@@ -43,7 +48,9 @@ class HybridJudge:
         self.encoder = encoder
         self.response_combiner = response_combiner
         self.prompt_combiner = prompt_combiner
-        self._version = hybrid_version(heads.version, encoder.version, response_combiner.version, prompt_combiner.version)
+        self.prompt_skip_below = check_skip_line(prompt_skip_below)
+        self._version = hybrid_version(heads.version, encoder.version, response_combiner.version, prompt_combiner.version,
+                                       prompt_skip_below)
 
     @property
     def manifest(self) -> dict:
@@ -73,12 +80,20 @@ class HybridJudge:
         verdicts = self.heads.judge(batch)
         if not verdicts:
             return []
-        prompt = self.prompt_combiner.probabilities(np.array([v.prompt_unsafe for v in verdicts]),
-                                                    self.encoder.prompt_probs([x.prompt for x in batch])[:, 0])
-        prompt[np.array([not x.prompt.strip() for x in batch], dtype=bool)] = 0.0  # nothing asked, nothing unsafe
+        prompt = self._prompt_probs(batch, np.array([v.prompt_unsafe for v in verdicts]))
         heads_response = np.array([np.nan if v.response_unsafe is None else v.response_unsafe for v in verdicts])
         response = self.response_combiner.probabilities(heads_response, self.encoder.pair_probs(batch)[:, 0])
         return [self._verdict(v, float(p), float(r)) for v, p, r in zip(verdicts, prompt, response)]
+
+    def _prompt_probs(self, batch: Sequence[JudgeInput], heads: np.ndarray) -> np.ndarray:
+        """Combined prompt-harm probabilities; the heads' own where they fall below the skip line (no encoder pass)."""
+        asked = np.array([bool(x.prompt.strip()) for x in batch], dtype=bool)
+        passed = asked & (heads >= (self.prompt_skip_below or 0.0))
+        prompt = np.where(asked, heads, 0.0)  # nothing asked, nothing unsafe
+        if passed.any():
+            rows = np.flatnonzero(passed)
+            prompt[rows] = self.prompt_combiner.probabilities(heads[rows], self.encoder.prompt_probs([batch[i].prompt for i in rows])[:, 0])
+        return prompt
 
     def _verdict(self, heads: Verdict, prompt: float, response: float) -> Verdict:
         """The heads' verdict with the combined probabilities and their decisions; the heads' most likely
@@ -110,6 +125,19 @@ def check_same_split(heads: HeadsJudge, encoder: EncoderJudge) -> None:
                          "so neither's validation or test rows are unseen by the other")
 
 
-def hybrid_version(heads_version: str, encoder_version: str, response_combiner: str, prompt_combiner: str) -> str:
-    """``heads-…+encoder-…[+backend]+mix-…+pmix-…``: every part, so a dashboard shows when any changed."""
-    return f"{heads_version}+{encoder_version}+{response_combiner}+{prompt_combiner}"
+def hybrid_version(heads_version: str, encoder_version: str, response_combiner: str, prompt_combiner: str,
+                   prompt_skip_below: float | None = None) -> str:
+    """``heads-…+encoder-…[+backend]+mix-…+pmix-…[+pskip<x>]``: every part, so a dashboard shows when any changed.
+
+    >>> hybrid_version("heads-a", "encoder-b", "mix-c", "pmix-d", 0.03)
+    'heads-a+encoder-b+mix-c+pmix-d+pskip0.03'
+    """
+    skip = "" if prompt_skip_below is None else f"+pskip{prompt_skip_below!r}"
+    return f"{heads_version}+{encoder_version}+{response_combiner}+{prompt_combiner}{skip}"
+
+
+def check_skip_line(value: float | None) -> float | None:
+    """``judge_prompt_skip_below`` must be a probability strictly between 0 and 1, or unset (every prompt passed)."""
+    if value is not None and not 0.0 < value < 1.0:
+        raise ValueError(f"judge_prompt_skip_below {value!r} must lie strictly between 0 and 1")
+    return value

@@ -78,7 +78,8 @@ def workers_judge_version(settings: Settings) -> str:
     labels its state and metrics with its workers' judge (an encoder judge's names the embedding backend it
     runs on, its pair length and any moved decision line)."""
     return judge_version(settings.judge, load_taxonomy(), resolve_kind(settings.embedding_backend, settings.embedding_device),
-                         settings.judge_max_seq_length or settings.embedding_max_seq_length, judge_thresholds(settings))
+                         settings.judge_max_seq_length or settings.embedding_max_seq_length, judge_thresholds(settings),
+                         settings.judge_prompt_skip_below)
 
 
 def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer:
@@ -88,7 +89,7 @@ def build_scorer(settings: Settings, embedder: Embedder | None = None) -> Scorer
     taxonomy = load_taxonomy()
     embedder = embedder or build_embedder(settings)
     judge = build_judge(settings.judge, embedder, taxonomy, settings.model_cache_dir, settings.embedding_threads,
-                        settings.judge_max_seq_length, judge_thresholds(settings))
+                        settings.judge_max_seq_length, judge_thresholds(settings), settings.judge_prompt_skip_below)
     return Scorer(
         embedder,
         judge,

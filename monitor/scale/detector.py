@@ -265,7 +265,7 @@ class DetectorOwner:
                 self._judges_seen.add(version)
             if version != self.service.verdicts_from:
                 log.warning("partition %d: workers judge with %s, but this detector role labels its state with %s: set "
-                            "the judge's settings (judge, judge_max_seq_length, judge_*_threshold, embedding_backend) "
+                            "the judge's settings (judge, judge_max_seq_length, judge_*_threshold, judge_prompt_skip_below, embedding_backend) "
                             "alike on every role", self.partition, version, self.service.verdicts_from)
 
     def _apply_feedback(self, entries: Sequence[tuple[bytes, dict]]) -> int:

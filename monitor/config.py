@@ -422,6 +422,10 @@ class Settings(BaseSettings):
         if self.judge_prompt_skip_below is not None and self.judge not in ("default", "hybrid"):
             raise ValueError(f"judge_prompt_skip_below: skips the hybrid judge's encoder prompt pass; judge {self.judge!r} "
                              "has none (unset it or set judge to default or hybrid)")
+        skip, line = self.judge_prompt_skip_below, self.judge_prompt_threshold
+        if skip is not None and line is not None and line <= skip:  # prompts between the two: the heads alone would decide
+            raise ValueError(f"judge_prompt_skip_below ({skip}) must lie below judge_prompt_threshold ({line}), "
+                             "far below it: skipped prompts are decided by the heads alone")
         return self
 
     @field_validator("probe_targets")

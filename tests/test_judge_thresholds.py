@@ -111,3 +111,9 @@ def test_the_settings_reach_the_service_judge(embedder, monkeypatch):
     assert workers_judge_version(settings) == scorer.judge.version  # what the detector role labels its state with
     assert build_scorer(Settings(judge="heads", judge_prompt_threshold=None), embedder).judge.version == \
         build_judge("heads", embedder, load_taxonomy()).version
+    # The hybrid's skip line reaches the workers' judge and the version the detector role computes, before a moved line.
+    settings = Settings(judge="hybrid", judge_prompt_skip_below=0.03, judge_prompt_threshold=0.5, embedding_backend="torch")
+    version = build_scorer(settings, embedder).judge.version
+    assert version.endswith("+pskip0.03+pthr0.5") and workers_judge_version(settings) == version
+    with pytest.raises(ValidationError, match=r"judge_prompt_skip_below \(0.5\) must lie below judge_prompt_threshold \(0.5\)"):
+        Settings(judge="hybrid", judge_prompt_skip_below=0.5, judge_prompt_threshold=0.5)

@@ -10,7 +10,7 @@ from monitor.judge.combiner import VerdictCombiner
 from monitor.judge.encoder_judge import (DEFAULT_ENCODER_ARTIFACT, EncoderJudge, encoder_judge_version, is_encoder_artifact,
                                          load_encoder_judge)
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
-from monitor.judge.hybrid import HybridJudge, hybrid_version
+from monitor.judge.hybrid import HybridJudge, check_skip_line, hybrid_version
 from monitor.judge.prototype import PrototypeJudge, prototype_version
 from monitor.judge.thresholds import RethresholdedJudge, Thresholds, unmovable
 from monitor.judge.verdict import Judge
@@ -41,6 +41,7 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
 
 
 def _check_skip(spec: str, prompt_skip_below: float | None) -> None:
+    check_skip_line(prompt_skip_below)
     if prompt_skip_below is not None and spec != "hybrid":
         raise ValueError(f"judge_prompt_skip_below applies to the hybrid judge (it skips the encoder's prompt pass), "
                          f"not to {spec!r}: unset it or set judge to default or hybrid")

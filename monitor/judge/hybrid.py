@@ -132,7 +132,7 @@ def hybrid_version(heads_version: str, encoder_version: str, response_combiner: 
     >>> hybrid_version("heads-a", "encoder-b", "mix-c", "pmix-d", 0.03)
     'heads-a+encoder-b+mix-c+pmix-d+pskip0.03'
     """
-    skip = "" if prompt_skip_below is None else f"+pskip{prompt_skip_below!r}"
+    skip = "" if prompt_skip_below is None else f"+pskip{float(prompt_skip_below)!r}"
     return f"{heads_version}+{encoder_version}+{response_combiner}+{prompt_combiner}{skip}"
 
 
@@ -140,4 +140,4 @@ def check_skip_line(value: float | None) -> float | None:
     """``judge_prompt_skip_below`` must be a probability strictly between 0 and 1, or unset (every prompt passed)."""
     if value is not None and not 0.0 < value < 1.0:
         raise ValueError(f"judge_prompt_skip_below {value!r} must lie strictly between 0 and 1")
-    return value
+    return None if value is None else float(value)

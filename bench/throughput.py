@@ -2,7 +2,7 @@
 and how far int8 embeddings move from fp32.
 
 Run: ``.venv/bin/python bench/throughput.py [--backend torch --backend onnx-int8] [--short 2000] [--long 300]
-[--rate 1000] [--seconds 10] [--cosine 2000] [--repeat 3] [--device auto]``; ``--quick`` checks the script in a minute (tiny n,
+[--rate 1000] [--seconds 10] [--cosine 2000] [--repeat 3] [--device auto] [--unseen]``; ``--quick`` checks the script in a minute (tiny n,
 figures meaningless). Benchmark on a quiet machine: the worker runs at nice 10 and loses to any
 other CPU-heavy process.
 
@@ -50,18 +50,31 @@ from bench.machine import describe, gpu_memory_mb  # noqa: E402
 from monitor.config import Settings  # noqa: E402
 from monitor.embed.backends import resolve_device  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge  # noqa: E402
+from monitor.judge.training import TrainConfig  # noqa: E402
 
 
-def load_texts(n_short: int, n_long: int, seed: int) -> dict[str, list[str]]:
+def load_texts(n_short: int, n_long: int, seed: int, unseen: bool = False) -> dict[str, list[str]]:
+    """``unseen``: only prompts of the shipped judge's validation and test rows. A judge is surer of the
+    prompts it trained on, and the hybrid's skip line (``judge_prompt_skip_below``) skips more of them, so
+    with a skip line set only unseen prompts measure what live traffic would get."""
     data = default_data_dir()
     if not data.is_dir():
         sys.exit(f"datasets not found at {data}: set MONITOR_DATA_DIR")
     rng = random.Random(seed)
-    short = [r.prompt for r in read_records(data / "toxicchat-train.jsonl") if r.prompt.strip()]
-    long = [r.prompt for f in sorted(data.glob("*.jsonl")) for r in read_records(f) if 120 <= len(r.prompt.split()) <= 250]
+    keep = _unseen_by_the_judge() if unseen else (lambda r: True)
+    short = [r.prompt for r in read_records(data / "toxicchat-train.jsonl") if r.prompt.strip() and keep(r)]
+    long = [r.prompt for f in sorted(data.glob("*.jsonl")) for r in read_records(f)
+            if 120 <= len(r.prompt.split()) <= 250 and keep(r)]
     rng.shuffle(short)
     rng.shuffle(long)
     return {"short": _repeat_to(short, n_short), "long": _repeat_to(long, n_long)}
+
+
+def _unseen_by_the_judge():
+    """Whether a record is in the shipped judges' validation or test split (the heads and the encoder share one)."""
+    config = TrainConfig.of_artifact(HeadsJudge.load(DEFAULT_ARTIFACT).manifest)
+    return lambda record: config.split(record) != "train"
 
 
 def _repeat_to(texts: list[str], n: int) -> list[str]:
@@ -262,6 +275,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda, cuda:1: the bare embedder's and the service's")
     ap.add_argument("--judge", default="default")
     ap.add_argument("--repeat", type=lambda v: max(1, int(v)), default=1, help="alternate bare and service runs N times (at least 1); report medians")
+    ap.add_argument("--unseen", action="store_true", help="only prompts the shipped judge never trained on (its validation "
+                    "and test rows): what a skip line saves on live traffic")
     ap.add_argument("--quick", action="store_true", help="tiny n to check the script runs (figures meaningless)")
     args = ap.parse_args()
     machine = describe()
@@ -271,7 +286,7 @@ def main() -> None:
     cache_env = {"MONITOR_MODEL_CACHE_DIR": str(args.model_cache_dir)} if args.model_cache_dir else {}
 
     device = resolve_device(args.device)
-    texts = load_texts(args.short, args.long, args.seed)
+    texts = load_texts(args.short, args.long, args.seed, args.unseen)
     sizes = (16, 64) if args.quick else (8, 16, 32, 64) if device == "cpu" else (64, 256, 1024)
     stock = {kind: bare_embedder(t, sizes, device) for kind, t in texts.items()} if "torch" in backends else {}
     bare: dict[str, dict[str, float]] = {}
@@ -328,7 +343,7 @@ def main() -> None:
     print(f"machine: {machine}"
           + (" -- QUICK RUN: figures meaningless" if args.quick else ""))
     print(
-        f"device: {device}; judge: {args.judge}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
+        f"device: {device}; judge: {args.judge}{'; prompts the judge never trained on' if args.unseen else ''}; worker batch {args.batch_size} events; bare backend: monitor's Embedder over all texts at once; "
         "sentence-transformers: its encode over all texts at once, best of several pass sizes (the torch reference); "
         f"{args.repeat} alternating bare/service run(s) per backend, medians\n"
     )

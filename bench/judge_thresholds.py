@@ -37,7 +37,7 @@ from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
 from monitor.judge.evaluation import run_judge  # noqa: E402
 from monitor.judge.factory import build_judge  # noqa: E402
-from monitor.judge.hybrid import HybridJudge  # noqa: E402
+from monitor.judge.hybrid import HybridJudge, skipped  # noqa: E402
 from monitor.judge.text_embeddings import embed_records  # noqa: E402
 from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
 from monitor.taxonomy import load_taxonomy  # noqa: E402
@@ -110,13 +110,13 @@ def main() -> None:
         skip_lines(probs, heads, y, origin, judge.decision_thresholds[0], args.skip_below or (0.005, 0.01, 0.02, 0.03, 0.05, 0.1))
 
 
-def cascade(full: np.ndarray, heads: np.ndarray, line: float) -> np.ndarray:
-    """The hybrid's prompt probabilities at a skip line: the heads' own below it, the combination's elsewhere.
+def cascade(full: np.ndarray, heads: np.ndarray, line: float | None) -> np.ndarray:
+    """The hybrid's prompt probabilities at a skip line (or none): the heads' own below it, the combination's elsewhere.
 
     >>> cascade(np.array([0.2, 0.01, 0.9]), np.array([0.1, 0.02, 0.8]), 0.05).tolist()
     [0.2, 0.02, 0.9]
     """
-    return np.where(heads < line, heads, full)
+    return np.where(skipped(heads, line), heads, full)
 
 
 def skip_lines(full: np.ndarray, heads: np.ndarray, y: np.ndarray, origin: np.ndarray, threshold: float,
@@ -128,11 +128,10 @@ def skip_lines(full: np.ndarray, heads: np.ndarray, y: np.ndarray, origin: np.nd
     print("|" + "---|" * (4 + len(shown)))
     real = np.isin(origin, REAL_USERS)
     for line in [None, *lines]:
-        p = full if line is None else cascade(full, heads, line)
-        skipped = np.zeros(len(p), dtype=bool) if line is None else heads < line
+        p, skips = cascade(full, heads, line), skipped(heads, line)
         changed = (p >= threshold) != (full >= threshold)
         cells = [f"{roc_auc_score(y[origin == o], p[origin == o]):.4f}" for o in shown]
-        print(f"| {'none' if line is None else line} | {skipped.mean():.1%} / {skipped[real].mean():.1%} | "
+        print(f"| {'none' if line is None else line} | {skips.mean():.1%} / {skips[real].mean():.1%} | "
               f"{int(changed.sum())} ({int((changed & y).sum())}) | {roc_auc_score(y, p):.4f} | " + " | ".join(cells) + " |")
 
 

@@ -17,7 +17,7 @@ from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_
 from monitor.judge.evaluation import evaluate, format_report, run_judge
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
-from monitor.judge.hybrid import HybridJudge, check_same_split
+from monitor.judge.hybrid import HybridJudge, check_same_split, check_skip_line
 from monitor.judge.keyword_baseline import KeywordJudge
 from monitor.judge.text_embeddings import embed_records, embedder_encoder
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge, save_encoder_artifact
@@ -177,9 +177,12 @@ def eval_(
         raise typer.BadParameter(f"{split!r} is not test or val", param_hint="--split")
     tax = load_taxonomy(taxonomy)
     encoder_length = judge_max_seq_length or max_seq_length
-    if judge_prompt_skip_below is not None and (str(artifact) != HYBRID or not 0 < judge_prompt_skip_below < 1):
-        raise typer.BadParameter("a probability strictly between 0 and 1, for the hybrid judge only",
-                                 param_hint="--judge-prompt-skip-below")
+    try:
+        check_skip_line(judge_prompt_skip_below)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--judge-prompt-skip-below") from None
+    if judge_prompt_skip_below is not None and str(artifact) != HYBRID:
+        raise typer.BadParameter("applies to the hybrid judge only", param_hint="--judge-prompt-skip-below")
     if str(artifact) == HYBRID:
         judge = _hybrid(tax, encoder_length, judge_prompt_skip_below)
     else:

@@ -88,7 +88,7 @@ class HybridJudge:
     def _prompt_probs(self, batch: Sequence[JudgeInput], heads: np.ndarray) -> np.ndarray:
         """Combined prompt-harm probabilities; the heads' own where they fall below the skip line (no encoder pass)."""
         asked = np.array([bool(x.prompt.strip()) for x in batch], dtype=bool)
-        passed = asked & (heads >= (self.prompt_skip_below or 0.0))
+        passed = asked & ~skipped(heads, self.prompt_skip_below)
         prompt = np.where(asked, heads, 0.0)  # nothing asked, nothing unsafe
         if passed.any():
             rows = np.flatnonzero(passed)
@@ -134,6 +134,15 @@ def hybrid_version(heads_version: str, encoder_version: str, response_combiner: 
     """
     skip = "" if prompt_skip_below is None else f"+pskip{float(prompt_skip_below)!r}"
     return f"{heads_version}+{encoder_version}+{response_combiner}+{prompt_combiner}{skip}"
+
+
+def skipped(heads: np.ndarray, line: float | None) -> np.ndarray:
+    """Which prompts the encoder does not read: the heads' probability below the skip line (none when unset).
+
+    >>> skipped(np.array([0.01, 0.03, 0.5]), 0.03).tolist(), skipped(np.array([0.01]), None).tolist()
+    ([True, False, False], [False])
+    """
+    return np.zeros(len(heads), dtype=bool) if line is None else np.asarray(heads) < line
 
 
 def check_skip_line(value: float | None) -> float | None:

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8798)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge-max-seq-length", type=int, help="as MONITOR_JUDGE_MAX_SEQ_LENGTH (default: the service's)")
-    ap.add_argument("--judge-prompt-skip-below", type=float, help="as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid (default: unset)")
+    ap.add_argument("--judge-prompt-skip-below", type=float, help="as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid (default: the service's, 0.03; 0: off)")
     args = ap.parse_args()
     machine = describe()
     pairs = load_pairs(args.events, args.seed)
@@ -90,7 +90,7 @@ def main() -> None:
           f"{int(np.median(words))}, 90th percentile {int(np.percentile(words, 90))}); sampling off; "
           f"median of {args.repeat} run(s) after a warm-up; judge_max_seq_length "
           f"{args.judge_max_seq_length or 'unset (the embedding length)'}; judge_prompt_skip_below "
-          f"{args.judge_prompt_skip_below or 'unset'}\n")
+          f"{'unset (the service default)' if args.judge_prompt_skip_below is None else args.judge_prompt_skip_below}\n")
     print("| judge | backend | service end-to-end (events/s) | runs | peak RSS (MB) |")
     print("|---|---|---:|---|---:|")
     for r in results:

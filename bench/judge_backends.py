@@ -6,7 +6,8 @@ its held-out files, from ../shared/data) once per backend and prints, per output
 (false positives / negatives at the judge's own thresholds) side by side with the difference to
 the first backend. The target of issue 15: AUROC within 0.01 of fp32.
 
-Run: ``.venv/bin/python bench/judge_backends.py [--judge heads|encoder|hybrid] [--backend torch --backend onnx-int8] [--cap 400]``
+Run: ``.venv/bin/python bench/judge_backends.py [--judge heads|encoder|hybrid] [--backend torch --backend onnx-int8] [--cap 400]
+[--judge-prompt-skip-below 0]``
 (``--cap 20`` checks the script quickly; figures then mean little).
 """
 
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--backend", action="append", choices=["torch", "onnx-fp32", "onnx-int8"], help="repeatable (default: onnx-fp32, onnx-int8)")
     ap.add_argument("--judge", default="heads", help="as MONITOR_JUDGE: heads, encoder, hybrid, or an artifact folder")
     ap.add_argument("--cap", type=int, default=400, help="most test rows per (file, label combination), as judge eval")
+    ap.add_argument("--judge-prompt-skip-below", type=float, help="as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid "
+                    "(default: the service's; 0: off)")
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--model-cache-dir", type=Path, default=None)
     args = ap.parse_args()
@@ -60,10 +63,10 @@ def main() -> None:
     for backend in backends:
         started = time.perf_counter()
         embedder = Embedder(max_seq_length=args.max_seq_length, device="cpu", backend=backend, cache_dir=args.model_cache_dir)
-        judge = build_judge(args.judge, embedder, tax, args.model_cache_dir)
+        judge = build_judge(args.judge, embedder, tax, args.model_cache_dir, prompt_skip_below=args.judge_prompt_skip_below)
         embedded = embed_records(test, embedder.encode)
         results[backend] = evaluate(backend, run_judge(judge, embedded), embedded, mapper, tax.harm_ids).metrics
-        print(f"{backend}: {len(test)} rows embedded and judged in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"{backend}: {len(test)} rows embedded and judged by {judge.version} in {time.perf_counter() - started:.0f} s", flush=True)
 
     base = backends[0]
     print(f"\njudge {args.judge} on {len(test)} test rows; differences are to {base}\n")

@@ -2,11 +2,12 @@
 
 The service embeds every prompt and response for the drift detectors anyway; this says what the
 judge adds on top. The heads judge reads those embeddings (target: at most 10% of embedding); the
-encoder and hybrid judges run passes of their own (the hybrid: the prompt, and the cross-encoded
-prompt+reply pair). Both are timed in one process on one backend, so the ratio holds up on a loaded machine
+encoder and hybrid judges run passes of their own (the hybrid: the prompt, unless the heads put it
+below the skip line, and the cross-encoded prompt+reply pair). Both are timed in one process on one backend, so the ratio holds up on a loaded machine
 better than either absolute figure. Run from the repository root:
 
     .venv/bin/python bench/judge_cost.py [--judge heads|encoder|hybrid] [--backend torch|onnx-int8] [--events 512] [--batch 64]
+    [--judge-prompt-skip-below 0]
 
 Texts: XSTest completions (GPT-4) from the shared data folder, else the test fixtures.
 """
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", help="embedding backend (torch, onnx-int8, onnx-fp32)")
     parser.add_argument("--reps", type=int, default=5, help="judge passes over the events (the median is kept)")
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--judge-prompt-skip-below", type=float, help="as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid "
+                        "(default: the service's; 0: off)")
     args = parser.parse_args()
     machine = describe()
 
@@ -51,7 +54,7 @@ def main() -> None:
     records = [r for r in read_records(source) if r.response]
     records = (records * (args.events // len(records) + 1))[: args.events]
     embedder = Embedder(max_seq_length=args.max_seq_length, backend=args.backend)
-    judge = build_judge(args.judge, embedder, load_taxonomy())
+    judge = build_judge(args.judge, embedder, load_taxonomy(), prompt_skip_below=args.judge_prompt_skip_below)
     embedder.encode(["warm up"])
 
     t0 = time.perf_counter()

@@ -7,9 +7,11 @@ the validation rows (never the test split): at the judge's own line, and at the 
 most the given shares of the real-user benign validation prompts (ToxicChat, ConvAbuse: the files
 that are real users' chat). The judge runs once on torch; each line re-decides its probabilities.
 
-For the hybrid it also prints what each skip line (``judge_prompt_skip_below``) saves and costs: the share
-of prompts whose encoder pass it skips, the ranking (AUROC) with the heads' probability standing below the
-line, and the decisions that change against the full hybrid at its own threshold.
+The hybrid runs with every prompt passed to its encoder; the first table reads its probabilities at the
+service's skip line (``judge_prompt_skip_below`` unset: the heads' own below it), and a second table
+prints what each skip line saves and costs: the share of prompts whose encoder pass it skips, the
+ranking (AUROC) with the heads' probability standing below the line, and the decisions that change
+against the full hybrid at its own threshold.
 
 Run: ``.venv/bin/python bench/judge_thresholds.py [--judge default] [--cap 400] [--max-flagged 0.05 ...] [--skip-below 0.03 ...]``
 (``--cap 20`` checks the script quickly; figures then mean little).
@@ -35,8 +37,9 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from monitor.embed.embedder import Embedder  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+from monitor.judge.defaults import skip_line  # noqa: E402
 from monitor.judge.evaluation import run_judge  # noqa: E402
-from monitor.judge.factory import build_judge  # noqa: E402
+from monitor.judge.factory import build_judge, judge_version  # noqa: E402
 from monitor.judge.hybrid import HybridJudge, skipped  # noqa: E402
 from monitor.judge.text_embeddings import embed_records  # noqa: E402
 from monitor.judge.training import TrainConfig, select_test_records  # noqa: E402
@@ -77,7 +80,7 @@ def main() -> None:
     started = time.perf_counter()
     tax = load_taxonomy()
     embedder = Embedder(max_seq_length=256, device="cpu", backend="torch")
-    judge = build_judge(args.judge, embedder, tax)
+    judge = build_judge(args.judge, embedder, tax, prompt_skip_below=0)  # every prompt passed: the skip sweep starts from it
     config = TrainConfig.of_artifact(judge.manifest)  # its validation rows
     records = [r for f in sorted(default_data_dir().glob("*.jsonl")) for r in read_records(f)]
     seen: set[tuple[str, str]] = set()  # each distinct prompt once per file (XSTest's prompts recur in its completion files)
@@ -87,27 +90,28 @@ def main() -> None:
             seen.add((r.origin, r.prompt))
             rows.append(r)
     embedded = embed_records(rows, embedder.encode)
-    verdicts = run_judge(judge, embedded)
-    probs = np.array([v.prompt_unsafe for v in verdicts])
+    full = np.array([v.prompt_unsafe for v in run_judge(judge, embedded)])
+    heads = np.array([v.prompt_unsafe for v in run_judge(judge.heads, embedded)]) if isinstance(judge, HybridJudge) else full
     y = np.array([r.unsafe for r in rows], dtype=bool)
     origin = np.array([r.origin for r in rows])
     benign_real = ~y & np.isin(origin, REAL_USERS)
 
-    print(f"# {judge.version}: prompt harm on {len(rows)} validation prompts ({int(y.sum())} harmful), judged in "
+    print(f"# {judge_version(args.judge, tax)}: prompt harm on {len(rows)} validation prompts ({int(y.sum())} harmful), judged in "
           f"{time.perf_counter() - started:.0f} s; {describe()}\n")
     shown = [o for o in SHOWN if (origin == o).any()]
     print("| line | real-user benign flagged | all: recall / benign flagged | "
           + " | ".join(f"{o}: recall / benign flagged" for o in shown) + " |")
     print("|" + "---|" * (3 + len(shown)))
+    service = cascade(full, heads, skip_line(None, judge=args.judge))  # as the service judges at its own line
     lines = [("own", judge.decision_thresholds[0])]
-    lines += [(f"≤ {share:.0%} real-user", line_for(probs, benign_real, share)) for share in args.max_flagged or (0.05, 0.04, 0.03, 0.02)]
+    lines += [(f"≤ {share:.0%} real-user", line_for(service, benign_real, share)) for share in args.max_flagged or (0.05, 0.04, 0.03, 0.02)]
     for name, line in lines:
-        flagged = probs >= line
+        # A moved line may turn the default skip line off (monitor.judge.defaults): the service's probabilities at that line.
+        flagged = cascade(full, heads, skip_line(None, None if name == "own" else line, args.judge)) >= line
         cells = [_rates(flagged, y, np.ones(len(y), dtype=bool))] + [_rates(flagged, y, origin == o) for o in shown]
         print(f"| {name}: {line:.4f} | {flagged[benign_real].mean():.1%} | " + " | ".join(cells) + " |")
     if isinstance(judge, HybridJudge):
-        heads = np.array([v.prompt_unsafe for v in run_judge(judge.heads, embedded)])
-        skip_lines(probs, heads, y, origin, judge.decision_thresholds[0], args.skip_below or (0.005, 0.01, 0.02, 0.03, 0.05, 0.1))
+        skip_lines(full, heads, y, origin, judge.decision_thresholds[0], args.skip_below or (0.005, 0.01, 0.02, 0.03, 0.05, 0.1))
 
 
 def cascade(full: np.ndarray, heads: np.ndarray, line: float | None) -> np.ndarray:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from monitor.embed.backends import DEFAULT_EMBEDDING_MODEL
+from monitor.judge.defaults import DEFAULT_SKIP_LINE, DEFAULT_SKIP_MIN_PROMPT_LINE, skip_line
 from monitor.redact_urls import url_fault
 
 
@@ -255,10 +256,12 @@ class Settings(BaseSettings):
         "pair); unset = embedding_max_seq_length. 128 makes the hybrid's pair pass cheaper on long replies at a small "
         "cost to response harm (README, Safety judge); a length other than the trained 256 shows in judge_version (+seq<N>).")
     judge_prompt_skip_below: float | None = Field(
-        None, gt=0, lt=1, allow_inf_nan=False, description="Hybrid judge only, a capacity setting: below this prompt-harm "
-        "probability from the heads, the encoder's prompt pass is skipped and the heads' verdict stands; unset = every "
-        "prompt is read by both. Most real users' prompts fall below a low line, so it saves most of that pass, at a small "
-        "cost to ranking (README, Safety judge: the line chosen on the validation split); shows in judge_version (+pskip<x>).")
+        None, ge=0, lt=1, allow_inf_nan=False, description="The hybrid judge's prompt cascade, a capacity setting: below "
+        "this prompt-harm probability from the heads, the encoder's prompt pass is skipped and the heads' verdict stands. "
+        f"Unset = {DEFAULT_SKIP_LINE} (chosen on the validation split, where it changed no decision; README, Safety judge), "
+        f"off when judge_prompt_threshold is moved below {DEFAULT_SKIP_MIN_PROMPT_LINE}; 0 = off (every prompt read by both "
+        "judges; accepted with any judge); a line set must lie below a moved judge_prompt_threshold. Most real users' "
+        "prompts fall below the line, so it saves most of that pass; shows in judge_version (+pskip<x>).")
     judge_prompt_threshold: float | None = Field(
         None, gt=0, lt=1, allow_inf_nan=False, description="Prompt-harm probability from which a prompt is flagged (counted unsafe, given a "
         "category); unset = the judge's own, chosen on its validation split. Higher flags fewer benign prompts and misses "
@@ -419,13 +422,7 @@ class Settings(BaseSettings):
         if moved and self.judge == "prototype":  # refused here, before a model loads, as any other bad setting
             raise ValueError(f"{', '.join(moved)}: the prototype judge has no decision thresholds to move; unset "
                              f"{'them' if len(moved) > 1 else 'it'} or set judge to default, heads, encoder or hybrid")
-        if self.judge_prompt_skip_below is not None and self.judge not in ("default", "hybrid"):
-            raise ValueError(f"judge_prompt_skip_below: skips the hybrid judge's encoder prompt pass; judge {self.judge!r} "
-                             "has none (unset it or set judge to default or hybrid)")
-        skip, line = self.judge_prompt_skip_below, self.judge_prompt_threshold
-        if skip is not None and line is not None and line <= skip:  # prompts between the two: the heads alone would decide
-            raise ValueError(f"judge_prompt_skip_below ({skip}) must lie below judge_prompt_threshold ({line}), "
-                             "far below it: skipped prompts are decided by the heads alone")
+        skip_line(self.judge_prompt_skip_below, self.judge_prompt_threshold, self.judge)  # the judge factory's rule, before a model loads
         return self
 
     @field_validator("probe_targets")

@@ -57,7 +57,12 @@ def test_invalid_values_name_the_field(monkeypatch):
     monkeypatch.setenv("MONITOR_JUDGE_PROMPT_SKIP_BELOW", "0.03")
     assert Settings().judge_prompt_skip_below == 0.03
     monkeypatch.setenv("MONITOR_JUDGE", "heads")  # the heads have no encoder prompt pass to skip
-    with pytest.raises(ValidationError, match="judge_prompt_skip_below: skips the hybrid"):
+    with pytest.raises(ValidationError, match="judge_prompt_skip_below applies to the hybrid judge"):
+        Settings()
+    monkeypatch.setenv("MONITOR_JUDGE_PROMPT_SKIP_BELOW", "0")  # off: fine with any judge
+    assert Settings().judge_prompt_skip_below == 0
+    monkeypatch.setenv("MONITOR_JUDGE_PROMPT_SKIP_BELOW", "-0.1")
+    with pytest.raises(ValidationError, match="judge_prompt_skip_below"):
         Settings()
 
 

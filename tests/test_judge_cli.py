@@ -85,6 +85,12 @@ def test_bad_options_are_named(tmp_path):
     assert result.exit_code == 2 and "--precision" in result.output and "bf16" in result.output
     result = runner.invoke(judge_app, ["train", "--out", str(tmp_path), "--device", "tpu"])
     assert result.exit_code == 2 and "--device" in result.output
+    # The skip line is the hybrid's: refused for another artifact, and out of range, before any model loads.
+    for args, says in ((["--artifact", "monitor/judge/artifacts/default", "--judge-prompt-skip-below", "0.03"], "applies to the hybrid"),
+                       (["--judge-prompt-skip-below", "1.5"], "strictly between 0 and 1")):
+        result = runner.invoke(judge_app, ["eval", *args])
+        message = " ".join(result.output.replace("│", " ").split())  # the error box wraps long lines
+        assert result.exit_code == 2 and "--judge-prompt-skip-below" in message and says in message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: asking for one is valid here")
@@ -135,7 +141,8 @@ def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evalu
     result = runner.invoke(judge_app, ["eval", "--data", str(data), "--split", "val", "--out", str(report)])
     assert result.exit_code == 0, result.output
     versions = [line.split(" | ")[1] for line in report.read_text().splitlines() if line.startswith("| unsafe (all files) |")]
-    assert len(versions) == 5 and versions[0].count("+") == 3  # the hybrid, its heads and encoder, two baselines
+    # The hybrid (at its default skip line), its heads and encoder, two baselines.
+    assert len(versions) == 5 and versions[0].startswith(f"{versions[1]}+{versions[2]}+mix-") and versions[0].endswith("+pskip0.03")
 
 
 def qa_rows(n: int) -> list[dict]:

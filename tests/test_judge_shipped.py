@@ -21,6 +21,8 @@ from monitor.judge.factory import build_judge, judge_version
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
 from monitor.judge.model_card import SOURCES
 from monitor.judge.hybrid import HybridJudge
+from monitor.judge.defaults import DEFAULT_SKIP_LINE
+from monitor.judge.thresholds import Thresholds
 from monitor.judge.verdict import Judge, JudgeInput
 from monitor.taxonomy import SAFE
 from monitor.taxonomy import load_taxonomy
@@ -144,9 +146,11 @@ def test_bad_inputs_get_valid_verdicts(judge, embedder):
 
 def test_the_hybrid_takes_categories_and_refusal_from_the_heads_and_combines_both_judges_for_prompt_and_response_harm(embedder):
     taxonomy = load_taxonomy()
-    heads, encoder, hybrid = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder", "hybrid"))
+    heads, encoder = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder"))
+    hybrid = build_judge("hybrid", embedder, taxonomy, prompt_skip_below=0)  # every prompt passed (the default skips some)
     response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
-    assert hybrid.version == f"{heads.version}+{encoder.version}+{response.version}+{prompt.version}" == judge_version("hybrid", taxonomy)
+    assert hybrid.version == f"{heads.version}+{encoder.version}+{response.version}+{prompt.version}" \
+        == judge_version("hybrid", taxonomy, prompt_skip_below=0)
     records = read_records(FIXTURE)
     batch = inputs(embedder, [(r.prompt, r.response) for r in records])
     answered = moved = 0
@@ -191,9 +195,10 @@ def test_a_shorter_judge_length_cuts_the_pairs_and_names_itself(embedder):
 def test_the_skip_line_asks_the_encoder_only_about_prompts_the_heads_doubt(embedder):
     """judge_prompt_skip_below: below the line the heads' prompt probability stands and the encoder never reads the
     prompt; at or above it the verdict is the full hybrid's; the version names the line (as the detector role
-    computes it), and judges without the prompt combination refuse it."""
+    computes it), and judges without the prompt combination refuse it. Unset, the default line runs, unless a
+    moved prompt threshold lies at or below it; 0 turns the cascade off."""
     taxonomy = load_taxonomy()
-    full = build_judge("hybrid", embedder, taxonomy)
+    full = build_judge("hybrid", embedder, taxonomy, prompt_skip_below=0)
     records = read_records(FIXTURE)
     batch = inputs(embedder, [(r.prompt, r.response) for r in records] + [("", "Sure.")])
     heads = [v.prompt_unsafe for v in full.heads.judge(batch)]
@@ -216,9 +221,17 @@ def test_the_skip_line_asks_the_encoder_only_about_prompts_the_heads_doubt(embed
             assert x.prompt in asked
     assert skipped >= 5 and len(asked) == len(batch) - 1 - skipped
     assert cascade.version == full.version + f"+pskip{line!r}" == judge_version("hybrid", taxonomy, prompt_skip_below=line)
+    default = build_judge("default", embedder, taxonomy)
+    assert default.prompt_skip_below == DEFAULT_SKIP_LINE == 0.03
+    assert default.version == full.version + "+pskip0.03" == judge_version("hybrid", taxonomy) == judge_version("default", taxonomy)
+    low = build_judge("hybrid", embedder, taxonomy, thresholds=Thresholds(prompt=0.02))  # flags below the default skip line
+    assert low.inner.prompt_skip_below is None and low.version == full.version + "+pthr0.02"
+    with pytest.raises(ValueError, match=r"judge_prompt_skip_below \(0.05\) must lie below judge_prompt_threshold \(0.05\)"):
+        build_judge("hybrid", embedder, taxonomy, thresholds=Thresholds(prompt=0.05), prompt_skip_below=0.05)
     for name in ("heads", "encoder", "prototype"):
         with pytest.raises(ValueError, match="judge_prompt_skip_below applies to the hybrid"):
             build_judge(name, embedder, taxonomy, prompt_skip_below=0.03)
+        assert build_judge(name, embedder, taxonomy, prompt_skip_below=0).version == judge_version(name, taxonomy)
     with pytest.raises(ValueError, match="judge_prompt_skip_below 1.0 must lie strictly between 0 and 1"):
         HybridJudge(full.heads, full.encoder, full.response_combiner, full.prompt_combiner, 1.0)
 

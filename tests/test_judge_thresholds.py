@@ -35,8 +35,8 @@ def batch(embedder) -> list[JudgeInput]:
 
 @pytest.fixture(scope="module", params=["heads", "encoder", "hybrid"])
 def named(request, embedder):
-    """(the setting that names a judge, the judge)"""
-    return request.param, build_judge(request.param, embedder, load_taxonomy())
+    """(the setting that names a judge, the judge); the hybrid reads every prompt (its skip line is tested apart)"""
+    return request.param, build_judge(request.param, embedder, load_taxonomy(), prompt_skip_below=0)
 
 
 def test_the_judges_own_lines_reproduce_its_decisions(named, batch):
@@ -64,7 +64,7 @@ def test_a_moved_line_re_decides_and_says_so(named, batch, direction):
     thresholds = Thresholds(prompt=line, response=reply_line)
     moved = RethresholdedJudge(judge, thresholds).judge(batch)
     # The version the detector role computes without a model is the moved judge's.
-    assert moved[0].judge_version == judge_version(name, taxonomy, thresholds=thresholds)
+    assert moved[0].judge_version == judge_version(name, taxonomy, thresholds=thresholds, prompt_skip_below=0)
     flipped = [b for b, a in zip(own, moved) if a.prompt_flagged != b.prompt_flagged]
     assert flipped and all(b.prompt_flagged == (direction == "higher") for b in flipped)
     for before, after in zip(own, moved):
@@ -117,3 +117,13 @@ def test_the_settings_reach_the_service_judge(embedder, monkeypatch):
     assert version.endswith("+pskip0.03+pthr0.5") and workers_judge_version(settings) == version
     with pytest.raises(ValidationError, match=r"judge_prompt_skip_below \(0.5\) must lie below judge_prompt_threshold \(0.5\)"):
         Settings(judge="hybrid", judge_prompt_skip_below=0.5, judge_prompt_threshold=0.5)
+    # Unset, the default skip line runs, unless the prompt line is moved below 0.3 (where skipped prompts' full-hybrid
+    # probabilities could reach it); 0 turns it off.
+    monkeypatch.delenv("MONITOR_JUDGE_PROMPT_THRESHOLD")
+    full = judge_version("hybrid", load_taxonomy(), prompt_skip_below=0)
+    assert "+pskip" not in full and "+pthr" not in full
+    for settings, expected in ((Settings(embedding_backend="torch"), full + "+pskip0.03"),
+                               (Settings(judge_prompt_threshold=0.3, embedding_backend="torch"), full + "+pskip0.03+pthr0.3"),
+                               (Settings(judge_prompt_threshold=0.29, embedding_backend="torch"), full + "+pthr0.29"),
+                               (Settings(judge_prompt_skip_below=0, embedding_backend="torch"), full)):
+        assert workers_judge_version(settings) == expected == build_scorer(settings, embedder).judge.version

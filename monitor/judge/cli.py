@@ -14,10 +14,11 @@ import typer
 
 from monitor.judge.combiner import COMBINER_FOLDER, OUTPUTS, VerdictCombiner
 from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_dir, read_records
+from monitor.judge.defaults import DEFAULT_SKIP_LINE, skip_line
 from monitor.judge.evaluation import evaluate, format_report, run_judge
 from monitor.embed.embedder import DEFAULT_EMBEDDING_MODEL
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
-from monitor.judge.hybrid import HybridJudge, check_same_split, check_skip_line
+from monitor.judge.hybrid import HybridJudge, check_same_split
 from monitor.judge.keyword_baseline import KeywordJudge
 from monitor.judge.text_embeddings import embed_records, embedder_encoder
 from monitor.judge.encoder_judge import DEFAULT_ENCODER_ARTIFACT, is_encoder_artifact, load_encoder_judge, save_encoder_artifact
@@ -163,8 +164,8 @@ def eval_(
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
     judge_max_seq_length: Optional[int] = typer.Option(None, min=8, help="Tokens the encoder keeps per input, as the "
                                                        "service's judge_max_seq_length (default: --max-seq-length)."),
-    judge_prompt_skip_below: Optional[float] = typer.Option(None, help="The hybrid's skip line, as the "
-                                                          "service's judge_prompt_skip_below (default: unset)."),
+    judge_prompt_skip_below: Optional[float] = typer.Option(None, help="The hybrid's skip line, as the service's "
+                                                          f"judge_prompt_skip_below (default: the service's, {DEFAULT_SKIP_LINE}; 0: off)."),
     baselines: bool = typer.Option(True, help="Also score the shipped heads judge (for an encoder artifact) and the "
                                    "keyword and prototype baselines."),
     taxonomy: Optional[Path] = typer.Option(None, help="Taxonomy YAML (default: the bundled one)."),
@@ -178,13 +179,11 @@ def eval_(
     tax = load_taxonomy(taxonomy)
     encoder_length = judge_max_seq_length or max_seq_length
     try:
-        check_skip_line(judge_prompt_skip_below)
+        line = skip_line(judge_prompt_skip_below, judge=str(artifact))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--judge-prompt-skip-below") from None
-    if judge_prompt_skip_below is not None and str(artifact) != HYBRID:
-        raise typer.BadParameter("applies to the hybrid judge only", param_hint="--judge-prompt-skip-below")
     if str(artifact) == HYBRID:
-        judge = _hybrid(tax, encoder_length, judge_prompt_skip_below)
+        judge = _hybrid(tax, encoder_length, line)
     else:
         judge = load_encoder_judge(artifact, tax, encoder_length) if is_encoder_artifact(artifact) else HeadsJudge.load(artifact, tax)
     config = TrainConfig.of_artifact(judge.manifest)
@@ -290,7 +289,7 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
                + f"), threshold {combiner.threshold:.3f}")
 
 
-def _hybrid(tax, max_seq_length: int, prompt_skip_below: float | None = None) -> HybridJudge:
+def _hybrid(tax, max_seq_length: int, skip_below: float | None = None) -> HybridJudge:
     """The shipped hybrid on torch, as evaluation runs it (the service builds it on its own backend)."""
     return HybridJudge(HeadsJudge.load(DEFAULT_ARTIFACT, tax), load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length),
-                       VerdictCombiner.load("response"), VerdictCombiner.load("prompt"), prompt_skip_below)
+                       VerdictCombiner.load("response"), VerdictCombiner.load("prompt"), skip_below)

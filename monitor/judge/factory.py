@@ -6,19 +6,18 @@ import json
 from pathlib import Path
 
 from monitor.embed.embedder import Embedder
+from monitor.judge.defaults import DEFAULT_JUDGE, skip_line
 from monitor.judge.combiner import VerdictCombiner
 from monitor.judge.encoder_judge import (DEFAULT_ENCODER_ARTIFACT, EncoderJudge, encoder_judge_version, is_encoder_artifact,
                                          load_encoder_judge)
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge
-from monitor.judge.hybrid import HybridJudge, check_skip_line, hybrid_version
+from monitor.judge.hybrid import HybridJudge, hybrid_version
 from monitor.judge.prototype import PrototypeJudge, prototype_version
 from monitor.judge.thresholds import RethresholdedJudge, Thresholds, unmovable
 from monitor.judge.verdict import Judge
 from monitor.taxonomy import Taxonomy
 
 NAMED_ARTIFACTS = {"encoder": DEFAULT_ENCODER_ARTIFACT, "heads": DEFAULT_ARTIFACT}
-# What ``judge=default`` runs (README "Safety judge" says why).
-DEFAULT_JUDGE = "hybrid"
 
 
 def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None = None,
@@ -32,19 +31,13 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
     pair); unset, the drift embedder's. Cutting pairs shorter than the artifact trained on is cheaper on long
     replies and shows in the version (``+seq<N>``). ``thresholds``: decision lines an operator moved
     (:mod:`monitor.judge.thresholds`; they show in the version too). ``prompt_skip_below``: the hybrid's
-    prompt-pass cascade (:class:`~monitor.judge.hybrid.HybridJudge`; ``+pskip<x>`` in the version)."""
+    prompt-pass cascade as the setting reads (unset: the default line; 0: off; :func:`~monitor.judge.defaults.skip_line`;
+    ``+pskip<x>`` in the version)."""
     # Lines on the prototype judge: the settings refuse them before this; RethresholdedJudge refuses them here.
     spec = DEFAULT_JUDGE if spec == "default" else spec
-    _check_skip(spec, prompt_skip_below)
-    judge = _build_judge(spec, embedder, taxonomy, cache_dir, threads, encoder_max_seq_length, prompt_skip_below)
+    line = skip_line(prompt_skip_below, thresholds.prompt, spec)
+    judge = _build_judge(spec, embedder, taxonomy, cache_dir, threads, encoder_max_seq_length, line)
     return judge if thresholds == Thresholds() else RethresholdedJudge(judge, thresholds)
-
-
-def _check_skip(spec: str, prompt_skip_below: float | None) -> None:
-    check_skip_line(prompt_skip_below)
-    if prompt_skip_below is not None and spec != "hybrid":
-        raise ValueError(f"judge_prompt_skip_below applies to the hybrid judge (it skips the encoder's prompt pass), "
-                         f"not to {spec!r}: unset it or set judge to default or hybrid")
 
 
 def _build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: str | Path | None, threads: int | None,
@@ -86,12 +79,12 @@ def judge_version(spec: str, taxonomy: Taxonomy, backend: str = "torch", encoder
     when that is not the trained one (``encoder_max_seq_length`` as resolved), the hybrid's skip line, and
     moved decision lines."""
     spec = DEFAULT_JUDGE if spec == "default" else spec
-    _check_skip(spec, prompt_skip_below)
+    line = skip_line(prompt_skip_below, thresholds.prompt, spec)
     if spec == "prototype":
         if thresholds != Thresholds():
             raise unmovable(prototype_version(taxonomy))
         return prototype_version(taxonomy)
-    return _artifact_judge_version(spec, taxonomy, backend, encoder_max_seq_length, prompt_skip_below) + thresholds.suffix
+    return _artifact_judge_version(spec, taxonomy, backend, encoder_max_seq_length, line) + thresholds.suffix
 
 
 def _artifact_judge_version(spec: str, taxonomy: Taxonomy, backend: str, encoder_max_seq_length: int | None,

@@ -7,13 +7,14 @@ reply is harmful only relative to what was asked), while its category heads and 
 weaker. On whether a prompt is harmful they are close and err differently. This judge takes the
 categories and refusal from the heads, and prompt harm and response harm from both combined
 (:mod:`monitor.judge.combiner`: on the validation split each combination beat either judge alone).
-It pays for two encoder passes: the prompt on every event, the pair on answered events; the heads
-read embeddings the service computes anyway.
+It pays for up to two encoder passes: the prompt (unless below the skip line), the pair on answered
+events; the heads read embeddings the service computes anyway.
 
-``prompt_skip_below`` makes the prompt pass a cascade, a capacity setting: where the heads are already
-sure a prompt is harmless (their calibrated probability below the line), the encoder is not asked and
-the heads' probability stands. Most real users' prompts are that plain, so most of the pass is saved;
-what it costs is the combination's ranking among prompts the heads call harmless (README, "Safety judge").
+``prompt_skip_below`` makes the prompt pass a cascade: where the heads are already sure a prompt is
+harmless (their calibrated probability below the line), the encoder is not asked and the heads'
+probability stands. Most real users' prompts are that plain, so most of the pass is saved; what it
+costs is the combination's ranking among prompts the heads call harmless. The service runs the
+cascade at :data:`~monitor.judge.defaults.DEFAULT_SKIP_LINE` unless told otherwise (README, "Safety judge").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from monitor.judge.calibration import uncertainty
 from monitor.judge.combiner import VerdictCombiner
+from monitor.judge.defaults import check_skip_line
 from monitor.judge.encoder_judge import EncoderJudge
 from monitor.judge.heads import HeadsJudge
 from monitor.judge.verdict import SAFE, JudgeInput, Verdict
@@ -32,7 +34,9 @@ from monitor.judge.verdict import SAFE, JudgeInput, Verdict
 
 class HybridJudge:
     """Categories and refusal from ``heads``; prompt harm from ``heads`` and ``encoder`` through
-    ``prompt_combiner``, response harm given the prompt through ``response_combiner``."""
+    ``prompt_combiner``, response harm given the prompt through ``response_combiner``. ``prompt_skip_below``
+    is the skip line itself (``None`` or 0: none, every prompt read by both); the service's default line is
+    resolved from its settings before this (:func:`~monitor.judge.defaults.skip_line`)."""
 
     def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, response_combiner: VerdictCombiner,
                  prompt_combiner: VerdictCombiner, prompt_skip_below: float | None = None) -> None:
@@ -50,7 +54,7 @@ class HybridJudge:
         self.prompt_combiner = prompt_combiner
         self.prompt_skip_below = check_skip_line(prompt_skip_below)
         self._version = hybrid_version(heads.version, encoder.version, response_combiner.version, prompt_combiner.version,
-                                       prompt_skip_below)
+                                       self.prompt_skip_below)
 
     @property
     def manifest(self) -> dict:
@@ -143,10 +147,3 @@ def skipped(heads: np.ndarray, line: float | None) -> np.ndarray:
     ([True, False, False], [False])
     """
     return np.zeros(len(heads), dtype=bool) if line is None else np.asarray(heads) < line
-
-
-def check_skip_line(value: float | None) -> float | None:
-    """``judge_prompt_skip_below`` must be a probability strictly between 0 and 1, or unset (every prompt passed)."""
-    if value is not None and not 0.0 < value < 1.0:
-        raise ValueError(f"judge_prompt_skip_below {value!r} must lie strictly between 0 and 1")
-    return None if value is None else float(value)

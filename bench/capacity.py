@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from bench.throughput import Service, service_throughput  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
+from monitor.judge.defaults import DEFAULT_SKIP_LINE  # noqa: E402
 
 PAIR_FILES = ("beavertails-qa", "pku-saferlhf-qa", "wildguardtest", "xstest-completions-gpt4",
               "xstest-completions-llama2new", "xstest-completions-mistralinstruct")
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8798)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge-max-seq-length", type=int, help="as MONITOR_JUDGE_MAX_SEQ_LENGTH (default: the service's)")
-    ap.add_argument("--judge-prompt-skip-below", type=float, help="as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid (default: the service's, 0.03; 0: off)")
+    ap.add_argument("--judge-prompt-skip-below", type=float, help=f"as MONITOR_JUDGE_PROMPT_SKIP_BELOW, for the hybrid (default: the service's, {DEFAULT_SKIP_LINE}; 0: off)")
     args = ap.parse_args()
     machine = describe()
     pairs = load_pairs(args.events, args.seed)

@@ -102,16 +102,28 @@ def main() -> None:
     print("| line | real-user benign flagged | all: recall / benign flagged | "
           + " | ".join(f"{o}: recall / benign flagged" for o in shown) + " |")
     print("|" + "---|" * (3 + len(shown)))
-    service = cascade(full, heads, skip_line(None, judge=args.judge))  # as the service judges at its own line
     lines = [("own", judge.decision_thresholds[0])]
-    lines += [(f"≤ {share:.0%} real-user", line_for(service, benign_real, share)) for share in args.max_flagged or (0.05, 0.04, 0.03, 0.02)]
+    lines += [(f"≤ {share:.0%} real-user", _line_for(full, heads, benign_real, share, args.judge))
+              for share in args.max_flagged or (0.05, 0.04, 0.03, 0.02)]
     for name, line in lines:
-        # A moved line may turn the default skip line off (monitor.judge.defaults): the service's probabilities at that line.
-        flagged = cascade(full, heads, skip_line(None, None if name == "own" else line, args.judge)) >= line
+        flagged = _at_line(full, heads, None if name == "own" else line, args.judge) >= line
         cells = [_rates(flagged, y, np.ones(len(y), dtype=bool))] + [_rates(flagged, y, origin == o) for o in shown]
         print(f"| {name}: {line:.4f} | {flagged[benign_real].mean():.1%} | " + " | ".join(cells) + " |")
     if isinstance(judge, HybridJudge):
         skip_lines(full, heads, y, origin, judge.decision_thresholds[0], args.skip_below or (0.005, 0.01, 0.02, 0.03, 0.05, 0.1))
+
+
+def _at_line(full: np.ndarray, heads: np.ndarray, moved: float | None, judge: str) -> np.ndarray:
+    """The service's prompt probabilities with the prompt line ``moved`` (or not): a line moved low turns the
+    default skip line off (:func:`monitor.judge.defaults.skip_line`)."""
+    return cascade(full, heads, skip_line(None, moved, judge))
+
+
+def _line_for(full: np.ndarray, heads: np.ndarray, benign_real: np.ndarray, share: float, judge: str) -> float:
+    """:func:`line_for` on the probabilities the service has at that line (the cascade's on or off by the line)."""
+    line = line_for(_at_line(full, heads, None, judge), benign_real, share)
+    low = line_for(full, benign_real, share)  # the line if the cascade is off there
+    return line if skip_line(None, line, judge) is not None else low
 
 
 def cascade(full: np.ndarray, heads: np.ndarray, line: float | None) -> np.ndarray:

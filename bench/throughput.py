@@ -56,8 +56,8 @@ from monitor.judge.training import TrainConfig  # noqa: E402
 
 def load_texts(n_short: int, n_long: int, seed: int, unseen: bool = False) -> dict[str, list[str]]:
     """``unseen``: only prompts of the shipped judge's validation and test rows. A judge is surer of the
-    prompts it trained on, and the hybrid's skip line (``judge_prompt_skip_below``) skips more of them, so
-    with a skip line set only unseen prompts measure what live traffic would get."""
+    prompts it trained on, and the hybrid's skip line (``judge_prompt_skip_below``, on by default) skips more
+    of them, so only unseen prompts measure what live traffic would get."""
     data = default_data_dir()
     if not data.is_dir():
         sys.exit(f"datasets not found at {data}: set MONITOR_DATA_DIR")

@@ -46,3 +46,15 @@ def test_a_skip_line_counts_the_decisions_it_changes(capsys):
     judge_thresholds.skip_lines(full, heads, y, origin, 0.5, [0.03])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0.03 ")]
     assert rows == ["| 0.03 | 50.0% / 50.0% | 1 (1) | 0.5000 | 0.5000 |"]
+
+
+def test_a_line_low_enough_to_turn_the_default_skip_line_off_is_drawn_on_the_full_probabilities():
+    """Below 0.3 a moved prompt line turns the cascade off, so the service then flags on the full hybrid's probabilities."""
+    heads = np.array([0.01, 0.02, 0.9, 0.5])
+    full = np.array([0.25, 0.05, 0.9, 0.5])  # the first two are skipped at the default line (heads below 0.03)
+    benign_real = np.array([True, True, False, True])
+    high = judge_thresholds._line_for(full, heads, benign_real, 0.0, "hybrid")  # nothing benign flagged: above 0.5
+    assert high == 0.5001 and (judge_thresholds._at_line(full, heads, high, "hybrid") >= high)[benign_real].sum() == 0
+    low = judge_thresholds._line_for(full, heads, benign_real, 2 / 3, "hybrid")  # two of three may be flagged
+    flagged = judge_thresholds._at_line(full, heads, low, "hybrid") >= low
+    assert low < 0.3 and flagged[benign_real].sum() <= 2 and (full >= low)[benign_real].sum() <= 2

@@ -52,7 +52,7 @@ def skip_line(setting: float | None, prompt_threshold: float | None = None, judg
     if (DEFAULT_JUDGE if judge == "default" else judge) != "hybrid":
         if setting:
             raise ValueError(f"judge_prompt_skip_below applies to the hybrid judge (it skips the encoder's prompt pass), "
-                             f"not to {judge!r}: unset it, or 0, or set judge to default or hybrid")
+                             f"not to {judge!r}: unset it, or 0, or judge with the hybrid (judge default or hybrid)")
         return None
     if setting is None:
         moved_low = prompt_threshold is not None and prompt_threshold < DEFAULT_SKIP_MIN_PROMPT_LINE

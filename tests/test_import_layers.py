@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[1] / "monitor"
 
 # Lowest first. Siblings in one layer may import each other.
 LAYERS: list[set[str]] = [
-    # shared vocabulary, no pipeline; the probe set format and the OpenAI-compatible caller (config checks both)
-    {"monitor", "taxonomy", "scopes", "redact_urls", "privacy", "signals", "client", "openai_chat", "probe.probe_sets", "probe.client"},
+    # shared vocabulary, no pipeline; the probe set format, the OpenAI-compatible caller and the judge's defaults
+    # (config checks all three)
+    {"monitor", "taxonomy", "scopes", "redact_urls", "privacy", "signals", "client", "openai_chat", "probe.probe_sets", "probe.client",
+     "judge.defaults"},
     {"embed"},
     {"config"},
     {"judge"},

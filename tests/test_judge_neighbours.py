@@ -116,9 +116,10 @@ def test_scoring_memory_is_bounded_by_the_chunk_not_the_batch():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # 64 query rows x 10k stored rows: ~2.6 MB of similarities and ~0.6 MB of candidate flags, plus the
-    # batch's own unit copy (1.5 MB): far below one similarity block for the whole batch (41 MB). A zero
-    # query among them is sorted whole, alone: 80 kB of indices, not 5 MB for its whole chunk.
+    # 32 query rows x 10k stored rows: ~2.6 MB of float64 similarities, ~1.3 MB of them rounded to float32 and
+    # ~0.3 MB of candidate flags, plus the batch's own unit copy (1.5 MB): far below one similarity block for
+    # the whole batch (41 MB). A zero query among them is sorted whole, alone: 80 kB of indices, not 2.6 MB for
+    # its whole chunk.
     assert peak < 8_000_000, peak
 
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from monitor.embed.embedder import normalise
 
-_CHUNK = 64  # query rows per product: at 10k stored rows, about 2.6 MB of similarities (5 MB more for the
-# indices of rows sorted whole, at most)
+_CHUNK = 32  # query rows per product: at 10k stored rows, about 2.6 MB of float64 similarities and 1.3 MB once
+# rounded to float32 (2.6 MB more for the indices of rows sorted whole, at most)
 _BLOCK = 128  # stored rows per block when bounding each row's k-th similarity from below (see _nearest)
 _CLIP = 1e-3  # a unanimous vote is worth log(999) ~ 6.9 nats, not infinity
 # Cosine at or above which a stored row counts as the query itself when leaving it out. Stored rows are
@@ -41,7 +41,7 @@ class NeighbourVote:
     labels: np.ndarray  # (n,) bool
     k: int = 30
     temperature: float = 0.05
-    _matrix: np.ndarray = field(init=False, repr=False)  # (d, n) float32, C-ordered: ``vectors`` is its transpose
+    _matrix: np.ndarray = field(init=False, repr=False)  # (d, n) float64, C-ordered: ``vectors`` is its transpose
 
     def __post_init__(self) -> None:
         given = np.asarray(self.vectors)
@@ -52,10 +52,14 @@ class NeighbourVote:
         norms = np.linalg.norm(given.astype(np.float32), axis=1)
         if len(norms) and not np.all(np.abs(norms - 1.0) < 1e-2):
             raise ValueError("neighbours: stored vectors must be unit rows")
-        # float16 -> float32 is exact, so one float32 copy is all that is kept and float16 is rebuilt losslessly.
-        # It is kept as (d, n) in C order: the products read it row by row, about twice as fast as through
-        # the transpose of an (n, d) array, and ``vectors`` is that transpose, a view.
-        matrix = np.ascontiguousarray(given.T, dtype=np.float32)
+        # float16 -> float64 is exact, so one float64 copy is all that is kept and float16 is rebuilt losslessly.
+        # float64 because a float32 product's low bits depend on how many query rows share it (BLAS picks
+        # another kernel for one row than for many: on an AVX2 CPU most similarities of a row scored alone
+        # differed from the same row scored in a batch), and a verdict must not depend on its batch (replay
+        # gives the alerts live traffic gave); the float64 sums, rounded to float32, agree. It is kept as
+        # (d, n) in C order: the products read it row by row, about twice as fast as through the transpose of
+        # an (n, d) array, and ``vectors`` is that transpose, a view.
+        matrix = np.ascontiguousarray(given.T, dtype=np.float64)
         vectors = matrix.T
         labels = np.asarray(self.labels, dtype=bool)
         if labels.shape != (len(vectors),):
@@ -89,7 +93,7 @@ class NeighbourVote:
         n = self._matrix.shape[1]
         k = min(self.k + int(leave_out_identical), n)  # one spare neighbour, for the row itself
         for start in range(0, len(x), _CHUNK):
-            sims = x[start:start + _CHUNK] @ self._matrix
+            sims = (x[start:start + _CHUNK].astype(np.float64) @ self._matrix).astype(np.float32)
             if leave_out_identical:
                 sims[sims >= _IDENTICAL] = -np.inf
             top, near = _nearest(sims, k)

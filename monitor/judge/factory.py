@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from monitor.embed.embedder import Embedder
-from monitor.judge.defaults import DEFAULT_JUDGE, skip_line
 from monitor.judge.combiner import VerdictCombiner
+from monitor.judge.defaults import DEFAULT_JUDGE, skip_line
 from monitor.judge.encoder_judge import (DEFAULT_ENCODER_ARTIFACT, EncoderJudge, encoder_judge_version, is_encoder_artifact,
                                          load_encoder_judge)
 from monitor.judge.heads import DEFAULT_ARTIFACT, HeadsJudge

@@ -122,8 +122,7 @@ def _at_line(full: np.ndarray, heads: np.ndarray, moved: float | None, judge: st
 def _line_for(full: np.ndarray, heads: np.ndarray, benign_real: np.ndarray, share: float, judge: str) -> float:
     """:func:`line_for` on the probabilities the service has at that line (the cascade's on or off by the line)."""
     line = line_for(_at_line(full, heads, None, judge), benign_real, share)
-    low = line_for(full, benign_real, share)  # the line if the cascade is off there
-    return line if skip_line(None, line, judge) is not None else low
+    return line if skip_line(None, line, judge) is not None else line_for(full, benign_real, share)  # cascade off there
 
 
 def cascade(full: np.ndarray, heads: np.ndarray, line: float | None) -> np.ndarray:

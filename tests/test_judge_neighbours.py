@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from monitor.judge.heads import Head
-from monitor.judge.neighbours import NeighbourVote, _nearest
+from monitor.judge.neighbours import _IDENTICAL, NeighbourVote
 from monitor.judge.training import TrainConfig, Targets, _fit_output
 
 
@@ -63,23 +63,47 @@ def test_scoring_in_chunks_equals_scoring_row_by_row():
 
 
 @pytest.mark.parametrize("case", ["whole blocks", "a partial last block", "fewer blocks than k", "left-out rows",
-                                  "rows mostly at their maximum", "NaN rows"])
-def test_the_nearest_are_the_k_largest_of_each_row(case):
-    # _nearest skips sorting whole rows by bounding each row's k-th largest from below; whichever path a row
-    # takes (thinned by the floor, or sorted whole), it must get exactly its k largest, ties to the lowest column.
+                                  "copies left out", "flat rows", "NaN rows"])
+def test_the_nearest_are_the_k_largest_exact_cosines_of_each_row(case):
+    # A float32 product only picks candidates and a row's own check sends it to a whole recomputation when it
+    # must; whichever path a row takes, it gets exactly its k largest float64 cosines (rounded to float32), ties
+    # to the lowest column, as a brute-force float64 product gives them.
     rng = np.random.default_rng(3)
     n, k = {"fewer blocks than k": (1_000, 30), "whole blocks": (10_240, 30)}.get(case, (10_059, 30))
-    sims = rng.normal(size=(64, 16)).astype(np.float32) @ rng.normal(size=(16, n)).astype(np.float32)
-    if case == "left-out rows":
-        sims[:, :200] = -np.inf
-    if case == "rows mostly at their maximum":  # the floor lets these through whole; the other rows stay fast
-        sims[:8] = rng.random((8, n)) < 0.5
+    stored = rng.normal(size=(n, 16)).astype(np.float32)
+    queries = rng.normal(size=(64, 16)).astype(np.float32)
+    leave_out = case in ("left-out rows", "copies left out")
+    if leave_out:
+        queries[:32] = stored[:32]
+    if case == "copies left out":  # stored rows twice (training sets hold duplicates)
+        stored[1:16:2] = stored[0:16:2]
+    if case == "flat rows":  # many stored rows equal: a query near them lets all of them through
+        stored[: n // 2] = stored[:1]
+        queries[:8] = stored[:1] + 0.01 * rng.normal(size=(8, 16)).astype(np.float32)
+    vote = NeighbourVote(stored, rng.random(n) < 0.5, k=k)
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    if case == "copies left out":  # each query a hair past the leave-out line from a row stored twice: with both
+        unit[:8] = [_past_the_line(vote.vectors[2 * i]) for i in range(8)]  # left out, the spare is not enough
     if case == "NaN rows":
-        sims[:3] = np.nan
-    top, values = _nearest(sims, k)
-    assert top.shape == values.shape == (64, k)
-    assert np.array_equal(values, np.take_along_axis(sims, top, axis=1), equal_nan=True)
-    assert np.array_equal(top, np.argsort(-sims, axis=1, kind="stable")[:, :k])
+        unit[:3] = np.nan
+    top, values = vote._neighbours(unit, leave_out)
+    truth = (unit.astype(np.float64) @ vote.vectors.T.astype(np.float64)).astype(np.float32)
+    if leave_out:
+        truth[truth >= _IDENTICAL] = -np.inf
+    expected = np.argsort(-truth, axis=1, kind="stable")[:, :k]
+    assert np.array_equal(top, expected)
+    assert np.array_equal(values, np.take_along_axis(truth, expected, axis=1), equal_nan=True)
+
+
+def _past_the_line(row: np.ndarray) -> np.ndarray:
+    """A unit query whose exact cosine with a stored ``row`` is just past the leave-out line: too close to it
+    for the float32 product to settle."""
+    row = row.astype(np.float64)
+    side = np.random.default_rng(1).normal(size=row.shape)
+    side -= (side @ row) * row / (row @ row)
+    side /= np.linalg.norm(side)
+    along = (_IDENTICAL + 1e-6) / np.linalg.norm(row)
+    return (along * row / np.linalg.norm(row) + np.sqrt(1 - along**2) * side).astype(np.float32)
 
 
 def test_a_rows_neighbours_do_not_depend_on_the_rows_scored_beside_it():
@@ -116,10 +140,9 @@ def test_scoring_memory_is_bounded_by_the_chunk_not_the_batch():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # 32 query rows x 10k stored rows: ~2.6 MB of float64 similarities, ~1.3 MB of them rounded to float32 and
-    # ~0.3 MB of candidate flags, plus the batch's own unit copy (1.5 MB): far below one similarity block for
-    # the whole batch (41 MB). A zero query among them is sorted whole, alone: 80 kB of indices, not 2.6 MB for
-    # its whole chunk.
+    # 32 query rows x 10k stored rows: 1.3 MB of float32 similarities and 0.3 MB of candidate flags, pairs
+    # recomputed exactly 512 at a time (1.5 MB of float64 per operand), plus the batch's own unit copy (1.5 MB):
+    # far below one similarity block for the whole batch (41 MB). A zero query is skipped.
     assert peak < 8_000_000, peak
 
 

@@ -24,13 +24,17 @@ import numpy as np
 
 from monitor.embed.embedder import normalise
 
-_CHUNK = 32  # query rows per product: at 10k stored rows, about 2.6 MB of float64 similarities and 1.3 MB once
-# rounded to float32 (2.6 MB more for the indices of rows sorted whole, at most)
-_BLOCK = 128  # stored rows per block when bounding each row's k-th similarity from below (see _nearest)
+_CHUNK = 32  # query rows per product: at 10k stored rows, 1.3 MB of float32 similarities
+_BLOCK = 128  # stored rows per block when bounding each row's k-th similarity from below (see NeighbourVote._neighbours)
+_PAIRS = 512  # (query, stored row) pairs per exact product: 1.5 MB of float64 per operand at 384 dimensions
 _CLIP = 1e-3  # a unanimous vote is worth log(999) ~ 6.9 nats, not infinity
 # Cosine at or above which a stored row counts as the query itself when leaving it out. Stored rows are
 # rounded to float16, which moves a row's cosine with its own float32 embedding by up to ~1e-4.
 _IDENTICAL = 1.0 - 1e-3
+# How far a float32 product of two unit rows of dimension d may be from their exact cosine, per dimension:
+# a float32 dot product's rounding error is at most d * 2^-24 * |x| |y| in any summation order, and 4x that
+# leaves room for stored norms within 1% of 1 and the final rounding (at d = 384: ~9e-5).
+_SLACK_PER_DIMENSION = 4 * 2.0**-24
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,7 +45,8 @@ class NeighbourVote:
     labels: np.ndarray  # (n,) bool
     k: int = 30
     temperature: float = 0.05
-    _matrix: np.ndarray = field(init=False, repr=False)  # (d, n) float64, C-ordered: ``vectors`` is its transpose
+    _matrix: np.ndarray = field(init=False, repr=False)  # (d, n) float32, C-ordered: ``vectors`` is its transpose
+    _rows: np.ndarray = field(init=False, repr=False)  # (n, d) float32, C-ordered: what exact cosines gather
 
     def __post_init__(self) -> None:
         given = np.asarray(self.vectors)
@@ -52,14 +57,10 @@ class NeighbourVote:
         norms = np.linalg.norm(given.astype(np.float32), axis=1)
         if len(norms) and not np.all(np.abs(norms - 1.0) < 1e-2):
             raise ValueError("neighbours: stored vectors must be unit rows")
-        # float16 -> float64 is exact, so one float64 copy is all that is kept and float16 is rebuilt losslessly.
-        # float64 because a float32 product's low bits depend on how many query rows share it (BLAS picks
-        # another kernel for one row than for many: on an AVX2 CPU most similarities of a row scored alone
-        # differed from the same row scored in a batch), and a verdict must not depend on its batch (replay
-        # gives the alerts live traffic gave); the float64 sums, rounded to float32, agree. It is kept as
-        # (d, n) in C order: the products read it row by row, about twice as fast as through the transpose of
-        # an (n, d) array, and ``vectors`` is that transpose, a view.
-        matrix = np.ascontiguousarray(given.T, dtype=np.float64)
+        # float16 -> float32 -> float64 is exact. Two float32 copies: (d, n) in C order for the products, which
+        # read it row by row, about twice as fast as through the transpose of an (n, d) array (``vectors`` is that
+        # transpose, a view); (n, d) in C order for the exact cosines, which gather whole stored rows.
+        matrix = np.ascontiguousarray(given.T, dtype=np.float32)
         vectors = matrix.T
         labels = np.asarray(self.labels, dtype=bool)
         if labels.shape != (len(vectors),):
@@ -71,6 +72,7 @@ class NeighbourVote:
         object.__setattr__(self, "vectors", vectors)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "_matrix", matrix)
+        object.__setattr__(self, "_rows", np.ascontiguousarray(given, dtype=np.float32))
 
     @property
     def dimension(self) -> int:
@@ -87,64 +89,100 @@ class NeighbourVote:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dimension:
             raise ValueError(f"neighbours: queries must be (rows, {self.dimension}), got shape {x.shape}")
-        empty = ~np.any(x, axis=1)
-        x = normalise(x)
         out = np.zeros(len(x), dtype=np.float32)
-        n = self._matrix.shape[1]
-        k = min(self.k + int(leave_out_identical), n)  # one spare neighbour, for the row itself
-        for start in range(0, len(x), _CHUNK):
-            sims = (x[start:start + _CHUNK].astype(np.float64) @ self._matrix).astype(np.float32)
-            if leave_out_identical:
-                sims[sims >= _IDENTICAL] = -np.inf
-            top, near = _nearest(sims, k)
-            del sims
-            # Largest first, so this drops the least similar: the spare, or the row itself where it was skipped.
-            top, near = top[:, :self.k], near[:, :self.k]
+        scored = np.flatnonzero(np.any(x, axis=1))  # an all-zero row stays 0
+        queries = normalise(x[scored])
+        for start in range(0, len(queries), _CHUNK):
+            top, near = self._neighbours(queries[start:start + _CHUNK], leave_out_identical)
             # In the stored rows' order, so the vote (a float sum) does not depend on how they were found.
             order = np.argsort(top, axis=1)
             top, near = np.take_along_axis(top, order, 1), np.take_along_axis(near, order, 1)
             weight = np.exp((near - 1.0) / self.temperature)
             vote = (weight * self.labels[top]).sum(axis=1) / np.maximum(weight.sum(axis=1), 1e-30)
             vote = np.clip(vote, _CLIP, 1.0 - _CLIP)
-            out[start:start + _CHUNK] = np.log(vote / (1.0 - vote))
-        out[empty] = 0.0
+            out[scored[start:start + _CHUNK]] = np.log(vote / (1.0 - vote))
+        return out
+
+    def _neighbours(self, q: np.ndarray, leave_out_identical: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Each query row's ``k`` nearest stored rows, largest cosine first (of equal cosines, the lowest
+        column first), and those cosines: exact float64 sums rounded to float32.
+
+        Why not one float32 product: its low bits depend on how many query rows share it (BLAS picks another
+        kernel for one row than for many: on an AVX2 CPU most similarities of a row scored alone differed from
+        the same row in a batch), and a verdict must not depend on its batch (replay gives the alerts live
+        traffic gave), and a float64 product of every pair costs about twice as much as a float32 one. So a
+        float32 product only finds candidates and the candidates' cosines are recomputed exactly, pair by pair. The k-th largest of a row's block maxima is a floor under its k-th largest cosine (those
+        maxima are k distinct entries at or above it); every stored row within twice the product's error bound
+        of that floor is a candidate, a few dozen per row. A stored row outside the candidates is surely below
+        the floor, so a row whose k-th exact cosine clears the floor has its k nearest; a row that does not
+        (a NaN query, a flat row, several near-copies of a row left out) has all its cosines recomputed.
+        """
+        n = self._matrix.shape[1]
+        slack = _SLACK_PER_DIMENSION * self.dimension
+        k = self.k + int(leave_out_identical)  # a spare, for the row itself
+        rough = q @ self._matrix
+        if leave_out_identical:
+            rough[rough >= _IDENTICAL + slack] = -np.inf  # surely the row itself; closer calls are settled exactly
+        candidates = rough >= _block_floor(rough, k)[:, None] - 2 * slack
+        counts = candidates.sum(axis=1)
+        slow = counts > max(n // 4, 4 * k)  # a flat row lets nearly everything through
+        counts[slow] = 0
+        row, column = np.nonzero(candidates & ~slow[:, None])  # row-major: each row's candidates together, by column
+        del candidates
+        width = max(int(counts.max(initial=0)), k)
+        values = np.full((len(q), width), -np.inf, dtype=np.float32)  # padding sorts after every candidate
+        columns = np.zeros(values.shape, dtype=np.intp)
+        slot = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        values[row, slot] = rough[row, column]
+        columns[row, slot] = column
+        del rough
+        # Of the candidates, only those within twice the error bound of the row's k-th largest float32 cosine
+        # can be among its k nearest: about k per row, and only their cosines are recomputed.
+        lower = np.partition(values, width - k, axis=1)[:, width - k] - 2 * slack
+        near_enough = values[row, slot] >= lower[row]
+        values[:] = -np.inf
+        values[row[near_enough], slot[near_enough]] = self._exact(q, row[near_enough], column[near_enough])
+        top, near = _largest(values, columns, self.k, leave_out_identical)
+        # Else a stored row not recomputed could be as near (or the row had no finite candidates: a NaN query).
+        slow |= ~np.isfinite(lower) | ~(near[:, -1] >= lower + slack)
+        everything = np.arange(n)
+        for r in np.flatnonzero(slow):
+            found, cosines = _largest(self._exact(q, np.full(n, r), everything)[None], everything[None], self.k,
+                                      leave_out_identical)
+            top[r], near[r] = found[0], cosines[0]
+        return top, near
+
+    def _exact(self, q: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The cosine of each pair (``q[rows[i]]``, stored row ``columns[i]``): a float64 sum over one
+        C-ordered row per pair, rounded to float32, so a pair's value does not depend on the pairs beside it."""
+        out = np.empty(len(rows), dtype=np.float32)
+        for start in range(0, len(rows), _PAIRS):
+            part = slice(start, start + _PAIRS)
+            out[part] = (q[rows[part]].astype(np.float64) * self._rows[columns[part]].astype(np.float64)).sum(axis=1)
         return out
 
 
-def _nearest(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of each row's ``k`` largest ``sims``, largest first (of equal values, the
-    lowest column first).
+def _block_floor(sims: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the k-th largest of the maxima of ``_BLOCK`` consecutive columns: at or below the row's k-th
+    largest value. -inf when there are fewer than ``k`` blocks (every column is then a candidate).
 
-    Why not sort or partition whole rows: at 10k stored rows that costs as much as the product itself. The
-    k-th largest of a row's block maxima is a floor under its k-th largest value (those k maxima are k
-    distinct entries at or above it), and only a few dozen entries of a row clear it: sorting those is
-    cheap. A row the floor does not thin out (constant, mostly equal values, NaN), or every row when there
-    are fewer than ``k`` blocks, is sorted whole. Ties go to the lowest column either way, so the neighbours
-    a row gets never depend on the rows scored beside it.
+    >>> _block_floor(np.arange(2 * _BLOCK, dtype=np.float32)[None], 2), _block_floor(np.zeros((1, 3)), 2)
+    (array([127.], dtype=float32), array([-inf]))
     """
     rows, n = sims.shape
-    top = np.empty((rows, k), dtype=np.intp)
+    if n // _BLOCK < k:
+        return np.full(rows, -np.inf, dtype=sims.dtype)
     whole = n // _BLOCK * _BLOCK
-    slow = np.ones(rows, dtype=bool)
-    if whole // _BLOCK >= k:
-        maxima = sims[:, :whole].reshape(rows, -1, _BLOCK).max(axis=2)
-        if whole < n:  # the partial last block only tightens the floor
-            maxima = np.hstack([maxima, sims[:, whole:].max(axis=1, keepdims=True)])
-        floor = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
-        passing = sims >= floor[:, None]
-        counts = passing.sum(axis=1)
-        slow = (counts < k) | (counts > n // 4)  # a NaN floor lets nothing through, a flat row nearly all
-        fast = np.flatnonzero(~slow)
-        if len(fast):
-            counts = counts[fast]
-            row, column = np.nonzero(passing[fast])  # row-major: each row's candidates together, by column
-            slot = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-            values = np.full((len(fast), int(counts.max())), -np.inf, dtype=sims.dtype)  # padding sorts last
-            values[row, slot] = sims[fast[row], column]
-            columns = np.zeros(values.shape, dtype=np.intp)
-            columns[row, slot] = column
-            pick = np.argsort(-values, axis=1, kind="stable")[:, :k]
-            top[fast] = np.take_along_axis(columns, pick, axis=1)
-    if slow.any():
-        top[slow] = np.argsort(-sims[slow], axis=1, kind="stable")[:, :k]
-    return top, np.take_along_axis(sims, top, axis=1)
+    maxima = sims[:, :whole].reshape(rows, -1, _BLOCK).max(axis=2)
+    if whole < n:  # the partial last block only tightens the floor
+        maxima = np.hstack([maxima, sims[:, whole:].max(axis=1, keepdims=True)])
+    return np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
+
+
+def _largest(values: np.ndarray, columns: np.ndarray, k: int, leave_out_identical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Of each row's (value, column) pairs, given in column order, the ``k`` largest values (ties to the lowest
+    column) and their columns; with ``leave_out_identical``, values at the query itself count as -inf."""
+    if leave_out_identical:
+        values = np.where(values >= _IDENTICAL, np.float32(-np.inf), values)
+    pick = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(columns, pick, 1), np.take_along_axis(values, pick, 1)

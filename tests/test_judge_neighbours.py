@@ -63,7 +63,7 @@ def test_scoring_in_chunks_equals_scoring_row_by_row():
 
 
 @pytest.mark.parametrize("case", ["whole blocks", "a partial last block", "fewer blocks than k", "left-out rows",
-                                  "copies left out", "flat rows", "NaN rows"])
+                                  "just below the line", "copies left out", "flat rows", "NaN rows"])
 def test_the_nearest_are_the_k_largest_exact_cosines_of_each_row(case):
     # A float32 product only picks candidates and a row's own check sends it to a whole recomputation when it
     # must; whichever path a row takes, it gets exactly its k largest float64 cosines (rounded to float32), ties
@@ -72,7 +72,7 @@ def test_the_nearest_are_the_k_largest_exact_cosines_of_each_row(case):
     n, k = {"fewer blocks than k": (1_000, 30), "whole blocks": (10_240, 30)}.get(case, (10_059, 30))
     stored = rng.normal(size=(n, 16)).astype(np.float32)
     queries = rng.normal(size=(64, 16)).astype(np.float32)
-    leave_out = case in ("left-out rows", "copies left out")
+    leave_out = case in ("left-out rows", "just below the line", "copies left out")
     if leave_out:
         queries[:32] = stored[:32]
     if case == "copies left out":  # stored rows twice (training sets hold duplicates)
@@ -82,8 +82,10 @@ def test_the_nearest_are_the_k_largest_exact_cosines_of_each_row(case):
         queries[:8] = stored[:1] + 0.01 * rng.normal(size=(8, 16)).astype(np.float32)
     vote = NeighbourVote(stored, rng.random(n) < 0.5, k=k)
     unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    if case == "just below the line":  # a hair short of it: the float32 product puts some of them past it
+        unit[:64] = [_at_cosine(vote.vectors[i], float(np.float32(_IDENTICAL)) - 4e-8, seed=i) for i in range(64)]
     if case == "copies left out":  # each query a hair past the leave-out line from a row stored twice: with both
-        unit[:8] = [_past_the_line(vote.vectors[2 * i]) for i in range(8)]  # left out, the spare is not enough
+        unit[:8] = [_at_cosine(vote.vectors[2 * i], _IDENTICAL + 1e-6) for i in range(8)]  # left out, the spare is not enough
     if case == "NaN rows":
         unit[:3] = np.nan
     top, values = vote._neighbours(unit, leave_out)
@@ -95,14 +97,14 @@ def test_the_nearest_are_the_k_largest_exact_cosines_of_each_row(case):
     assert np.array_equal(values, np.take_along_axis(truth, expected, axis=1), equal_nan=True)
 
 
-def _past_the_line(row: np.ndarray) -> np.ndarray:
-    """A unit query whose exact cosine with a stored ``row`` is just past the leave-out line: too close to it
-    for the float32 product to settle."""
+def _at_cosine(row: np.ndarray, cosine: float, seed: int = 1) -> np.ndarray:
+    """A unit query whose exact cosine with a stored ``row`` is ``cosine``: near the leave-out line, too close
+    to it for the float32 product to settle."""
     row = row.astype(np.float64)
-    side = np.random.default_rng(1).normal(size=row.shape)
+    side = np.random.default_rng(seed).normal(size=row.shape)
     side -= (side @ row) * row / (row @ row)
     side /= np.linalg.norm(side)
-    along = (_IDENTICAL + 1e-6) / np.linalg.norm(row)
+    along = cosine / np.linalg.norm(row)
     return (along * row / np.linalg.norm(row) + np.sqrt(1 - along**2) * side).astype(np.float32)
 
 

@@ -123,9 +123,12 @@ class NeighbourVote:
         rough = q @ self._matrix
         if leave_out_identical:
             rough[rough >= _IDENTICAL + slack] = -np.inf  # surely the row itself; closer calls are settled exactly
-        candidates = rough >= _block_floor(rough, k)[:, None] - 2 * slack
+        floor = _block_floor(rough, k)
+        candidates = rough >= floor[:, None] - 2 * slack
         counts = candidates.sum(axis=1)
-        slow = counts > max(n // 4, 4 * k)  # a flat row lets nearly everything through
+        # A flat row lets nearly everything past its floor. (With fewer than k blocks there is no floor: every
+        # column is a candidate, and the next step still recomputes only those near the k-th.)
+        slow = np.isfinite(floor) & (counts > max(n // 4, 4 * k))
         counts[slow] = 0
         row, column = np.nonzero(candidates & ~slow[:, None])  # row-major: each row's candidates together, by column
         del candidates
@@ -164,7 +167,7 @@ class NeighbourVote:
 
 def _block_floor(sims: np.ndarray, k: int) -> np.ndarray:
     """Per row, the k-th largest of the maxima of ``_BLOCK`` consecutive columns: at or below the row's k-th
-    largest value. -inf when there are fewer than ``k`` blocks (every column is then a candidate).
+    largest value. -inf when there are fewer than ``k`` blocks.
 
     >>> _block_floor(np.arange(2 * _BLOCK, dtype=np.float32)[None], 2), _block_floor(np.zeros((1, 3)), 2)
     (array([127.], dtype=float32), array([-inf]))

@@ -110,12 +110,15 @@ class NeighbourVote:
         Why not one float32 product: its low bits depend on how many query rows share it (BLAS picks another
         kernel for one row than for many: on an AVX2 CPU most similarities of a row scored alone differed from
         the same row in a batch), and a verdict must not depend on its batch (replay gives the alerts live
-        traffic gave), and a float64 product of every pair costs about twice as much as a float32 one. So a
-        float32 product only finds candidates and the candidates' cosines are recomputed exactly, pair by pair. The k-th largest of a row's block maxima is a floor under its k-th largest cosine (those
-        maxima are k distinct entries at or above it); every stored row within twice the product's error bound
-        of that floor is a candidate, a few dozen per row. A stored row outside the candidates is surely below
-        the floor, so a row whose k-th exact cosine clears the floor has its k nearest; a row that does not
-        (a NaN query, a flat row, several near-copies of a row left out) has all its cosines recomputed.
+        traffic gave). A float64 product of every pair costs about twice as much as a float32 one. So a float32
+        product only finds candidates, and a few of them are recomputed exactly, pair by pair. The margin is
+        twice the slack, which bounds a float32 cosine's error. The k-th largest of a row's block maxima is a
+        floor under its k-th largest cosine (those maxima are k distinct entries at or above it); the stored
+        rows within the margin of that floor are the candidates, a few dozen per row; those within the margin
+        of the row's k-th largest float32 cosine among them, about k, are recomputed. Any other stored row is
+        surely below that line less one slack, so a row whose k-th exact cosine clears it has its k nearest;
+        a row that does not (a NaN query, a flat row, a row within the margin of the leave-out line that the
+        exact cosine drops) has all its cosines recomputed.
         """
         n = self._matrix.shape[1]
         slack = _SLACK_PER_DIMENSION * self.dimension
@@ -139,8 +142,8 @@ class NeighbourVote:
         values[row, slot] = rough[row, column]
         columns[row, slot] = column
         del rough
-        # Of the candidates, only those within twice the error bound of the row's k-th largest float32 cosine
-        # can be among its k nearest: about k per row, and only their cosines are recomputed.
+        # Of the candidates, only those within the margin of the row's k-th largest float32 cosine can be among
+        # its k nearest: about k per row, and only their cosines are recomputed.
         lower = np.partition(values, width - k, axis=1)[:, width - k] - 2 * slack
         near_enough = values[row, slot] >= lower[row]
         values[:] = -np.inf

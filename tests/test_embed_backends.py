@@ -374,3 +374,30 @@ def test_an_export_error_in_the_child_comes_back_with_its_type_and_the_model_sta
     # Sent as bytes, not through multiprocessing's tensor sharing (which fills /dev/shm, 64 MB in containers).
     assert not any(p.is_shared() for p in model.parameters())
     assert folder.stat().st_mode & 0o777 == 0o755  # readable by the user an image serves as
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread CPU time is read from /proc (Linux)")
+def test_onnx_threads_do_not_spin_after_a_run(model, tokenizer, cache):
+    """What follows a run in the worker is the judge and the detectors, not another run: the session's pool
+    threads must go to sleep when a run returns, not spin on a core for the next one (by default ONNX
+    Runtime's spin for tens of milliseconds of CPU after each run)."""
+    import os
+    import time
+
+    def cpu_seconds(tids: set[str]) -> float:
+        total = 0
+        for tid in tids:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    before = set(os.listdir("/proc/self/task"))
+    backend = make_backend("onnx-int8", model, tokenizer, cache_dir=cache, threads=2)
+    pool = set(os.listdir("/proc/self/task")) - before
+    assert pool, "the session started no pool thread"
+    texts = [" ".join(WORDS[i : i + 40]) for i in range(50)] * 4
+    for _ in range(3):
+        backend.pooled(texts)
+        spent = cpu_seconds(pool)
+        time.sleep(0.3)
+        assert cpu_seconds(pool) - spent < 0.02

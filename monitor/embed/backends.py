@@ -355,6 +355,10 @@ class OnnxBackend(_Tokenizing):
             if self.threads:
                 options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+            # Its pool threads otherwise spin for a while after each run, waiting for the next one. The caller's
+            # next work is no run (the judge's numpy, the detectors), and on small VMs the spin slowed that work
+            # on the other core as well as taking its own (README, *Fast inference*).
+            options.add_session_config_entry("session.force_spinning_stop", "1")
             path = self.folder / "model.onnx"
             try:
                 # The export rewrote parts of the graph on purpose (``graph_rewrites``): keep ORT from undoing that.

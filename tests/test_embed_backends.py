@@ -382,7 +382,6 @@ def test_onnx_threads_do_not_spin_after_a_run(model, tokenizer, cache):
     threads must go to sleep when a run returns, not spin on a core for the next one (by default ONNX
     Runtime's spin for tens of milliseconds of CPU after each run)."""
     import os
-    import time
 
     def cpu_seconds(tids: set[str]) -> float:
         total = 0

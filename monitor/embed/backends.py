@@ -355,9 +355,10 @@ class OnnxBackend(_Tokenizing):
             if self.threads:
                 options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
-            # Its pool threads otherwise spin for a while after each run, waiting for the next one. The caller's
-            # next work is no run (the judge's numpy, the detectors), and on small VMs the spin slowed that work
-            # on the other core as well as taking its own (README, *Fast inference*).
+            # When a run returns, its pool threads sleep instead of spinning for the next run. A batch is a few
+            # runs (one per pass); after its last come the judge and the detectors, or at light load nothing until
+            # the next batch, and the spin burned a core meanwhile: CPU a sidecar takes from its gateway's
+            # machine (README, *Fast inference*).
             options.add_session_config_entry("session.force_spinning_stop", "1")
             path = self.folder / "model.onnx"
             try:

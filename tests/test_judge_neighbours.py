@@ -142,10 +142,10 @@ def test_scoring_memory_is_bounded_by_the_chunk_not_the_batch():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # 32 query rows x 10k stored rows: 1.3 MB of float32 similarities and 0.3 MB of candidate flags, pairs
+    # 128 query rows x 10k stored rows: 5.1 MB of float32 similarities and 1.3 MB of candidate flags, pairs
     # recomputed exactly 512 at a time (1.5 MB of float64 per operand), plus the batch's own unit copy (1.5 MB):
     # far below one similarity block for the whole batch (41 MB). A zero query is skipped.
-    assert peak < 8_000_000, peak
+    assert peak < 14_000_000, peak
 
 
 def test_bad_settings_are_clear_errors():

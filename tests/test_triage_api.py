@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import httpx
 import pytest
@@ -116,6 +117,20 @@ def test_ui_login_csrf_and_form_errors(srv):
         done = c.post(f"/ui/alerts/{alert.id}", data={"action": "acknowledge", "reason": "ui", "csrf": csrf})
         assert done.status_code == 303
         assert "alert.acknowledge" in c.get("/ui").text
+
+
+def test_ui_login_refuses_a_large_form_before_reading_it(srv):
+    # Login needs no session: a body declared past the form's limit is answered before a byte of it is read
+    # (the reply comes while the client still owes almost all of it), and a streamed one stops at the limit.
+    host, port = srv.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"POST /ui/login HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/x-www-form-urlencoded"
+                    b"\r\nContent-Length: 1000000000\r\n\r\ntoken=")
+        head = raw.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413") and "form: 1000000000 bytes exceeds the form limit" in head, head
+    streamed = srv.client.post("/ui/login", content=(b"token=" + b"x" * 65536 for _ in range(32)),
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert streamed.status_code == 413 and "form: larger than the form limit" in streamed.text
 
 
 def test_ui_login_from_another_site_is_refused(srv):

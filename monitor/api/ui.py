@@ -28,8 +28,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from monitor.api.adapter_ingest import read_body
 from monitor.api.auth import ANONYMOUS, Authenticator, Principal
 from monitor.backend import NotReady
+from monitor.ingest.parsing import BodyError
 from monitor.api.triage import export_response
 from monitor.api.ui_page import gather, when
 from monitor.pipeline.service import MonitorService
@@ -98,9 +100,12 @@ def _session(request: Request) -> Session | None:
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise TriageError(413, f"form: larger than {MAX_FORM_BYTES} bytes")
+    """The posted form. Read through the ingest routes' bounded reader, not ``request.body()``: login takes no
+    session, so anyone can post to it, and a body must not be held in memory past the form's limit to be refused."""
+    try:
+        body = await read_body(request, MAX_FORM_BYTES, limit=f"the form limit of {MAX_FORM_BYTES} bytes")
+    except BodyError as exc:
+        raise TriageError(exc.status, f"form: {exc.message.removeprefix('body: ')}") from None
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=500)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -117,20 +117,10 @@ def replay_cmd(
 
 @app.command(help="Print the running service's status as JSON.")
 def status(url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."), token: Optional[str] = _token_option("read")) -> None:
-    import httpx
+    from monitor.cli_http import fetch
 
-    from monitor.client import bearer_headers
-
-    try:
-        resp = httpx.get(url.rstrip("/") + "/v1/status", timeout=5.0, headers=bearer_headers(token))
-        body = resp.json()
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the monitor at {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if resp.status_code != 200:
-        typer.echo(f"status failed ({resp.status_code}): {body.get('error', body)}", err=True)
-        raise typer.Exit(1)
-    typer.echo(json.dumps(body, indent=2))
+    body = fetch(url, "/v1/status", {}, token, timeout=5.0, action="status", usage_statuses=())
+    typer.echo(json.dumps(json.loads(body), indent=2))
 
 
 @app.command(help="Replay the built-in demo stream against a running monitor and show what it found.")

@@ -1,8 +1,8 @@
-"""The CLI commands that fetch a file from a running monitor (``monitor report``, ``monitor export``).
+"""The CLI commands that fetch from a running monitor (``monitor status``, ``monitor report``, ``monitor export``).
 
-Both answer the same way: the body on 200; otherwise the monitor's own ``error`` message on stderr
+They answer the same way: the body on 200; otherwise the monitor's own ``error`` message on stderr
 and exit status 2 for a request the user can fix (``usage_statuses``), 1 for anything else
-(unreachable monitor, server error). The token goes in the header and is never printed.
+(unreachable monitor, server error). The token goes in the header and is never printed, nor is a password in the URL.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import httpx
 import typer
 
 from monitor.client import bearer_headers
+from monitor.redact_urls import redact_urls, safe_url
 
 
 def fetch(url: str, path: str, params: dict[str, Any], token: str | None, timeout: float, action: str,
@@ -21,7 +22,8 @@ def fetch(url: str, path: str, params: dict[str, Any], token: str | None, timeou
     try:
         resp = httpx.get(url.rstrip("/") + path, params=params, timeout=timeout, headers=bearer_headers(token))
     except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the monitor at {url}: {type(exc).__name__}: {exc}", err=True)
+        # Only scheme, host and port: a URL may carry a password (``http://user:pw@host``), as may the error's text.
+        typer.echo(f"cannot reach the monitor at {safe_url(url)}: {type(exc).__name__}: {redact_urls(str(exc))}", err=True)
         raise typer.Exit(1) from None
     if resp.status_code != 200:
         try:

@@ -3,6 +3,7 @@ secrets never in logs, ``serve --help`` or ``/v1/status``; when the service refu
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -284,3 +285,15 @@ def test_clients_send_the_token(server):
     assert wait_until_processed(server.url, token=SECRETS["read"], timeout_s=60)["ready"]
     with pytest.raises(RuntimeError, match="401"):
         replay(iter([{"prompt": "no token"}]), server.url, token="")
+
+
+def test_cli_status_sends_the_token_and_never_prints_a_password_in_its_url(server):
+    from monitor.cli import app as cli
+
+    ok = CliRunner().invoke(cli, ["status", "--url", server.url, "--token", SECRETS["read"]])
+    assert ok.exit_code == 0 and json.loads(ok.output)["ready"] is True
+    denied = CliRunner().invoke(cli, ["status", "--url", server.url, "--token", WRONG])
+    assert denied.exit_code == 1 and "status failed (401)" in denied.output and WRONG not in denied.output
+    unreachable = CliRunner().invoke(cli, ["status", "--url", "http://ops:pwLEAK@127.0.0.1:1/monitor"])
+    assert unreachable.exit_code == 1 and "cannot reach the monitor at http://127.0.0.1:1" in unreachable.output
+    assert "pwLEAK" not in unreachable.output

@@ -9,6 +9,8 @@ never by traffic.
 (('gpt-4o', 'other'), ('other', 'none'))
 >>> r.scopes("gpt-4o", "/chat")
 ('global', 'model=gpt-4o')
+>>> r.exists("model=other"), r.exists("model=llama"), r.exists("route=none")
+(True, False, False)
 """
 
 from __future__ import annotations
@@ -43,3 +45,12 @@ class ScopeResolver:
         if self.routes:
             out.append(f"route={route_label}")
         return tuple(out)
+
+    def exists(self, scope: str) -> bool:
+        """Whether an event can fall in ``scope``: ``global``, or a listed, ``other`` or ``none`` value of a
+        configured dimension. A read of any other scope would answer empty, as if that traffic were quiet."""
+        if scope == GLOBAL:
+            return True
+        name, _, value = scope.partition("=")
+        allowed = {"model": self.models, "route": self.routes}.get(name)
+        return bool(allowed) and (value in allowed or value in (OTHER, NONE))

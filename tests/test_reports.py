@@ -330,6 +330,20 @@ def test_clusters_and_reports_refuse_a_scope_alike(server, scope):
     assert server.client.get("/v1/clusters", params={"scope": "model=gpt-4o"}).status_code == 200
 
 
+@pytest.mark.parametrize("scope, why", [
+    ("model=gpt-5", "the model scopes are model=gpt-4o, model=other, model=none"),  # not on MONITOR_MODELS
+    ("route=/chat", "MONITOR_ROUTES is empty, so no route has a scope"),
+])
+def test_a_scope_no_event_can_fall_in_is_refused_not_empty(server, scope, why):
+    # Well formed, but no event can ever land there: an empty 200 would read as quiet traffic.
+    answers = [server.client.get("/v1/clusters", params={"scope": scope}),
+               server.client.get("/v1/reports", params={"reference": "last:1h", "current": "last:1h", "scope": scope})]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert answers[0].json()["error"] == answers[1].json()["error"] == f"scope: no scope {scope!r}: {why}"
+    for pooled in ("model=other", "model=none"):
+        assert server.client.get("/v1/clusters", params={"scope": pooled}).status_code == 200
+
+
 def test_alert_link_opens_the_report_that_covers_it(server):
     alert = Alert("a", "category_share/global/self_harm", "category_share", "global", "self_harm", "self_harm",
                   "warning", "firing", T0 + HOUR, None, T0 + HOUR, "up", {})

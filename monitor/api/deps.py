@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from monitor.backend import MonitorBackend, NotReady
 from monitor.export.reservoir import scope_filter
 from monitor.ingest.parsing import BodyError
+from monitor.scopes import ScopeResolver
 
 SCOPE_DOC = "global, model=NAME or route=NAME (names as in metric labels)."
 
@@ -26,13 +27,21 @@ def refuse_body(request: Request, service: MonitorBackend, exc: BodyError) -> JS
     return error_response(exc.status, exc.message)
 
 
-def checked_scope(scope: str = Query("global", max_length=300, description=SCOPE_DOC)) -> str:
+def checked_scope(request: Request, scope: str = Query("global", max_length=300, description=SCOPE_DOC)) -> str:
     """FastAPI dependency: the ``scope`` query parameter, checked alike on every route that takes one
-    (a 422 naming it, never an empty answer for a scope that cannot exist)."""
+    (a 422 naming it, never an empty answer for a scope that cannot exist: one whose dimension is not
+    configured, or whose name is not on its allow-list, ``other`` or ``none``)."""
     try:
         scope_filter(scope)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    settings = request.app.state.settings
+    if not ScopeResolver(settings.models, settings.routes).exists(scope):
+        dimension = scope.partition("=")[0]
+        listed = getattr(settings, f"{dimension}s")
+        why = (f"the {dimension} scopes are {', '.join(f'{dimension}={n}' for n in [*sorted(listed), 'other', 'none'])}"
+               if listed else f"MONITOR_{dimension.upper()}S is empty, so no {dimension} has a scope")
+        raise HTTPException(422, f"scope: no scope {scope!r}: {why}")
     return scope
 
 

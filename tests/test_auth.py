@@ -122,6 +122,8 @@ def test_probes_can_require_a_read_token(embedder):
 
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
+        assert client.head("/healthz").status_code == 200
+        assert client.head("/readyz").status_code == 401  # a HEAD probe is checked as its GET is
         for path in ("/readyz", "/metrics"):
             assert client.get(path).status_code == 401
             assert client.get(path, headers={"Authorization": f"Bearer {SECRETS['ingest']}"}).status_code == 403

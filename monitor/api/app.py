@@ -280,6 +280,12 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         version = await asyncio.to_thread(lambda: service.judge_version)  # scale-out api replicas read it from Redis
         return JSONResponse({"status": "ready", "judge_version": version})
 
+    for probe, answer in (("healthz", healthz), ("readyz", readyz)):
+        # Uptime checkers and some load balancers probe with HEAD; kept out of the schema, where a second
+        # operation of the same function would repeat its operation id.
+        app.add_api_route(f"/{probe}", answer, methods=["HEAD"], include_in_schema=False,
+                          dependencies=[Depends(require_unless_open(probe))])
+
     for router in ROUTERS:
         app.include_router(router)
     _register_schema(app)

@@ -102,6 +102,63 @@ def test_compressed_body_is_ingested_and_unknown_encoding_is_415(server):
     assert resp.status_code == 415 and "Content-Encoding" in resp.json()["error"]
 
 
+GZIP_NDJSON = {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
+
+
+def ndjson_gzip_member(prefix: str, n: int = 3, pad: int = 0) -> bytes:
+    """One gzip member of ``n`` NDJSON events ending in a newline, as ``gzip -c file`` writes it."""
+    return gzip.compress("".join(json.dumps({"prompt": f"{prefix} {i} " + "x" * pad}) + "\n" for i in range(n)).encode())
+
+
+def test_multi_member_gzip_body_is_ingested_whole(server):
+    """``gzip -c a; gzip -c b`` is one legal gzip body (RFC 1952): the second member's events were dropped uncounted."""
+    before = server.client.get("/v1/status").json()
+    resp = server.client.post("/v1/events", content=ndjson_gzip_member("member a") + ndjson_gzip_member("member b"), headers=GZIP_NDJSON)
+    assert resp.status_code == 202 and resp.json() == {"accepted": 6, "duplicates": 0, "rejected": []}
+    status = server.wait_processed()
+    assert {k: status[k] - before[k] for k in ("received", "accepted", "rejected")} == {"received": 6, "accepted": 6, "rejected": 0}
+
+
+def test_bytes_after_the_gzip_data_are_a_400_naming_them(server):
+    before = server.client.get("/v1/status").json()
+    resp = server.client.post("/v1/events", content=ndjson_gzip_member("trailing") + b"garbage", headers=GZIP_NDJSON)
+    assert resp.status_code == 400 and "trailing bytes" in resp.json()["error"] and "gzip member" in resp.json()["error"]
+    assert server.client.get("/v1/status").json()["received"] == before["received"]
+
+
+def test_multi_member_gzip_over_the_limit_is_413(server):
+    """The decompressed limit holds for all members together: each member alone is under max_body_bytes (64 KiB)."""
+    member = ndjson_gzip_member("big", n=4, pad=10_000)
+    assert 40_000 < len(gzip.decompress(member)) < 64 * 1024 < 2 * len(gzip.decompress(member))
+    resp = server.client.post("/v1/events", content=member + member, headers=GZIP_NDJSON)
+    assert resp.status_code == 413 and "decompresses to more than max_body_bytes" in resp.json()["error"]
+
+
+async def test_client_disconnecting_mid_body_ends_the_request_without_an_exception(server):
+    """A gateway that times out mid-body: Starlette raises ClientDisconnect from the body stream, which
+    escaped the app (a traceback in the log per disconnect). Nothing arrived, so no counter moves."""
+    messages = iter([{"type": "http.request", "body": b'{"prompt": ', "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/v1/events",
+        "raw_path": b"/v1/events", "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"), (b"content-length", b"1000")],
+    }  # fmt: skip
+    before_status = server.client.get("/v1/status").json()
+    before_refused = metric_values(server.client.get("/metrics").text, "llmsafety_request_bodies_refused_total")
+    await server.app(scope, receive, send)  # raised ClientDisconnect before the fix
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert server.client.get("/v1/status").json()["received"] == before_status["received"]
+    assert metric_values(server.client.get("/metrics").text, "llmsafety_request_bodies_refused_total") == before_refused
+
+
 @pytest.mark.parametrize(
     "content, content_type, status, needle",
     [

@@ -49,6 +49,18 @@ def test_ndjson_bad_line_is_rejected_alone():
     assert parsed.rejected[0].index == 1 and "line 2" in parsed.rejected[0].error
 
 
+def test_ndjson_lines_end_at_newline_only_not_at_unicode_line_separators():
+    """JSON strings may hold U+2028, U+2029 and U+0085 unescaped: ``str.splitlines`` split such a record in two."""
+    record = json.dumps({"prompt": "one\u2028two\u2029three\u0085four"}, ensure_ascii=False).encode()
+    parsed = ok(record + b"\r\n", NDJSON)
+    assert [e.prompt for _, e in parsed.events] == ["one\u2028two\u2029three\u0085four"]
+    assert parsed.rejected == []
+    # A stray \x0b, \x0c or \x1c-\x1e is not JSON: its line is one rejection, and later indexes stay the sender's.
+    parsed = ok(b'{"prompt": "a\x0bb"}\n{"prompt": "c\x1cd"}\r\n' + record, NDJSON)
+    assert [(r.index, r.error.split(":")[0]) for r in parsed.rejected] == [(0, "line 1"), (1, "line 2")]
+    assert [i for i, _ in parsed.events] == [2]
+
+
 @pytest.mark.parametrize(
     "body, content_type, status, needle",
     [

@@ -1,20 +1,23 @@
 """Steps shared by the ingest routes (``POST /v1/events``, LiteLLM, OTLP): a bounded body read, the 503
 answer when nothing was taken, and the hand-off of adapted events to the same ``service.ingest`` path.
 
-Bodies may be gzip, zlib or deflate compressed (the OpenTelemetry Collector compresses by default); the
-limit ``max_body_bytes`` applies to the compressed and the decompressed size, so a small
-compressed body cannot expand without bound.
+Bodies may be gzip (one member or several, concatenated), zlib or deflate compressed (the OpenTelemetry
+Collector compresses by default); the limit ``max_body_bytes`` applies to the compressed and the
+decompressed size, so a small compressed body cannot expand without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from typing import Any, Callable, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from monitor.api.deps import error_response
 from monitor.ingest.parsing import BodyError
@@ -22,10 +25,16 @@ from monitor.integrations.adapted import Adapted
 from monitor.ingest.request import IngestOutcome
 from monitor.backend import MonitorBackend
 
+log = logging.getLogger(__name__)
+
 _ENCODINGS = {"", "identity", "gzip", "x-gzip", "zlib", "deflate"}
-#: Bodies larger than this are parsed in a worker thread: a multi-megabyte json.loads on the event
-#: loop would hold up /healthz and every other request for its duration.
+#: Bodies larger than this are inflated and parsed in a worker thread: a multi-megabyte json.loads (or
+#: a body of many thousand tiny gzip members) on the event loop would hold up /healthz and every other
+#: request for its duration.
 OFF_LOOP_BYTES = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+#: Compressed input handed to zlib per call (see :func:`_inflate`).
+_FEED_BYTES = 64 * 1024
 
 T = TypeVar("T")
 
@@ -47,7 +56,8 @@ def single_rejection(outcome: IngestOutcome, single: bool) -> JSONResponse | Non
 
 
 async def read_body(request: Request, max_bytes: int, limit: str | None = None) -> bytes:
-    """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings.
+    """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings,
+    400 for compressed data that is broken or followed by other bytes.
 
     ``limit`` names the limit in the 413 (default ``max_body_bytes=<max_bytes>``): a route with a
     fixed limit of its own must not send the client to a setting that does not apply to it.
@@ -59,15 +69,32 @@ async def read_body(request: Request, max_bytes: int, limit: str | None = None) 
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in _ENCODINGS:
         raise BodyError(415, f"Content-Encoding {encoding!r} not supported: send gzip, zlib, deflate or uncompressed")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyError(413, f"body: larger than {limit}")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await _receive(request, max_bytes, limit)
     if encoding in ("", "identity"):
         return body
+    return await parse_off_loop(body, _decompress, body, encoding, max_bytes, limit)
+
+
+async def _receive(request: Request, max_bytes: int, limit: str) -> bytes:
+    """The raw body, 413 past ``max_bytes``. A client that disconnects before the end (a gateway timing
+    out) ends the request here, with one log line: uncaught, every such disconnect would log a traceback.
+    Not a :class:`BodyError`: the routes count those as refused bodies, and nothing of this one arrived to
+    be refused. The 400 answers a connection that is gone; nobody reads it."""
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise BodyError(413, f"body: larger than {limit}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("%s %s: the client disconnected after %d bytes of the body", request.method, request.url.path, size)
+        raise HTTPException(400, "body: the client disconnected before the body ended") from None
+    return b"".join(chunks)
+
+
+def _decompress(body: bytes, encoding: str, max_bytes: int, limit: str) -> bytes:
+    """``body`` decoded from ``encoding``; 400 naming the encoding for data that is not valid in it."""
     try:
         return _inflate(body, max_bytes, limit, wbits=47)  # 32 + 15: a gzip or zlib header, detected
     except zlib.error as exc:
@@ -80,13 +107,37 @@ async def read_body(request: Request, max_bytes: int, limit: str | None = None) 
 
 
 def _inflate(body: bytes, max_bytes: int, limit: str, wbits: int) -> bytes:
+    """``body`` inflated, every gzip member of it: RFC 1952 lets members follow one another (``gzip -c a;
+    gzip -c b`` writes such a body), and stopping after the first would drop the others' events uncounted.
+
+    413 once the output of all members together passes ``max_bytes`` (a bomb split into members is still
+    a bomb); 400 for bytes after the data that start no further gzip member: they would be dropped unread.
+    The input goes to zlib in slices of ``_FEED_BYTES``: at a member's end zlib copies the input it was
+    given and did not use, so feeding the whole body would copy it once per member.
+    """
+    out = bytearray()
     inflater = zlib.decompressobj(wbits=wbits)
-    out = inflater.decompress(body, max_bytes + 1)
-    if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise BodyError(413, f"body: decompresses to more than {limit}")
+    for start in range(0, len(body), _FEED_BYTES):
+        chunk = data = body[start : start + _FEED_BYTES]
+        while data:
+            if inflater.eof:
+                inflater = _next_member(body, data, offset=start + len(chunk) - len(data))
+            out += inflater.decompress(data, max_bytes + 1 - len(out))
+            if len(out) > max_bytes:
+                raise BodyError(413, f"body: decompresses to more than {limit}")
+            data = inflater.unused_data
     if not inflater.eof:
         raise zlib.error("the compressed stream is truncated")
-    return out
+    return bytes(out)
+
+
+def _next_member(body: bytes, data: bytes, offset: int) -> zlib._Decompress:
+    """An inflater for the gzip member that ``data``, at ``offset`` in ``body``, starts; 400 for trailing
+    bytes of any other kind, or after a body that is not gzip (only gzip defines further members)."""
+    if not (body.startswith(_GZIP_MAGIC) and _GZIP_MAGIC.startswith(data[:2])):
+        trailing = f"{len(body) - offset} at byte {offset}"
+        raise BodyError(400, f"body: trailing bytes after the end of the compressed data ({trailing}) are not another gzip member")
+    return zlib.decompressobj(wbits=31)  # 16 + 15: a gzip header only
 
 
 async def submit(service: MonitorBackend, adapted: Adapted, arrival: float, source: str, sender: str) -> IngestOutcome:

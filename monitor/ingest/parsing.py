@@ -83,9 +83,15 @@ def json_error(exc: ValueError, where: str = "body") -> str:
 
 
 def ndjson_values(text: str, limits: JsonLimits) -> list[tuple[Any, str | None]]:
-    """Each non-blank line's value, or why it is unusable: one bad line rejects only itself."""
+    r"""Each non-blank line's value, or why it is unusable: one bad line rejects only itself.
+
+    Lines end at "\n" only (the "\r" of a "\r\n" is JSON whitespace), not wherever ``str.splitlines``
+    would split: a JSON string may hold U+2028, U+2029 and U+0085 unescaped, and a line with a stray
+    \x0b, \x0c or \x1c-\x1e is one bad record, not two. Splitting there would reject a good record as
+    two bad ones and put every later index off from the sender's lines.
+    """
     out: list[tuple[Any, str | None]] = []
-    for number, line in enumerate((line for line in text.splitlines() if line.strip()), start=1):
+    for number, line in enumerate((line for line in text.split("\n") if line.strip()), start=1):
         try:
             out.append((safejson.loads(line, limits, where=f"line {number}"), None))
         except ValueError as exc:

@@ -119,6 +119,28 @@ def test_oversize_event_is_413_alone_and_rejected_in_a_batch(server):
     assert resp.json()["accepted"] == 1 and resp.json()["rejected"][0]["index"] == 1
 
 
+@pytest.mark.parametrize("wrap", [lambda events: events, lambda events: {"events": events}])
+def test_a_batch_whose_every_event_is_refused_after_parsing_is_a_422(server, wrap):
+    # Screened out after validation (a stamp from the future, an event over max_event_bytes): answered 202
+    # with nothing accepted, where a batch that fails validation is a 422. Each item's error is listed.
+    big = {"prompt": "\N{GRINNING FACE}" * 20_000}
+    before = server.client.get("/v1/status").json()
+    for events in ([{"prompt": "a", "timestamp": "2099-01-01T00:00:00Z"}] * 2, [big, big]):
+        resp = server.client.post("/v1/events", json=wrap([dict(e, event_id=f"refused-{i}-{id(events)}") for i, e in enumerate(events)]))
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"] == "events: every event in the batch is invalid"
+        assert [r["index"] for r in resp.json()["rejected"]] == [0, 1]
+    after = server.client.get("/v1/status").json()
+    assert (after["received"] - before["received"], after["rejected"] - before["rejected"], after["accepted"] - before["accepted"]) == (4, 4, 0)
+
+
+def test_a_litellm_batch_whose_every_call_is_refused_after_parsing_is_a_422(server):
+    calls = [{"id": f"future-{i}", "call_type": "completion", "messages": "hello", "startTime": 4_102_444_800} for i in range(2)]
+    resp = server.client.post("/v1/ingest/litellm", json=calls)
+    assert resp.status_code == 422 and resp.json()["error"] == "items: every LiteLLM payload in the batch is invalid", resp.text
+    assert len(resp.json()["rejected"]) == 2 and all(r["error"].startswith("timestamp") for r in resp.json()["rejected"])
+
+
 @pytest.mark.parametrize("path", POSTS)
 def test_a_body_refused_whole_is_counted_by_route_and_status(server, path):
     # Its events never reach events_received: without this counter a gateway sending bad bodies is invisible.

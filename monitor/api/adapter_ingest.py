@@ -46,13 +46,17 @@ async def parse_off_loop(body: bytes, parse: Callable[..., T], *args: Any, **kwa
     return await asyncio.to_thread(parse, *args, **kwargs)
 
 
-def single_rejection(outcome: IngestOutcome, single: bool) -> JSONResponse | None:
-    """A single-item body the service rejected (an event over ``max_event_bytes``: 413; a stamp from the
-    future: 422), answered with the field named; None otherwise (a batch answers 202 with per-item errors)."""
-    if not single or outcome.accepted or not outcome.rejected:
+def all_rejected(outcome: IngestOutcome, single: bool, batch_error: str) -> JSONResponse | None:
+    """The answer when the service took nothing because it rejected every item past parsing (an event over
+    ``max_event_bytes``: 413; a stamp from the future: 422): a single item with its own status and field, a
+    batch a 422 with ``batch_error`` and every item's error, as a batch that fails validation is answered.
+    None when anything was taken: a batch then answers 202 with per-item errors."""
+    if outcome.accepted or not outcome.rejected:
         return None
-    first = outcome.rejected[0]
-    return error_response(first.status, first.error, rejected=[{"index": first.index, "error": first.error}])
+    rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]
+    if single:
+        return error_response(outcome.rejected[0].status, outcome.rejected[0].error, rejected=rejected[:1])
+    return error_response(422, batch_error, rejected=rejected)
 
 
 async def read_body(request: Request, max_bytes: int, limit: str | None = None) -> bytes:

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
-from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection
+from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open, sender
 from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.backend import MonitorBackend, NotReady
@@ -40,6 +40,7 @@ from monitor.state.store import StoreUnavailable
 log = logging.getLogger(__name__)
 
 # Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
+EVERY_EVENT_INVALID = "events: every event in the batch is invalid"
 ROUTERS = [feedback.router, clusters.router, litellm.router, otel.router, reports.router, triage.router, ui.router]
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
@@ -187,7 +188,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             return refuse_body(request, service, exc)
         rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
         if not parsed.events:
-            message = rejected[0]["error"] if parsed.single else "events: every event in the batch is invalid"
+            message = rejected[0]["error"] if parsed.single else EVERY_EVENT_INVALID
             await service.ingest_async(parsed, arrival, sender(request))  # still counted as received/rejected
             return error_response(422, message, rejected=rejected)
         outcome = await service.ingest_async(parsed, arrival, sender(request))
@@ -195,7 +196,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         busy = busy_response(outcome, settings.retry_after_seconds)
         if busy is not None:
             return busy
-        refused = single_rejection(outcome, parsed.single)
+        refused = all_rejected(outcome, parsed.single, EVERY_EVENT_INVALID)
         if refused is not None:
             return refused
         rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, single_rejection, submit
+from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, submit
 from monitor.api.auth import require, sender
 from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
@@ -17,6 +17,7 @@ from monitor.integrations.litellm import LiteLLMAdapter, split_body
 from monitor.backend import MonitorBackend
 
 router = APIRouter()
+EVERY_PAYLOAD_INVALID = "items: every LiteLLM payload in the batch is invalid"
 
 DOC = """Ingest LiteLLM `StandardLoggingPayload` logs, as LiteLLM's `generic_api` callback posts them
 in any `log_format` (one object, a JSON array, or NDJSON; gzip allowed). Never waits for the model.
@@ -91,12 +92,13 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
     outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
     rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]
     if not adapted.events and adapted.rejected:
-        message = rejected[0]["error"] if single else "items: every LiteLLM payload in the batch is invalid"
+        message = rejected[0]["error"] if single else EVERY_PAYLOAD_INVALID
         return error_response(422, message, rejected=rejected)
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy
-    refused = single_rejection(outcome, single)
+    # A canary probe's call is ignored, not rejected: a batch that held one was not all invalid.
+    refused = None if adapted.ignored else all_rejected(outcome, single, EVERY_PAYLOAD_INVALID)
     if refused is not None:
         return refused
     rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]  # the adapter's and the service's

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 import zlib
 from typing import Any, Callable, TypeVar
 
@@ -37,13 +38,26 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _FEED_BYTES = 64 * 1024
 
 T = TypeVar("T")
+_LARGE_BODY_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 async def parse_off_loop(body: bytes, parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``parse(*args, **kwargs)``: inline for a small ``body``, in a worker thread for a large one."""
+    """``parse(*args, **kwargs)``: inline for a small ``body``, in a worker thread for a large one, one large
+    body at a time. Parsed JSON takes many times its text in memory (an 8 MiB body of empty objects is
+    millions of dicts) and parsing holds the GIL, so concurrent parses multiply the memory and gain no speed."""
     if len(body) <= OFF_LOOP_BYTES:
         return parse(*args, **kwargs)
-    return await asyncio.to_thread(parse, *args, **kwargs)
+    async with _large_body_turn():
+        return await asyncio.to_thread(parse, *args, **kwargs)
+
+
+def _large_body_turn() -> asyncio.Semaphore:
+    """The running loop's one turn for large bodies (a semaphore belongs to one loop; tests run several)."""
+    loop = asyncio.get_running_loop()
+    turn = _LARGE_BODY_TURNS.get(loop)
+    if turn is None:
+        turn = _LARGE_BODY_TURNS[loop] = asyncio.Semaphore(1)
+    return turn
 
 
 def all_rejected(outcome: IngestOutcome, single: bool, batch_error: str) -> JSONResponse | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import SecretStr
 
 from monitor.client import DEFAULT_URL
 from monitor.config import TOPIC_STARTS, Settings, load_settings
@@ -33,7 +34,10 @@ def _settings_help() -> str:
         if name in TOPIC_STARTS:
             lines.append(f"[{TOPIC_STARTS[name]}]\n")
         default = field.get_default(call_default_factory=True)  # list options have a default_factory
-        shown = "" if default is None and "token" in name else f" (default {default!r})"
+        if isinstance(default, SecretStr):  # a secret's default is made at start (a random key): nothing to show
+            shown = " (default: random per process)"
+        else:
+            shown = "" if default is None and "token" in name else f" (default {default!r})"
         lines.append(f"MONITOR_{name.upper()}{shown}: {field.description}\n")
     return "\n".join(lines)
 

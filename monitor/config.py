@@ -9,6 +9,7 @@ bundled offline embedding model.
 from __future__ import annotations
 
 import os
+import secrets
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -356,6 +357,12 @@ class Settings(BaseSettings):
     probe_targets: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Models to probe, comma-separated MODEL@URL (the OpenAI-compatible base URL incl. /v1, e.g. gpt-4o@http://litellm:4000/v1); probes go to these addresses only. Empty: no probing.")
     probe_api_key: SecretStr | None = Field(None, description="Bearer key sent to probe targets (never logged or shown).")
     probe_api_key_file: Path | None = Field(None, description="File holding the probe API key (a mounted secret); used when probe_api_key is unset.")
+    probe_end_user_key: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
+        description="Key of the end-user name probe requests carry (an HMAC of it): the LiteLLM integration skips that "
+        "name's calls, the gateway's copies of the probes, and no gateway user can guess it. Unset: a random key per "
+        "process; set one key for monitors that read each other's probes in one gateway's logs (never logged or shown).",
+    )
     probe_sets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["benign_but_scary", "clearly_harmful"], description="Probe sets: built-in names (benign_but_scary, clearly_harmful) or YAML/JSONL paths.")
     probe_interval_seconds: float = Field(3600.0, ge=10, description="Seconds between probe rounds.")
     probe_per_round: int = Field(0, ge=0, description="Probes asked per set per round, rotating through the set; 0 = the whole set.")

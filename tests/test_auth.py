@@ -204,7 +204,7 @@ def test_secrets_never_in_status_logs_or_help(server, logs):
         assert secret not in status
         assert secret not in joined
         assert secret not in help_text
-    assert "PydanticUndefined" not in help_text
+    assert "PydanticUndefined" not in help_text and "SecretStr(" not in help_text
     assert "['healthz', 'readyz', 'metrics']" in help_text  # list options show their default_factory's value
 
 

@@ -98,17 +98,22 @@ def test_target_specs_are_checked(spec):
         Target.parse(spec)
 
 
-def test_probes_name_themselves_and_the_litellm_integration_ignores_them():
-    """A probe through a LiteLLM gateway is logged by the gateway too: that copy is ignored (counted), not ingested."""
+def test_probes_name_themselves_by_a_keyed_name_only_that_the_litellm_integration_ignores():
+    """A probe through a LiteLLM gateway is logged by the gateway too: that copy is ignored (counted), not ingested.
+    Only the keyed name is: a gateway user may set OpenAI's ``user`` to anything, and a fixed, known name let
+    any of them skip the monitor (the first version ignored every call from "llmsafety-canary-probe")."""
     from monitor.integrations.litellm import LiteLLMAdapter
     from monitor.integrations.adapted import Skip
-    from monitor.probe.client import PROBE_END_USER
+    from monitor.probe.client import probe_end_user
 
+    marker = probe_end_user("this deployment's key")
     with FakeChatServer(lambda m: "ok") as server:
-        ask(server)
-    assert server.requests[0]["user"] == PROBE_END_USER
+        ask(server, end_user=marker)
+    assert server.requests[0]["user"] == marker
     payload = {"id": "c1", "call_type": "acompletion", "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
-               "response": {"choices": [{"message": {"content": "ok"}}]}, "end_user": PROBE_END_USER}
-    adapter = LiteLLMAdapter()
+               "response": {"choices": [{"message": {"content": "ok"}}]}, "end_user": marker}
+    adapter = LiteLLMAdapter(probe_end_user=marker)
     assert adapter.convert(payload) is Skip.IGNORED
-    assert adapter.convert({**payload, "end_user": "alice"}) is not Skip.IGNORED
+    for other in ("alice", "llmsafety-canary-probe", probe_end_user("a guessed key"), marker + "x", marker.upper(), "é" * 9, 7):
+        assert adapter.convert({**payload, "end_user": other}) is not Skip.IGNORED, other
+    assert LiteLLMAdapter().convert(payload) is not Skip.IGNORED  # a monitor that does not probe skips no one

@@ -13,6 +13,7 @@ import pytest
 from monitor.config import Settings
 from monitor.pipeline.builder import build_service
 from monitor.pipeline.triaging import triage_of
+from monitor.probe.client import probe_end_user
 from tests.fakes.canary_model import CanaryModel
 from tests.fakes.openai_chat_server import FakeChatServer
 from tests.helpers.probes import builtin_sets
@@ -87,4 +88,16 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
             assert not any(a.kind == "probe_over_refusal" for a in service.alerts("firing"))
             readings = {r.signal: r for r in prober.detector.readings()}
             assert not readings["over_refusal"].warming_up and readings["over_refusal"].reference_rate >= 0.2
+
+            # The gateway logs each probe call too: the copy naming the probes' keyed end user is ignored, one
+            # naming any other user (the old fixed name included) is traffic, or a gateway user could skip the monitor.
+            marker = probe_end_user(settings.probe_end_user_key.get_secret_value())
+            assert {r["user"] for r in fake.requests} == {marker} and marker.startswith("llmsafety-canary-probe-")
+            logged = {"call_type": "acompletion", "model": "canary", "messages": [{"role": "user", "content": "How do I bake bread?"}],
+                      "response": {"choices": [{"message": {"content": "Mix flour and water."}}]}}
+            copy = srv.client.post("/v1/ingest/litellm", json={**logged, "id": "probe-copy", "end_user": marker}).json()
+            evader = srv.client.post("/v1/ingest/litellm", json={**logged, "id": "evader", "end_user": "llmsafety-canary-probe"}).json()
+            assert (copy["accepted"], copy["ignored"], evader["accepted"], evader["ignored"]) == (0, 1, 1, 0)
+            shown = srv.client.get("/v1/status").json()
+            assert marker not in str(shown) and settings.probe_end_user_key.get_secret_value() not in str(shown) + caplog.text
     assert KEY not in caplog.text

@@ -14,6 +14,7 @@ from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
 from monitor.ingest.safejson import JsonLimits
 from monitor.integrations.litellm import LiteLLMAdapter, split_body
+from monitor.probe.client import probe_end_user
 from monitor.backend import MonitorBackend
 
 router = APIRouter()
@@ -88,7 +89,8 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
         )
     except BodyError as exc:
         return refuse_body(request, service, exc)
-    adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt).adapt(items, single=single)
+    probes = probe_end_user(settings.probe_end_user_key.get_secret_value()) if settings.probe_targets else None
+    adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt, probes).adapt(items, single=single)
     outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
     rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]
     if not adapted.events and adapted.rejected:

@@ -17,8 +17,9 @@ Fields read (everything else is ignored):
 
 When message logging is off LiteLLM replaces texts with ``redacted-by-litellm``: such a call is
 :attr:`Skip.REDACTED` (counted, never judged). Calls that generate no text (embeddings, images,
-files) are :attr:`Skip.IGNORED`, and so are the monitor's own canary probes (``end_user`` is
-:data:`~monitor.probe.client.PROBE_END_USER`): the prober judges those itself.
+files) are :attr:`Skip.IGNORED`, and so are the monitor's own canary probes (``end_user`` is the
+keyed name :func:`~monitor.probe.client.probe_end_user` gives, and only while the monitor probes):
+the prober judges those itself.
 
 >>> adapter = LiteLLMAdapter(labels=["team", "end_user"], end_user_salt="s")
 >>> event = adapter.convert({
@@ -37,6 +38,7 @@ files) are :attr:`Skip.IGNORED`, and so are the monitor's own canary probes (``e
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -48,7 +50,6 @@ from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.messages import completion_text, last_user_text
 from monitor.integrations.privacy import hash_id
-from monitor.probe.client import PROBE_END_USER
 
 REDACTED_MARKER = "redacted-by-litellm"
 MAX_ERROR_CHARS = 500
@@ -142,15 +143,21 @@ def slim(payload: Mapping[str, Any]) -> dict[str, Any]:
 class LiteLLMAdapter:
     """Maps StandardLoggingPayload dicts to events; ``labels`` picks which of :data:`LABEL_FIELDS` are kept."""
 
-    def __init__(self, labels: Sequence[str] = DEFAULT_LABELS, end_user_salt: str = "") -> None:
+    def __init__(self, labels: Sequence[str] = DEFAULT_LABELS, end_user_salt: str = "", probe_end_user: str | None = None) -> None:
+        """``probe_end_user``: the end user the monitor's own canary probes name (None when it does not probe)."""
         unknown = sorted(set(labels) - set(LABEL_FIELDS))
         if unknown:
             raise ValueError(f"litellm_labels: unknown label(s) {', '.join(unknown)}; choose from {', '.join(LABEL_FIELDS)}")
         self.labels = tuple(labels)
         self.end_user_salt = end_user_salt
+        self.probe_end_user = probe_end_user.encode() if probe_end_user else None
 
     def adapt(self, items: Iterable[tuple[int, Any]], single: bool = False) -> Adapted:
         return adapt(items, self.convert, single=single)
+
+    def _is_probe(self, end_user: Any) -> bool:
+        return (self.probe_end_user is not None and isinstance(end_user, str)
+                and hmac.compare_digest(end_user.encode("utf-8", "replace"), self.probe_end_user))
 
     def convert(self, payload: Any) -> EventIn | Skip:
         if not looks_like_payload(payload):
@@ -161,7 +168,7 @@ class LiteLLMAdapter:
             raise ItemError(f"call_type: must be a string, got {type(call_type).__name__}")
         if call_type is not None and call_type not in TEXT_CALL_TYPES:
             return Skip.IGNORED
-        if payload.get("end_user") == PROBE_END_USER:  # the monitor's own canary probe: judged by the prober, not as traffic
+        if self._is_probe(payload.get("end_user")):  # the monitor's own canary probe: judged by the prober, not as traffic
             return Skip.IGNORED
         prompt = last_user_text(payload.get("messages"))
         response = completion_text(payload.get("response"))

@@ -22,7 +22,7 @@ from monitor.judge.verdict import Verdict
 from monitor.pipeline.scoring import Scorer
 from monitor.pipeline.service import MonitorService
 from monitor.privacy.redact import Redactor
-from monitor.probe.client import ChatClient, Target
+from monitor.probe.client import ChatClient, Target, probe_end_user
 from monitor.probe.detector import ALERT_KINDS, ProbeDetector
 from monitor.probe.metrics import ProbeMetrics
 from monitor.probe.prober import ProbeJudge, Prober, ProbeSettings
@@ -74,6 +74,7 @@ def build_prober(settings: Settings, judge: ProbeJudge, registry: CollectorRegis
             daily_tokens=settings.probe_daily_tokens,
             answer_chars=settings.probe_answer_chars,
             seed=settings.seed,
+            end_user=probe_end_user(settings.probe_end_user_key.get_secret_value()),
         ),
         api_key=probe_api_key(settings),
         redactor=Redactor(settings.redaction),

@@ -4,7 +4,7 @@ Why this is strict: the prober sends requests on its own, on a schedule, with an
 posts only to ``<base_url>/chat/completions`` of a target the operator configured, follows no
 redirect (a 3xx is a failure, not a new address), sends ``temperature: 0`` and a fixed ``seed`` so
 a deterministic model answers the same way every round, caps the answer with ``max_tokens``, and
-names itself as the end user :data:`PROBE_END_USER` (so the gateway's own logging
+names itself as the end user :func:`probe_end_user` (so the gateway's own logging
 of the call is not taken for user traffic).
 
 Every failure has a reason from :data:`FAILURES` (a metric label): ``timeout``, ``rate_limited``
@@ -16,6 +16,8 @@ retries are counted by reason through ``on_retry``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ssl
 import time
 from dataclasses import dataclass
@@ -29,10 +31,20 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from monitor.openai_chat import MalformedReply, message_content, retry_after_s, retryable
 
-#: The OpenAI ``user`` every probe request carries (LiteLLM logs it as ``end_user``): the monitor's
-#: LiteLLM integration ignores calls from it, so probes that travel through the gateway are not
-#: ingested a second time as user traffic.
-PROBE_END_USER = "llmsafety-canary-probe"
+#: How the OpenAI ``user`` of every probe request starts (LiteLLM logs it as ``end_user``).
+PROBE_END_USER_PREFIX = "llmsafety-canary-probe-"
+
+
+def probe_end_user(key: str) -> str:
+    """The ``user`` probe requests carry: the prefix and an HMAC of ``key``. The monitor's LiteLLM integration
+    skips calls from that name, so probes that travel through the gateway are not ingested a second time as
+    user traffic. Keyed, not fixed: a gateway user may set OpenAI's ``user`` to anything, and a known name
+    would let them skip the monitor.
+
+    >>> probe_end_user("k") == probe_end_user("k") != probe_end_user("another key")
+    True
+    """
+    return PROBE_END_USER_PREFIX + hmac.new(key.encode(), b"canary probe", hashlib.sha256).hexdigest()[:32]
 
 FAILURES = ("timeout", "rate_limited", "server_error", "client_error", "transport", "malformed")
 
@@ -105,8 +117,11 @@ class ChatClient:
         backoff_s: float = 0.5,
         max_wait_s: float = 10.0,
         on_retry: Callable[[str], None] = lambda reason: None,
+        end_user: str = "",
     ) -> None:
+        """``end_user``: the ``user`` each request names (:func:`probe_end_user`); empty: none."""
         self.target = target
+        self.end_user = end_user
         self.max_retries = max_retries
         self.max_tokens = max_tokens
         self.seed = seed
@@ -132,8 +147,7 @@ class ChatClient:
             "seed": self.seed,
             "max_tokens": self.max_tokens,
             "stream": False,
-            "user": PROBE_END_USER,
-        }
+        } | ({"user": self.end_user} if self.end_user else {})
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,

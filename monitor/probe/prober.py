@@ -57,6 +57,7 @@ class ProbeSettings:
     daily_tokens: int = 500_000
     answer_chars: int = 500
     seed: int = 0
+    end_user: str = ""  # the ``user`` requests name (monitor.probe.client.probe_end_user); empty: none
 
 
 @dataclass(slots=True)
@@ -169,7 +170,7 @@ class Prober:
 
         async with self._client_factory(
             target, api_key=self._api_key, timeout_s=s.timeout_s, max_retries=s.max_retries, max_tokens=s.max_tokens, seed=s.seed,
-            on_retry=lambda reason: retries.labels(target=target.name, reason=reason).inc(),
+            on_retry=lambda reason: retries.labels(target=target.name, reason=reason).inc(), end_user=s.end_user,
         ) as client:
             replies = await asyncio.gather(*(one(client, probe) for _, probe in asked))
         if failures:

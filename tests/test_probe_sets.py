@@ -57,6 +57,11 @@ def test_jsonl_set_with_header_and_yaml_errors(tmp_path):
     headerless = tmp_path / "plain.jsonl"
     headerless.write_text('{"id": "q1", "kind": "should_answer", "category": "safe", "prompt": "Hi"}\n')
     assert load_probe_set(headerless).label == "plain@v1"
+    separators = tmp_path / "separators.jsonl"  # JSON strings may hold U+2028/U+2029/U+0085 unescaped: one line each
+    prompts = ["first\u2028line", "second\u2029para", "third\u0085next"]
+    separators.write_text("".join(json.dumps({"id": f"s{i}", "kind": "should_answer", "category": "safe", "prompt": p},
+                                             ensure_ascii=False) + "\r\n" for i, p in enumerate(prompts)), encoding="utf-8", newline="")
+    assert [p.prompt for p in load_probe_set(separators).probes] == prompts
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
     with pytest.raises(ProbeSetError, match="not valid YAML"):

@@ -117,7 +117,8 @@ def load_probe_set(spec: str | Path) -> ProbeSet:
 
 
 def _read_jsonl(path: Path) -> dict:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Lines end at "\n" only: a JSON string may hold U+2028, U+2029 or U+0085, where str.splitlines would cut it.
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     header = rows[0] if rows and isinstance(rows[0], dict) and "probe_set" in rows[0] else None
     probes = rows[1:] if header else rows
     return {"name": header["probe_set"] if header else path.stem, "version": header.get("version", 1) if header else 1, "probes": probes}

@@ -309,3 +309,13 @@ def test_http_route_answers_with_counts_and_errors(server):
     assert post(b"{}", "text/plain").status_code == 415
     assert post(b"{}", "application/json", **{"Content-Encoding": "br"}).status_code == 415
     assert post(json.dumps([good] * 21).encode()).status_code == 413
+
+
+def test_a_numbered_call_is_deduplicated_like_a_named_one(server):
+    # An integer id got a fresh random id each time, so a sender's retry was ingested twice.
+    payload = {"id": 424242, "call_type": "completion", "model": "gpt-4o", "messages": [{"role": "user", "content": "numbered call"}],
+               "response": {"choices": [{"message": {"content": "ok"}}]}}
+    first = server.client.post("/v1/ingest/litellm", json=payload).json()
+    again = server.client.post("/v1/ingest/litellm", json=payload).json()
+    assert (first["accepted"], first["duplicates"], again["accepted"], again["duplicates"]) == (1, 0, 1, 1)
+

@@ -53,8 +53,8 @@ PAYLOAD_SCHEMA = {
     "required": ["messages"],
     "anyOf": [{"required": ["id"]}, {"required": ["litellm_call_id"]}, {"required": ["call_type"]}],
     "properties": {
-        "id": {"type": "string"},
-        "litellm_call_id": {"type": "string"},
+        "id": {"type": ["string", "integer"], "description": "the event id (an integer as its decimal form); a resend with it is a duplicate"},
+        "litellm_call_id": {"type": ["string", "integer"]},
         "call_type": {"type": "string"},
         "messages": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
         "response": {"oneOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]},

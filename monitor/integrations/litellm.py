@@ -179,7 +179,7 @@ class LiteLLMAdapter:
         metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
         return EventIn.model_validate(
             {
-                "event_id": _text(payload.get("id")) or _text(payload.get("litellm_call_id")),
+                "event_id": _call_id(payload.get("id")) or _call_id(payload.get("litellm_call_id")),
                 "timestamp": payload.get("startTime"),
                 "prompt": prompt,
                 "response": response,
@@ -234,6 +234,18 @@ def _call_metadata(payload: Mapping[str, Any]) -> dict[str, Any]:
         "tokens": {k: payload[f"{k}_tokens"] for k in ("prompt", "completion", "total") if isinstance(payload.get(f"{k}_tokens"), int)},
     }
     return {k: v for k, v in out.items() if v not in (None, {})}
+
+
+def _call_id(value: Any) -> str | None:
+    """A call's id as the event id: a string, or an integer a non-LiteLLM sender numbered its calls with (its
+    decimal form). Anything else gets no id, and the event a fresh one: a resend is then not recognised.
+
+    >>> _call_id("chatcmpl-1"), _call_id(7), _call_id(True), _call_id(1.5), _call_id("")
+    ('chatcmpl-1', '7', None, None, None)
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(value)
 
 
 def _text(value: Any) -> str | None:

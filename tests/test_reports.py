@@ -1,13 +1,16 @@
 """Drift reports: the windowed reservoir, the Evidently report, the HTTP route, the CLI and alert links.
 
 Drift decisions are read from the report's JSON. Embeddings are synthetic 16-d unit vectors (one
-cluster per category), except in the HTTP test, which runs the real service and embedder.
+cluster per category), except in the HTTP tests, which run the real service and embedder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import pickle
+from html import escape
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -34,6 +37,7 @@ BASE = (0.85, 0.05, 0.05, 0.05)
 MORE_SELF_HARM = (0.75, 0.05, 0.15, 0.05)
 CENTERS = np.random.default_rng(1).normal(size=(len(CATEGORIES) + 1, 16))  # the last one: a topic the judge calls safe
 NEW_TOPIC = len(CATEGORIES)
+CANNED = np.full(16, 0.25, np.float32)  # the embedding of one canned reply given to every prompt
 
 
 def event(
@@ -151,6 +155,44 @@ def test_mmd_method_is_capped_and_uses_the_upper_tail(shifted_stream):
     assert check["method"] == "mmd (bootstrap, quantile 0.95)" and check["drifted"]
     config = next(m["config"] for m in report["evidently"]["metrics"] if m["config"]["type"].endswith(":EmbeddingsDrift"))
     assert config["drift_method"]["quantile_probability"] == 0.95
+
+
+def canned_hours(canned: tuple[int, ...]) -> WindowReservoir:
+    """Hours 0 and 1 of 60 events; in the ``canned`` hours every response has the :data:`CANNED` embedding."""
+    reservoir = WindowReservoir(per_window=60, seed=0)
+    for hour in (0, 1):
+        events = hour_of_events(hour, 60, BASE, seed=hour + 1)
+        reservoir([dataclasses.replace(e, response_embedding=CANNED) for e in events] if hour in canned else events)
+    return reservoir
+
+
+def test_embedding_whose_plot_cannot_be_drawn_is_left_out_and_the_report_says_so(caplog):
+    """The current hour gets one canned reply: its responses coincide in Evidently's t-SNE plot, and scipy's density
+    of them raised LinAlgError (singular covariance), which made ``GET /v1/reports`` answer 500."""
+    reservoir = canned_hours(canned=(1,))
+    hour = lambda h: reservoir.sample(TimeWindow(T0 + h * HOUR, T0 + (h + 1) * HOUR))  # noqa: E731
+    with caplog.at_level(logging.WARNING, logger="monitor.export.report"):
+        built = build_report(hour(0), hour(1), tsne_points=30)
+    report = built.to_json()
+    note = ("response embeddings: not compared (Evidently could not draw their t-SNE plot: "
+            "too many sampled responses of a window are identical or alike)")
+    assert note in report["notes"] and escape(note) in built.to_html()
+    assert "embedding:response" not in report["checks"] and "embedding:prompt" in report["checks"]
+    assert {"category", "unsafe", "refused", "response_chars"} <= set(report["checks"])
+    embedding_metrics = [m["config"]["embeddings_name"] for m in report["evidently"]["metrics"] if m["config"]["type"].endswith(":EmbeddingsDrift")]
+    assert embedding_metrics == ["prompt"]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "report: response embeddings left out, Evidently could not draw their t-SNE plot (LinAlgError)")
+    ]
+
+
+def test_embedding_that_is_one_vector_in_both_windows_is_not_compared():
+    """Nothing to compare, and Evidently's t-SNE of a single point segfaulted the whole process."""
+    reservoir = canned_hours(canned=(0, 1))
+    hour = lambda h: reservoir.sample(TimeWindow(T0 + h * HOUR, T0 + (h + 1) * HOUR))  # noqa: E731
+    report = build_report(hour(0), hour(1), tsne_points=30).to_json()
+    assert "response embeddings: not compared (every sampled response of both windows has the same embedding)" in report["notes"]
+    assert "embedding:response" not in report["checks"] and "embedding:prompt" in report["checks"]
 
 
 # ---------------------------------------------------------------------- the reservoir
@@ -295,6 +337,22 @@ def test_report_over_http_in_json_and_html(server):
     resp = server.client.get("/v1/reports", params={"reference": "now-2h/now-1h", "current": "last:1h", "scope": "model=gpt-4o"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
     assert "Safety drift report (model=gpt-4o)" in resp.text
+
+
+def test_report_over_http_when_each_window_has_one_canned_reply(embedder):
+    """Each hour has one canned reply (as in ``monitor demo``): the tester's request answered 500; now 200, saying what it left out."""
+    settings = Settings(judge="prototype", models=["gpt-4o"], report_tsne_points=30)
+    events = [
+        {"event_id": f"canned-{h}-{i}", "timestamp": T0 + h * HOUR + i * 60, "prompt": f"How do I bake bread, take {i}?",
+         "response": "I can't help with that." if h else "Sure, here you go.", "model": "gpt-4o"}
+        for h in range(2) for i in range(60)
+    ]
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        assert srv.client.post("/v1/events", json=events).status_code == 202
+        srv.wait_processed()
+        resp = srv.client.get("/v1/reports", params={"reference": "now-2h/now-1h", "current": "last:1h", "format": "json"})
+    assert resp.status_code == 200, resp.text
+    assert any(n.startswith("response embeddings: not compared (Evidently could not draw") for n in resp.json()["notes"])
 
 
 @pytest.mark.parametrize(

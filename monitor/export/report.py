@@ -15,6 +15,11 @@ What it checks (each an Evidently 0.7 metric, so the HTML shows both distributio
   bootstrap of the reference; quantile 0.95 so it compares with the upper tail) or ``distance``
   (cosine distance between mean embeddings, bootstrap, same quantile).
 
+Evidently draws each embedding's t-SNE plot as a density per window, which cannot be drawn when a
+window's points coincide (e.g. every sampled response is the same text). Such an embedding is left
+out, so its check is missing, and the report is still built; its ``notes`` and header say which
+embedding and why.
+
 Cost: Evidently's embedding drift fits a t-SNE plot (``tsne_points`` per side) and, for ``mmd``,
 a kernel matrix over all rows. Windows larger than ``max_rows`` (2000 for ``mmd``) are sampled
 uniformly, and the report's ``notes`` and header say so. Builds run one at a time with BLAS/OpenMP
@@ -29,8 +34,10 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import threading
+import traceback
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,6 +54,8 @@ MIN_ROWS = 20  # t-SNE needs more points than its perplexity (30) across both si
 MMD_MAX_ROWS = 2000  # mmd holds an (n_ref + n_cur)^2 kernel matrix
 QUANTILE = 0.95
 EXAMPLES_PER_CATEGORY = 5
+
+log = logging.getLogger(__name__)
 
 _BUILD_LOCK = threading.Lock()  # one report at a time: they are CPU-heavy and share evidently's t-SNE sample size
 
@@ -100,17 +109,19 @@ def build_report(
     responses = min(int(ref.columns["has_response"].sum()), int(cur.columns["has_response"].sum())) >= MIN_ROWS
     response_embeddings = bool(ref.columns["has_response"].all() and cur.columns["has_response"].all())
     dim = ref.columns["prompt_embedding"].shape[1]
+    embeddings = ("prompt", "response")[: 1 + response_embeddings]
+    uniform = [name for name in embeddings if _one_vector(ref, cur, name)]
     columns = Columns(
         categorical=["category", *[f"category={c}" for c in categories], "unsafe"]
         + (["unsafe_response", "refused"] if responses else [])
         + [c for c in ("model", "route") if len(set(ref.columns[c]) | set(cur.columns[c])) > 1],
         numerical=["prompt_chars"] + (["response_chars"] if responses else []),
-        embeddings={name: [f"{name}{i}" for i in range(dim)] for name in ("prompt", "response")[: 1 + response_embeddings]},
+        embeddings={name: [f"{name}{i}" for i in range(dim)] for name in embeddings if name not in uniform},
     )
     frames = _frame(ref, columns), _frame(cur, columns)
 
     with _BUILD_LOCK:
-        snapshot, embedding_results = _run_evidently(*frames, columns, len(categories), embedding_method, tsne_points)
+        snapshot, embedding_results, unplottable = _run_evidently(*frames, columns, len(categories), embedding_method, tsne_points)
         evidently = _finite(json.loads(snapshot.json()))
         report_html = snapshot.get_html_str(as_iframe=False)
 
@@ -121,6 +132,12 @@ def build_report(
         notes.append(f"responses: not compared (fewer than {MIN_ROWS} sampled events with a response in a window)")
     elif not response_embeddings:
         notes.append("response embeddings: not compared (some sampled events have no response)")
+    notes += [f"{name} embeddings: not compared (every sampled {name} of both windows has the same embedding)" for name in uniform]
+    notes += [
+        f"{name} embeddings: not compared (Evidently could not draw their t-SNE plot: too many sampled {name}s "
+        "of a window are identical or alike)"
+        for name in unplottable
+    ]
     drifted_categories = [c for c in categories if checks.get(f"category={c}", {}).get("drifted")]
     summary = {
         "scope": scope,
@@ -172,6 +189,16 @@ def _frame(sample: WindowSample, columns: Columns) -> Any:
     return pd.concat(parts, axis=1)
 
 
+def _one_vector(ref: WindowSample, cur: WindowSample, name: str) -> bool:
+    """Whether every row of both windows has the same ``name`` embedding (e.g. one canned reply throughout).
+
+    Nothing to compare, and Evidently's t-SNE plot of it would crash the process: its PCA start divides by
+    a zero spread, and scikit-learn's Barnes-Hut t-SNE segfaults on the NaNs, which no ``except`` can catch.
+    """
+    both = np.concatenate([ref.columns[f"{name}_embedding"], cur.columns[f"{name}_embedding"]])
+    return bool((both == both[0]).all())
+
+
 def _embedding_method(name: str, rows: int) -> Any:
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import distance, mmd, model
 
@@ -185,12 +212,12 @@ def _embedding_method(name: str, rows: int) -> Any:
 # ---------------------------------------------------------------------- evidently
 def _run_evidently(
     ref_df: Any, cur_df: Any, columns: Columns, n_categories: int, method_name: str, tsne_points: int
-) -> tuple[Any, dict[str, dict[str, Any]]]:
+) -> tuple[Any, dict[str, dict[str, Any]], list[str]]:
+    """Evidently's snapshot, the embedding checks, and the embeddings left out because their plot cannot be drawn."""
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from evidently import DataDefinition, Dataset, Report
+    from evidently import DataDefinition, Dataset
     from evidently.legacy.metrics.data_drift import embeddings_drift
-    from evidently.metrics import EmbeddingsDrift, RowCount, ValueDrift
-    from threadpoolctl import threadpool_limits
+    from evidently.metrics import RowCount, ValueDrift
 
     definition = DataDefinition(
         numerical_columns=columns.numerical, categorical_columns=columns.categorical, embeddings=columns.embeddings
@@ -208,17 +235,19 @@ def _run_evidently(
             metrics.append(ValueDrift(column=col))
     metrics += [ValueDrift(column=col) for col in columns.numerical]
     methods = {name: _embedding_method(method_name, min(len(ref_df), len(cur_df))) for name in columns.embeddings}
-    metrics += [EmbeddingsDrift(embeddings_name=name, drift_method=m) for name, m in methods.items()]
 
     # evidently samples this many points per side for its t-SNE plot; module-level, hence the build lock.
     embeddings_drift.SAMPLE_CONSTANT = tsne_points
-    with threadpool_limits(limits=1):
-        snapshot = Report(metrics, include_tests=True).run(
-            current_data=Dataset.from_pandas(cur_df, data_definition=definition),
-            reference_data=Dataset.from_pandas(ref_df, data_definition=definition),
-        )
+    snapshot, unplottable = _run_report(
+        metrics,
+        methods,
+        reference=Dataset.from_pandas(ref_df, data_definition=definition),
+        current=Dataset.from_pandas(cur_df, data_definition=definition),
+    )
     results = {}
     for name, method in methods.items():
+        if name in unplottable:
+            continue
         # Evidently's JSON keeps only the score. The decision is in the legacy result it computed during the run:
         # the same metric and method have the same fingerprint, so the context returns that cached result.
         legacy, _ = snapshot.context.get_legacy_metric(embeddings_drift.EmbeddingsDriftMetric(name, method), None, None)
@@ -228,7 +257,50 @@ def _run_evidently(
             "threshold": None if method.bootstrap else float(method.threshold),
             "drifted": bool(legacy.drift_detected),
         }
-    return snapshot, results
+    return snapshot, results, unplottable
+
+
+def _run_report(metrics: list[Any], methods: dict[str, Any], *, reference: Any, current: Any) -> tuple[Any, list[str]]:
+    """Evidently's snapshot of ``metrics`` plus the embedding drift of ``methods``, and the embeddings left out.
+
+    Evidently stops the whole run at the first metric that raises, so an embedding whose t-SNE plot cannot be
+    drawn is left out and the report run again without it: a report without that one check beats no report.
+    """
+    from evidently import Report
+    from evidently.metrics import EmbeddingsDrift
+    from threadpoolctl import threadpool_limits
+
+    unplottable: list[str] = []
+    while True:
+        embeddings = [EmbeddingsDrift(embeddings_name=n, drift_method=m) for n, m in methods.items() if n not in unplottable]
+        try:
+            with threadpool_limits(limits=1):
+                snapshot = Report([*metrics, *embeddings], include_tests=True).run(current_data=current, reference_data=reference)
+            return snapshot, unplottable
+        except ValueError as exc:  # numpy's LinAlgError is a ValueError
+            name = _unplottable_embedding(exc)
+            if name is None or name in unplottable:  # not the plot, or no progress: never loop
+                raise
+            log.warning("report: %s embeddings left out, Evidently could not draw their t-SNE plot (%s)", name, type(exc).__name__)
+            unplottable.append(name)
+
+
+def _unplottable_embedding(exc: ValueError) -> str | None:
+    """The embedding whose t-SNE plot raised ``exc``, or None when ``exc`` came from anything else.
+
+    Evidently's embedding drift draws the t-SNE points of each window as a density (scipy's ``gaussian_kde``),
+    which raises when a window's points coincide or lie on a line: a singular covariance, as when many sampled
+    texts are identical. Its error does not say which embedding, and the run stops there; the traceback does
+    (the frame of Evidently's ``EmbeddingsDriftMetric.calculate``).
+    """
+    from evidently.legacy.metrics.data_drift.embeddings_drift import EmbeddingsDriftMetric
+    from evidently.legacy.utils.visualizations import get_gaussian_kde
+
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    if not any(frame.f_code is get_gaussian_kde.__code__ for frame in frames):
+        return None
+    owners = [frame.f_locals.get("self") for frame in frames]
+    return next((owner.embeddings_name for owner in owners if isinstance(owner, EmbeddingsDriftMetric)), None)
 
 
 def _checks(evidently: dict[str, Any]) -> dict[str, dict[str, Any]]:

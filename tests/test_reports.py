@@ -14,6 +14,7 @@ from html import escape
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -166,24 +167,64 @@ def canned_hours(canned: tuple[int, ...]) -> WindowReservoir:
     return reservoir
 
 
-def test_embedding_whose_plot_cannot_be_drawn_is_left_out_and_the_report_says_so(caplog):
+UNPLOTTED = ("response embeddings: compared, not plotted (Evidently cannot draw their t-SNE plot: "
+             "too many sampled responses of a window are identical or alike)")
+
+
+def test_embedding_whose_plot_cannot_be_drawn_is_compared_without_it_and_the_report_says_so(caplog):
     """The current hour gets one canned reply: its responses coincide in Evidently's t-SNE plot, and scipy's density
-    of them raised LinAlgError (singular covariance), which made ``GET /v1/reports`` answer 500."""
+    of them raised LinAlgError (singular covariance), which made ``GET /v1/reports`` answer 500. A window collapsing
+    to one reply is a drift worth seeing: the decision is still made, only the plot is missing."""
     reservoir = canned_hours(canned=(1,))
     hour = lambda h: reservoir.sample(TimeWindow(T0 + h * HOUR, T0 + (h + 1) * HOUR))  # noqa: E731
     with caplog.at_level(logging.WARNING, logger="monitor.export.report"):
         built = build_report(hour(0), hour(1), tsne_points=30)
     report = built.to_json()
-    note = ("response embeddings: not compared (Evidently could not draw their t-SNE plot: "
-            "too many sampled responses of a window are identical or alike)")
-    assert note in report["notes"] and escape(note) in built.to_html()
-    assert "embedding:response" not in report["checks"] and "embedding:prompt" in report["checks"]
+    assert UNPLOTTED in report["notes"] and escape(UNPLOTTED) in built.to_html()
+    assert report["checks"]["embedding:response"]["drifted"] and "embedding:response" in report["drifted"]
+    assert report["checks"]["embedding:response"]["method"] == report["checks"]["embedding:prompt"]["method"]
     assert {"category", "unsafe", "refused", "response_chars"} <= set(report["checks"])
     embedding_metrics = [m["config"]["embeddings_name"] for m in report["evidently"]["metrics"] if m["config"]["type"].endswith(":EmbeddingsDrift")]
     assert embedding_metrics == ["prompt"]
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("WARNING", "report: response embeddings left out, Evidently could not draw their t-SNE plot (LinAlgError)")
+        ("WARNING", "report: response embeddings not plotted, Evidently could not draw their t-SNE plot (LinAlgError)")
     ]
+
+
+def test_embedding_whose_plotted_sample_is_one_vector_is_compared_without_the_plot():
+    """All but one response per hour canned: the rows Evidently's t-SNE draws can all be the canned vector, and
+    scikit-learn's t-SNE of one point segfaulted the whole process (no except catches that). A cold review found it."""
+    reservoir = WindowReservoir(per_window=400, seed=0)
+    for h in (0, 1):
+        events = hour_of_events(h, 400, BASE, seed=h + 1)
+        reservoir([e if i == 0 else dataclasses.replace(e, response_embedding=CANNED) for i, e in enumerate(events)])
+    hour = lambda h: reservoir.sample(TimeWindow(T0 + h * HOUR, T0 + (h + 1) * HOUR))  # noqa: E731
+    report = build_report(hour(0), hour(1), tsne_points=20).to_json()
+    assert UNPLOTTED in report["notes"] and not report["checks"]["embedding:response"]["drifted"]
+
+
+def test_the_plot_guard_draws_the_rows_evidently_plots(monkeypatch):
+    """The guard must look at the very rows Evidently's t-SNE gets, or a one-vector sample slips past it."""
+    from evidently.legacy.metrics.data_drift import embeddings_drift
+
+    from monitor.export.report import _tsne_sample_is_one_vector
+
+    seen: list[np.ndarray] = []
+
+    class Recording(embeddings_drift.TSNE):
+        def fit_transform(self, X, *args, **kwargs):
+            seen.append(np.asarray(X))
+            return super().fit_transform(X, *args, **kwargs)
+
+    monkeypatch.setattr(embeddings_drift, "TSNE", Recording)
+    reservoir = canned_hours(canned=())
+    hour = lambda h: reservoir.sample(TimeWindow(T0 + h * HOUR, T0 + (h + 1) * HOUR))  # noqa: E731
+    build_report(hour(0), hour(1), tsne_points=25)
+    ref, cur = hour(0), hour(1)
+    frame = lambda side: pd.DataFrame(side.columns["prompt_embedding"])  # noqa: E731
+    ours = [frame(side).sample(min(25, side.rows), random_state=24).to_numpy() for side in (ref, cur)]
+    assert np.allclose(seen[0], np.concatenate(ours))
+    assert not _tsne_sample_is_one_vector(frame(ref), frame(cur), 25)
 
 
 def test_embedding_that_is_one_vector_in_both_windows_is_not_compared():
@@ -352,7 +393,7 @@ def test_report_over_http_when_each_window_has_one_canned_reply(embedder):
         srv.wait_processed()
         resp = srv.client.get("/v1/reports", params={"reference": "now-2h/now-1h", "current": "last:1h", "format": "json"})
     assert resp.status_code == 200, resp.text
-    assert any(n.startswith("response embeddings: not compared (Evidently could not draw") for n in resp.json()["notes"])
+    assert UNPLOTTED in resp.json()["notes"] and resp.json()["checks"]["embedding:response"]["drifted"]
 
 
 @pytest.mark.parametrize(

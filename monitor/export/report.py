@@ -16,9 +16,9 @@ What it checks (each an Evidently 0.7 metric, so the HTML shows both distributio
   (cosine distance between mean embeddings, bootstrap, same quantile).
 
 Evidently draws each embedding's t-SNE plot as a density per window, which cannot be drawn when a
-window's points coincide (e.g. every sampled response is the same text). Such an embedding is left
-out, so its check is missing, and the report is still built; its ``notes`` and header say which
-embedding and why.
+window's points coincide (e.g. every sampled response is the same text). Such an embedding's plot is
+left out, its drift decision is still made (by the same method, outside Evidently's metric), and the
+report's ``notes`` and header say which embedding and why.
 
 Cost: Evidently's embedding drift fits a t-SNE plot (``tsne_points`` per side) and, for ``mmd``,
 a kernel matrix over all rows. Windows larger than ``max_rows`` (2000 for ``mmd``) are sampled
@@ -134,7 +134,7 @@ def build_report(
         notes.append("response embeddings: not compared (some sampled events have no response)")
     notes += [f"{name} embeddings: not compared (every sampled {name} of both windows has the same embedding)" for name in uniform]
     notes += [
-        f"{name} embeddings: not compared (Evidently could not draw their t-SNE plot: too many sampled {name}s "
+        f"{name} embeddings: compared, not plotted (Evidently cannot draw their t-SNE plot: too many sampled {name}s "
         "of a window are identical or alike)"
         for name in unplottable
     ]
@@ -238,39 +238,55 @@ def _run_evidently(
 
     # evidently samples this many points per side for its t-SNE plot; module-level, hence the build lock.
     embeddings_drift.SAMPLE_CONSTANT = tsne_points
+    stacked = [name for name, cols in columns.embeddings.items() if _tsne_sample_is_one_vector(ref_df[cols], cur_df[cols], tsne_points)]
     snapshot, unplottable = _run_report(
         metrics,
         methods,
         reference=Dataset.from_pandas(ref_df, data_definition=definition),
         current=Dataset.from_pandas(cur_df, data_definition=definition),
+        unplottable=stacked,
     )
     results = {}
     for name, method in methods.items():
-        if name in unplottable:
-            continue
-        # Evidently's JSON keeps only the score. The decision is in the legacy result it computed during the run:
-        # the same metric and method have the same fingerprint, so the context returns that cached result.
-        legacy, _ = snapshot.context.get_legacy_metric(embeddings_drift.EmbeddingsDriftMetric(name, method), None, None)
+        if name in unplottable:  # Evidently's metric left out: the same method, called as it calls it
+            cols = columns.embeddings[name]
+            score, drifted, method_label = method(cur_df[cols], ref_df[cols])
+        else:
+            # Evidently's JSON keeps only the score. The decision is in the legacy result it computed during the run:
+            # the same metric and method have the same fingerprint, so the context returns that cached result.
+            legacy, _ = snapshot.context.get_legacy_metric(embeddings_drift.EmbeddingsDriftMetric(name, method), None, None)
+            score, drifted, method_label = legacy.drift_score, legacy.drift_detected, legacy.method_name
         results[f"embedding:{name}"] = {
-            "method": legacy.method_name + (f" (bootstrap, quantile {QUANTILE})" if method.bootstrap else f" (threshold {method.threshold})"),
-            "score": float(legacy.drift_score),
+            "method": method_label + (f" (bootstrap, quantile {QUANTILE})" if method.bootstrap else f" (threshold {method.threshold})"),
+            "score": float(score),
             "threshold": None if method.bootstrap else float(method.threshold),
-            "drifted": bool(legacy.drift_detected),
+            "drifted": bool(drifted),
         }
     return snapshot, results, unplottable
 
 
-def _run_report(metrics: list[Any], methods: dict[str, Any], *, reference: Any, current: Any) -> tuple[Any, list[str]]:
-    """Evidently's snapshot of ``metrics`` plus the embedding drift of ``methods``, and the embeddings left out.
+def _tsne_sample_is_one_vector(ref: Any, cur: Any, points: int) -> bool:
+    """Whether the rows Evidently's t-SNE plot takes (``points`` per side, drawn as it draws them) are all one
+    vector: scikit-learn's t-SNE divides by their zero spread and segfaults, which no ``except`` catches. Two
+    distinct rows are enough: the plot then fails, if it does, with an error that :func:`_run_report` catches.
+    Follows ``EmbeddingsDriftMetric.calculate`` of the Evidently version pinned (a test checks the two agree)."""
+    sample = np.concatenate([side.sample(min(points, len(side)), random_state=24).to_numpy() for side in (ref, cur)])
+    return bool((sample == sample[0]).all())
 
-    Evidently stops the whole run at the first metric that raises, so an embedding whose t-SNE plot cannot be
-    drawn is left out and the report run again without it: a report without that one check beats no report.
+
+def _run_report(metrics: list[Any], methods: dict[str, Any], *, reference: Any, current: Any,
+                unplottable: list[str]) -> tuple[Any, list[str]]:
+    """Evidently's snapshot of ``metrics`` plus the embedding drift of ``methods`` but ``unplottable``, and the
+    embeddings left out: those, and any whose t-SNE plot raised.
+
+    Evidently stops the whole run at the first metric that raises, so an embedding whose plot cannot be drawn is
+    left out and the report run again without it; its drift decision is made without Evidently's metric.
     """
     from evidently import Report
     from evidently.metrics import EmbeddingsDrift
     from threadpoolctl import threadpool_limits
 
-    unplottable: list[str] = []
+    unplottable = list(unplottable)
     while True:
         embeddings = [EmbeddingsDrift(embeddings_name=n, drift_method=m) for n, m in methods.items() if n not in unplottable]
         try:
@@ -281,7 +297,7 @@ def _run_report(metrics: list[Any], methods: dict[str, Any], *, reference: Any, 
             name = _unplottable_embedding(exc)
             if name is None or name in unplottable:  # not the plot, or no progress: never loop
                 raise
-            log.warning("report: %s embeddings left out, Evidently could not draw their t-SNE plot (%s)", name, type(exc).__name__)
+            log.warning("report: %s embeddings not plotted, Evidently could not draw their t-SNE plot (%s)", name, type(exc).__name__)
             unplottable.append(name)
 
 

@@ -359,9 +359,10 @@ class Settings(BaseSettings):
     probe_api_key_file: Path | None = Field(None, description="File holding the probe API key (a mounted secret); used when probe_api_key is unset.")
     probe_end_user_key: SecretStr = Field(
         default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
-        description="Key of the end-user name probe requests carry (an HMAC of it): the LiteLLM integration skips that "
-        "name's calls, the gateway's copies of the probes, and no gateway user can guess it. Unset: a random key per "
-        "process; set one key for monitors that read each other's probes in one gateway's logs (never logged or shown).",
+        description="Key of the end-user name probe requests carry (an HMAC of it; 16 characters or more): the LiteLLM "
+        "integration skips that name's calls, the gateway's copies of the probes, while this monitor probes or when the key "
+        "is set, and no gateway user can guess it. Unset: a random key per process; set one key for every monitor and "
+        "`monitor probe run` that probe through one gateway whose logs a monitor reads (never logged or shown).",
     )
     probe_sets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["benign_but_scary", "clearly_harmful"], description="Probe sets: built-in names (benign_but_scary, clearly_harmful) or YAML/JSONL paths.")
     probe_interval_seconds: float = Field(3600.0, ge=10, description="Seconds between probe rounds.")
@@ -431,6 +432,21 @@ class Settings(BaseSettings):
                              f"{'them' if len(moved) > 1 else 'it'} or set judge to default, heads, encoder or hybrid")
         skip_line(self.judge_prompt_skip_below, self.judge_prompt_threshold, self.judge)  # the judge factory's rule, before a model loads
         return self
+
+    @field_validator("probe_end_user_key")
+    @classmethod
+    def _probe_end_user_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < 16:  # an empty or short key gives a name anyone can compute
+            raise ValueError("must be at least 16 characters (a random string), or unset for a random key per process")
+        return value
+
+    @property
+    def skipped_probe_end_user_key(self) -> str | None:
+        """The key whose probe name the LiteLLM integration skips: this monitor's when it probes or when the key was
+        set (``monitor probe run`` with the same key, or another monitor probing the same gateway); else none."""
+        if self.probe_targets or "probe_end_user_key" in self.model_fields_set:
+            return self.probe_end_user_key.get_secret_value()
+        return None
 
     @field_validator("probe_targets")
     @classmethod

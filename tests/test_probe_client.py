@@ -117,3 +117,19 @@ def test_probes_name_themselves_by_a_keyed_name_only_that_the_litellm_integratio
     for other in ("alice", "llmsafety-canary-probe", probe_end_user("a guessed key"), marker + "x", marker.upper(), "é" * 9, 7):
         assert adapter.convert({**payload, "end_user": other}) is not Skip.IGNORED, other
     assert LiteLLMAdapter().convert(payload) is not Skip.IGNORED  # a monitor that does not probe skips no one
+
+
+def test_the_probe_name_key_is_skipped_only_when_probing_or_set_and_never_short():
+    from pydantic import ValidationError
+
+    from monitor.config import Settings
+
+    assert Settings().skipped_probe_end_user_key is None  # reads logs, probes nothing: skips no one
+    probing = Settings(probe_targets=["canary@http://127.0.0.1:9/v1"])
+    assert probing.skipped_probe_end_user_key == probing.probe_end_user_key.get_secret_value()
+    assert Settings(probe_end_user_key="k" * 16).skipped_probe_end_user_key == "k" * 16  # shared with `monitor probe run`
+    assert Settings().probe_end_user_key.get_secret_value() != Settings().probe_end_user_key.get_secret_value()
+    for weak in ("", " " * 20, "short"):  # an empty key gives a name anyone can compute: the bypass again
+        with pytest.raises(ValidationError, match="probe_end_user_key"):
+            Settings(probe_end_user_key=weak)
+

@@ -89,21 +89,22 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
         )
     except BodyError as exc:
         return refuse_body(request, service, exc)
-    probes = probe_end_user(settings.probe_end_user_key.get_secret_value()) if settings.probe_targets else None
+    key = settings.skipped_probe_end_user_key
+    probes = probe_end_user(key) if key is not None else None
     adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt, probes).adapt(items, single=single)
     outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
-    rejected = [{"index": r.index, "error": r.error} for r in adapted.rejected]
+    rejected = [r.as_json() for r in adapted.rejected]
     if not adapted.events and adapted.rejected:
         message = rejected[0]["error"] if single else EVERY_PAYLOAD_INVALID
         return error_response(422, message, rejected=rejected)
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy
-    # A canary probe's call is ignored, not rejected: a batch that held one was not all invalid.
-    refused = None if adapted.ignored else all_rejected(outcome, single, EVERY_PAYLOAD_INVALID)
+    # An ignored call (a canary probe's) or a redacted one was not invalid: a batch that held one was not all invalid.
+    refused = None if adapted.ignored or adapted.redacted else all_rejected(outcome, single, EVERY_PAYLOAD_INVALID)
     if refused is not None:
         return refused
-    rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]  # the adapter's and the service's
+    rejected = [r.as_json() for r in outcome.rejected]  # the adapter's and the service's
     return JSONResponse(
         {
             "accepted": outcome.accepted,

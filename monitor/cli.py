@@ -122,9 +122,15 @@ def replay_cmd(
 @app.command(help="Print the running service's status as JSON.")
 def status(url: str = typer.Option(DEFAULT_URL, help="Monitor base URL."), token: Optional[str] = _token_option("read")) -> None:
     from monitor.cli_http import fetch
+    from monitor.redact_urls import safe_url
 
     body = fetch(url, "/v1/status", {}, token, timeout=5.0, action="status", usage_statuses=())
-    typer.echo(json.dumps(json.loads(body), indent=2))
+    try:
+        status = json.loads(body)
+    except ValueError:  # a 200 from something else at that address (a proxy's page)
+        typer.echo(f"status failed: the answer from {safe_url(url)}/v1/status is not JSON; is --url the monitor?", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(status, indent=2))
 
 
 @app.command(help="Replay the built-in demo stream against a running monitor and show what it found.")

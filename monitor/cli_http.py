@@ -27,9 +27,10 @@ def fetch(url: str, path: str, params: dict[str, Any], token: str | None, timeou
         raise typer.Exit(1) from None
     if resp.status_code != 200:
         try:
-            message = resp.json().get("error", resp.text)
-        except ValueError:
-            message = resp.text
+            body = resp.json()
+        except ValueError:  # not JSON: a proxy's page, say
+            body = None
+        message = body.get("error", resp.text) if isinstance(body, dict) else resp.text
         typer.echo(f"{action} failed ({resp.status_code}): {message}", err=True)
         raise typer.Exit(2 if resp.status_code in set(usage_statuses) else 1)
     return resp.content

@@ -299,3 +299,7 @@ def test_cli_status_sends_the_token_and_never_prints_a_password_in_its_url(serve
     unreachable = CliRunner().invoke(cli, ["status", "--url", "http://ops:pwLEAK@127.0.0.1:1/monitor"])
     assert unreachable.exit_code == 1 and "cannot reach the monitor at http://127.0.0.1:1" in unreachable.output
     assert "pwLEAK" not in unreachable.output
+    # A 200 that is not JSON (here /metrics' text, reached through a query string): a clear exit, not a traceback.
+    elsewhere = CliRunner().invoke(cli, ["status", "--url", f"{server.url}/metrics?from="])
+    assert elsewhere.exit_code == 1 and "is not JSON; is --url the monitor?" in elsewhere.output
+    assert elsewhere.exception is None or isinstance(elsewhere.exception, SystemExit)

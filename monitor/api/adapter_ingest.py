@@ -67,7 +67,7 @@ def all_rejected(outcome: IngestOutcome, single: bool, batch_error: str) -> JSON
     None when anything was taken: a batch then answers 202 with per-item errors."""
     if outcome.accepted or not outcome.rejected:
         return None
-    rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]
+    rejected = [r.as_json() for r in outcome.rejected]
     if single:
         return error_response(outcome.rejected[0].status, outcome.rejected[0].error, rejected=rejected[:1])
     return error_response(422, batch_error, rejected=rejected)

@@ -39,8 +39,9 @@ from monitor.state.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
 EVERY_EVENT_INVALID = "events: every event in the batch is invalid"
+
+# Feature routers (each module owns its routes and reaches the service through monitor.api.deps.get_service).
 ROUTERS = [feedback.router, clusters.router, litellm.router, otel.router, reports.router, triage.router, ui.router]
 
 INGEST_DOC = """Ingest prompt/response events from the gateway. Never waits for the model.
@@ -186,7 +187,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             )
         except BodyError as exc:
             return refuse_body(request, service, exc)
-        rejected = [{"index": r.index, "error": r.error} for r in parsed.rejected]
+        rejected = [r.as_json() for r in parsed.rejected]
         if not parsed.events:
             message = rejected[0]["error"] if parsed.single else EVERY_EVENT_INVALID
             await service.ingest_async(parsed, arrival, sender(request))  # still counted as received/rejected
@@ -199,7 +200,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         refused = all_rejected(outcome, parsed.single, EVERY_EVENT_INVALID)
         if refused is not None:
             return refused
-        rejected = [{"index": r.index, "error": r.error} for r in outcome.rejected]
+        rejected = [r.as_json() for r in outcome.rejected]
         return JSONResponse(
             {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected}, status_code=202
         )

@@ -162,7 +162,7 @@ async def feedback(
         return error_response(409, str(exc))
     rejected += invalid
     _count_refused(service, "invalid", len(rejected))
-    rejected_json = [{"index": r.index, "error": r.error} for r in sorted(rejected, key=lambda r: r.index)]
+    rejected_json = [r.as_json() for r in sorted(rejected, key=lambda r: r.index)]
     if not labels or len(invalid) == len(labels):
         message = rejected_json[0]["error"] if parsed.single else "feedback: every label in the batch is invalid"
         return error_response(422, message, rejected=rejected_json)

@@ -39,6 +39,10 @@ class Rejection:
     error: str
     status: int = field(default=422, repr=False, compare=False)  # what a single-item body answers: 413 for an oversize event
 
+    def as_json(self) -> dict[str, Any]:
+        """As an answer lists it: the item's place in the body and what is wrong with it."""
+        return {"index": self.index, "error": self.error}
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedBody(Generic[Item]):

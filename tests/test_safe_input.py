@@ -139,6 +139,10 @@ def test_a_litellm_batch_whose_every_call_is_refused_after_parsing_is_a_422(serv
     resp = server.client.post("/v1/ingest/litellm", json=calls)
     assert resp.status_code == 422 and resp.json()["error"] == "items: every LiteLLM payload in the batch is invalid", resp.text
     assert len(resp.json()["rejected"]) == 2 and all(r["error"].startswith("timestamp") for r in resp.json()["rejected"])
+    # A redacted call was not invalid (counted, never judged): with one in the batch it is not all invalid.
+    redacted = {"id": "redacted-0", "call_type": "completion", "messages": [{"role": "user", "content": "redacted-by-litellm"}]}
+    mixed = server.client.post("/v1/ingest/litellm", json=[redacted, calls[0] | {"id": "future-9"}])
+    assert mixed.status_code == 202 and mixed.json()["redacted"] == 1 and len(mixed.json()["rejected"]) == 1, mixed.text
 
 
 @pytest.mark.parametrize("path", POSTS)

@@ -195,8 +195,11 @@ def _one_vector(ref: WindowSample, cur: WindowSample, name: str) -> bool:
     Nothing to compare, and Evidently's t-SNE plot of it would crash the process: its PCA start divides by
     a zero spread, and scikit-learn's Barnes-Hut t-SNE segfaults on the NaNs, which no ``except`` can catch.
     """
-    both = np.concatenate([ref.columns[f"{name}_embedding"], cur.columns[f"{name}_embedding"]])
-    return bool((both == both[0]).all())
+    return _one_row(np.concatenate([ref.columns[f"{name}_embedding"], cur.columns[f"{name}_embedding"]]))
+
+
+def _one_row(rows: np.ndarray) -> bool:
+    return bool((rows == rows[0]).all())
 
 
 def _embedding_method(name: str, rows: int) -> Any:
@@ -270,8 +273,7 @@ def _tsne_sample_is_one_vector(ref: Any, cur: Any, points: int) -> bool:
     vector: scikit-learn's t-SNE divides by their zero spread and segfaults, which no ``except`` catches. Two
     distinct rows are enough: the plot then fails, if it does, with an error that :func:`_run_report` catches.
     Follows ``EmbeddingsDriftMetric.calculate`` of the Evidently version pinned (a test checks the two agree)."""
-    sample = np.concatenate([side.sample(min(points, len(side)), random_state=24).to_numpy() for side in (ref, cur)])
-    return bool((sample == sample[0]).all())
+    return _one_row(np.concatenate([side.sample(min(points, len(side)), random_state=24).to_numpy() for side in (ref, cur)]))
 
 
 def _run_report(metrics: list[Any], methods: dict[str, Any], *, reference: Any, current: Any,

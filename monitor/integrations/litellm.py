@@ -18,7 +18,7 @@ Fields read (everything else is ignored):
 When message logging is off LiteLLM replaces texts with ``redacted-by-litellm``: such a call is
 :attr:`Skip.REDACTED` (counted, never judged). Calls that generate no text (embeddings, images,
 files) are :attr:`Skip.IGNORED`, and so are the monitor's own canary probes (``end_user`` is the
-keyed name :func:`~monitor.probe.client.probe_end_user` gives, and only while the monitor probes):
+keyed name :func:`~monitor.probe.client.probe_end_user` gives, when the settings name a key to skip):
 the prober judges those itself.
 
 >>> adapter = LiteLLMAdapter(labels=["team", "end_user"], end_user_salt="s")
@@ -144,7 +144,7 @@ class LiteLLMAdapter:
     """Maps StandardLoggingPayload dicts to events; ``labels`` picks which of :data:`LABEL_FIELDS` are kept."""
 
     def __init__(self, labels: Sequence[str] = DEFAULT_LABELS, end_user_salt: str = "", probe_end_user: str | None = None) -> None:
-        """``probe_end_user``: the end user the monitor's own canary probes name (None when it does not probe)."""
+        """``probe_end_user``: the end user the monitor's own canary probes name (None: skip no one)."""
         unknown = sorted(set(labels) - set(LABEL_FIELDS))
         if unknown:
             raise ValueError(f"litellm_labels: unknown label(s) {', '.join(unknown)}; choose from {', '.join(LABEL_FIELDS)}")

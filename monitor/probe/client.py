@@ -35,6 +35,7 @@ from monitor.openai_chat import MalformedReply, message_content, retry_after_s, 
 PROBE_END_USER_PREFIX = "llmsafety-canary-probe-"
 
 
+@lru_cache(maxsize=8)  # the LiteLLM route asks on every request, with the one configured key
 def probe_end_user(key: str) -> str:
     """The ``user`` probe requests carry: the prefix and an HMAC of ``key``. The monitor's LiteLLM integration
     skips calls from that name, so probes that travel through the gateway are not ingested a second time as

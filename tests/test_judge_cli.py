@@ -120,8 +120,12 @@ def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evalu
     result = runner.invoke(judge_app, ["combine", "--data", str(data), "--output", "prompt", "--out-dir", str(tmp_path / "x")])
     message = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "--data" in message and "openai-moderation, toxicchat-train" in message
-    result = runner.invoke(judge_app, ["combine", "--data", str(data), "--output", "refusal"])
+    result = runner.invoke(judge_app, ["combine", "--data", str(data), "--output", "category"])
     assert result.exit_code == 2 and "--output" in result.output
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text("".join(json.dumps({**row, "refusal": None}) + "\n" for row in qa_rows(80)))
+    result = runner.invoke(judge_app, ["combine", "--data", str(unlabelled), "--output", "refusal", "--out-dir", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "no validation row has a labelled refusal" in " ".join(result.output.replace("│", " ").split())
     out = tmp_path / "fitted"
     result = runner.invoke(judge_app, ["combine", "--data", str(gateway), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
@@ -129,7 +133,8 @@ def test_combine_fits_the_shipped_judges_on_validation_rows_and_the_hybrid_evalu
     split = TrainConfig.of_artifact(encoder_manifest).split
     records = read_records(gateway / "openai-moderation.jsonl")
     assert {split(r) for r in records} == {"train", "val", "test"}
-    for output, ranked_by in (("response", "all rows"), ("prompt", "mean over openai-moderation")):
+    for output, ranked_by in (("response", "all rows"), ("prompt", "mean over openai-moderation"),
+                              ("refusal", "mean over openai-moderation")):
         combiner = VerdictCombiner.load(output, out / f"{output}-combiner.json")
         combiner.check(HeadsJudge.load(DEFAULT_ARTIFACT).version, encoder_manifest["version"])
         assert set(combiner.validation["auroc"]) == {"heads", "encoder", "combined"}

@@ -4,6 +4,7 @@ err differently, keeps 'no reply' as NaN, round-trips through its file, and refu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -112,8 +113,15 @@ def test_a_prompt_combiner_has_its_own_file_format_and_version(tmp_path):
         VerdictCombiner.load("response", tmp_path / "p.json")
     with pytest.raises(ValueError, match="prompt combiner was fitted for heads-x"):
         prompt.check("heads-z", "encoder-y")
-    with pytest.raises(ValueError, match="'refusal' is not one of response, prompt"):
-        VerdictCombiner.load("refusal", tmp_path / "p.json")
+    with pytest.raises(ValueError, match="'category' is not one of response, prompt, refusal"):
+        VerdictCombiner.load("category", tmp_path / "p.json")
+    refusal = replace(prompt, output="refusal")
+    assert refusal.version.startswith("rmix-") and refusal.version[1:] != prompt.version[1:]
+    refusal.save(tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["format"] == "refusal-combiner-1"
+    assert VerdictCombiner.load("refusal", tmp_path / "r.json") == refusal
+    with pytest.raises(ValueError, match="not format prompt-combiner-1"):
+        VerdictCombiner.load("prompt", tmp_path / "r.json")
 
 
 def test_groups_rank_the_weight_by_their_mean_not_by_the_pooled_rows():

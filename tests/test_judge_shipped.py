@@ -144,18 +144,18 @@ def test_bad_inputs_get_valid_verdicts(judge, embedder):
     assert not verdicts[3].prompt_flagged and not verdicts[4].prompt_flagged
 
 
-def test_the_hybrid_takes_categories_and_refusal_from_the_heads_and_combines_both_judges_for_prompt_and_response_harm(embedder):
+def test_the_hybrid_takes_categories_from_the_heads_and_combines_both_judges_for_prompt_and_response_harm_and_refusal(embedder):
     taxonomy = load_taxonomy()
     heads, encoder = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder"))
     hybrid = build_judge("hybrid", embedder, taxonomy, prompt_skip_below=0)  # every prompt passed (the default skips some)
-    response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
-    assert hybrid.version == f"{heads.version}+{encoder.version}+{response.version}+{prompt.version}" \
+    response, prompt, refusal = VerdictCombiner.load_all().values()
+    assert hybrid.version == f"{heads.version}+{encoder.version}+{response.version}+{prompt.version}+{refusal.version}" \
         == judge_version("hybrid", taxonomy, prompt_skip_below=0)
     records = read_records(FIXTURE)
     batch = inputs(embedder, [(r.prompt, r.response) for r in records])
-    answered = moved = 0
+    answered = moved = refusals_moved = 0
     for h, e, x in zip(heads.judge(batch), encoder.judge(batch), hybrid.judge(batch)):
-        assert (x.category_probs, x.categories, x.refusal, x.refused) == (h.category_probs, h.categories, h.refusal, h.refused)
+        assert (x.category_probs, x.categories) == (h.category_probs, h.categories)
         assert x.prompt_unsafe == pytest.approx(float(prompt.probabilities(np.array([h.prompt_unsafe]), np.array([e.prompt_unsafe]))[0]), abs=1e-6)
         assert x.prompt_flagged == (x.prompt_unsafe >= prompt.threshold)
         # The heads' most likely category names a prompt the combination flags, whatever the heads decided.
@@ -163,15 +163,19 @@ def test_the_hybrid_takes_categories_and_refusal_from_the_heads_and_combines_bot
         moved += abs(x.prompt_unsafe - h.prompt_unsafe) > 0.01
         assert x.judge_version == hybrid.version
         if h.response_unsafe is None:
-            assert x.response_unsafe is None and x.uncertainty == pytest.approx(uncertainty([(x.prompt_unsafe, prompt.threshold)]))
+            assert x.response_unsafe is None and x.refusal is None and x.refused is None
+            assert x.uncertainty == pytest.approx(uncertainty([(x.prompt_unsafe, prompt.threshold)]))
             continue
         answered += 1
         expected = float(response.probabilities(np.array([h.response_unsafe]), np.array([e.response_unsafe]))[0])
         assert x.response_unsafe == pytest.approx(expected, abs=1e-6)
         assert x.response_flagged == (x.response_unsafe >= response.threshold)
+        assert x.refusal == pytest.approx(float(refusal.probabilities(np.array([h.refusal]), np.array([e.refusal]))[0]), abs=1e-6)
+        assert x.refused == (x.refusal >= refusal.threshold)
+        refusals_moved += abs(x.refusal - h.refusal) > 0.01
         assert x.uncertainty == pytest.approx(uncertainty([(x.prompt_unsafe, prompt.threshold),
                                                            (x.response_unsafe, response.threshold)]))
-    assert answered >= 5 and moved >= 5
+    assert answered >= 5 and moved >= 5 and refusals_moved >= 5
 
 
 def test_a_shorter_judge_length_cuts_the_pairs_and_names_itself(embedder):
@@ -215,7 +219,7 @@ def test_the_skip_line_asks_the_encoder_only_about_prompts_the_heads_doubt(embed
         elif h < line:
             skipped += 1
             assert c.prompt_unsafe == pytest.approx(h, abs=1e-9) and x.prompt not in asked
-            assert c.prompt_flagged == (h >= full.prompt_combiner.threshold)
+            assert c.prompt_flagged == (h >= full.combiners["prompt"].threshold)
         else:
             assert c.prompt_unsafe == pytest.approx(f.prompt_unsafe, abs=1e-6) and c.prompt_flagged == f.prompt_flagged
             assert x.prompt in asked
@@ -233,16 +237,17 @@ def test_the_skip_line_asks_the_encoder_only_about_prompts_the_heads_doubt(embed
             build_judge(name, embedder, taxonomy, prompt_skip_below=0.03)
         assert build_judge(name, embedder, taxonomy, prompt_skip_below=0).version == judge_version(name, taxonomy)
     with pytest.raises(ValueError, match="judge_prompt_skip_below 1.0 must lie strictly between 0 and 1"):
-        HybridJudge(full.heads, full.encoder, full.response_combiner, full.prompt_combiner, 1.0)
+        HybridJudge(full.heads, full.encoder, full.combiners, 1.0)
 
 
 def test_the_hybrid_refuses_a_combiner_fitted_for_other_judges(embedder):
     taxonomy = load_taxonomy()
     heads, encoder = (build_judge(name, embedder, taxonomy) for name in ("heads", "encoder"))
-    response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
-    with pytest.raises(ValueError, match="response combiner was fitted for heads-000000000000.*run `monitor judge combine`"):
-        HybridJudge(heads, encoder, replace(response, heads_version="heads-000000000000"), prompt)
-    with pytest.raises(ValueError, match="prompt combiner was fitted for heads-000000000000.*run `monitor judge combine`"):
-        HybridJudge(heads, encoder, response, replace(prompt, heads_version="heads-000000000000"))
-    with pytest.raises(ValueError, match="a response combiner was given for prompt harm"):
-        HybridJudge(heads, encoder, response, response)
+    combiners = VerdictCombiner.load_all()
+    for output in combiners:
+        with pytest.raises(ValueError, match=f"{output} combiner was fitted for heads-000000000000.*run `monitor judge combine`"):
+            HybridJudge(heads, encoder, {**combiners, output: replace(combiners[output], heads_version="heads-000000000000")})
+    with pytest.raises(ValueError, match="a response combiner was given for prompt"):
+        HybridJudge(heads, encoder, {**combiners, "prompt": combiners["response"]})
+    with pytest.raises(ValueError, match="needs one combiner for each of response, prompt, refusal, was given response, prompt"):
+        HybridJudge(heads, encoder, {k: combiners[k] for k in ("response", "prompt")})

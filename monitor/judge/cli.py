@@ -229,11 +229,11 @@ def combine(
     cap: int = typer.Option(400, min=1, help="Most validation rows per (file, label combination)."),
     max_seq_length: int = typer.Option(256, min=8, help="Tokens kept per text (256 = the service default)."),
     embedding_cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
-    output: list[str] = typer.Option(list(OUTPUTS), help="Which verdicts to combine: response, prompt (repeatable)."),
+    output: list[str] = typer.Option(list(OUTPUTS), help="Which verdicts to combine: response, prompt, refusal (repeatable)."),
     out_dir: Path = typer.Option(COMBINER_FOLDER, help="Folder to write <output>-combiner.json in (default: the shipped one)."),
 ) -> None:
-    """Fit how the hybrid combines the shipped heads' and encoder's prompt-harm and response-harm verdicts, on the
-    validation rows (both judges' own calibration rows; the test split is not read)."""
+    """Fit how the hybrid combines the shipped heads' and encoder's prompt-harm, response-harm and refusal verdicts,
+    on the validation rows (both judges' own calibration rows; the test split is not read)."""
     for name in output:
         if name not in OUTPUTS:
             raise typer.BadParameter(f"{name!r} is not one of {', '.join(OUTPUTS)}", param_hint="--output")
@@ -256,7 +256,8 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
     from sklearn.metrics import roc_auc_score
 
     score, label = {"response": (lambda v: v.response_unsafe, lambda r: r.response_harm),
-                    "prompt": (lambda v: v.prompt_unsafe, lambda r: r.unsafe)}[output]
+                    "prompt": (lambda v: v.prompt_unsafe, lambda r: r.unsafe),
+                    "refusal": (lambda v: v.refusal, lambda r: r.refusal)}[output]
     fitted = [(score(h), score(e), r) for h, e, r in verdicts
               if score(h) is not None and score(e) is not None and label(r) is not None]
     if not fitted:
@@ -268,7 +269,9 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
     if output == "prompt" and not ranking:
         raise typer.BadParameter(f"no validation prompts, harmful and harmless, from {', '.join(PROMPT_RANKING_ORIGINS)} "
                                  "to rank the prompt combination on", param_hint="--data")
-    groups = [origins == o for o in ranking] if output == "prompt" else None
+    if output == "refusal":  # each file holds one model's (or one set of models') replies: rank by the mean over them
+        ranking = sorted(o for o in set(origins) if 0 < y[origins == o].sum() < (origins == o).sum())
+    groups = [origins == o for o in ranking] if output != "response" else None
     digest = hashlib.sha256("\n".join(sorted(r.id for _, _, r in fitted)).encode()).hexdigest()[:12]
     try:
         combiner = VerdictCombiner.fit(h, e, y, heads_version, encoder_version, output, groups)
@@ -277,11 +280,12 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
     auroc = {name: round(float(roc_auc_score(y, p)), 4)
              for name, p in (("heads", h), ("encoder", e), ("combined", combiner.probabilities(h, e)))}
     ranked_by = "all rows" if groups is None else "mean over " + ", ".join(ranking)
+    positive = "refusing" if output == "refusal" else "harmful"
     combiner = replace(combiner, validation={**combiner.validation, "ranked_by": ranked_by, "rows": len(y),
-                                             "harmful": int(y.sum()), "ids_sha256": digest,
+                                             positive: int(y.sum()), "ids_sha256": digest,
                                              "max_seq_length": max_seq_length, "auroc": auroc})
     combiner.save(out)
-    typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation {output}s ({int(y.sum())} harmful), "
+    typer.echo(f"wrote {out} ({combiner.version}) from {len(y)} validation {output}s ({int(y.sum())} {positive}), "
                f"ids sha256 {digest}")
     typer.echo("validation AUROC: " + ", ".join(f"{k} {v}" for k, v in auroc.items())
                + f"; heads weight {combiner.heads_weight:g} (AUROC by weight, {ranked_by}: "
@@ -292,4 +296,4 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
 def _hybrid(tax, max_seq_length: int, skip_below: float | None = None) -> HybridJudge:
     """The shipped hybrid on torch, as evaluation runs it (the service builds it on its own backend)."""
     return HybridJudge(HeadsJudge.load(DEFAULT_ARTIFACT, tax), load_encoder_judge(DEFAULT_ENCODER_ARTIFACT, tax, max_seq_length),
-                       VerdictCombiner.load("response"), VerdictCombiner.load("prompt"), skip_below)
+                       VerdictCombiner.load_all(), skip_below)

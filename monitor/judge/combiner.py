@@ -1,16 +1,19 @@
-"""The hybrid judge's prompt-harm and response-harm verdicts: the heads' and the encoder's, combined.
+"""The hybrid judge's prompt-harm, response-harm and refusal verdicts: the heads' and the encoder's, combined.
 
 Why: the two judges read a text differently and err differently. For a reply, the encoder
 cross-encodes ``prompt [SEP] reply`` and is the better judge of QA-moderation pairs; the heads read
 the prompt verdict, the reply embedding and stock refusal phrases, and are the better judge of
 WildGuardTest's adversarial replies. For a prompt, the encoder (fine-tuned in every layer) is the
 better judge of OpenAI-moderation rows and of XSTest's safe look-alikes, the heads (with their
-neighbour vote) of real-user chat and adversarial prompts. On the validation split a weighted sum of
+neighbour vote) of real-user chat and adversarial prompts. On refusal the two are level on the validation
+split, the heads reading stock refusal phrases, the encoder the reply against its question. For each
+output, on the validation split a weighted sum of
 their calibrated log-odds beats either alone (README, "Safety judge"). The heads' weight is one of a
 few fixed steps (a grid, not a free fit, so the choice is plain to read): the one whose sum ranks the
 validation rows best, pooled, or as the mean over named groups of rows (the prompt combination is
 ranked on the files that look like a gateway's traffic, so that thousands of templated rows do not
-outvote them). A sum double-counts the evidence both share, so it is recalibrated (Platt) and given
+outvote them; the refusal combination on the mean over its files, each one model's or one set of
+models' replies, since what matters is how it reads a model it never saw). A sum double-counts the evidence both share, so it is recalibrated (Platt) and given
 its own F1-best threshold on the same rows by ``monitor judge combine``, which writes the small JSON
 files this module reads. A file names the two artifacts it was fitted for, and a judge built from
 others refuses it.
@@ -35,7 +38,9 @@ from sklearn.metrics import roc_auc_score
 from monitor.judge.calibration import best_f1_threshold, fit_platt, logit, platt
 
 COMBINER_FOLDER = Path(__file__).with_name("artifacts") / "hybrid"
-OUTPUTS = ("response", "prompt")  # what a combiner judges: response harm given the prompt, or prompt harm
+# what a combiner judges: response harm given the prompt, prompt harm, or whether the reply refuses
+OUTPUTS = ("response", "prompt", "refusal")
+VERSION_PREFIXES = {"response": "mix-", "prompt": "pmix-", "refusal": "rmix-"}
 DEFAULT_COMBINERS = {output: COMBINER_FOLDER / f"{output}-combiner.json" for output in OUTPUTS}
 HEADS_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the steps `fit` chooses among; 1.0 is the plain sum
 
@@ -64,13 +69,12 @@ class VerdictCombiner:
 
     @property
     def version(self) -> str:
-        """``mix-<8 hex>`` (response harm) or ``pmix-<8 hex>`` (prompt harm): a hash of the fitted numbers, so a
-        dashboard sees a refit."""
+        """``mix-<8 hex>`` (response harm), ``pmix-<8 hex>`` (prompt harm) or ``rmix-<8 hex>`` (refusal): a hash
+        of the fitted numbers, so a dashboard sees a refit."""
         numbers = [self.heads_version, self.encoder_version, self.scale, self.shift, self.threshold]
         numbers = numbers if self.heads_weight == 1.0 else [*numbers, self.heads_weight]
         numbers = numbers if self.output == "response" else [*numbers, self.output]
-        prefix = "mix-" if self.output == "response" else "pmix-"
-        return prefix + hashlib.sha256(json.dumps(numbers).encode()).hexdigest()[:8]
+        return VERSION_PREFIXES[self.output] + hashlib.sha256(json.dumps(numbers).encode()).hexdigest()[:8]
 
     def probabilities(self, heads: np.ndarray, encoder: np.ndarray) -> np.ndarray:
         """Combined probabilities; NaN where either judge has none (no reply)."""
@@ -115,6 +119,11 @@ class VerdictCombiner:
         if self.heads_weight == 1.0:
             del fields["heads_weight"]  # the plain sum: a file older releases read too
         path.write_text(json.dumps({"format": combiner_format(self.output), **fields}, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load_all(cls) -> dict[str, VerdictCombiner]:
+        """The shipped combiner of every output, keyed by output, in :data:`OUTPUTS` order."""
+        return {output: cls.load(output) for output in OUTPUTS}
 
     @classmethod
     def load(cls, output: str, path: Path | str | None = None) -> VerdictCombiner:

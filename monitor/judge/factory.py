@@ -48,7 +48,7 @@ def _build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: s
     if spec == "hybrid":
         return HybridJudge(_heads(DEFAULT_ARTIFACT, embedder, taxonomy),
                            _encoder(DEFAULT_ENCODER_ARTIFACT, embedder, taxonomy, cache_dir, threads, length),
-                           VerdictCombiner.load("response"), VerdictCombiner.load("prompt"), prompt_skip_below)
+                           VerdictCombiner.load_all(), prompt_skip_below)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder(path, embedder, taxonomy, cache_dir, threads, length)
@@ -91,11 +91,11 @@ def _artifact_judge_version(spec: str, taxonomy: Taxonomy, backend: str, encoder
                             prompt_skip_below: float | None) -> str:
     if spec == "hybrid":
         heads = HeadsJudge.load(DEFAULT_ARTIFACT, taxonomy).version
-        response, prompt = VerdictCombiner.load("response"), VerdictCombiner.load("prompt")
-        for combiner in (response, prompt):
+        combiners = VerdictCombiner.load_all().values()
+        for combiner in combiners:
             combiner.check(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT))
         return hybrid_version(heads, _encoder_version(DEFAULT_ENCODER_ARTIFACT, backend, encoder_max_seq_length),
-                              response.version, prompt.version, prompt_skip_below)
+                              [c.version for c in combiners], prompt_skip_below)
     path = _artifact(spec)
     if is_encoder_artifact(path):
         return _encoder_version(path, backend, encoder_max_seq_length)

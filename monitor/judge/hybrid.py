@@ -1,14 +1,15 @@
-"""The heads judge, with prompt harm and response harm from its own and the fine-tuned encoder's verdicts combined.
+"""The heads judge, with prompt harm, response harm and refusal from its own and the fine-tuned encoder's verdicts combined.
 
 Why a hybrid: on the validation split the two shipped judges are good at different things. The
 heads on the drift embeddings separate harm categories and recognise refusals (phrase features);
 the fine-tuned encoder reads ``prompt [SEP] reply`` together, which is what response harm needs (a
-reply is harmful only relative to what was asked), while its category heads and refusal head are
-weaker. On whether a prompt is harmful they are close and err differently. This judge takes the
-categories and refusal from the heads, and prompt harm and response harm from both combined
-(:mod:`monitor.judge.combiner`: on the validation split each combination beat either judge alone).
-It pays for up to two encoder passes: the prompt (unless below the skip line), the pair on answered
-events; the heads read embeddings the service computes anyway.
+reply is harmful only relative to what was asked), while its category heads are weaker. On whether a
+prompt is harmful, and whether a reply refuses, they are close and err differently. This judge takes
+the categories from the heads, and prompt harm, response harm and refusal from both combined
+(:mod:`monitor.judge.combiner`: on the validation split each combination ranked at least as well as
+either judge alone; the refusal one, level in accuracy, is the better calibrated). It pays for up to
+two encoder passes: the prompt (unless below the skip line), the pair on answered events, which gives
+both reply verdicts; the heads read embeddings the service computes anyway.
 
 ``prompt_skip_below`` makes the prompt pass a cascade: where the heads are already sure a prompt is
 harmless (their calibrated probability below the line), the encoder is not asked and the heads'
@@ -20,12 +21,12 @@ cascade at :data:`~monitor.judge.defaults.DEFAULT_SKIP_LINE` unless told otherwi
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from monitor.judge.calibration import uncertainty
-from monitor.judge.combiner import VerdictCombiner
+from monitor.judge.combiner import OUTPUTS, VerdictCombiner
 from monitor.judge.defaults import check_skip_line
 from monitor.judge.encoder_judge import EncoderJudge
 from monitor.judge.heads import HeadsJudge
@@ -33,27 +34,29 @@ from monitor.judge.verdict import SAFE, JudgeInput, Verdict
 
 
 class HybridJudge:
-    """Categories and refusal from ``heads``; prompt harm from ``heads`` and ``encoder`` through
-    ``prompt_combiner``, response harm given the prompt through ``response_combiner``. ``prompt_skip_below``
-    is the skip line itself (``None`` or 0: none, every prompt read by both); the service's default line is
-    resolved from its settings before this (:func:`~monitor.judge.defaults.skip_line`)."""
+    """Categories from ``heads``; prompt harm, response harm given the prompt and refusal from ``heads`` and
+    ``encoder`` through ``combiners`` (one per output of :data:`~monitor.judge.combiner.OUTPUTS`, keyed by it).
+    ``prompt_skip_below`` is the skip line itself (``None`` or 0: none, every prompt read by both); the service's
+    default line is resolved from its settings before this (:func:`~monitor.judge.defaults.skip_line`)."""
 
-    def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, response_combiner: VerdictCombiner,
-                 prompt_combiner: VerdictCombiner, prompt_skip_below: float | None = None) -> None:
+    def __init__(self, heads: HeadsJudge, encoder: EncoderJudge, combiners: Mapping[str, VerdictCombiner],
+                 prompt_skip_below: float | None = None) -> None:
         if list(heads.categories) != list(encoder.categories):
             raise ValueError(f"hybrid judge: the heads ({heads.version}) and encoder ({encoder.version}) judges "
                              "score different categories")
         check_same_split(heads, encoder)
-        for combiner, output in ((response_combiner, "response"), (prompt_combiner, "prompt")):
+        if sorted(combiners) != sorted(OUTPUTS):
+            raise ValueError(f"hybrid judge: needs one combiner for each of {', '.join(OUTPUTS)}, "
+                             f"was given {', '.join(combiners) or 'none'}")
+        for output, combiner in combiners.items():
             if combiner.output != output:
-                raise ValueError(f"hybrid judge: a {combiner.output} combiner was given for {output} harm")
+                raise ValueError(f"hybrid judge: a {combiner.output} combiner was given for {output}")
             combiner.check(heads.version, encoder.artifact_version)
         self.heads = heads
         self.encoder = encoder
-        self.response_combiner = response_combiner
-        self.prompt_combiner = prompt_combiner
+        self.combiners = {output: combiners[output] for output in OUTPUTS}
         self.prompt_skip_below = check_skip_line(prompt_skip_below)
-        self._version = hybrid_version(heads.version, encoder.version, response_combiner.version, prompt_combiner.version,
+        self._version = hybrid_version(heads.version, encoder.version, [c.version for c in self.combiners.values()],
                                        self.prompt_skip_below)
 
     @property
@@ -78,16 +81,17 @@ class HybridJudge:
     @property
     def decision_thresholds(self) -> tuple[float, float]:
         """(prompt harm, response harm): the combiners' thresholds, chosen on the validation split."""
-        return self.prompt_combiner.threshold, self.response_combiner.threshold
+        return self.combiners["prompt"].threshold, self.combiners["response"].threshold
 
     def judge(self, batch: Sequence[JudgeInput]) -> list[Verdict]:
         verdicts = self.heads.judge(batch)
         if not verdicts:
             return []
         prompt = self._prompt_probs(batch, np.array([v.prompt_unsafe for v in verdicts]))
-        heads_response = np.array([np.nan if v.response_unsafe is None else v.response_unsafe for v in verdicts])
-        response = self.response_combiner.probabilities(heads_response, self.encoder.pair_probs(batch)[:, 0])
-        return [self._verdict(v, float(p), float(r)) for v, p, r in zip(verdicts, prompt, response)]
+        pair = self.encoder.pair_probs(batch)  # (response harm, refusal); NaN rows where there is no reply
+        response, refusal = (self.combiners[output].probabilities(_answered(verdicts, field), pair[:, column])
+                             for column, (output, field) in enumerate((("response", "response_unsafe"), ("refusal", "refusal"))))
+        return [self._verdict(v, float(p), float(r), float(f)) for v, p, r, f in zip(verdicts, prompt, response, refusal)]
 
     def _prompt_probs(self, batch: Sequence[JudgeInput], heads: np.ndarray) -> np.ndarray:
         """Combined prompt-harm probabilities; the heads' own where they fall below the skip line (no encoder pass)."""
@@ -96,15 +100,15 @@ class HybridJudge:
         prompt = np.where(asked, heads, 0.0)  # nothing asked, nothing unsafe
         if passed.any():
             rows = np.flatnonzero(passed)
-            prompt[rows] = self.prompt_combiner.probabilities(heads[rows], self.encoder.prompt_probs([batch[i].prompt for i in rows])[:, 0])
+            prompt[rows] = self.combiners["prompt"].probabilities(heads[rows], self.encoder.prompt_probs([batch[i].prompt for i in rows])[:, 0])
         return prompt
 
-    def _verdict(self, heads: Verdict, prompt: float, response: float) -> Verdict:
+    def _verdict(self, heads: Verdict, prompt: float, response: float, refusal: float) -> Verdict:
         """The heads' verdict with the combined probabilities and their decisions; the heads' most likely
         category names a prompt the combination flags."""
-        flagged = prompt >= self.prompt_combiner.threshold
+        flagged = prompt >= self.combiners["prompt"].threshold
         answered = not np.isnan(response)
-        threshold = self.response_combiner.threshold
+        threshold = self.combiners["response"].threshold
         category = max(heads.category_probs, key=heads.category_probs.__getitem__) if flagged and heads.category_probs else SAFE
         return replace(
             heads,
@@ -114,8 +118,15 @@ class HybridJudge:
             prompt_flagged=bool(flagged),
             response_unsafe=response if answered else None,
             response_flagged=bool(response >= threshold) if answered else None,
-            uncertainty=uncertainty([(prompt, self.prompt_combiner.threshold)] + ([(response, threshold)] if answered else [])),
+            refusal=refusal if answered else None,
+            refused=bool(refusal >= self.combiners["refusal"].threshold) if answered else None,
+            uncertainty=uncertainty([(prompt, self.combiners["prompt"].threshold)] + ([(response, threshold)] if answered else [])),
         )
+
+
+def _answered(verdicts: Sequence[Verdict], field: str) -> np.ndarray:
+    """One reply output of the heads' verdicts as an array, NaN where there is no reply."""
+    return np.array([np.nan if getattr(v, field) is None else getattr(v, field) for v in verdicts], dtype=float)
 
 
 _SPLIT = ("seed", "test_fraction", "val_fraction", "holdout_origins")
@@ -129,15 +140,15 @@ def check_same_split(heads: HeadsJudge, encoder: EncoderJudge) -> None:
                          "so neither's validation or test rows are unseen by the other")
 
 
-def hybrid_version(heads_version: str, encoder_version: str, response_combiner: str, prompt_combiner: str,
+def hybrid_version(heads_version: str, encoder_version: str, combiner_versions: Sequence[str],
                    prompt_skip_below: float | None = None) -> str:
-    """``heads-…+encoder-…[+backend]+mix-…+pmix-…[+pskip<x>]``: every part, so a dashboard shows when any changed.
+    """``heads-…+encoder-…[+backend]+mix-…+pmix-…+rmix-…[+pskip<x>]``: every part, so a dashboard shows when any changed.
 
-    >>> hybrid_version("heads-a", "encoder-b", "mix-c", "pmix-d", 0.03)
-    'heads-a+encoder-b+mix-c+pmix-d+pskip0.03'
+    >>> hybrid_version("heads-a", "encoder-b", ["mix-c", "pmix-d", "rmix-e"], 0.03)
+    'heads-a+encoder-b+mix-c+pmix-d+rmix-e+pskip0.03'
     """
     skip = "" if prompt_skip_below is None else f"+pskip{float(prompt_skip_below)!r}"
-    return f"{heads_version}+{encoder_version}+{response_combiner}+{prompt_combiner}{skip}"
+    return "+".join([heads_version, encoder_version, *combiner_versions]) + skip
 
 
 def skipped(heads: np.ndarray, line: float | None) -> np.ndarray:

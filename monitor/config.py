@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 above).")
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=2048,
+        description="Most bytes of request bodies held at once, over every request, counting a compressed body's "
+        "inflated bytes too (503 with Retry-After above); at least twice max_body_bytes, so that one largest "
+        "compressed body always fits.",
+    )
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")
 
@@ -415,6 +422,13 @@ class Settings(BaseSettings):
         if fault is not None:  # never the value: its user info is the Redis password
             raise ValueError(fault)
         return value
+
+    @model_validator(mode="after")
+    def _one_body_fits_the_budget(self) -> "Settings":
+        if self.max_inflight_body_bytes < 2 * self.max_body_bytes:
+            raise ValueError(f"max_inflight_body_bytes: must be at least twice max_body_bytes ({2 * self.max_body_bytes}), "
+                             f"got {self.max_inflight_body_bytes}: a largest compressed body, with what it inflates to, must fit")
+        return self
 
     @model_validator(mode="after")
     def _embedding_window_fits(self) -> "Settings":

@@ -94,6 +94,9 @@ def test_cross_field_rules_are_checked_at_start(monkeypatch):
         Settings(embedding_window_events=110)
     with pytest.raises(ValidationError, match="embedding_expected_run_time"):
         Settings(embedding_window_events=500, embedding_expected_run_time=400)
+    with pytest.raises(ValidationError, match=r"max_inflight_body_bytes: must be at least twice max_body_bytes \(2097152\), got 2000000"):
+        Settings(max_body_bytes=1024 * 1024, max_inflight_body_bytes=2_000_000)
+    assert Settings(max_body_bytes=1024 * 1024, max_inflight_body_bytes=2 * 1024 * 1024).max_inflight_body_bytes == 2 * 1024 * 1024
 
 
 def test_serve_help_groups_every_option_under_a_topic_with_its_real_default():

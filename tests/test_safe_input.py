@@ -4,8 +4,10 @@ nothing lost without a counter; no secret-bearing URL echoed."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -234,6 +236,58 @@ def test_queued_bytes_are_bounded_and_refused_duplicates_counted(embedder):
         gate.set()
         final = srv.wait_processed()
         assert final["queue_bytes"] == 0 and ingest_counts_add_up(final)
+
+
+def _events_body(size: int) -> bytes:
+    """A valid batch of one event, padded with spaces to exactly ``size`` bytes."""
+    body = json.dumps([{"prompt": "hello"}]).encode()
+    return body + b" " * (size - len(body))
+
+
+def _hold_partial_body(url: str, body: bytes, sent: int) -> socket.socket:
+    """A slow client: the headers and the first ``sent`` bytes of ``body`` to POST /v1/events, the rest held back."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:sent])
+    return conn
+
+
+def test_bodies_held_at_once_are_bounded_in_bytes_and_one_past_the_budget_is_a_counted_503(embedder):
+    # Each body is bounded, but slow or many clients each held theirs until their turn to parse: memory grew with
+    # the connections. Two slow clients hold 7,000 bytes of an 8,192-byte budget; a third body is refused whole,
+    # counted, with Retry-After; when the slow ones finish, their bytes are returned and the third goes through.
+    settings = Settings(judge="prototype", max_body_bytes=4096, max_inflight_body_bytes=8192)
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        budget = srv.app.state.body_budget
+        slow_body = _events_body(3600)
+        slow = [_hold_partial_body(srv.url, slow_body, 3500) for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while budget.in_flight < 7000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert budget.in_flight == 7000
+        third = _events_body(1500)
+        refused = post_raw(srv, "/v1/events", third)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+        assert refused.json()["error"].startswith("body: the service already holds 7000 bytes") and "max_inflight_body_bytes=8192" in refused.json()["error"]
+        # A compressed body counts what it inflates to as well: its few wire bytes fit, its 4,000 inflated ones do not.
+        small = gzip.compress(_events_body(4000))
+        assert len(small) < 1000
+        inflated = srv.client.post("/v1/events", content=small, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert inflated.status_code == 503 and "max_inflight_body_bytes" in inflated.json()["error"], inflated.text
+        assert srv.service.metrics.registry.get_sample_value(
+            "llmsafety_request_bodies_refused_total", {"route": "/v1/events", "status": "503"}) == 2
+        for conn in slow:
+            conn.sendall(slow_body[3500:])
+            assert conn.recv(4096).startswith(b"HTTP/1.1 202")
+            conn.close()
+        deadline = time.monotonic() + 30
+        while budget.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert budget.in_flight == 0
+        assert post_raw(srv, "/v1/events", third).status_code == 202
+        assert srv.client.post("/v1/events", content=small, headers={"Content-Type": "application/json",
+                                                                     "Content-Encoding": "gzip"}).status_code == 202
 
 
 def test_sampling_rate_recovers_when_the_queue_drains(embedder):

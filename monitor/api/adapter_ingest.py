@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from monitor.api.body_budget import charge
 from monitor.api.deps import error_response
 from monitor.ingest.parsing import BodyError
 from monitor.integrations.adapted import Adapted
@@ -75,7 +76,8 @@ def all_rejected(outcome: IngestOutcome, single: bool, batch_error: str) -> JSON
 
 async def read_body(request: Request, max_bytes: int, limit: str | None = None) -> bytes:
     """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings,
-    400 for compressed data that is broken or followed by other bytes.
+    400 for compressed data that is broken or followed by other bytes, 503 when the bodies held at once
+    would pass their budget (:mod:`monitor.api.body_budget`).
 
     ``limit`` names the limit in the 413 (default ``max_body_bytes=<max_bytes>``): a route with a
     fixed limit of its own must not send the client to a setting that does not apply to it.
@@ -90,7 +92,9 @@ async def read_body(request: Request, max_bytes: int, limit: str | None = None) 
     body = await _receive(request, max_bytes, limit)
     if encoding in ("", "identity"):
         return body
-    return await parse_off_loop(body, _decompress, body, encoding, max_bytes, limit)
+    inflated = await parse_off_loop(body, _decompress, body, encoding, max_bytes, limit)
+    charge(request, len(inflated))  # held beside the compressed bytes until the request ends
+    return inflated
 
 
 async def _receive(request: Request, max_bytes: int, limit: str) -> bytes:

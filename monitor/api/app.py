@@ -24,6 +24,7 @@ from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
 from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open, sender
+from monitor.api.body_budget import BodyBudget, BodyBudgetMiddleware
 from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.backend import MonitorBackend, NotReady
 from monitor.api.responses import AUTH, BODY, IngestOut, errors
@@ -121,6 +122,8 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         description="Sidecar that watches an LLM gateway's prompt/response stream for safety drift.",
         lifespan=lifespan,
     )
+    app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes)
+    app.add_middleware(BodyBudgetMiddleware, budget=app.state.body_budget)
     app.state.holder = holder
     app.state.settings = settings
     app.state.auth = auth

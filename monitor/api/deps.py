@@ -24,7 +24,7 @@ def refuse_body(request: Request, service: MonitorBackend, exc: BodyError) -> JS
     """The whole body refused: counted by route and status (its events are in no other counter), then answered."""
     route = getattr(request.scope.get("route"), "path", request.url.path)
     service.metrics.bodies_refused.labels(route, str(exc.status)).inc()
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 def checked_scope(request: Request, scope: str = Query("global", max_length=300, description=SCOPE_DOC)) -> str:

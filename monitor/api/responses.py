@@ -57,7 +57,8 @@ _DESCRIPTIONS = {
     415: "Content-Type or Content-Encoding not supported.",
     422: "Invalid: the body (or every item) fails validation; `error` names the field.",
     429: "Too many requests (feedback: this source's rate limit); see Retry-After.",
-    503: "Not ready (model loading), queue full, state store unavailable or reports busy; see Retry-After.",
+    503: "Not ready (model loading), queue full, too many request bodies held at once (max_inflight_body_bytes), state store "
+         "unavailable or reports busy; see Retry-After.",
 }
 
 

@@ -96,7 +96,7 @@ async def parse_action(request: Request, model: type[M]) -> M | Response:
         body = await read_body(request, MAX_ACTION_BYTES, f"the triage action limit of {MAX_ACTION_BYTES} bytes")
         data = loads(body, JsonLimits.of(request.app.state.settings))
     except BodyError as exc:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
     except (JsonLimitError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return error_response(400, str(exc) if isinstance(exc, JsonLimitError) else f"body: not UTF-8 JSON ({type(exc).__name__})")
     try:

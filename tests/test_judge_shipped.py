@@ -37,9 +37,9 @@ SHIPPED_TOTAL = 40_000_000
 
 
 # Most fixture refusals each may miss: the fine-tuned encoder's refusal head takes some harmful
-# compliance for refusal (README, "Safety judge"; it misses 2 of the 16), and the heads, from which the
-# hybrid takes refusal, miss none, with one of slack.
-REFUSAL_MISSES = {"heads": 1, "hybrid": 1, "encoder": 2}
+# compliance for refusal (README, "Safety judge"; it misses 2 of the 16), the heads miss none (one of
+# slack), and the hybrid, which combines both, misses none (README says so).
+REFUSAL_MISSES = {"heads": 1, "hybrid": 0, "encoder": 2}
 # Where the labelled category must rank among a judge's category probabilities: the encoder's category
 # head is the weaker one on the validation rows (README, "Safety judge"), which is why the hybrid takes
 # categories from the heads.

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from monitor.judge.combiner import COMBINER_FOLDER, OUTPUTS, VerdictCombiner
+from monitor.judge.combiner import COMBINER_FOLDER, EXAMPLES, OUTPUTS, VerdictCombiner
 from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_dir, read_records
 from monitor.judge.defaults import DEFAULT_SKIP_LINE, skip_line
 from monitor.judge.evaluation import evaluate, format_report, run_judge
@@ -265,13 +265,14 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
     h, e = (np.array(column, dtype=float) for column in list(zip(*fitted))[:2])
     y = np.array([label(r) for _, _, r in fitted], dtype=bool)
     origins = np.array([r.origin for _, _, r in fitted])
-    ranking = [o for o in PROMPT_RANKING_ORIGINS if 0 < y[origins == o].sum() < (origins == o).sum()]
+    both_labels = [o for o in sorted(set(origins)) if 0 < y[origins == o].sum() < (origins == o).sum()]
+    # Prompts: the files that look like a gateway's traffic; refusals: every file (each one model's or one set of
+    # models' replies); response harm: all rows pooled.
+    ranking = {"prompt": [o for o in PROMPT_RANKING_ORIGINS if o in both_labels], "refusal": both_labels}.get(output)
     if output == "prompt" and not ranking:
         raise typer.BadParameter(f"no validation prompts, harmful and harmless, from {', '.join(PROMPT_RANKING_ORIGINS)} "
                                  "to rank the prompt combination on", param_hint="--data")
-    if output == "refusal":  # each file holds one model's (or one set of models') replies: rank by the mean over them
-        ranking = sorted(o for o in set(origins) if 0 < y[origins == o].sum() < (origins == o).sum())
-    groups = [origins == o for o in ranking] if output != "response" else None
+    groups = None if ranking is None else [origins == o for o in ranking]
     digest = hashlib.sha256("\n".join(sorted(r.id for _, _, r in fitted)).encode()).hexdigest()[:12]
     try:
         combiner = VerdictCombiner.fit(h, e, y, heads_version, encoder_version, output, groups)
@@ -279,8 +280,8 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
         raise typer.BadParameter(f"{exc} among the {len(y)} validation rows", param_hint="--data") from None
     auroc = {name: round(float(roc_auc_score(y, p)), 4)
              for name, p in (("heads", h), ("encoder", e), ("combined", combiner.probabilities(h, e)))}
-    ranked_by = "all rows" if groups is None else "mean over " + ", ".join(ranking)
-    positive = "refusing" if output == "refusal" else "harmful"
+    ranked_by = "all rows" if ranking is None else "mean over " + ", ".join(ranking)
+    positive = EXAMPLES[output][0]
     combiner = replace(combiner, validation={**combiner.validation, "ranked_by": ranked_by, "rows": len(y),
                                              positive: int(y.sum()), "ids_sha256": digest,
                                              "max_seq_length": max_seq_length, "auroc": auroc})

@@ -24,7 +24,7 @@ def build_judge(spec: str, embedder: Embedder, taxonomy: Taxonomy, cache_dir: st
                 threads: int | None = None, encoder_max_seq_length: int | None = None,
                 thresholds: Thresholds = Thresholds(), prompt_skip_below: float | None = None) -> Judge:
     """``heads`` → the shipped v1 heads on the drift embeddings; ``encoder`` → judge v2 (fine-tuned encoder);
-    ``hybrid`` → heads with prompt and response harm combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
+    ``hybrid`` → heads with prompt harm, response harm and refusal combined from theirs and the encoder's; ``default`` → :data:`DEFAULT_JUDGE`;
     ``prototype`` → nearest-prototype judge; else a path to an encoder or heads artifact.
 
     ``encoder_max_seq_length``: tokens an encoder judge keeps per input (the hybrid's is its prompt-and-reply

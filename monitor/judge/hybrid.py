@@ -88,9 +88,9 @@ class HybridJudge:
         if not verdicts:
             return []
         prompt = self._prompt_probs(batch, np.array([v.prompt_unsafe for v in verdicts]))
-        pair = self.encoder.pair_probs(batch)  # (response harm, refusal); NaN rows where there is no reply
-        response, refusal = (self.combiners[output].probabilities(_answered(verdicts, field), pair[:, column])
-                             for column, (output, field) in enumerate((("response", "response_unsafe"), ("refusal", "refusal"))))
+        pair = self.encoder.pair_probs(batch)  # columns: response harm, refusal; NaN rows where there is no reply
+        response = self.combiners["response"].probabilities(_answered(verdicts, "response_unsafe"), pair[:, 0])
+        refusal = self.combiners["refusal"].probabilities(_answered(verdicts, "refusal"), pair[:, 1])
         return [self._verdict(v, float(p), float(r), float(f)) for v, p, r, f in zip(verdicts, prompt, response, refusal)]
 
     def _prompt_probs(self, batch: Sequence[JudgeInput], heads: np.ndarray) -> np.ndarray:

@@ -35,18 +35,23 @@ def kib(pid: int, key: str) -> int:
     return int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(key)).split()[1])
 
 
-def measure(budget: int, clients: int) -> tuple[float, float, dict[int, int], float]:
+def measure(budget: int, clients: int) -> tuple[float, float, dict[int | str, int], float]:
     """(ready RSS MB, peak rise MB, answers by status, seconds) for ``clients`` concurrent posts of :data:`BODY`."""
     proc, url = start({"MONITOR_MAX_INFLIGHT_BODY_BYTES": str(budget)})
     try:
         Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # the peak from here on, not the model load's
         base = kib(proc.pid, "VmRSS:")
-        answers: collections.Counter[int] = collections.Counter()
+        answers: collections.Counter[int | str] = collections.Counter()
+        lock = threading.Lock()
 
         def post() -> None:
-            resp = httpx.post(url + "/v1/events", content=BODY, timeout=300,
-                              headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
-            answers[resp.status_code] += 1
+            try:
+                answer: int | str = httpx.post(url + "/v1/events", content=BODY, timeout=300, headers={
+                    "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}).status_code
+            except httpx.HTTPError as exc:  # counted by kind, never lost from the row
+                answer = type(exc).__name__
+            with lock:
+                answers[answer] += 1
 
         threads = [threading.Thread(target=post) for _ in range(clients)]
         t0 = time.perf_counter()

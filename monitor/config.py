@@ -87,10 +87,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 above).")
     max_inflight_body_bytes: int = Field(
         64 * 1024 * 1024,
-        ge=2048,
-        description="Most bytes of request bodies held at once, over every request, counting a compressed body's "
-        "inflated bytes too (503 with Retry-After above); at least twice max_body_bytes, so that one largest "
-        "compressed body always fits.",
+        ge=128 * 1024,
+        description="Most bytes of request bodies held at once, over every request but the console's forms, counting a "
+        "compressed body's inflated bytes too (503 with Retry-After above); at least twice max_body_bytes, so that one "
+        "largest compressed body always fits.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Longest a client may take to send a request body, from the request's start (408 "
+        "after that, its bytes returned to max_inflight_body_bytes): a client that stalls cannot hold the budget.",
     )
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")
@@ -258,11 +262,11 @@ class Settings(BaseSettings):
     embed_responses: bool = Field(True, description="Embed responses too (needed by response-harm and refusal verdicts).")
 
     # --- judge ---
-    judge: str = Field("default", description="'default' (the shipped judge README recommends), 'heads' (classifier heads on the drift embeddings), 'encoder' (fine-tuned encoder, judge v2), 'hybrid' (heads, with response harm from theirs and the encoder's prompt-and-reply pass combined), 'prototype', or a path to a judge artifact.")
+    judge: str = Field("default", description="'default' (the shipped judge README recommends), 'heads' (classifier heads on the drift embeddings), 'encoder' (fine-tuned encoder, judge v2), 'hybrid' (heads, with prompt harm, response harm and refusal from theirs and the encoder's combined), 'prototype', or a path to a judge artifact.")
     judge_max_seq_length: int | None = Field(
         None, ge=8, description="Tokens the judge's own encoder keeps per input (the hybrid reads it on each prompt-and-reply "
         "pair); unset = embedding_max_seq_length. 128 makes the hybrid's pair pass cheaper on long replies at a small "
-        "cost to response harm (README, Safety judge); a length other than the trained 256 shows in judge_version (+seq<N>).")
+        "cost to response harm (README, Safety judge; its refusal reads the same pass, not re-measured at 128); a length other than the trained 256 shows in judge_version (+seq<N>).")
     judge_prompt_skip_below: float | None = Field(
         None, ge=0, lt=1, allow_inf_nan=False, description="The hybrid judge's prompt cascade, a capacity setting: below "
         "this prompt-harm probability from the heads, the encoder's prompt pass is skipped and the heads' verdict stands. "

@@ -16,8 +16,9 @@ import time
 import pytest
 from prometheus_client import generate_latest
 
+from monitor.api.body_budget import BodyBudget
 from monitor.config import Settings
-from monitor.ingest.parsing import parse_body
+from monitor.ingest.parsing import BodyError, parse_body
 from monitor.pipeline.builder import build_service
 from tests.helpers.judges import SlowJudge
 from tests.helpers.server import running_server
@@ -244,50 +245,106 @@ def _events_body(size: int) -> bytes:
     return body + b" " * (size - len(body))
 
 
-def _hold_partial_body(url: str, body: bytes, sent: int) -> socket.socket:
-    """A slow client: the headers and the first ``sent`` bytes of ``body`` to POST /v1/events, the rest held back."""
+def _hold_partial_body(url: str, path: str, body: bytes, sent: int, content_type: str = "application/json") -> socket.socket:
+    """A slow client: the headers and the first ``sent`` bytes of ``body`` to POST ``path``, the rest held back."""
     host, port = url.removeprefix("http://").split(":")
     conn = socket.create_connection((host, int(port)), timeout=30)
-    conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n".encode()
                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:sent])
     return conn
 
 
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_bodies_held_at_once_are_bounded_in_bytes_and_one_past_the_budget_is_a_counted_503(embedder):
     # Each body is bounded, but slow or many clients each held theirs until their turn to parse: memory grew with
-    # the connections. Two slow clients hold 7,000 bytes of an 8,192-byte budget; a third body is refused whole,
-    # counted, with Retry-After; when the slow ones finish, their bytes are returned and the third goes through.
-    settings = Settings(judge="prototype", max_body_bytes=4096, max_inflight_body_bytes=8192)
+    # the connections. Two slow clients hold 116,000 bytes of a 131,072-byte budget; a body on any ingest route is
+    # refused whole, counted, with Retry-After, and so is a compressed one whose few bytes fit but whose inflated
+    # ones do not; a client that leaves returns its bytes; when the slow ones finish, the others go through.
+    settings = Settings(judge="prototype", max_body_bytes=65536, max_inflight_body_bytes=131072, retry_after_seconds=2)
     with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
         budget = srv.app.state.body_budget
-        slow_body = _events_body(3600)
-        slow = [_hold_partial_body(srv.url, slow_body, 3500) for _ in range(2)]
-        deadline = time.monotonic() + 30
-        while budget.in_flight < 7000 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert budget.in_flight == 7000
-        third = _events_body(1500)
-        refused = post_raw(srv, "/v1/events", third)
-        assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
-        assert refused.json()["error"].startswith("body: the service already holds 7000 bytes") and "max_inflight_body_bytes=8192" in refused.json()["error"]
-        # A compressed body counts what it inflates to as well: its few wire bytes fit, its 4,000 inflated ones do not.
-        small = gzip.compress(_events_body(4000))
+        slow_body = _events_body(60000)
+        slow = [_hold_partial_body(srv.url, "/v1/events", slow_body, 58000) for _ in range(2)]
+        _wait_for(lambda: budget.in_flight >= 116000)
+        assert budget.in_flight == 116000
+
+        def refused(path: str) -> float:
+            return srv.service.metrics.registry.get_sample_value(
+                "llmsafety_request_bodies_refused_total", {"route": path, "status": "503"}) or 0.0
+
+        third = _events_body(20000)
+        for path in POSTS:
+            resp = post_raw(srv, path, third)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "2", resp.text
+            assert resp.json()["error"] == ("body: the service holds too many request bodies at once "
+                                            "(max_inflight_body_bytes); retry in 2 s")
+            assert refused(path) == 1
+        small = gzip.compress(_events_body(60000))
         assert len(small) < 1000
-        inflated = srv.client.post("/v1/events", content=small, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
-        assert inflated.status_code == 503 and "max_inflight_body_bytes" in inflated.json()["error"], inflated.text
-        assert srv.service.metrics.registry.get_sample_value(
-            "llmsafety_request_bodies_refused_total", {"route": "/v1/events", "status": "503"}) == 2
+        gzipped = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        inflated = srv.client.post("/v1/events", content=small, headers=gzipped)
+        assert inflated.status_code == 503 and refused("/v1/events") == 2, inflated.text
+        leaving = _hold_partial_body(srv.url, "/v1/events", _events_body(10000), 9000)
+        _wait_for(lambda: budget.in_flight >= 125000)
+        assert budget.in_flight == 125000
+        leaving.close()  # a client that leaves mid-body returns what it held
+        _wait_for(lambda: budget.in_flight == 116000)
+        assert budget.in_flight == 116000
         for conn in slow:
-            conn.sendall(slow_body[3500:])
+            conn.sendall(slow_body[58000:])
             assert conn.recv(4096).startswith(b"HTTP/1.1 202")
             conn.close()
-        deadline = time.monotonic() + 30
-        while budget.in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(lambda: budget.in_flight == 0)
         assert budget.in_flight == 0
         assert post_raw(srv, "/v1/events", third).status_code == 202
-        assert srv.client.post("/v1/events", content=small, headers={"Content-Type": "application/json",
-                                                                     "Content-Encoding": "gzip"}).status_code == 202
+        assert srv.client.post("/v1/events", content=small, headers=gzipped).status_code == 202
+
+
+def test_a_body_not_received_in_time_is_a_counted_408_and_returns_its_bytes(embedder):
+    # A client that stalls (a gateway that crashed mid-body, a hostile one) would otherwise hold its bytes for good.
+    settings = Settings(judge="prototype", max_body_bytes=65536, max_inflight_body_bytes=131072, body_timeout_seconds=1)
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        stalled = _hold_partial_body(srv.url, "/v1/events", _events_body(60000), 30000)
+        head = stalled.recv(4096).decode()
+        stalled.close()
+        assert head.startswith("HTTP/1.1 408") and "body: not received within body_timeout_seconds=1" in head, head
+        _wait_for(lambda: srv.app.state.body_budget.in_flight == 0)
+        assert srv.app.state.body_budget.in_flight == 0
+        assert srv.service.metrics.registry.get_sample_value(
+            "llmsafety_request_bodies_refused_total", {"route": "/v1/events", "status": "408"}) == 1
+
+
+def test_the_console_forms_draw_on_a_budget_of_their_own(embedder):
+    # Login needs no token: forms that fill their budget must refuse logins, never the gateway's ingest.
+    settings = Settings(judge="prototype", max_body_bytes=65536, max_inflight_body_bytes=131072,
+                        read_tokens="reader:console-reader-0123456789")  # auth on: login reads its form
+    with running_server(settings, lambda s: build_service(s, embedder=embedder)) as srv:
+        form = b"token=" + b"x" * 60000
+        held = _hold_partial_body(srv.url, "/ui/login", form, 50000, "application/x-www-form-urlencoded")
+        _wait_for(lambda: srv.app.state.form_budget.in_flight >= 50000)
+        assert (srv.app.state.form_budget.in_flight, srv.app.state.body_budget.in_flight) == (50000, 0)
+        held.close()
+        _wait_for(lambda: srv.app.state.form_budget.in_flight == 0)
+        assert srv.app.state.form_budget.in_flight == 0
+
+
+def test_a_body_too_large_for_any_route_is_a_413_not_a_503_no_retry_could_cure():
+    budget = BodyBudget(1000, "max_inflight_body_bytes", 1)
+    budget.take(0, 600)
+    with pytest.raises(BodyError) as busy:
+        budget.take(0, 450)  # would fit alone: wait and resend
+    assert busy.value.status == 503 and busy.value.headers == {"Retry-After": "1"}
+    with pytest.raises(BodyError) as large:
+        budget.take(100, 450)  # this request would hold 550, over half of any budget it could ever get
+    assert large.value.status == 413 and "larger than half of max_inflight_body_bytes=1000" in large.value.message
+    assert budget.in_flight == 600
+    budget.give(600)
+    assert budget.in_flight == 0
 
 
 def test_sampling_rate_recovers_when_the_queue_drains(embedder):

@@ -133,6 +133,20 @@ def test_ui_login_refuses_a_large_form_before_reading_it(srv):
     assert streamed.status_code == 413 and "form: larger than the form limit" in streamed.text
 
 
+def test_a_logout_whose_form_is_refused_says_so_and_keeps_the_session_it_did_not_close(srv):
+    # Under load (a 503 from the forms' budget) or past the form limit, logout cannot read its CSRF token: it must
+    # not drop the cookie and claim a logout while the session stays open on the server.
+    with httpx.Client(base_url=srv.url, follow_redirects=False) as c:
+        csrf = _login(c, SECRETS["admin"])
+        form = b"csrf=" + csrf.encode() + b"&pad=" + b"x" * 70000
+        refused = c.post("/ui/logout", content=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert refused.status_code == 413 and "logout not done: form:" in refused.text
+        assert "set-cookie" not in refused.headers and c.get("/ui").status_code == 200
+        done = c.post("/ui/logout", data={"csrf": csrf})
+        assert done.status_code == 303 and done.headers["location"] == "/ui/login"
+        assert c.get("/ui").headers["location"] == "/ui/login"
+
+
 def test_ui_login_from_another_site_is_refused(srv):
     # Login CSRF: a foreign page posting its own token would put the reviewer in the attacker's session.
     with httpx.Client(base_url=srv.url, follow_redirects=False) as c:

@@ -93,7 +93,7 @@ async def read_body(request: Request, max_bytes: int, limit: str | None = None) 
     if encoding in ("", "identity"):
         return body
     inflated = await parse_off_loop(body, _decompress, body, encoding, max_bytes, limit)
-    charge(request, len(inflated))  # held beside the compressed bytes until the request ends
+    charge(request, len(inflated))  # charged until the request ends, with the compressed bytes (a bound, not a measure)
     return inflated
 
 

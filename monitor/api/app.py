@@ -122,8 +122,10 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         description="Sidecar that watches an LLM gateway's prompt/response stream for safety drift.",
         lifespan=lifespan,
     )
-    app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes)
-    app.add_middleware(BodyBudgetMiddleware, budget=app.state.body_budget)
+    app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes, "max_inflight_body_bytes", settings.retry_after_seconds)
+    app.state.form_budget = BodyBudget(ui.FORMS_BUDGET_BYTES, "the console's form budget", settings.retry_after_seconds)
+    app.add_middleware(BodyBudgetMiddleware, budget=app.state.body_budget, timeout_s=settings.body_timeout_seconds,
+                       by_prefix=(("/ui/", app.state.form_budget),))
     app.state.holder = holder
     app.state.settings = settings
     app.state.auth = auth
@@ -142,6 +144,12 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         return error_response(
             503, redact_urls(f"state store unavailable: {exc}; retry later"), {"Retry-After": str(settings.retry_after_seconds)}
         )
+
+    @app.exception_handler(BodyError)
+    async def _body_error(request: Request, exc: BodyError) -> JSONResponse:
+        # A backstop: the routes that read bodies catch it and count it; a body read elsewhere (a future streaming
+        # response watching for the client to leave) still gets its 4xx/503, never a 500.
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,13 +1,19 @@
-"""One byte budget for every request body the process holds at once.
+"""Byte budgets for the request bodies the process holds at once, and a deadline for receiving each.
 
 Why: each body is bounded (``max_body_bytes``), and large ones parse one at a time, but nothing bounded
 how many bodies wait their turn: a burst of large posts (a gateway flushing a backlog, or a hostile
 client) held each of them, raw and inflated, until its parse, so memory grew with the number of
 connections. This middleware counts the bytes of every body as they arrive, and the routes' reader adds
-what a compressed body inflates to (:func:`charge`); a body that would take the total past
-``max_inflight_body_bytes`` is refused with a 503 and ``Retry-After`` (a gateway retries it; counted in
+what a compressed body inflates to (:func:`charge`); a body that would take the total past the budget
+is refused with a 503 and ``Retry-After`` (a gateway resends it; the routes count it in
 ``request_bodies_refused_total`` like every refused body), and a request's bytes are returned when its
 response has been sent, by which time its events are in the bounded queue or refused.
+
+A budget held by clients that never finish their bodies would refuse everyone else, so a body must
+arrive within ``timeout_s`` of the request's start (a 408 after that, its bytes returned), and the
+unauthenticated console forms (``/ui/``) draw on a budget of their own: filling it refuses logins, never
+the gateway's ingest. A body larger than half its budget is too large for any route (the settings keep
+every route's limit within half), so it is a 413, not a 503 that no retry could cure.
 
 A pure ASGI middleware (Starlette's model) rather than a route dependency, so that no route that reads a
 body can forget it.
@@ -15,73 +21,104 @@ body can forget it.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.ingest.parsing import BodyError
 
 SCOPE_KEY = "monitor.body_budget"
-RETRY_AFTER_S = 1
 
 
 class BodyBudget:
-    """At most ``max_bytes`` of request bodies held at once, over every request; ``in_flight`` is what is held now."""
+    """At most ``max_bytes`` of request bodies held at once; ``in_flight`` is what is held now. ``setting`` names
+    the limit in the 503 and 413; ``retry_after_s`` is the 503's ``Retry-After``."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, setting: str, retry_after_s: int) -> None:
         self.max_bytes = max_bytes
+        self.setting = setting
+        self.retry_after_s = retry_after_s
         self.in_flight = 0
+
+    def take(self, held: int, n: int) -> None:
+        """Take ``n`` more bytes for a request already holding ``held``; :class:`BodyError` (nothing taken) when
+        they do not fit: 413 when that request alone would pass half the budget, else 503."""
+        if self.in_flight + n <= self.max_bytes:
+            self.in_flight += n
+            return
+        if 2 * (held + n) > self.max_bytes:
+            raise BodyError(413, f"body: larger than half of {self.setting}={self.max_bytes}, more than any route accepts")
+        raise BodyError(503, f"body: the service holds too many request bodies at once ({self.setting}); "
+                             f"retry in {self.retry_after_s} s", headers={"Retry-After": str(self.retry_after_s)})
+
+    def give(self, n: int) -> None:
+        self.in_flight -= n
 
 
 class BodyBudgetMiddleware:
-    """ASGI middleware: every request's body bytes charged to ``budget`` as they arrive, returned when it ends."""
+    """ASGI middleware: each request's body bytes taken from the first budget whose path prefix matches (else
+    ``budget``) as they arrive, returned when it ends; a body not received within ``timeout_s`` of the request's
+    start is a 408."""
 
-    def __init__(self, app: ASGIApp, budget: BodyBudget) -> None:
+    def __init__(self, app: ASGIApp, budget: BodyBudget, timeout_s: float,
+                 by_prefix: tuple[tuple[str, BodyBudget], ...] = ()) -> None:
         self.app = app
         self.budget = budget
+        self.timeout_s = timeout_s
+        self.by_prefix = by_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        charge = Charge(self.budget)
-        scope[SCOPE_KEY] = charge
+        path = scope.get("path", "")
+        share = Share(next((b for prefix, b in self.by_prefix if path.startswith(prefix)), self.budget))
+        scope[SCOPE_KEY] = share
+        deadline = time.monotonic() + self.timeout_s
+        responding = False
 
         async def counted() -> Message:
-            message = await receive()
+            if responding:  # a response listening for the client to leave (streaming): no body is read any more
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except asyncio.TimeoutError:
+                raise BodyError(408, f"body: not received within body_timeout_seconds={self.timeout_s:g}") from None
             if message["type"] == "http.request":
-                charge.add(len(message.get("body", b"")))
+                share.add(len(message.get("body", b"")))
             return message
 
+        async def watched(message: Message) -> None:
+            nonlocal responding
+            responding = responding or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, watched)
         finally:
-            charge.release()
+            share.release()
 
 
-class Charge:
-    """One request's share of the budget."""
+class Share:
+    """One request's bytes taken from a budget."""
 
     def __init__(self, budget: BodyBudget) -> None:
         self.budget = budget
         self.bytes = 0
 
     def add(self, n: int) -> None:
-        """Take ``n`` more bytes; :class:`BodyError` 503 when the budget cannot hold them (nothing taken)."""
-        budget = self.budget
-        if budget.in_flight + n > budget.max_bytes:
-            raise BodyError(503, f"body: the service already holds {budget.in_flight} bytes of request bodies and this one "
-                                 f"would pass max_inflight_body_bytes={budget.max_bytes}; retry in {RETRY_AFTER_S} s",
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
-        budget.in_flight += n
+        self.budget.take(self.bytes, n)
         self.bytes += n
 
     def release(self) -> None:
-        self.budget.in_flight -= self.bytes
+        self.budget.give(self.bytes)
         self.bytes = 0
 
 
 def charge(request: Request, n: int) -> None:
-    """Add ``n`` bytes (a body's inflated size) to ``request``'s share; a no-op for an app without the budget."""
+    """Add ``n`` bytes (a body's inflated size) to ``request``'s share; a no-op for an app without budgets."""
     share = request.scope.get(SCOPE_KEY)
     if share is not None:
         share.add(n)

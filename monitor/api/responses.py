@@ -52,6 +52,7 @@ _DESCRIPTIONS = {
     401: "No bearer token, or an unknown one (`WWW-Authenticate` says which scope is needed).",
     403: "The token lacks the endpoint's scope.",
     404: "Not found (the body names what).",
+    408: "The body did not arrive within body_timeout_seconds of the request's start.",
     409: "The feature is not configured.",
     413: "Body larger than max_body_bytes, or more items than max_events_per_request.",
     415: "Content-Type or Content-Encoding not supported.",
@@ -68,4 +69,4 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH = (401, 403)
-BODY = (400, 413, 415, 422)
+BODY = (400, 408, 413, 415, 422)

@@ -146,7 +146,7 @@ async def audit(limit: int = Query(200, ge=1, le=5000), triage: Triage | None = 
 
 
 @router.post("/v1/clusters/{cluster_id}/triage", summary="Label an emerging cluster (new category, existing, benign, split)",
-             openapi_extra=body_of(ClusterActionIn), responses={**_OBJECT, **errors(*AUTH, 400, 404, 409, 413, 415, 422, 503)})
+             openapi_extra=body_of(ClusterActionIn), responses={**_OBJECT, **errors(*AUTH, 400, 404, 408, 409, 413, 415, 422, 503)})
 async def label_cluster(request: Request, cluster_id: str, who: Principal = Depends(require("admin")),
                         triage: Triage | None = Depends(get_triage)) -> Response:
     if triage is None:
@@ -160,7 +160,7 @@ async def label_cluster(request: Request, cluster_id: str, who: Principal = Depe
 
 
 @router.post("/v1/alerts/{alert_id}/triage", summary="Acknowledge, silence or resolve an alert as a false alarm",
-             openapi_extra=body_of(AlertActionIn), responses={**_OBJECT, **errors(*AUTH, 400, 404, 409, 413, 415, 422, 503)})
+             openapi_extra=body_of(AlertActionIn), responses={**_OBJECT, **errors(*AUTH, 400, 404, 408, 409, 413, 415, 422, 503)})
 async def act_on_alert(request: Request, alert_id: str, who: Principal = Depends(require("admin")),
                        triage: Triage | None = Depends(get_triage)) -> Response:
     if triage is None:
@@ -173,7 +173,7 @@ async def act_on_alert(request: Request, alert_id: str, who: Principal = Depends
 
 
 @router.post("/v1/triage/revert", summary="Restore the judge of the previous triage revision",
-             openapi_extra=body_of(RevertIn), responses={**_OBJECT, **errors(*AUTH, 400, 409, 413, 415, 422, 503)})
+             openapi_extra=body_of(RevertIn), responses={**_OBJECT, **errors(*AUTH, 400, 408, 409, 413, 415, 422, 503)})
 async def revert(request: Request, who: Principal = Depends(require("admin")), triage: Triage | None = Depends(get_triage)) -> Response:
     if triage is None:
         return unavailable()

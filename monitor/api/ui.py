@@ -44,6 +44,9 @@ COOKIE = "llmsafety_ui"
 SESSION_SECONDS = 8 * 3600
 MAX_SESSIONS = 1000
 MAX_FORM_BYTES = 64 * 1024
+# The forms' own share of memory (monitor.api.body_budget): login needs no session, so anyone may post to it, and
+# posts that fill this budget refuse other logins, never the gateway's ingest. 32 largest forms at once.
+FORMS_BUDGET_BYTES = 32 * MAX_FORM_BYTES
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=select_autoescape(["html"]))
 TEMPLATES.filters["when"] = when
 TEMPLATES.filters["pct"] = lambda v: "-" if v is None else f"{v:.2%}"
@@ -225,8 +228,10 @@ async def logout(request: Request) -> Response:
     session = _session(request)
     try:
         form = await _form(request)
-    except TriageError:
-        form = {}
+    except TriageError as exc:  # e.g. a 503 under load: say so, rather than drop the cookie of a session still open
+        if session is None:
+            return RedirectResponse("/ui/login", status_code=303)
+        return await _page(request, session, f"logout not done: {exc.message}", exc.status)
     if session is not None and hmac.compare_digest(_one(form, "csrf"), session.csrf):
         _sessions(request).close(request.cookies.get(COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)

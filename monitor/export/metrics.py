@@ -50,7 +50,7 @@ class MonitorMetrics:
         self.bodies_refused = Counter(
             f"{p}request_bodies_refused",
             "Ingest request bodies refused whole before any item was read (400 not JSON, 413 too large or too many items, "
-            "415 content type, 503 too many bodies held at once): their events reach no other counter.",
+            "415 content type, 408 body too slow, 503 too many bodies held at once): their events reach no other counter.",
             ["route", "status"],
             registry=r,
         )

@@ -16,7 +16,7 @@ import time
 import pytest
 from prometheus_client import generate_latest
 
-from monitor.api.body_budget import BodyBudget
+from monitor.api.body_budget import BodyBudget, Share
 from monitor.config import Settings
 from monitor.ingest.parsing import BodyError, parse_body
 from monitor.pipeline.builder import build_service
@@ -343,6 +343,14 @@ def test_a_body_too_large_for_any_route_is_a_413_not_a_503_no_retry_could_cure()
         budget.take(100, 450)  # this request would hold 550, over half of any budget it could ever get
     assert large.value.status == 413 and "larger than half of max_inflight_body_bytes=1000" in large.value.message
     assert budget.in_flight == 600
+    # What a request received and what it inflates to are each bounded by a route's limit, so each is judged alone:
+    # a small compressed body at the limit once inflated waits its turn (503), it is not refused for good.
+    share = Share(budget)
+    share.add_received(300)
+    with pytest.raises(BodyError) as waits:
+        share.add_inflated(450)  # 750 held by this request, but neither kind passes half
+    assert waits.value.status == 503 and (share.received, share.inflated, budget.in_flight) == (300, 0, 900)
+    share.release()
     budget.give(600)
     assert budget.in_flight == 0
 

@@ -128,6 +128,8 @@ def test_ui_login_refuses_a_large_form_before_reading_it(srv):
                     b"\r\nContent-Length: 1000000000\r\n\r\ntoken=")
         head = raw.recv(4096).decode()
     assert head.startswith("HTTP/1.1 413") and "form: 1000000000 bytes exceeds the form limit" in head, head
+    refused = srv.service.metrics.registry.get_sample_value  # counted like every body refused whole
+    assert refused("llmsafety_request_bodies_refused_total", {"route": "/ui/login", "status": "413"}) >= 1
     streamed = srv.client.post("/ui/login", content=(b"token=" + b"x" * 65536 for _ in range(32)),
                                headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert streamed.status_code == 413 and "form: larger than the form limit" in streamed.text
@@ -220,6 +222,8 @@ def test_an_oversize_action_names_its_own_limit(srv):
     resp = srv.client.post(url, json={"action": "acknowledge", "reason": "x" * 70_000}, headers=_auth("admin"))
     assert resp.status_code == 413 and "max_body_bytes" not in resp.text
     assert resp.json()["error"].endswith("bytes exceeds the triage action limit of 65536 bytes")
+    assert srv.service.metrics.registry.get_sample_value(  # counted like every body refused whole
+        "llmsafety_request_bodies_refused_total", {"route": "/v1/alerts/{alert_id}/triage", "status": "413"}) == 1
 
 
 def test_a_body_that_is_not_json_is_a_400_after_the_token_check(srv):

@@ -43,8 +43,9 @@ class BodyBudget:
         self.in_flight = 0
 
     def take(self, held: int, n: int) -> None:
-        """Take ``n`` more bytes for a request already holding ``held``; :class:`BodyError` (nothing taken) when
-        they do not fit: 413 when that request alone would pass half the budget, else 503."""
+        """Take ``n`` more bytes for a request already holding ``held`` of the same kind (received, or inflated);
+        :class:`BodyError` (nothing taken) when they do not fit: 413 when that kind alone would pass half the
+        budget (each is bounded by a route's limit, at most half), else 503."""
         if self.in_flight + n <= self.max_bytes:
             self.in_flight += n
             return
@@ -87,7 +88,7 @@ class BodyBudgetMiddleware:
             except asyncio.TimeoutError:
                 raise BodyError(408, f"body: not received within body_timeout_seconds={self.timeout_s:g}") from None
             if message["type"] == "http.request":
-                share.add(len(message.get("body", b"")))
+                share.add_received(len(message.get("body", b"")))
             return message
 
         async def watched(message: Message) -> None:
@@ -102,23 +103,29 @@ class BodyBudgetMiddleware:
 
 
 class Share:
-    """One request's bytes taken from a budget."""
+    """One request's bytes taken from a budget: those received, and what a compressed body inflates to, kept apart
+    because each is bounded by the route's limit on its own (a body at the limit may inflate to the limit)."""
 
     def __init__(self, budget: BodyBudget) -> None:
         self.budget = budget
-        self.bytes = 0
+        self.received = 0
+        self.inflated = 0
 
-    def add(self, n: int) -> None:
-        self.budget.take(self.bytes, n)
-        self.bytes += n
+    def add_received(self, n: int) -> None:
+        self.budget.take(self.received, n)
+        self.received += n
+
+    def add_inflated(self, n: int) -> None:
+        self.budget.take(self.inflated, n)
+        self.inflated += n
 
     def release(self) -> None:
-        self.budget.give(self.bytes)
-        self.bytes = 0
+        self.budget.give(self.received + self.inflated)
+        self.received = self.inflated = 0
 
 
 def charge(request: Request, n: int) -> None:
     """Add ``n`` bytes (a body's inflated size) to ``request``'s share; a no-op for an app without budgets."""
     share = request.scope.get(SCOPE_KEY)
     if share is not None:
-        share.add(n)
+        share.add_inflated(n)

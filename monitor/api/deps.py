@@ -20,11 +20,18 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def refuse_body(request: Request, service: MonitorBackend, exc: BodyError) -> JSONResponse:
-    """The whole body refused: counted by route and status (its events are in no other counter), then answered."""
-    route = getattr(request.scope.get("route"), "path", request.url.path)
-    service.metrics.bodies_refused.labels(route, str(exc.status)).inc()
+def refuse_body(request: Request, service: MonitorBackend | None, exc: BodyError) -> JSONResponse:
+    """The whole body refused: counted (:func:`count_refused_body`), then answered."""
+    count_refused_body(request, service, exc.status)
     return error_response(exc.status, exc.message, exc.headers)
+
+
+def count_refused_body(request: Request, service: MonitorBackend | None, status: int) -> None:
+    """A body refused whole, counted by route and status: its events (or its action) are in no other counter.
+    Nothing counts before the service is built."""
+    if service is not None:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        service.metrics.bodies_refused.labels(route, str(status)).inc()
 
 
 def checked_scope(request: Request, scope: str = Query("global", max_length=300, description=SCOPE_DOC)) -> str:

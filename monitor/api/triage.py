@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 
 from monitor.api.adapter_ingest import read_body
 from monitor.api.auth import Principal, require
-from monitor.api.deps import error_response, get_service
+from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.api.responses import AUTH, errors
 from monitor.ingest.parsing import JSON_TYPES, BodyError, media_type, unsupported_media
 from monitor.ingest.safejson import JsonLimitError, JsonLimits, loads
@@ -96,7 +96,7 @@ async def parse_action(request: Request, model: type[M]) -> M | Response:
         body = await read_body(request, MAX_ACTION_BYTES, f"the triage action limit of {MAX_ACTION_BYTES} bytes")
         data = loads(body, JsonLimits.of(request.app.state.settings))
     except BodyError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
+        return refuse_body(request, request.app.state.holder["service"], exc)
     except (JsonLimitError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return error_response(400, str(exc) if isinstance(exc, JsonLimitError) else f"body: not UTF-8 JSON ({type(exc).__name__})")
     try:

@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from monitor.api.adapter_ingest import read_body
 from monitor.api.auth import ANONYMOUS, Authenticator, Principal
+from monitor.api.deps import count_refused_body
 from monitor.backend import NotReady
 from monitor.ingest.parsing import BodyError
 from monitor.api.triage import export_response
@@ -108,7 +109,8 @@ async def _form(request: Request) -> dict[str, list[str]]:
     try:
         body = await read_body(request, MAX_FORM_BYTES, limit=f"the form limit of {MAX_FORM_BYTES} bytes")
     except BodyError as exc:
-        raise TriageError(exc.status, f"form: {exc.message.removeprefix('body: ')}") from None
+        count_refused_body(request, request.app.state.holder["service"], exc.status)
+        raise TriageError(exc.status, f"form: {exc.message.removeprefix('body: ')}", exc.headers) from None
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=500)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -119,18 +121,19 @@ def _one(form: dict[str, list[str]], name: str) -> str:
     return (form.get(name) or [""])[0]
 
 
-def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _render(name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status,
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                  "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-                                                            "form-action 'self'; frame-ancestors 'none'"})
+                                                            "form-action 'self'; frame-ancestors 'none'", **(headers or {})})
 
 
-def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
-    return _render("login.html", status, message=message)
+def _login_page(message: str = "", status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+    return _render("login.html", status, headers, message=message)
 
 
-async def _page(request: Request, session: Session, error: str = "", status: int = 200) -> HTMLResponse:
+async def _page(request: Request, session: Session, error: str = "", status: int = 200,
+                headers: dict[str, str] | None = None) -> HTMLResponse:
     holder = request.app.state.holder
     service: MonitorService | None = holder["service"]
     if service is None:
@@ -140,7 +143,7 @@ async def _page(request: Request, session: Session, error: str = "", status: int
         return _render("login.html", 409, message="triage: runs in the embedded service only (role all)")
     page = await asyncio.to_thread(gather, service, triage)
     notice, session.notice = session.notice, ""
-    return _render("ui.html", status, page=page, who=session.principal, csrf=session.csrf, error=error, notice=notice,
+    return _render("ui.html", status, headers, page=page, who=session.principal, csrf=session.csrf, error=error, notice=notice,
                    admin="admin" in session.principal.scopes, login=request.app.state.auth.enabled)
 
 
@@ -209,7 +212,7 @@ async def login(request: Request) -> Response:
     try:
         token = _one(await _form(request), "token").strip()
     except TriageError as exc:
-        return _login_page(exc.message, exc.status)
+        return _login_page(exc.message, exc.status, exc.headers)
     if not token:
         return _login_page("token: paste a read or admin token", 422)
     principal = auth.table.lookup(token)
@@ -231,7 +234,7 @@ async def logout(request: Request) -> Response:
     except TriageError as exc:  # e.g. a 503 under load: say so, rather than drop the cookie of a session still open
         if session is None:
             return RedirectResponse("/ui/login", status_code=303)
-        return await _page(request, session, f"logout not done: {exc.message}", exc.status)
+        return await _page(request, session, f"logout not done: {exc.message}", exc.status, exc.headers)
     if session is not None and hmac.compare_digest(_one(form, "csrf"), session.csrf):
         _sessions(request).close(request.cookies.get(COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
@@ -256,7 +259,7 @@ async def _act(request: Request, anchor: str, action: Callable[[Triage, str, dic
             raise TriageError(409, "triage: not available (model loading, or a scale-out role)")
         entry = await asyncio.to_thread(action, triage, session.principal.name, form)
     except TriageError as exc:
-        return await _page(request, session, exc.message, exc.status)
+        return await _page(request, session, exc.message, exc.status, exc.headers)
     except StoreUnavailable as exc:
         return await _page(request, session, f"state store unavailable: {exc}; nothing was changed, retry later", 503)
     session.notice = f"{entry['action']} {entry['target']}: done (judge {entry['judge_version_after']})"

@@ -49,7 +49,8 @@ class MonitorMetrics:
         self.rejected = Counter(f"{p}events_rejected", "Events rejected as invalid.", registry=r)
         self.bodies_refused = Counter(
             f"{p}request_bodies_refused",
-            "Ingest request bodies refused whole before any item was read (400 not JSON, 413 too large or too many items, "
+            "Request bodies (ingest, feedback, triage actions, console forms) refused whole before any item was read "
+            "(400 not JSON, 413 too large or too many items, "
             "415 content type, 408 body too slow, 503 too many bodies held at once): their events reach no other counter.",
             ["route", "status"],
             registry=r,

@@ -51,11 +51,12 @@ MAX_SPLIT = 100
 
 
 class TriageError(Exception):
-    """A refused action: HTTP ``status`` and ``message`` = ``"<field>: <what is wrong>"``."""
+    """A refused action: HTTP ``status`` and ``message`` = ``"<field>: <what is wrong>"``, and ``headers`` to send
+    along (a 503's ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
 
 
 class TriageHost(Protocol):

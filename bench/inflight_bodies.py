@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.healthz_overload import TOKEN, start  # noqa: E402
 from bench.machine import describe  # noqa: E402
+from monitor.config import Settings  # noqa: E402
 
 UNBOUNDED = 64 * 1024**3
 BODY = b"[" + b"{}," * ((8 * 1024 * 1024 - 2) // 3 - 1) + b"{}]"
@@ -69,7 +70,8 @@ def measure(budget: int, clients: int) -> tuple[float, float, dict[int | str, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--budget-bytes", type=int, default=64 * 1024 * 1024, help="max_inflight_body_bytes (default: the service's)")
+    parser.add_argument("--budget-bytes", type=int, default=Settings.model_fields["max_inflight_body_bytes"].default,
+                        help="max_inflight_body_bytes (default: the service's)")
     args = parser.parse_args()
     print(f"# Peak RSS with concurrent 8 MiB bodies ({describe()})\n")
     print("| clients | max_inflight_body_bytes | ready RSS MB | peak rise MB | answers | seconds |")

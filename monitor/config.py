@@ -89,12 +89,13 @@ class Settings(BaseSettings):
         64 * 1024 * 1024,
         ge=128 * 1024,
         description="Most bytes of request bodies held at once, over every request but the console's forms, counting a "
-        "compressed body's inflated bytes too (503 with Retry-After above); at least twice max_body_bytes, so that one "
-        "largest compressed body always fits.",
+        "compressed body's inflated bytes too (503 with Retry-After above; 413 for a body larger than any route accepts); "
+        "at least twice max_body_bytes, so that one largest compressed body always fits. The floor, 128 KiB, is twice "
+        "the triage actions' fixed 64 KiB limit.",
     )
     body_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="Longest a client may take to send a request body, from the request's start (408 "
-        "after that, its bytes returned to max_inflight_body_bytes): a client that stalls cannot hold the budget.",
+        "after that, its bytes returned to their budget): a client that stalls cannot hold the budget.",
     )
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")

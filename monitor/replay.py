@@ -132,7 +132,7 @@ def replay(
         deadline = time.monotonic() + max_wait_s
         while True:
             resp = client.post(endpoint, json={"events": batch})
-            if resp.status_code == 503 and time.monotonic() < deadline:
+            if resp.status_code in (408, 503) and time.monotonic() < deadline:  # busy, or the body was too slow
                 result.retries += 1
                 time.sleep(float(resp.headers.get("Retry-After", "1")))
                 continue

@@ -97,6 +97,10 @@ def test_cross_field_rules_are_checked_at_start(monkeypatch):
     with pytest.raises(ValidationError, match=r"max_inflight_body_bytes: must be at least twice max_body_bytes \(2097152\), got 2000000"):
         Settings(max_body_bytes=1024 * 1024, max_inflight_body_bytes=2_000_000)
     assert Settings(max_body_bytes=1024 * 1024, max_inflight_body_bytes=2 * 1024 * 1024).max_inflight_body_bytes == 2 * 1024 * 1024
+    from monitor.api.triage import MAX_ACTION_BYTES  # the budget's floor holds two of the triage actions' largest bodies
+
+    with pytest.raises(ValidationError, match="max_inflight_body_bytes"):
+        Settings(max_body_bytes=1024, max_inflight_body_bytes=2 * MAX_ACTION_BYTES - 1)
 
 
 def test_serve_help_groups_every_option_under_a_topic_with_its_real_default():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from monitor import replay as replay_module
 from monitor.config import Settings
@@ -64,3 +65,19 @@ def test_replay_speed_caps_each_wait_and_paces_from_the_newest_timestamp(monkeyp
         result = replay(events, "http://monitor", speed=2.0, client=client, max_pause_s=10.0)
     assert result.accepted == 6
     assert clock.sleeps == [10.0, 2.0, 1.0, 10.0]
+
+
+def test_replay_resends_a_batch_the_monitor_was_busy_for_or_received_too_slowly(monkeypatch):
+    """408 (the body arrived after body_timeout_seconds) and 503 (busy) are both resent after Retry-After; any
+    other refusal stops the replay."""
+    clock = FakeClock()
+    monkeypatch.setattr(replay_module, "time", clock)
+    answers = iter([httpx.Response(408, json={"error": "body: not received within body_timeout_seconds=30"}),
+                    httpx.Response(503, headers={"Retry-After": "2"}, json={"error": "busy"}),
+                    httpx.Response(202, json={"accepted": 2})])
+    with httpx.Client(transport=httpx.MockTransport(lambda req: next(answers))) as client:
+        result = replay(iter([{"prompt": "a"}, {"prompt": "b"}]), "http://monitor", client=client)
+    assert (result.retries, result.accepted, clock.sleeps) == (2, 2, [1.0, 2.0])
+    with httpx.Client(transport=httpx.MockTransport(lambda req: httpx.Response(413, json={"error": "too large"}))) as client:
+        with pytest.raises(RuntimeError, match="ingest answered 413"):
+            replay(iter([{"prompt": "a"}]), "http://monitor", client=client)

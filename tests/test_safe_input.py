@@ -334,25 +334,27 @@ def test_the_console_forms_draw_on_a_budget_of_their_own(embedder):
 
 
 def test_a_body_too_large_for_any_route_is_a_413_not_a_503_no_retry_could_cure():
-    budget = BodyBudget(1000, "max_inflight_body_bytes", 1)
-    budget.take(0, 600)
+    budget = BodyBudget(1000, 400, "max_inflight_body_bytes", 1)  # no route accepts more than 400 bytes
+    budget.take(0, 700)
     with pytest.raises(BodyError) as busy:
-        budget.take(0, 450)  # would fit alone: wait and resend
+        budget.take(0, 350)  # a body any route could accept: wait and resend
     assert busy.value.status == 503 and busy.value.headers == {"Retry-After": "1"}
     with pytest.raises(BodyError) as large:
-        budget.take(100, 450)  # this request would hold 550, over half of any budget it could ever get
-    assert large.value.status == 413 and "larger than half of max_inflight_body_bytes=1000" in large.value.message
-    assert budget.in_flight == 600
+        budget.take(100, 350)  # this request would hold 450: no route accepts it, now or later
+    assert large.value.status == 413 and large.value.message == "body: larger than 400 bytes, the most any route accepts"
+    assert budget.in_flight == 700
     # What a request received and what it inflates to are each bounded by a route's limit, so each is judged alone:
     # a small compressed body at the limit once inflated waits its turn (503), it is not refused for good.
     share = Share(budget)
-    share.add_received(300)
+    share.add_received(250)
     with pytest.raises(BodyError) as waits:
-        share.add_inflated(450)  # 750 held by this request, but neither kind passes half
-    assert waits.value.status == 503 and (share.received, share.inflated, budget.in_flight) == (300, 0, 900)
+        share.add_inflated(300)  # 550 held by this request, but neither kind passes 400
+    assert waits.value.status == 503 and (share.received, share.inflated, budget.in_flight) == (250, 0, 950)
     share.release()
-    budget.give(600)
+    budget.give(700)
     assert budget.in_flight == 0
+    with pytest.raises(ValueError, match="must hold two bodies of 600 bytes"):
+        BodyBudget(1000, 600, "max_inflight_body_bytes", 1)
 
 
 def test_sampling_rate_recovers_when_the_queue_drains(embedder):

@@ -76,8 +76,8 @@ def all_rejected(outcome: IngestOutcome, single: bool, batch_error: str) -> JSON
 
 async def read_body(request: Request, max_bytes: int, limit: str | None = None) -> bytes:
     """The request body, decompressed; :class:`BodyError` 413 past ``max_bytes``, 415 for other encodings,
-    400 for compressed data that is broken or followed by other bytes, 503 when the bodies held at once
-    would pass their budget (:mod:`monitor.api.body_budget`).
+    400 for compressed data that is broken or followed by other bytes; 503 when the bodies held at once
+    would pass their budget, 408 when the body arrives too slowly (:mod:`monitor.api.body_budget`).
 
     ``limit`` names the limit in the 413 (default ``max_body_bytes=<max_bytes>``): a route with a
     fixed limit of its own must not send the client to a setting that does not apply to it.
@@ -93,7 +93,9 @@ async def read_body(request: Request, max_bytes: int, limit: str | None = None) 
     if encoding in ("", "identity"):
         return body
     inflated = await parse_off_loop(body, _decompress, body, encoding, max_bytes, limit)
-    charge(request, len(inflated))  # charged until the request ends, with the compressed bytes (a bound, not a measure)
+    # Charged once inflated: inflation runs inline (small bodies) or one body at a time, so at most one inflated body
+    # is ever held uncharged; it stays charged, with the compressed bytes, until the request ends.
+    charge(request, len(inflated))
     return inflated
 
 

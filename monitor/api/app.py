@@ -122,8 +122,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
         description="Sidecar that watches an LLM gateway's prompt/response stream for safety drift.",
         lifespan=lifespan,
     )
-    app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes, "max_inflight_body_bytes", settings.retry_after_seconds)
-    app.state.form_budget = BodyBudget(ui.FORMS_BUDGET_BYTES, "the console's form budget", settings.retry_after_seconds)
+    largest = max(settings.max_body_bytes, triage.MAX_ACTION_BYTES)
+    app.state.body_budget = BodyBudget(settings.max_inflight_body_bytes, largest, "max_inflight_body_bytes", settings.retry_after_seconds)
+    app.state.form_budget = BodyBudget(ui.FORMS_BUDGET_BYTES, ui.MAX_FORM_BYTES, "the console's form budget", settings.retry_after_seconds)
     app.add_middleware(BodyBudgetMiddleware, budget=app.state.body_budget, timeout_s=settings.body_timeout_seconds,
                        by_prefix=(("/ui/", app.state.form_budget),))
     app.state.holder = holder

@@ -11,9 +11,9 @@ response has been sent, by which time its events are in the bounded queue or ref
 
 A budget held by clients that never finish their bodies would refuse everyone else, so a body must
 arrive within ``timeout_s`` of the request's start (a 408 after that, its bytes returned), and the
-unauthenticated console forms (``/ui/``) draw on a budget of their own: filling it refuses logins, never
-the gateway's ingest. A body larger than half its budget is too large for any route (the settings keep
-every route's limit within half), so it is a 413, not a 503 that no retry could cure.
+unauthenticated console forms (``/ui/``) draw on a budget of their own: filling it refuses the console's
+forms (login, logout, triage), never the gateway's ingest. A body larger than any route accepts is a 413
+when the budget is full, not a 503 that no retry could cure.
 
 A pure ASGI middleware (Starlette's model) rather than a route dependency, so that no route that reads a
 body can forget it.
@@ -33,24 +33,28 @@ SCOPE_KEY = "monitor.body_budget"
 
 
 class BodyBudget:
-    """At most ``max_bytes`` of request bodies held at once; ``in_flight`` is what is held now. ``setting`` names
-    the limit in the 503 and 413; ``retry_after_s`` is the 503's ``Retry-After``."""
+    """At most ``max_bytes`` of request bodies held at once; ``in_flight`` is what is held now. ``largest`` is the
+    largest body any route drawing on it accepts (at most half of ``max_bytes``, so that one such body, received and
+    inflated, always fits); ``setting`` names the budget in the 503; ``retry_after_s`` is the 503's ``Retry-After``."""
 
-    def __init__(self, max_bytes: int, setting: str, retry_after_s: int) -> None:
+    def __init__(self, max_bytes: int, largest: int, setting: str, retry_after_s: int) -> None:
+        if 2 * largest > max_bytes:
+            raise ValueError(f"{setting}={max_bytes} must hold two bodies of {largest} bytes, the largest a route accepts")
         self.max_bytes = max_bytes
+        self.largest = largest
         self.setting = setting
         self.retry_after_s = retry_after_s
         self.in_flight = 0
 
     def take(self, held: int, n: int) -> None:
         """Take ``n`` more bytes for a request already holding ``held`` of the same kind (received, or inflated);
-        :class:`BodyError` (nothing taken) when they do not fit: 413 when that kind alone would pass half the
-        budget (each is bounded by a route's limit, at most half), else 503."""
+        :class:`BodyError` (nothing taken) when they do not fit: 413 when that kind alone passes ``largest`` (no
+        route accepts it, and no retry could help), else 503."""
         if self.in_flight + n <= self.max_bytes:
             self.in_flight += n
             return
-        if 2 * (held + n) > self.max_bytes:
-            raise BodyError(413, f"body: larger than half of {self.setting}={self.max_bytes}, more than any route accepts")
+        if held + n > self.largest:
+            raise BodyError(413, f"body: larger than {self.largest} bytes, the most any route accepts")
         raise BodyError(503, f"body: the service holds too many request bodies at once ({self.setting}); "
                              f"retry in {self.retry_after_s} s", headers={"Retry-After": str(self.retry_after_s)})
 

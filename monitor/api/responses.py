@@ -54,7 +54,7 @@ _DESCRIPTIONS = {
     404: "Not found (the body names what).",
     408: "The body did not arrive within body_timeout_seconds of the request's start.",
     409: "The feature is not configured.",
-    413: "Body larger than max_body_bytes, or more items than max_events_per_request.",
+    413: "Body larger than max_body_bytes (or than any route accepts, while max_inflight_body_bytes is full), or more items than max_events_per_request.",
     415: "Content-Type or Content-Encoding not supported.",
     422: "Invalid: the body (or every item) fails validation; `error` names the field.",
     429: "Too many requests (feedback: this source's rate limit); see Retry-After.",

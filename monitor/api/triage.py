@@ -98,7 +98,8 @@ async def parse_action(request: Request, model: type[M]) -> M | Response:
     except BodyError as exc:
         return refuse_body(request, request.app.state.holder["service"], exc)
     except (JsonLimitError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return error_response(400, str(exc) if isinstance(exc, JsonLimitError) else f"body: not UTF-8 JSON ({type(exc).__name__})")
+        message = str(exc) if isinstance(exc, JsonLimitError) else f"body: not UTF-8 JSON ({type(exc).__name__})"
+        return refuse_body(request, request.app.state.holder["service"], BodyError(400, message))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -46,7 +46,8 @@ SESSION_SECONDS = 8 * 3600
 MAX_SESSIONS = 1000
 MAX_FORM_BYTES = 64 * 1024
 # The forms' own share of memory (monitor.api.body_budget): login needs no session, so anyone may post to it, and
-# posts that fill this budget refuse other logins, never the gateway's ingest. 32 largest forms at once.
+# posts that fill this budget refuse the console's forms (login, logout, triage), never the gateway's ingest.
+# 32 largest forms at once.
 FORMS_BUDGET_BYTES = 32 * MAX_FORM_BYTES
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=select_autoescape(["html"]))
 TEMPLATES.filters["when"] = when
@@ -114,6 +115,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=500)
     except (UnicodeDecodeError, ValueError) as exc:
+        count_refused_body(request, request.app.state.holder["service"], 400)
         raise TriageError(400, f"form: not a URL-encoded form ({type(exc).__name__})") from None
 
 
@@ -128,6 +130,10 @@ def _render(name: str, status: int = 200, headers: dict[str, str] | None = None,
                                                             "form-action 'self'; frame-ancestors 'none'", **(headers or {})})
 
 
+def _retry_after(request: Request) -> dict[str, str]:
+    return {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
+
+
 def _login_page(message: str = "", status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     return _render("login.html", status, headers, message=message)
 
@@ -137,7 +143,8 @@ async def _page(request: Request, session: Session, error: str = "", status: int
     holder = request.app.state.holder
     service: MonitorService | None = holder["service"]
     if service is None:
-        return _render("login.html", 503, message=f"not ready: {holder['error'] or 'the model is still loading'}; reload in a moment")
+        return _render("login.html", 503, _retry_after(request),
+                       message=f"not ready: {holder['error'] or 'the model is still loading'}; reload in a moment")
     triage = triage_of(service)
     if triage is None:
         return _render("login.html", 409, message="triage: runs in the embedded service only (role all)")
@@ -232,9 +239,9 @@ async def logout(request: Request) -> Response:
     try:
         form = await _form(request)
     except TriageError as exc:  # e.g. a 503 under load: say so, rather than drop the cookie of a session still open
-        if session is None:
-            return RedirectResponse("/ui/login", status_code=303)
-        return await _page(request, session, f"logout not done: {exc.message}", exc.status, exc.headers)
+        if session is not None:
+            return await _page(request, session, f"logout not done: {exc.message}", exc.status, exc.headers)
+        form = {}
     if session is not None and hmac.compare_digest(_one(form, "csrf"), session.csrf):
         _sessions(request).close(request.cookies.get(COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
@@ -261,7 +268,8 @@ async def _act(request: Request, anchor: str, action: Callable[[Triage, str, dic
     except TriageError as exc:
         return await _page(request, session, exc.message, exc.status, exc.headers)
     except StoreUnavailable as exc:
-        return await _page(request, session, f"state store unavailable: {exc}; nothing was changed, retry later", 503)
+        return await _page(request, session, f"state store unavailable: {exc}; nothing was changed, retry later", 503,
+                           _retry_after(request))
     session.notice = f"{entry['action']} {entry['target']}: done (judge {entry['judge_version_after']})"
     return RedirectResponse(f"/ui#{anchor}", status_code=303)
 

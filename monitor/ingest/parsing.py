@@ -25,8 +25,9 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
 
 
 class BodyError(Exception):
-    """The whole body is unusable; ``status`` is the HTTP status to answer (400/413/415/422, or 503 when the
-    service holds too many bodies at once), with ``headers`` to send along (a 503's ``Retry-After``)."""
+    """The whole body is unusable; ``status`` is the HTTP status to answer (400/413/415/422; 408 when it arrived
+    too slowly, 503 when the service holds too many bodies at once), with ``headers`` to send along (a 503's
+    ``Retry-After``)."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from monitor.judge.combiner import COMBINER_FOLDER, EXAMPLES, OUTPUTS, VerdictCombiner
+from monitor.judge.combiner import COMBINER_FOLDER, LABEL_NAMES, OUTPUTS, VerdictCombiner
 from monitor.judge.dataset import LabelMapper, Record, data_files, default_data_dir, read_records
 from monitor.judge.defaults import DEFAULT_SKIP_LINE, skip_line
 from monitor.judge.evaluation import evaluate, format_report, run_judge
@@ -281,7 +281,7 @@ def _fit_combiner(output: str, verdicts: list, heads_version: str, encoder_versi
     auroc = {name: round(float(roc_auc_score(y, p)), 4)
              for name, p in (("heads", h), ("encoder", e), ("combined", combiner.probabilities(h, e)))}
     ranked_by = "all rows" if ranking is None else "mean over " + ", ".join(ranking)
-    positive = EXAMPLES[output][0]
+    positive = LABEL_NAMES[output][0]
     combiner = replace(combiner, validation={**combiner.validation, "ranked_by": ranked_by, "rows": len(y),
                                              positive: int(y.sum()), "ids_sha256": digest,
                                              "max_seq_length": max_seq_length, "auroc": auroc})

@@ -41,7 +41,7 @@ COMBINER_FOLDER = Path(__file__).with_name("artifacts") / "hybrid"
 # what a combiner judges: response harm given the prompt, prompt harm, or whether the reply refuses
 OUTPUTS = ("response", "prompt", "refusal")
 VERSION_PREFIXES = {"response": "mix-", "prompt": "pmix-", "refusal": "rmix-"}
-EXAMPLES = {"response": ("harmful", "harmless"), "prompt": ("harmful", "harmless"), "refusal": ("refusing", "complying")}
+LABEL_NAMES = {"response": ("harmful", "harmless"), "prompt": ("harmful", "harmless"), "refusal": ("refusing", "complying")}
 DEFAULT_COMBINERS = {output: COMBINER_FOLDER / f"{output}-combiner.json" for output in OUTPUTS}
 HEADS_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the steps `fit` chooses among; 1.0 is the plain sum
 
@@ -98,7 +98,7 @@ class VerdictCombiner:
         y = np.asarray(y, dtype=bool)
         if not (np.all(np.isfinite(heads)) and np.all(np.isfinite(encoder))):
             raise ValueError(f"{output} combiner: every fitted row needs both judges' probabilities (no NaN)")
-        both = " and ".join(EXAMPLES[output])
+        both = " and ".join(LABEL_NAMES[output])
         if not 0 < y.sum() < len(y):
             raise ValueError(f"{output} combiner: the rows need both {both} examples")
         masks = [np.ones(len(y), dtype=bool)] if groups is None else [np.asarray(g, dtype=bool) for g in groups]

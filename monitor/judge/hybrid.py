@@ -89,8 +89,8 @@ class HybridJudge:
             return []
         prompt = self._prompt_probs(batch, np.array([v.prompt_unsafe for v in verdicts]))
         pair = self.encoder.pair_probs(batch)  # columns: response harm, refusal; NaN rows where there is no reply
-        response = self.combiners["response"].probabilities(_answered(verdicts, "response_unsafe"), pair[:, 0])
-        refusal = self.combiners["refusal"].probabilities(_answered(verdicts, "refusal"), pair[:, 1])
+        response = self.combiners["response"].probabilities(_reply_column(verdicts, "response_unsafe"), pair[:, 0])
+        refusal = self.combiners["refusal"].probabilities(_reply_column(verdicts, "refusal"), pair[:, 1])
         return [self._verdict(v, float(p), float(r), float(f)) for v, p, r, f in zip(verdicts, prompt, response, refusal)]
 
     def _prompt_probs(self, batch: Sequence[JudgeInput], heads: np.ndarray) -> np.ndarray:
@@ -124,7 +124,7 @@ class HybridJudge:
         )
 
 
-def _answered(verdicts: Sequence[Verdict], field: str) -> np.ndarray:
+def _reply_column(verdicts: Sequence[Verdict], field: str) -> np.ndarray:
     """One reply output of the heads' verdicts as an array, NaN where there is no reply."""
     return np.array([np.nan if getattr(v, field) is None else getattr(v, field) for v in verdicts], dtype=float)
 
@@ -142,7 +142,8 @@ def check_same_split(heads: HeadsJudge, encoder: EncoderJudge) -> None:
 
 def hybrid_version(heads_version: str, encoder_version: str, combiner_versions: Sequence[str],
                    prompt_skip_below: float | None = None) -> str:
-    """``heads-…+encoder-…[+backend]+mix-…+pmix-…+rmix-…[+pskip<x>]``: every part, so a dashboard shows when any changed.
+    """``heads-…+encoder-…[+backend]+mix-…+pmix-…+rmix-…[+pskip<x>]``: every part, so a dashboard shows when any changed
+    (the combiners of response harm, prompt harm and refusal, in that order).
 
     >>> hybrid_version("heads-a", "encoder-b", ["mix-c", "pmix-d", "rmix-e"], 0.03)
     'heads-a+encoder-b+mix-c+pmix-d+rmix-e+pskip0.03'

@@ -13,7 +13,7 @@ import logging
 import time
 import weakref
 import zlib
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from monitor.api.body_budget import charge
 from monitor.api.deps import error_response
-from monitor.ingest.parsing import BodyError
+from monitor.ingest.parsing import BodyError, Rejection
 from monitor.integrations.adapted import Adapted
 from monitor.ingest.request import IngestOutcome
 from monitor.backend import MonitorBackend
@@ -68,10 +68,16 @@ def all_rejected(outcome: IngestOutcome, single: bool, batch_error: str) -> JSON
     None when anything was taken: a batch then answers 202 with per-item errors."""
     if outcome.accepted or not outcome.rejected:
         return None
-    rejected = [r.as_json() for r in outcome.rejected]
+    return refuse_all(outcome.rejected, single, batch_error)
+
+
+def refuse_all(rejected: Sequence[Rejection], single: bool, batch_error: str) -> JSONResponse:
+    """The answer when every item was refused: a single item with its own status (422, or 413 for an event over
+    ``max_event_bytes``) and error, a batch a 422 with ``batch_error`` and every item's error."""
+    listed = [r.as_json() for r in rejected]
     if single:
-        return error_response(outcome.rejected[0].status, outcome.rejected[0].error, rejected=rejected[:1])
-    return error_response(422, batch_error, rejected=rejected)
+        return error_response(rejected[0].status, rejected[0].error, rejected=listed[:1])
+    return error_response(422, batch_error, rejected=listed)
 
 
 async def read_body(request: Request, max_bytes: int, limit: str | None = None) -> bytes:

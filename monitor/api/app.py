@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__
 from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
-from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body
+from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, refuse_all
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open, sender
 from monitor.api.body_budget import BodyBudget, BodyBudgetMiddleware
 from monitor.api.deps import error_response, get_service, refuse_body
@@ -199,11 +199,9 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
             )
         except BodyError as exc:
             return refuse_body(request, service, exc)
-        rejected = [r.as_json() for r in parsed.rejected]
         if not parsed.events:
-            message = rejected[0]["error"] if parsed.single else EVERY_EVENT_INVALID
             await service.ingest_async(parsed, arrival, sender(request))  # still counted as received/rejected
-            return error_response(422, message, rejected=rejected)
+            return refuse_all(parsed.rejected, parsed.single, EVERY_EVENT_INVALID)
         outcome = await service.ingest_async(parsed, arrival, sender(request))
         service.metrics.ingest_seconds.observe(time.perf_counter() - started)
         busy = busy_response(outcome, settings.retry_after_seconds)

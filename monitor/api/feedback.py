@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from monitor.api.adapter_ingest import parse_off_loop, read_body
+from monitor.api.adapter_ingest import parse_off_loop, read_body, refuse_all
 from monitor.api.auth import Principal, require
 from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.api.rate_limit import SourceLimiter
@@ -162,8 +162,7 @@ async def feedback(
         return error_response(409, str(exc))
     rejected += invalid
     _count_refused(service, "invalid", len(rejected))
-    rejected_json = [r.as_json() for r in sorted(rejected, key=lambda r: r.index)]
+    rejected.sort(key=lambda r: r.index)
     if not labels or len(invalid) == len(labels):
-        message = rejected_json[0]["error"] if parsed.single else "feedback: every label in the batch is invalid"
-        return error_response(422, message, rejected=rejected_json)
-    return JSONResponse({**statuses, "rejected": rejected_json}, status_code=202)
+        return refuse_all(rejected, parsed.single, "feedback: every label in the batch is invalid")
+    return JSONResponse({**statuses, "rejected": [r.as_json() for r in rejected]}, status_code=202)

@@ -7,9 +7,9 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, submit
+from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, refuse_all, submit
 from monitor.api.auth import require, sender
-from monitor.api.deps import error_response, get_service, refuse_body
+from monitor.api.deps import get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
 from monitor.ingest.safejson import JsonLimits
@@ -93,10 +93,8 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
     probes = probe_end_user(key) if key is not None else None
     adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt, probes).adapt(items, single=single)
     outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
-    rejected = [r.as_json() for r in adapted.rejected]
     if not adapted.events and adapted.rejected:
-        message = rejected[0]["error"] if single else EVERY_PAYLOAD_INVALID
-        return error_response(422, message, rejected=rejected)
+        return refuse_all(adapted.rejected, single, EVERY_PAYLOAD_INVALID)
     busy = busy_response(outcome, settings.retry_after_seconds)
     if busy is not None:
         return busy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,20 @@ from monitor.judge.dataset import default_data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Longest a service still building at the session's end may take to finish (the hybrid judge's first ONNX export).
+START_JOIN_SECONDS = 300
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Wait for services that a test stopped while they were still building. Their start thread
+    (``monitor.api.app.in_daemon_thread``) is a daemon, so ``monitor serve`` can stop at once; but when
+    Python finalizes while that thread is inside ONNX Runtime or torch, the process aborts ("terminate
+    called without an active exception", exit 134) after every test passed."""
+    for thread in threading.enumerate():
+        if thread.name == "monitor-start":
+            thread.join(timeout=START_JOIN_SECONDS)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

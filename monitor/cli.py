@@ -54,6 +54,7 @@ def serve(
     import uvicorn
 
     from monitor.api.app import create_app
+    from monitor.api.connections import guarded_protocol
 
     from monitor.api.auth import AuthConfigError
     from monitor.redact_urls import redact_urls
@@ -84,7 +85,9 @@ def serve(
     except AuthConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=log_level)
+    guard = app_.state.connection_guard
+    guard.warn_if_above_file_limit()
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=log_level, http=guarded_protocol(guard))
 
 
 @app.command(name="replay", help="Send a JSONL file of events to a running monitor, honouring event timestamps.")

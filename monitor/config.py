@@ -97,6 +97,20 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="Longest a client may take to send a request body, from the request's start (408 "
         "after that, its bytes returned to their budget): a client that stalls cannot hold the budget.",
     )
+    max_connections: int = Field(
+        1024, ge=1, le=1_000_000, description="Most HTTP connections open at once (monitor serve): a connection past it "
+        "gets a 503 with Retry-After and is closed as it is accepted (counted), so idle or stalled connections cannot "
+        "hold unbounded memory. Keep it under the process's open-file limit (a warning at start says when it is not).",
+    )
+    max_request_head_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024, description="Most bytes a request line and its headers may take (monitor "
+        "serve): more is a 431 and the connection is closed (counted), before any token is checked.",
+    )
+    request_head_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, description="Longest a connection may take to send a whole request line and headers, from "
+        "its opening or the request's first byte (monitor serve): after that it is closed (counted), so a client that "
+        "sends nothing or trickles its headers cannot hold a connection.",
+    )
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")
 

@@ -25,12 +25,14 @@ from monitor.api import clusters, feedback, litellm, otel, reports, triage, ui
 from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, refuse_all
 from monitor.api.auth import AuthError, Authenticator, require, require_unless_open, sender
 from monitor.api.body_budget import BodyBudget, BodyBudgetMiddleware
+from monitor.api.connections import ConnectionCollector, ConnectionGuard
 from monitor.api.deps import error_response, get_service, refuse_body
 from monitor.backend import MonitorBackend, NotReady
 from monitor.api.responses import AUTH, BODY, IngestOut, errors
 from monitor.alerts.engine import Alert
 from monitor.alerts.links import evidence_links
 from monitor.config import Settings
+from monitor.export.metrics import PREFIX
 from monitor.ingest.parsing import BodyError, parse_body
 from monitor.ingest.safejson import JsonLimits
 from monitor.ingest.schema import EventIn
@@ -87,11 +89,13 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     hide_access_log_queries(logging.getLogger("uvicorn.access"))  # kept when uvicorn configures its logging later
     holder: dict[str, Any] = {"service": None, "error": None}
     auth = Authenticator(settings)
+    guard = ConnectionGuard.from_settings(settings)
 
     async def load() -> None:
         try:
             service = await in_daemon_thread(factory, settings)
             await service.start()
+            service.metrics.registry.register(ConnectionCollector(guard, PREFIX))
             holder["service"] = service
         except Exception as exc:  # surfaced by /readyz; the process stays up for diagnosis
             # URLs in the message (a malformed second_judge_url with credentials) are cut to scheme://host.
@@ -127,6 +131,7 @@ def create_app(settings: Settings | None = None, service_factory: Callable[[Sett
     app.state.form_budget = BodyBudget(ui.FORMS_BUDGET_BYTES, ui.MAX_FORM_BYTES, "the console's form budget", settings.retry_after_seconds)
     app.add_middleware(BodyBudgetMiddleware, budget=app.state.body_budget, timeout_s=settings.body_timeout_seconds,
                        by_prefix=(("/ui/", app.state.form_budget),))
+    app.state.connection_guard = guard  # monitor serve's protocol enforces it
     app.state.holder = holder
     app.state.settings = settings
     app.state.auth = auth

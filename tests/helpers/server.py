@@ -1,4 +1,4 @@
-"""Run the real service (uvicorn + the FastAPI app) on a free loopback port in a background thread."""
+"""Run the real service (uvicorn with monitor serve's protocol + the FastAPI app) on a free loopback port in a background thread."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 
 from monitor.api.app import create_app
+from monitor.api.connections import guarded_protocol
 from monitor.config import Settings
 from monitor.pipeline.service import MonitorService
 
@@ -51,7 +52,8 @@ class RunningServer:
 def running_server(settings: Settings, factory: Callable[[Settings], MonitorService], ready_timeout: float = 120.0) -> Iterator[RunningServer]:
     port = free_port()
     app = create_app(settings, service_factory=factory)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            http=guarded_protocol(app.state.connection_guard))  # as monitor serve runs it
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

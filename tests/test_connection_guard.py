@@ -22,7 +22,10 @@ from tests.helpers.server import free_port, running_server
 
 
 async def small_app(scope, receive, send):
-    """Echoes how many body bytes it read; ``/slow`` answers after 1 s."""
+    """Echoes how many body bytes it read; ``/slow`` answers after 1 s; refuses WebSockets."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close"})
+        return
     if scope["type"] != "http":
         return
     size, more = 0, True
@@ -153,6 +156,19 @@ def test_connections_past_the_cap_get_a_503_with_retry_after_and_close():
             for sock in held:
                 sock.close()
         wait_for(lambda: guard.open == 0)
+
+
+def test_a_websocket_upgrade_releases_its_slot():
+    """uvicorn hands an upgraded transport to its WebSocket protocol, which gets the connection_lost."""
+    upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with guarded_server(max_connections=5) as (port, guard):
+        for _ in range(10):
+            with closing(connect(port)) as sock:
+                sock.sendall(upgrade)
+                assert read_until_closed(sock).startswith(b"HTTP/1.1 403 ")
+        wait_for(lambda: guard.open == 0)
+        assert guard.refused["connection_limit"] == 0
 
 
 def test_the_service_exports_what_its_guard_refused(embedder):

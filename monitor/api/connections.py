@@ -99,11 +99,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._leave_guard()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        """The transport goes to a WebSocket protocol, which gets its ``connection_lost``: release the slot now."""
+        self._leave_guard()
+        super().handle_websocket_upgrade()
+
+    def _leave_guard(self) -> None:
         self._disarm_head_timer()
         if self._admitted:
             self._admitted = False
             self.guard.open -= 1
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._finished_in_read = False

@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.machine import describe  # noqa: E402
 from monitor.api.app import create_app  # noqa: E402
-from monitor.api.connections import guarded_protocol  # noqa: E402
+from monitor.api.connections import guarded_http  # noqa: E402
 from monitor.config import Settings  # noqa: E402
 from monitor.embed.embedder import EmbedderInfo  # noqa: E402
 from monitor.judge.dataset import default_data_dir, read_records  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
                         max_events_per_request=max(5000, args.per_request))
     app = create_app(settings, service_factory=lambda s: build_service(s, embedder=StandInEmbedder()))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
-                                           http=guarded_protocol(app.state.connection_guard)))
+                                           **guarded_http(app.state.connection_guard)))
     threading.Thread(target=server.run, daemon=True).start()
     base = f"http://127.0.0.1:{args.port}"
     client = httpx.Client(base_url=base, timeout=60)

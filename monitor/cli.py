@@ -54,7 +54,7 @@ def serve(
     import uvicorn
 
     from monitor.api.app import create_app
-    from monitor.api.connections import guarded_protocol
+    from monitor.api.connections import guarded_http
 
     from monitor.api.auth import AuthConfigError
     from monitor.redact_urls import redact_urls
@@ -87,7 +87,7 @@ def serve(
         raise typer.Exit(2) from None
     guard = app_.state.connection_guard
     guard.warn_if_above_file_limit()
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=log_level, http=guarded_protocol(guard))
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=log_level, **guarded_http(guard))
 
 
 @app.command(name="replay", help="Send a JSONL file of events to a running monitor, honouring event timestamps.")

@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     )
     max_request_head_bytes: int = Field(
         32 * 1024, ge=4096, le=1024 * 1024, description="Most bytes a request line and its headers may take (monitor "
-        "serve): more is a 431 and the connection is closed (counted), before any token is checked.",
+        "serve): more, or more than 100 header lines, is a 431 and the connection is closed (counted), before any token "
+        "is checked.",
     )
     request_head_timeout_seconds: float = Field(
         10.0, gt=0, le=3600, description="Longest a connection may take to send a whole request line and headers, from "

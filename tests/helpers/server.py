@@ -12,7 +12,7 @@ import httpx
 import uvicorn
 
 from monitor.api.app import create_app
-from monitor.api.connections import guarded_protocol
+from monitor.api.connections import guarded_http
 from monitor.config import Settings
 from monitor.pipeline.service import MonitorService
 
@@ -53,7 +53,7 @@ def running_server(settings: Settings, factory: Callable[[Settings], MonitorServ
     port = free_port()
     app = create_app(settings, service_factory=factory)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            http=guarded_protocol(app.state.connection_guard))  # as monitor serve runs it
+                            **guarded_http(app.state.connection_guard))  # as monitor serve runs it
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

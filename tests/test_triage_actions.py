@@ -15,7 +15,10 @@ from monitor.judge.verdict import JudgeInput
 from monitor.taxonomy import SAFE
 from monitor.state.memory import MemoryStateStore
 from monitor.pipeline.triaging import triage_of
+from monitor.drift.base import CategoryReferences
+from monitor.signals import Reading
 from monitor.triage.console import SplitLabel, TriageError
+from monitor.triage.state import TriageState
 from monitor.triage.export import render
 from tests.helpers.triage import drifting, emerging_alert, feed, synthetic_service
 from tests.test_drift_emerging import NEW_WORDS, World, _around
@@ -81,6 +84,57 @@ def test_revert_restores_the_previous_judge_and_is_audited(alerted):
     assert log[0]["who"] == "bob" and log[0]["judge_version_after"] == base
     with pytest.raises(TriageError, match="^revert: nothing to revert"):
         triage.revert("bob")
+
+
+def test_revert_watches_the_cluster_and_drops_the_category_share_key_again(alerted):
+    """A wrong label reverted must not leave the monitor blind: the cluster it named alerts again while
+    the new traffic keeps coming, and the reverted category is no longer a share key."""
+    service, triage, alert = alerted
+    triage.label_cluster("alice", alert.key, "new_category", name="counterfeit_goods")
+    assert service.find_cluster(alert.key).label == "counterfeit_goods"
+    entry = triage.revert("bob", reason="wrong category")
+    assert entry["detail"]["clusters_unlabelled"] == [alert.key]
+    assert service.find_cluster(alert.key).label is None and alert.key not in triage.state.clusters
+    assert not [r for r in service.detectors.readings() if r.key == "counterfeit_goods"]
+    def new_traffic_alerts() -> list:
+        return [a for a in service.alerts("firing") if a.kind == "emerging_category"
+                and np.mean([NEW_WORDS in t for t in a.evidence["exemplars"]]) > 0.5]
+
+    assert not new_traffic_alerts()
+    feed(service, drifting(13000, seed=1, world=WORLD)[9000:])
+    assert new_traffic_alerts()
+
+
+def test_a_false_alarm_mark_survives_reverting_a_later_revision(alerted):
+    """Only what the reverted revision named is un-named: a cluster dismissed as a false alarm stays known."""
+    service, triage, alert = alerted
+    triage.act_on_alert("carol", alert.id, "false_alarm")
+    first = service.find_cluster(alert.key).exemplar_ids[0]
+    triage.label_cluster("alice", alert.key, "split", labels=[SplitLabel(first, SAFE)])
+    assert triage.revert("bob")["detail"]["clusters_unlabelled"] == []
+    assert triage.state.clusters[alert.key] == SAFE and service.find_cluster(alert.key).label == SAFE
+
+
+def test_removing_a_learned_category_resolves_its_open_alarms(alerted, monkeypatch):
+    service, _, _ = alerted
+    [share] = service.detectors.having(CategoryReferences)
+    assert share.add_category("counterfeit_goods")
+    monkeypatch.setattr(share._learned["counterfeit_goods"], "readings",
+                        lambda: [Reading("category_share", "global", "counterfeit_goods", 9.0, 1.0, True)])
+    conditions = share.remove_category("counterfeit_goods", at=123.0)
+    assert [(c.kind, c.scope, c.key, c.active, c.at) for c in conditions] == [("category_share", "global", "counterfeit_goods", False, 123.0)]
+    assert share.remove_category("counterfeit_goods", at=124.0) == []
+    assert share.remove_category("violence", at=1.0) == []  # a base key is never removed
+
+
+def test_cluster_revisions_survive_a_restart_and_older_snapshots_load():
+    state = TriageState()
+    state.clusters["c1"], state.cluster_revisions["c1"] = "cat_a", 3
+    again = TriageState.from_bytes(state.to_bytes(), state.limits)
+    assert again.cluster_revisions == {"c1": 3} and again.copy().cluster_revisions == {"c1": 3}
+    older = json.loads(state.to_bytes())
+    del older["cluster_revisions"]
+    assert TriageState.from_bytes(json.dumps(older).encode(), state.limits).cluster_revisions == {}
 
 
 def test_benign_label_teaches_safe(alerted):

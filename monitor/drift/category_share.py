@@ -369,6 +369,15 @@ class CategoryShareDetector:
         self._learned[key] = self._learner(key)
         return True
 
+    def remove_category(self, key: str, at: float) -> list[Condition]:
+        """Stop watching a category added at run time (triage reverted it; base keys stay). Its open
+        alarms resolve (the returned conditions, at event time ``at``): with the key gone nothing else would."""
+        sub = self._learned.pop(key, None)
+        if sub is None:
+            return []
+        return [Condition(self.name, r.scope, key, False, at, summary=f"category {key!r} was reverted in triage: no longer watched")
+                for r in sub.readings() if r.key == key and r.active]
+
     def _learner(self, key: str) -> CategoryShareDetector:
         return CategoryShareDetector([key], warmup_events=self.warmup_events, expected_run_time=self.expected_run_time,
                                      ratio=self.ratio, drop_budget=self.drop_budget, share_weighting=self.share_weighting,

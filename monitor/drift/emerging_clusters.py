@@ -714,6 +714,19 @@ class EmergingClusterDetector:
                     out.append(self._condition(name, st, cluster, self._threshold(st), st.now))
         return out
 
+    def unlabel_cluster(self, cluster_id: str) -> None:
+        """Triage reverted the label of ``cluster_id``: it, and the clusters of other scopes that took the
+        label with it (:meth:`label_cluster`'s centroid rule), are watched again and may alert anew. An id
+        no longer held (evicted, or not formed yet after a restart) is ignored."""
+        found = next((st.clusters[cluster_id] for st in self._scopes.values() if cluster_id in st.clusters), None)
+        if found is None or found.label is None:
+            return
+        label, centroid = found.label, found.centroid
+        for st in self._scopes.values():
+            for cluster in st.clusters.values():
+                if cluster.label == label and (cluster is found or float(cluster.centroid @ centroid) >= self.settings.join_similarity):
+                    cluster.label = None
+
     def forget_explained(self, label: str) -> None:
         """The judge no longer knows ``label`` (triage reverted it): its events are candidates again."""
         self._explained.discard(label)

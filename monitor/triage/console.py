@@ -15,7 +15,8 @@ also watched by the category-share detector against a fresh reference. Alert act
 ``acknowledge``, ``silence`` (for a duration; pushed to Alertmanager when configured) and
 ``false_alarm`` (resolve now; detectors that can restart the key's test do). A silence also mutes
 the monitor's own webhooks and Slack (:meth:`Triage.silences`). ``revert`` drops the
-newest online-model revision, the labels it added and the categories it created.
+newest online-model revision, the labels it added and the categories it created; the clusters that
+revision named are watched again, and the share detector stops watching the categories it created.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class Triage:
                 pairs = [SplitLabel(e, label) for e in cluster.exemplar_ids]
                 detail["label"] = label
                 state.clusters[cluster_id] = label
+                state.cluster_revisions[cluster_id] = state.next_revision  # the revision _commit fits
             seen = self._reachable(pairs)
             for pair in pairs:
                 if pair.event_id in seen:
@@ -255,7 +257,12 @@ class Triage:
                 del state.labels[event_id]
             for name in [k for k, v in state.categories.items() if v["revision"] == dropped]:
                 del state.categories[name]
-            return self._commit(state, who, "judge.revert", f"triage-{dropped}", {"reverted_revision": dropped}, reason, refit=False)
+            unnamed = [k for k, r in state.cluster_revisions.items() if r == dropped]
+            for cluster_id in unnamed:  # watched again: a wrong label must not leave the monitor blind to the cluster
+                del state.cluster_revisions[cluster_id]
+                state.clusters.pop(cluster_id, None)
+            return self._commit(state, who, "judge.revert", f"triage-{dropped}",
+                                {"reverted_revision": dropped, "clusters_unlabelled": unnamed}, reason, refit=False)
 
     # ------------------------------------------------------------------ commit
     def _commit(self, state: TriageState, who: str, action: str, target: str, detail: dict[str, Any], reason: str,
@@ -283,15 +290,22 @@ class Triage:
         labelling = self.host.detectors.having(ClusterLabels)
         references = self.host.detectors.having(CategoryReferences)
         fresh = {k: v for k, v in state.clusters.items() if relabel_clusters or previous.clusters.get(k) != v}
+        unlabelled = [k for k in previous.clusters if k not in state.clusters]
+        forgotten = set(previous.categories) - learned
 
         def change() -> list[Condition]:
             out: list[Condition] = []
+            at = self.host.event_time if self.host.event_time is not None else 0.0  # no event yet: no alarm to resolve
             for share in references:
                 for name in learned:
                     share.add_category(name)
+                for name in forgotten:
+                    out += share.remove_category(name, at)
             for clusters in labelling:
-                for name in set(previous.categories) - learned:
+                for name in forgotten:
                     clusters.forget_explained(name)
+                for cluster_id in unlabelled:
+                    clusters.unlabel_cluster(cluster_id)
                 for cluster_id, label in fresh.items():
                     try:
                         out += clusters.label_cluster(cluster_id, label, explained=label in learned)

@@ -100,6 +100,8 @@ class TriageState:
     clusters: OrderedDict[str, str] = field(default_factory=OrderedDict)  # cluster id -> label (re-applied after a restart)
     audit: list[dict[str, Any]] = field(default_factory=list)
     audit_dropped: int = 0
+    # cluster id -> the revision whose label action named it (revert un-names it); false-alarm marks have none
+    cluster_revisions: dict[str, int] = field(default_factory=dict)
 
     @property
     def model(self) -> OnlineModel:
@@ -161,7 +163,7 @@ class TriageState:
         they are never modified once made), so an action is applied to a copy, saved, then swapped in."""
         return TriageState(self.limits, self.seq, dict(self.categories), OrderedDict(self.labels), list(self.models),
                            self.next_revision, OrderedDict((k, replace(v, silence_ids=list(v.silence_ids))) for k, v in self.marks.items()),
-                           OrderedDict(self.clusters), list(self.audit), self.audit_dropped)
+                           OrderedDict(self.clusters), list(self.audit), self.audit_dropped, dict(self.cluster_revisions))
 
     # ------------------------------------------------------------------ persistence
     def to_bytes(self) -> bytes:
@@ -176,6 +178,7 @@ class TriageState:
             "clusters": list(self.clusters.items())[-self.limits.max_marks:],
             "audit": self.audit,
             "audit_dropped": self.audit_dropped,
+            "cluster_revisions": self.cluster_revisions,
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -187,7 +190,8 @@ class TriageState:
                     OrderedDict((s["event_id"], Labelled.from_state(s)) for s in raw["labels"]),
                     [OnlineModel.from_state(m) for m in raw["models"]], int(raw["next_revision"]),
                     OrderedDict((k, Mark(**v)) for k, v in raw["marks"].items()), OrderedDict(map(tuple, raw["clusters"])),
-                    list(raw["audit"]), int(raw["audit_dropped"]))
+                    list(raw["audit"]), int(raw["audit_dropped"]),
+                    {k: int(v) for k, v in raw.get("cluster_revisions", {}).items()})  # absent before revert un-named clusters
         return state
 
     def save(self, store: StateStore) -> None:

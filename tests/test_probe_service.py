@@ -98,6 +98,15 @@ def test_scheduled_probes_alert_through_the_service_with_the_shipped_judge(embed
             copy = srv.client.post("/v1/ingest/litellm", json={**logged, "id": "probe-copy", "end_user": marker}).json()
             evader = srv.client.post("/v1/ingest/litellm", json={**logged, "id": "evader", "end_user": "llmsafety-canary-probe"}).json()
             assert (copy["accepted"], copy["ignored"], evader["accepted"], evader["ignored"]) == (0, 1, 1, 0)
+            # So is the copy an OpenTelemetry-instrumented gateway traces (OpenLLMetry records OpenAI's `user` as llm.user).
+            ignored = lambda: service.metrics.registry.get_sample_value("llmsafety_integration_items_ignored_total", {"source": "otel"}) or 0.0  # noqa: E731
+            traced = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+                "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "00000000000000b1", "name": "chat",
+                "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in
+                               {"gen_ai.operation.name": "chat", "gen_ai.prompt": "How do I bake bread?", "llm.user": marker}.items()]}]}]}]}
+            before_ignored = ignored()
+            assert srv.client.post("/v1/traces", json=traced).status_code == 200
+            assert ignored() == before_ignored + 1 and srv.client.get("/v1/status").json()["received"] == 1  # the evader only
             shown = srv.client.get("/v1/status").json()
             assert marker not in str(shown) and settings.probe_end_user_key.get_secret_value() not in str(shown) + caplog.text
     assert KEY not in caplog.text

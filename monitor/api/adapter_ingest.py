@@ -26,6 +26,8 @@ from monitor.ingest.parsing import BodyError, Rejection
 from monitor.integrations.adapted import Adapted
 from monitor.ingest.request import IngestOutcome
 from monitor.backend import MonitorBackend
+from monitor.config import Settings
+from monitor.probe.client import probe_end_user
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +204,10 @@ def busy_response(outcome: IngestOutcome, retry_after: int) -> JSONResponse | No
         f"{reason}: nothing from this request was accepted; retry after the Retry-After delay{detail}",
         {"Retry-After": str(retry_after)},
     )
+
+
+def skipped_probe_name(settings: Settings) -> str | None:
+    """The end-user name whose calls the gateway integrations ignore: this deployment's canary probes'
+    (:attr:`~monitor.config.Settings.skipped_probe_end_user_key`), or none."""
+    key = settings.skipped_probe_end_user_key
+    return probe_end_user(key) if key is not None else None

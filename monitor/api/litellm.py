@@ -7,14 +7,13 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, refuse_all, submit
+from monitor.api.adapter_ingest import all_rejected, busy_response, parse_off_loop, read_body, refuse_all, skipped_probe_name, submit
 from monitor.api.auth import require, sender
 from monitor.api.deps import get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, LiteLLMIngestOut, errors
 from monitor.ingest.parsing import BodyError
 from monitor.ingest.safejson import JsonLimits
 from monitor.integrations.litellm import LiteLLMAdapter, split_body
-from monitor.probe.client import probe_end_user
 from monitor.backend import MonitorBackend
 
 router = APIRouter()
@@ -89,9 +88,7 @@ async def ingest_litellm(request: Request, service: MonitorBackend = Depends(get
         )
     except BodyError as exc:
         return refuse_body(request, service, exc)
-    key = settings.skipped_probe_end_user_key
-    probes = probe_end_user(key) if key is not None else None
-    adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt, probes).adapt(items, single=single)
+    adapted = LiteLLMAdapter(settings.litellm_labels, settings.end_user_hash_salt, skipped_probe_name(settings)).adapt(items, single=single)
     outcome = await submit(service, adapted, arrival, source="litellm", sender=sender(request))
     if not adapted.events and adapted.rejected:
         return refuse_all(adapted.rejected, single, EVERY_PAYLOAD_INVALID)

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, submit
+from monitor.api.adapter_ingest import busy_response, parse_off_loop, read_body, skipped_probe_name, submit
 from monitor.api.auth import require, sender
 from monitor.api.deps import get_service, refuse_body
 from monitor.api.responses import AUTH, BODY, errors
@@ -69,7 +69,7 @@ async def receive_traces(request: Request, service: MonitorBackend = Depends(get
         traces = await parse_off_loop(body, parse_request, body, content_type, JsonLimits.of(settings))
     except BodyError as exc:
         return refuse_body(request, service, exc)
-    adapted = OtelAdapter(settings.end_user_hash_salt).adapt(traces)
+    adapted = OtelAdapter(settings.end_user_hash_salt, skipped_probe_name(settings)).adapt(traces)
     llm_spans = len(adapted.events) + len(adapted.rejected)
     if llm_spans > settings.max_events_per_request:  # refused whole, counted like a body over the limits
         message = f"spans: {llm_spans} LLM spans in one request exceed the limit of {settings.max_events_per_request}; lower the exporter's batch size"

@@ -38,7 +38,6 @@ the prober judges those itself.
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -50,6 +49,7 @@ from monitor.ingest.schema import EventIn
 from monitor.integrations.adapted import Adapted, ItemError, Skip, adapt
 from monitor.integrations.messages import completion_text, last_user_text
 from monitor.integrations.privacy import hash_id
+from monitor.integrations.probe_calls import ProbeCalls
 
 REDACTED_MARKER = "redacted-by-litellm"
 MAX_ERROR_CHARS = 500
@@ -150,14 +150,10 @@ class LiteLLMAdapter:
             raise ValueError(f"litellm_labels: unknown label(s) {', '.join(unknown)}; choose from {', '.join(LABEL_FIELDS)}")
         self.labels = tuple(labels)
         self.end_user_salt = end_user_salt
-        self.probe_end_user = probe_end_user.encode() if probe_end_user else None
+        self.probes = ProbeCalls(probe_end_user)
 
     def adapt(self, items: Iterable[tuple[int, Any]], single: bool = False) -> Adapted:
         return adapt(items, self.convert, single=single)
-
-    def _is_probe(self, end_user: Any) -> bool:
-        return (self.probe_end_user is not None and isinstance(end_user, str)
-                and hmac.compare_digest(end_user.encode("utf-8", "replace"), self.probe_end_user))
 
     def convert(self, payload: Any) -> EventIn | Skip:
         if not looks_like_payload(payload):
@@ -168,7 +164,7 @@ class LiteLLMAdapter:
             raise ItemError(f"call_type: must be a string, got {type(call_type).__name__}")
         if call_type is not None and call_type not in TEXT_CALL_TYPES:
             return Skip.IGNORED
-        if self._is_probe(payload.get("end_user")):  # the monitor's own canary probe: judged by the prober, not as traffic
+        if self.probes.named(payload.get("end_user")):  # the monitor's own canary probe: judged by the prober, not as traffic
             return Skip.IGNORED
         prompt = last_user_text(payload.get("messages"))
         response = completion_text(payload.get("response"))

@@ -22,8 +22,9 @@ Every other span is ignored (and counted). Texts, first found wins:
   ``gen_ai.content.completion`` (``gen_ai.completion``) / ``gen_ai.choice`` (``message``/``content``) ·
   ``llm.output_messages.{i}.message...`` · ``output.value`` (a response JSON with ``choices``, else text).
 
-An LLM span without prompt text (instrumentations record no message content unless told to) is
-:attr:`Skip.REDACTED`: counted, never judged. A span without response text (an error, a stream
+An LLM span whose end user (:data:`USER_ATTRIBUTES`) is the name the monitor's own canary probes
+carry is ignored: the prober judges those calls itself. An LLM span without prompt text
+(instrumentations record no message content unless told to) is :attr:`Skip.REDACTED`: counted, never judged. A span without response text (an error, a stream
 cut short) is ingested with the prompt only.
 
 >>> span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
@@ -61,6 +62,7 @@ from monitor.integrations.messages import completion_text, content_text, last_us
 from monitor.ingest import safejson
 from monitor.ingest.safejson import JsonLimitError, JsonLimits
 from monitor.integrations.privacy import hash_id
+from monitor.integrations.probe_calls import ProbeCalls
 
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 JSON_TYPE = "application/json"
@@ -137,11 +139,18 @@ def any_value(value: AnyValue) -> Any:
     return getattr(value, which)
 
 
-class OtelAdapter:
-    """Maps the spans of one OTLP request to events (``end_user_salt`` hashes ``user.id``)."""
+# Where instrumentations put the end user: OpenTelemetry's and OpenInference's user.id, enduser.id, GenAI's
+# gen_ai.user.id, and OpenLLMetry's (and LiteLLM's OpenTelemetry logger's) llm.user, OpenAI's `user` field.
+USER_ATTRIBUTES = ("user.id", "enduser.id", "gen_ai.user.id", "llm.user")
 
-    def __init__(self, end_user_salt: str = "") -> None:
+
+class OtelAdapter:
+    """Maps the spans of one OTLP request to events (``end_user_salt`` hashes the end user;
+    ``probe_end_user``: the name this deployment's canary probes carry, whose spans are ignored)."""
+
+    def __init__(self, end_user_salt: str = "", probe_end_user: str | None = None) -> None:
         self.end_user_salt = end_user_salt
+        self.probes = ProbeCalls(probe_end_user)
 
     def adapt(self, request: ExportTraceServiceRequest) -> Adapted:
         return adapt(enumerate(iter_spans(request)), self.convert)
@@ -151,6 +160,8 @@ class OtelAdapter:
         attrs = attributes(span.attributes)
         events = [(e.name, attributes(e.attributes)) for e in span.events]
         if not is_llm_span(attrs, events):
+            return Skip.IGNORED
+        if any(self.probes.named(attrs.get(key)) for key in USER_ATTRIBUTES):  # the monitor's own probe: the prober judges it
             return Skip.IGNORED
         prompt, response = span_prompt(attrs, events), span_reply(attrs, events)
         if prompt is None or REDACTED_MARKER in (prompt.strip(), (response or "").strip()):
@@ -176,7 +187,7 @@ class OtelAdapter:
         service = resource.get("service.name")
         if isinstance(service, str) and service:
             labels["service"] = service[:128]
-        user = _first_text(attrs, "user.id", "enduser.id", "gen_ai.user.id")
+        user = _first_text(attrs, *USER_ATTRIBUTES)
         if user is not None:
             labels["end_user"] = hash_id(user, self.end_user_salt)
         return labels

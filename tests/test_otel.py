@@ -185,23 +185,28 @@ def test_openinference_attributes_and_values():
     assert (text.prompt, text.response) == ("plain", "text")
 
 
-@pytest.mark.parametrize("attribute", ["user.id", "enduser.id", "gen_ai.user.id", "llm.user"])
+@pytest.mark.parametrize("attribute", ["user.id", "enduser.id", "gen_ai.user.id", "llm.user", "llm.invocation_parameters"])
 def test_the_monitors_own_probe_spans_are_ignored_by_their_keyed_end_user(attribute):
     """An OpenTelemetry-instrumented gateway traces a canary probe's call too: that copy is ignored, as the
     LiteLLM integration ignores its log line; any other end user, guessed names included, is traffic."""
     from monitor.probe.client import probe_end_user
 
     marker = probe_end_user("this deployment's key")
+
+    def named(user: str) -> str:  # OpenInference records OpenAI's request parameters as one JSON document
+        return json.dumps({"model": "gpt-4o", "user": user}) if attribute == "llm.invocation_parameters" else user
+
     probe_span = {"gen_ai.operation.name": "chat", "gen_ai.prompt": "How do I pick a lock?", "gen_ai.completion": "I can't help.",
-                  attribute: marker}
+                  attribute: named(marker)}
     request = parse_request(json.dumps(otlp_json(span("00000000000000a1", probe_span))).encode(), "application/json")
     out = OtelAdapter(probe_end_user=marker).adapt(request)
     assert (out.ignored, len(out.events)) == (1, 0)
     for other in ("alice", "llmsafety-canary-probe", probe_end_user("a guessed key"), marker + "x"):
-        request = parse_request(json.dumps(otlp_json(span("00000000000000a2", {**probe_span, attribute: other}))).encode(), "application/json")
+        request = parse_request(json.dumps(otlp_json(span("00000000000000a2", {**probe_span, attribute: named(other)}))).encode(), "application/json")
         assert len(OtelAdapter(probe_end_user=marker).adapt(request).events) == 1, other
     assert len(OtelAdapter().adapt(request).events) == 1  # a monitor that does not probe skips no one
-    assert only_event(span("00000000000000a3", {**probe_span, attribute: "bob"})).labels["end_user"] == hash_id("bob", "pepper")
+    if attribute != "llm.invocation_parameters":
+        assert only_event(span("00000000000000a3", {**probe_span, attribute: "bob"})).labels["end_user"] == hash_id("bob", "pepper")
 
 
 def test_non_llm_spans_are_ignored_and_content_free_llm_spans_are_redacted():

@@ -22,8 +22,8 @@ Every other span is ignored (and counted). Texts, first found wins:
   ``gen_ai.content.completion`` (``gen_ai.completion``) / ``gen_ai.choice`` (``message``/``content``) ·
   ``llm.output_messages.{i}.message...`` · ``output.value`` (a response JSON with ``choices``, else text).
 
-An LLM span whose end user (:data:`USER_ATTRIBUTES`) is the name the monitor's own canary probes
-carry is ignored: the prober judges those calls itself. An LLM span without prompt text
+An LLM span whose end user (:data:`USER_ATTRIBUTES`, or ``user`` in OpenInference's
+``llm.invocation_parameters``) is the name the monitor's own canary probes carry is ignored: the prober judges those calls itself. An LLM span without prompt text
 (instrumentations record no message content unless told to) is :attr:`Skip.REDACTED`: counted, never judged. A span without response text (an error, a stream
 cut short) is ingested with the prompt only.
 
@@ -161,7 +161,7 @@ class OtelAdapter:
         events = [(e.name, attributes(e.attributes)) for e in span.events]
         if not is_llm_span(attrs, events):
             return Skip.IGNORED
-        if any(self.probes.named(attrs.get(key)) for key in USER_ATTRIBUTES):  # the monitor's own probe: the prober judges it
+        if self._is_probe(attrs):  # the monitor's own canary probe: the prober judges it
             return Skip.IGNORED
         prompt, response = span_prompt(attrs, events), span_reply(attrs, events)
         if prompt is None or REDACTED_MARKER in (prompt.strip(), (response or "").strip()):
@@ -181,6 +181,13 @@ class OtelAdapter:
             )
         except ValidationError as exc:
             raise ItemError(f"span {span_ref or repr(span.name)}: {describe_validation_error(exc)}") from None
+
+    def _is_probe(self, attrs: dict[str, Any]) -> bool:
+        """OpenInference keeps the request's parameters, OpenAI's ``user`` among them, as one JSON attribute."""
+        if any(self.probes.named(attrs.get(key)) for key in USER_ATTRIBUTES):
+            return True
+        parameters = _json(attrs.get("llm.invocation_parameters"))
+        return isinstance(parameters, dict) and self.probes.named(parameters.get("user"))
 
     def _labels(self, resource: dict[str, Any], attrs: dict[str, Any]) -> dict[str, str]:
         labels = {}

@@ -22,11 +22,16 @@ from tests.helpers.server import free_port, running_server
 
 
 async def small_app(scope, receive, send):
-    """Echoes how many body bytes it read; ``/slow`` answers after 1 s; refuses WebSockets."""
+    """Echoes how many body bytes it read; ``/slow`` answers after 1 s; ``/early`` answers 401 without
+    reading; refuses WebSockets."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close"})
         return
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/early":  # answers before reading the body, as a route refusing a token does
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
         return
     size, more = 0, True
     while more:
@@ -208,6 +213,51 @@ def test_connections_past_the_cap_get_a_503_with_retry_after_and_close():
             for sock in held:
                 sock.close()
         wait_for(lambda: guard.open == 0)
+
+
+def test_a_body_dribbled_after_an_early_answer_is_on_the_head_clock():
+    """A client answered before its body was read (a 401) cannot keep the connection by dribbling that body."""
+    with guarded_server(head_timeout_s=1.0) as (port, guard):
+        with closing(connect(port)) as sock:
+            sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+            started = time.monotonic()
+            try:
+                for _ in range(40):
+                    sock.sendall(b"x" * 10)
+                    time.sleep(0.1)
+            except OSError:
+                pass  # closed while dribbling
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 401 ") and time.monotonic() - started < 3.0
+        assert guard.refused["head_timeout"] == 1
+        wait_for(lambda: guard.open == 0)
+
+
+def test_a_pipelined_head_is_measured_while_the_answer_before_it_is_prepared():
+    with guarded_server(max_head_bytes=16 * 1024) as (port, guard):
+        with closing(connect(port)) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.3)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 30_000 + b"\r\n")
+            answer = read_until_closed(sock)
+        assert b"431" not in answer  # nothing written ahead of the answer being prepared: the connection just closes
+        assert guard.refused["head_too_large"] == 1
+        wait_for(lambda: guard.open == 0)
+
+
+def test_odd_but_valid_clients_pass_and_a_late_malformed_byte_logs_no_traceback(caplog):
+    body = b"q" * 40_000
+    with guarded_server(max_head_bytes=16 * 1024) as (port, guard):
+        with closing(connect(port)) as sock:  # LF header lines closed by a CRLF blank line: h11 takes it
+            sock.sendall(b"POST / HTTP/1.1\nHost: x\nConnection: close\nContent-Length: %d\n\r\n" % len(body) + body)
+            assert b"\r\n40000\r\n" in read_until_closed(sock)
+        with closing(connect(port)) as sock:  # a chunked request answered, then a bad chunk line
+            sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            time.sleep(0.2)
+            sock.sendall(b"zz\r\n")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 401 ")
+        wait_for(lambda: guard.open == 0)
+    assert "Traceback" not in caplog.text and "Fatal error" not in caplog.text
 
 
 def test_a_websocket_upgrade_releases_its_slot():

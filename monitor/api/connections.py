@@ -38,8 +38,11 @@ REASONS = ("connection_limit", "head_too_large", "head_timeout", "malformed")
 MAX_HEAD_LINES = 101
 # The most one read hands the protocol (asyncio's and uvloop's read size).
 MAX_READ_BYTES = 256 * 1024
-# How long a refused connection stays half-closed so its answer arrives before the close.
+# How long a connection closed after an answer stays half-closed, and what it reads and drops meanwhile.
 LINGER_S = 1.0
+LINGER_BYTES = 1024 * 1024
+# Where a head ends: CRLF lines, LF lines (h11 takes both), and LF lines closed by a CRLF blank line.
+HEAD_ENDS = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
 # File descriptors the process needs besides its client connections (Redis, the model files, logs, listeners).
 SPARE_FILES = 64
 
@@ -87,17 +90,22 @@ class GuardedH11Protocol(H11Protocol):
     of second-guessing parser callbacks. It costs roughly a tenth of a millisecond of CPU per request,
     which batched ingest does not notice.
 
-    The client is waiting to send a head when h11 says ``IDLE``: at the connection's start and after
-    each response. The head clock runs only then, from the connection's opening or the first byte of
-    the head, so a slow answer, a pipelined request waiting its turn or a slow body never trips it
-    (bodies have ``body_timeout_seconds``)."""
+    The head clock runs whenever no request is being answered: from the connection's opening and from
+    the end of each response, until the next head is in. So a connection must always be either
+    answering a request or about to send one; a slow answer, a pipelined request waiting its turn and a
+    slow body the app is reading never trip it (bodies have ``body_timeout_seconds``), while a client
+    that trickles its head, or keeps sending a body the app answered without reading (a 401), is cut.
+    Heads are measured before h11 parses them, whenever the client's next bytes are a head: between
+    requests, and when a pipelined head waits for the current answer. Not measured: a head that arrives
+    in the same read as the end of a body the app answered without reading (h11 drains such a body, and
+    uvicorn parses what follows at once); one read bounds it, and the connection stays on the head clock."""
 
     guard: ConnectionGuard
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._admitted = False
-        self._refused = False
+        self._lingering: int | None = None  # bytes still read and dropped before reading stops
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -119,13 +127,37 @@ class GuardedH11Protocol(H11Protocol):
         super().handle_websocket_upgrade(event)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:  # the rest of a read that arrived as the connection was refused
+        if self._lingering is not None:
+            self._lingering -= len(data)
+            if self._lingering <= 0:
+                self.transport.pause_reading()
             return
-        if self._waiting_for_head() and self._head_too_large(data):
-            self._refuse("head_too_large", HEAD_TOO_LARGE)
+        if self._head_next() and self._head_too_large(data):  # no 431 ahead of an answer still being prepared
+            self._refuse("head_too_large", b"" if self._answering() else HEAD_TOO_LARGE)
             return
         super().data_received(data)
         self._follow_head()
+
+    def on_response_complete(self) -> None:
+        if self._head_next() and self.conn.trailing_data[0] and self._head_too_large(b""):  # a pipelined head, before h11 parses it
+            self._refuse("head_too_large", HEAD_TOO_LARGE)
+            return
+        super().on_response_complete()  # may start the next, pipelined request
+        self._follow_head()
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused what it read: a malformed head, or trailers past its buffer bound. Once an answer
+        has started there is no room for a 400: the connection just closes."""
+        self.guard.refused["malformed"] += 1
+        self._disarm_head_timer()
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            super().send_400_response(msg)
+        else:
+            self.transport.close()
+
+    def _head_next(self) -> bool:
+        """Whether the client's next bytes are a request head: between requests, or pipelined behind one."""
+        return self.conn.their_state in (h11.IDLE, h11.DONE) and not self.transport.is_closing()
 
     def _head_too_large(self, data: bytes) -> bool:
         """Whether the head being received, up to its blank line or all of it while unfinished, is over
@@ -133,28 +165,18 @@ class GuardedH11Protocol(H11Protocol):
         lines takes tens of times its bytes once parsed."""
         buffered = self.conn.trailing_data[0]
         pending = buffered + data if buffered else data
-        ends = [at + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (at := pending.find(blank)) >= 0]
+        ends = [at + len(blank) for blank in HEAD_ENDS if (at := pending.find(blank)) >= 0]
         head = min(ends) if ends else len(pending)
         return head > self.guard.max_head_bytes or pending.count(b"\n", 0, head) > MAX_HEAD_LINES
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()  # may start the next, pipelined request
-        self._follow_head()
-
-    def send_400_response(self, msg: str) -> None:
-        """h11 refused what it read: a malformed head, or trailers past its buffer bound."""
-        self.guard.refused["malformed"] += 1
-        self._disarm_head_timer()
-        super().send_400_response(msg)
-
-    def _waiting_for_head(self) -> bool:
-        return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _follow_head(self) -> None:
-        """Start the head clock at a head's first byte; stop it once the head is in."""
-        if not self._waiting_for_head():
+        """The head clock runs while no request is being answered (see the class)."""
+        if self._answering() or self.transport.is_closing():
             self._disarm_head_timer()
-        elif self.conn.trailing_data[0]:
+        else:
             self._arm_head_timer()
 
     def _leave_guard(self) -> None:
@@ -174,21 +196,24 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._waiting_for_head():
+        if not self._answering() and not self.transport.is_closing():
             self._refuse("head_timeout", b"")
 
     def _refuse(self, reason: str, reply: bytes) -> None:
-        """Answer (when there is something to say) and close. With an answer, reading stops and the close
-        waits ``LINGER_S`` with the write side shut: closing at once with unread bytes would send a reset,
-        which can reach the client before the answer does."""
+        """Count, answer (when there is something to say) and close."""
         self.guard.refused[reason] += 1
-        self._refused = True
         self._leave_guard()
         if not reply:
             self.transport.close()
             return
-        self.transport.pause_reading()
         self.transport.write(reply)
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close ``LINGER_S`` after shutting the write side, reading and dropping up to ``LINGER_BYTES``
+        meanwhile: closing at once with unread bytes would send a reset, which can reach the client
+        before the answer does (Apache's lingering close; the byte bound keeps a flood from costing CPU)."""
+        self._lingering = LINGER_BYTES
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)

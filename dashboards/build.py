@@ -40,6 +40,7 @@ PROCESS_WIDE = frozenset({
     "llmsafety_queue_depth", "llmsafety_queue_capacity", "llmsafety_events_dropped_total", "llmsafety_worker_errors_total",
     "llmsafety_stage_duration_seconds_bucket", "llmsafety_ingest_duration_seconds_bucket", "llmsafety_batch_size_sum",
     "llmsafety_batch_size_count", "llmsafety_batch_size_bucket", "llmsafety_alert_deliveries_total", "llmsafety_alert_outbox_size",
+    "llmsafety_http_connections", "llmsafety_http_connections_refused_total",
     # Canary probes are labelled by target (a configured model name), not by the traffic's model/route.
     "llmsafety_probe_up", "llmsafety_probe_requests_total", "llmsafety_probe_rate", "llmsafety_probe_flipped",
     "llmsafety_probe_answer_chars_sum", "llmsafety_probe_answer_chars_count",
@@ -363,6 +364,11 @@ def pipeline() -> dict[str, Any]:
         panel("timeseries", "Dropped events by reason", [q(f"sum by (reason) (rate(llmsafety_events_dropped_total[{RI}]))", "{{reason}}")],
               unit="reqps"),
         panel("timeseries", "Worker errors", [q(f"sum(increase(llmsafety_worker_errors_total[{RI}]))", "errors")]),
+        panel("timeseries", "HTTP connections", [
+            q("sum(llmsafety_http_connections)", "open"),
+            q(f"sum by (reason) (rate(llmsafety_http_connections_refused_total[{RI}]))", "refused/s {{reason}}"),
+        ], description="Open connections, and connections closed before a request reached the app (max_connections, "
+                       "request heads too large or too slow, malformed); connection_limit raises LLMSafetyConnectionsRefused."),
         row("Latency and batches"),
         panel("timeseries", "Stage latency p95 per batch", [
             q(f"histogram_quantile(0.95, sum by (le, stage) (rate(llmsafety_stage_duration_seconds_bucket[{RI}])))", "{{stage}} p95"),

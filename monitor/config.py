@@ -476,7 +476,7 @@ class Settings(BaseSettings):
 
     @property
     def skipped_probe_end_user_key(self) -> str | None:
-        """The key whose probe name the LiteLLM integration skips: this monitor's when it probes or when the key was
+        """The key whose probe name the LiteLLM and OTLP integrations skip: this monitor's when it probes or when the key was
         set (``monitor probe run`` with the same key, or another monitor probing the same gateway); else none."""
         if self.probe_targets or "probe_end_user_key" in self.model_fields_set:
             return self.probe_end_user_key.get_secret_value()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Collection, Protocol, Sequence, runtime_checkable
 
 from monitor.signals import Condition, Reading
 from monitor.events import ScoredEvent
@@ -60,7 +60,7 @@ class ClusterLabels(Protocol):
 
     def unlabel_cluster(self, cluster_id: str) -> None: ...
 
-    def forget_explained(self, label: str) -> None: ...
+    def retain_labels(self, labels: Collection[str]) -> None: ...
 
 
 @runtime_checkable
@@ -69,7 +69,7 @@ class CategoryReferences(Protocol):
 
     def add_category(self, key: str) -> bool: ...
 
-    def remove_category(self, key: str, at: float) -> list[Condition]: ...
+    def retain_categories(self, keys: Collection[str], at: float) -> list[Condition]: ...
 
     def references(self) -> dict[str, dict[str, float]]: ...
 

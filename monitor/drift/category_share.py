@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import numpy as np
 from scipy.stats import beta
@@ -369,14 +369,16 @@ class CategoryShareDetector:
         self._learned[key] = self._learner(key)
         return True
 
-    def remove_category(self, key: str, at: float) -> list[Condition]:
-        """Stop watching a category added at run time (triage reverted it; base keys stay). Its open
-        alarms resolve (the returned conditions, at event time ``at``): with the key gone nothing else would."""
-        sub = self._learned.pop(key, None)
-        if sub is None:
-            return []
-        return [Condition(self.name, r.scope, key, False, at, summary=f"category {key!r} was reverted in triage: no longer watched")
-                for r in sub.readings() if r.key == key and r.active]
+    def retain_categories(self, keys: Collection[str], at: float) -> list[Condition]:
+        """Keep watching only the run-time categories in ``keys`` (triage reverted the others, or a snapshot
+        older than the triage state still held them; base keys stay). The dropped keys' open alarms resolve
+        (the returned conditions, at event time ``at``): with the key gone nothing else would."""
+        out: list[Condition] = []
+        for key in [k for k in self._learned if k not in keys]:
+            sub = self._learned.pop(key)
+            out += [Condition(self.name, r.scope, key, False, at, summary=f"category {key!r} was reverted in triage: no longer watched")
+                    for r in sub.readings() if r.key == key and r.active]
+        return out
 
     def _learner(self, key: str) -> CategoryShareDetector:
         return CategoryShareDetector([key], warmup_events=self.warmup_events, expected_run_time=self.expected_run_time,

@@ -64,7 +64,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Collection, Iterable, Literal, Sequence
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -727,9 +727,15 @@ class EmergingClusterDetector:
                 if cluster.label == label and (cluster is found or float(cluster.centroid @ centroid) >= self.settings.join_similarity):
                     cluster.label = None
 
-    def forget_explained(self, label: str) -> None:
-        """The judge no longer knows ``label`` (triage reverted it): its events are candidates again."""
-        self._explained.discard(label)
+    def retain_labels(self, labels: Collection[str]) -> None:
+        """Keep only the cluster labels in ``labels`` (the taxonomy's, ``safe`` and the categories triage still
+        teaches): a label triage reverted, or one a snapshot older than the triage state still held, no
+        longer names a cluster, and its events are candidates again."""
+        self._explained &= set(labels)
+        for st in self._scopes.values():
+            for cluster in st.clusters.values():
+                if cluster.label is not None and cluster.label not in labels:
+                    cluster.label = None
 
     def readings(self) -> list[Reading]:
         """Per scope: the largest cluster share against the alert threshold (no cluster ids as labels)."""

@@ -183,7 +183,10 @@ class OtelAdapter:
             raise ItemError(f"span {span_ref or repr(span.name)}: {describe_validation_error(exc)}") from None
 
     def _is_probe(self, attrs: dict[str, Any]) -> bool:
-        """OpenInference keeps the request's parameters, OpenAI's ``user`` among them, as one JSON attribute."""
+        """OpenInference keeps the request's parameters, OpenAI's ``user`` among them, as one JSON attribute
+        (parsed only where this deployment probes)."""
+        if not self.probes.enabled:
+            return False
         if any(self.probes.named(attrs.get(key)) for key in USER_ATTRIBUTES):
             return True
         parameters = _json(attrs.get("llm.invocation_parameters"))

@@ -20,6 +20,10 @@ class ProbeCalls:
     def __init__(self, name: str | None) -> None:
         self._name = name.encode() if name else None
 
+    @property
+    def enabled(self) -> bool:
+        return self._name is not None
+
     def named(self, end_user: Any) -> bool:
         return (self._name is not None and isinstance(end_user, str)
                 and hmac.compare_digest(end_user.encode("utf-8", "replace"), self._name))

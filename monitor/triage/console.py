@@ -291,19 +291,19 @@ class Triage:
         references = self.host.detectors.having(CategoryReferences)
         fresh = {k: v for k, v in state.clusters.items() if relabel_clusters or previous.clusters.get(k) != v}
         unlabelled = [k for k in previous.clusters if k not in state.clusters]
-        forgotten = set(previous.categories) - learned
+        labels = {SAFE, *self.base_categories, *learned}
 
         def change() -> list[Condition]:
+            # Detectors keep only what the triage state teaches: after a revert, and after a restart from a
+            # detector snapshot written before the triage state's last action.
             out: list[Condition] = []
             at = self.host.event_time if self.host.event_time is not None else 0.0  # no event yet: no alarm to resolve
             for share in references:
                 for name in learned:
                     share.add_category(name)
-                for name in forgotten:
-                    out += share.remove_category(name, at)
+                out += share.retain_categories(learned, at)
             for clusters in labelling:
-                for name in forgotten:
-                    clusters.forget_explained(name)
+                clusters.retain_labels(labels)
                 for cluster_id in unlabelled:
                     clusters.unlabel_cluster(cluster_id)
                 for cluster_id, label in fresh.items():

@@ -167,6 +167,7 @@ class TriageState:
 
     # ------------------------------------------------------------------ persistence
     def to_bytes(self) -> bytes:
+        kept_clusters = dict(list(self.clusters.items())[-self.limits.max_marks:])
         return json.dumps({
             "format": FORMAT,
             "seq": self.seq,
@@ -175,10 +176,10 @@ class TriageState:
             "models": [m.to_state() for m in self.models],
             "next_revision": self.next_revision,
             "marks": {k: asdict(v) for k, v in self.marks.items()},
-            "clusters": list(self.clusters.items())[-self.limits.max_marks:],
+            "clusters": list(kept_clusters.items()),
             "audit": self.audit,
             "audit_dropped": self.audit_dropped,
-            "cluster_revisions": self.cluster_revisions,
+            "cluster_revisions": {k: r for k, r in self.cluster_revisions.items() if k in kept_clusters},
         }, separators=(",", ":")).encode()
 
     @classmethod

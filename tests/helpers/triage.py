@@ -40,11 +40,14 @@ class TableJudge:
         return [self.table.get(np.asarray(b.prompt_embedding, np.float32).tobytes(), verdict()) for b in batch]
 
 
-def synthetic_service(store: StateStore | None = None, **settings: object) -> MonitorService:
+def synthetic_service(store: StateStore | None = None, restore: dict | None = None, **settings: object) -> MonitorService:
+    """``restore``: a detector snapshot (``state_dict``) loaded before triage attaches, as the service starts."""
     settings.setdefault("sampling", "off")
     service = MonitorService(Settings(**settings), Scorer(None, TableJudge(), ScopeResolver([], [])),
                              DetectorSuite([CategoryShareDetector(KNOWN, warmup_events=2000), detector()]),
                              store=store or MemoryStateStore())
+    if restore is not None:
+        service.load_state_dict(restore)
     attach_triage(service)
     return service
 

@@ -108,9 +108,10 @@ class Settings(BaseSettings):
         "is checked.",
     )
     request_head_timeout_seconds: float = Field(
-        10.0, gt=0, le=3600, description="Longest a connection may take to send a whole request line and headers, from "
-        "its opening or the request's first byte (monitor serve): after that it is closed (counted), so a client that "
-        "sends nothing or trickles its headers cannot hold a connection.",
+        10.0, gt=0, le=3600, description="Longest a connection may go without a request being answered before its next "
+        "request line and headers are in, from its opening or the end of its last answer (monitor serve): after that it "
+        "is closed (counted), so a client that sends nothing, trickles its headers or dribbles a body nobody reads cannot "
+        "hold a connection.",
     )
     max_events_per_request: int = Field(5000, ge=1, description="Most events one request may carry (413 above).")
     max_text_chars: int = Field(20_000, ge=16, description="Prompt/response text longer than this is truncated (and counted).")

@@ -23,9 +23,10 @@ Every other span is ignored (and counted). Texts, first found wins:
   ``llm.output_messages.{i}.message...`` · ``output.value`` (a response JSON with ``choices``, else text).
 
 An LLM span whose end user (:data:`USER_ATTRIBUTES`, or ``user`` in OpenInference's
-``llm.invocation_parameters``) is the name the monitor's own canary probes carry is ignored: the prober judges those calls itself. An LLM span without prompt text
-(instrumentations record no message content unless told to) is :attr:`Skip.REDACTED`: counted, never judged. A span without response text (an error, a stream
-cut short) is ingested with the prompt only.
+``llm.invocation_parameters``) is the name the monitor's own canary probes carry is ignored: the
+prober judges those calls itself. An LLM span without prompt text (instrumentations record no message
+content unless told to) is :attr:`Skip.REDACTED`: counted, never judged. A span without response text
+(an error, a stream cut short) is ingested with the prompt only.
 
 >>> span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
 ...         "name": "chat gpt-4o", "startTimeUnixNano": "1767225600000000000",

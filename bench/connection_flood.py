@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.healthz_overload import free_port, start  # noqa: E402
 from bench.inflight_bodies import kib  # noqa: E402
+from bench.light_load_cpu import cpu_seconds  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from monitor.config import Settings  # noqa: E402
 
@@ -109,11 +110,6 @@ uvicorn.run(app, port=int(sys.argv[1]), log_level="warning", access_log=False, *
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def protocol_cost(protocol: str, requests: int) -> float:
     """Server CPU microseconds per small POST on one kept-alive connection."""
     port = free_port()
@@ -130,10 +126,11 @@ def protocol_cost(protocol: str, requests: int) -> float:
                     time.sleep(0.05)
             for _ in range(200):  # warm
                 client.post("/", content=body)
-            before = cpu_seconds(proc.pid)
+            stat = Path(f"/proc/{proc.pid}/stat")
+            before = cpu_seconds(stat)
             for _ in range(requests):
                 client.post("/", content=body, headers={"Content-Type": "application/json", "Authorization": "Bearer " + "x" * 40})
-            return (cpu_seconds(proc.pid) - before) / requests * 1e6
+            return (cpu_seconds(stat) - before) / requests * 1e6
     finally:
         proc.terminate()
         proc.wait(timeout=30)
